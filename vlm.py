@@ -1,0 +1,511 @@
+"""vlm.py - everything model-specific: Qwen2-VL, Qwen2.5-VL and Qwen3-VL as one video-LLM interface.
+
+The rest of the project never touches a processor, a chat template or a token id; it asks this module to
+    read a video          read_video(path, fps=1, max_frames=600)   /   read_frames(path, indices)
+    load a model          model = load("Qwen/Qwen2.5-VL-7B-Instruct" | "runs/merged" | "tiny" | "tiny-qwen3")
+    encode a sample       model.encode([video, "Describe the video."], response="The video opens ...")
+    batch samples         model.collate(samples, padding="right")      (left for generation)
+    generate              model.generate(samples, max_new_tokens=..., temperature=...)
+    score responses       model.response_logps(batch)   -> summed log p(response | prompt, video) per row
+
+Video preprocessing is written here because every transformers video processor needs torchvision. It follows
+qwen_vl_utils + Qwen2VLImageProcessorPil (spec.md section 5 gives the released run's settings: 1 fps, at most 600
+frames, 9,000,000 pixels per video):
+    1. sample frames at `fps` (at least 4, at most `max_frames`, an even count, spread uniformly),
+    2. give each frame an equal share of the total pixel budget and resize it (PIL bicubic) to multiples of
+       patch_size * merge_size (28 for Qwen2/2.5-VL, 32 for Qwen3-VL),
+    3. rescale to [0, 1], normalise (CLIP mean/std; 0.5/0.5 for Qwen3-VL),
+    4. pad the frame count to a multiple of the temporal patch (2) with the last frame and cut into patches of
+       channels x 2 frames x patch x patch, grouped merge x merge so the merger sees neighbours together.
+A single image is a video of one frame; this is bit-exact with Qwen2VLImageProcessorPil (tests/test_vlm.py).
+
+Built-in random tiny models (`tiny` = Qwen2-VL layout, `tiny-qwen2.5`, `tiny-qwen3`) are made from a config and an
+in-process byte-level tokenizer, so tests and the demo need no download.
+
+    python temple.py describe VIDEO --model tiny
+"""
+
+import math
+import os
+import socket
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+IGNORE = -100  # label of tokens the loss skips (prompt, video, padding)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model families: the only place that knows how Qwen2-VL, Qwen2.5-VL and Qwen3-VL differ
+
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str
+    mean: tuple
+    std: tuple
+    system_prompt: str | None  # the chat template's default system message
+    frame_timestamps: bool = False  # Qwen3-VL: "<1.5 seconds>" before every temporal patch
+    seconds_per_grid: bool = False  # Qwen2.5-VL: time between temporal patches feeds M-RoPE
+
+
+FAMILIES = {
+    "qwen2_vl": Family("qwen2_vl", CLIP_MEAN, CLIP_STD, "You are a helpful assistant."),
+    "qwen2_5_vl": Family("qwen2_5_vl", CLIP_MEAN, CLIP_STD, "You are a helpful assistant.", seconds_per_grid=True),
+    "qwen3_vl": Family("qwen3_vl", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), None, frame_timestamps=True),
+}
+TINY_MODELS = {"tiny": "qwen2_vl", "tiny-qwen2": "qwen2_vl", "tiny-qwen2.5": "qwen2_5_vl", "tiny-qwen3": "qwen3_vl"}
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading video with PyAV
+
+
+@dataclass
+class Video:
+    """Decoded RGB frames (T, H, W, 3) uint8 and the time of each frame in seconds."""
+    frames: np.ndarray
+    times: list
+    path: str = ""
+
+
+def open_video(path):
+    """Open a file with PyAV and return (container, video stream); errors name the file."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file (0 bytes)")
+    try:
+        container = av.open(path)
+    except av.FFmpegError as e:
+        raise ValueError(f"{path}: not a readable video ({e.strerror or e})") from None
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"{path}: has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # frame + slice threads: several times faster on long videos
+    return container, stream
+
+
+def stream_fps(stream):
+    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    return float(rate) if rate else 25.0
+
+
+def count_frames(path):
+    """Frames in the first video stream: from the header, or by counting packets (webm/mkv have no count)."""
+    container, stream = open_video(path)
+    with container:
+        if stream.frames:
+            return stream.frames
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def decoded_frames(container, stream):
+    """Yield (index, frame) for every frame that decodes; a corrupt packet is skipped, not fatal."""
+    index = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            continue
+        for frame in frames:
+            yield index, frame
+            index += 1
+
+
+def sample_indices(num_frames, video_fps, fps, max_frames, min_frames=4):
+    """qwen_vl_utils' rule: round(duration * fps) frames, clamped, even, spread uniformly over the video."""
+    wanted = round(num_frames / video_fps * fps)
+    count = min(max(wanted, min_frames), max_frames, num_frames)
+    count = max(2, count - count % 2) if num_frames >= 2 else 1
+    return np.linspace(0, num_frames - 1, count).round().astype(int).tolist()
+
+
+def read_frames(path, indices):
+    """Decode the frames at the given indices (e.g. keyframes), in the order given."""
+    wanted = set(int(i) for i in indices)
+    container, stream = open_video(path)
+    fps = stream_fps(stream)
+    found = {}
+    with container:
+        for index, frame in decoded_frames(container, stream):
+            if index in wanted:
+                found[index] = frame.to_ndarray(format="rgb24")
+            if index >= max(wanted):
+                break
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise ValueError(f"{path}: could not decode frame(s) {missing[:5]} (video has fewer frames or is corrupt)")
+    frames = np.stack([found[int(i)] for i in indices])
+    return Video(frames, [int(i) / fps for i in indices], str(path))
+
+
+def read_video(path, fps=1.0, max_frames=600, min_frames=4):
+    """Frames sampled at `fps` (the released run: 1 fps, at most 600 frames)."""
+    num_frames = count_frames(path)
+    if num_frames == 0:
+        raise ValueError(f"{path}: the video stream has no frames")
+    container, stream = open_video(path)
+    container.close()
+    return read_frames(path, sample_indices(num_frames, stream_fps(stream), fps, max_frames, min_frames))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preprocessing: resize, normalise, patchify (no HF processor, no torchvision)
+
+
+def smart_resize(height, width, factor, min_pixels, max_pixels):
+    """Closest size with both sides multiples of `factor` and the area within [min_pixels, max_pixels]."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} is over 200")
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def frame_max_pixels(num_frames, total_pixels, min_pixels, max_pixels, temporal_patch=2):
+    """qwen_vl_utils: an equal share of the video's pixel budget (two frames make one temporal patch)."""
+    return max(min(max_pixels, total_pixels / num_frames * temporal_patch), int(min_pixels * 1.05))
+
+
+def resize_frames(frames, height, width):
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in frames])
+
+
+def patchify(frames, mean, std, patch, merge, temporal_patch):
+    """(T, H, W, 3) uint8 -> float32 patches (t*h*w, 3*temporal_patch*patch*patch) and the grid (t, h, w)."""
+    # The same float steps as transformers' numpy path (float64 rescale, float32 normalise): bit-exact output.
+    x = (frames.astype(np.float64) * (1 / 255)).astype(np.float32)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    x = x.transpose(0, 3, 1, 2)  # T, C, H, W
+    if pad := -len(x) % temporal_patch:
+        x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+    t, c, height, width = len(x) // temporal_patch, x.shape[1], x.shape[2] // patch, x.shape[3] // patch
+    x = x.reshape(t, temporal_patch, c, height // merge, merge, patch, width // merge, merge, patch)
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)  # t, h-blocks, w-blocks, merge rows, merge cols, C, T, p, p
+    return np.ascontiguousarray(x.reshape(t * height * width, c * temporal_patch * patch * patch)), (t, height, width)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Built-in tiny models (random weights, in-process tokenizer)
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'video' %}"
+    "<|vision_start|><|video_pad|><|vision_end|>{% elif part['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def byte_alphabet():
+    """GPT-2's printable stand-in character for each byte (what byte-level BPE vocabularies are written in)."""
+    printable = set(range(33, 127)) | set(range(161, 173)) | set(range(174, 256))
+    extra = iter(range(256, 512))
+    return {b: chr(b) if b in printable else chr(next(extra)) for b in range(256)}
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer with Qwen's special tokens: 256 bytes + a few merges, built without files."""
+    from transformers import Qwen2Tokenizer
+
+    alphabet = byte_alphabet()
+    vocab = {alphabet[b]: b for b in range(256)}
+    merges = []
+    for word in ["the", "video", "clip", "and", "then", "with", "person", "scene", "in", "of", "a", "to", "is"]:
+        pieces = [alphabet[32]] + list(word)  # "Ġword": merged left to right
+        while len(pieces) > 1:
+            merges.append((pieces[0], pieces[1]))
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+            vocab.setdefault(pieces[0], len(vocab))
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, extra_special_tokens=SPECIAL_TOKENS[1:])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_config(model_type, tokenizer):
+    """A 2-layer, 64-wide model of the given family, with the tokenizer's special-token ids."""
+    from transformers import AutoConfig
+
+    ids = dict(zip(["image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"],
+                   tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
+                                                    "<|vision_end|>"])))
+    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), bos_token_id=None,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+    if model_type == "qwen3_vl":
+        text.update(head_dim=16, rope_parameters={**text["rope_parameters"], "mrope_interleaved": True})
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
+                      num_position_embeddings=64, deepstack_visual_indexes=[1])
+    elif model_type == "qwen2_5_vl":
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                      fullatt_block_indexes=[1], window_size=56)
+    else:
+        vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2)
+    return AutoConfig.for_model(model_type, text_config=text, vision_config=vision, **ids)
+
+
+def build_tiny(name, seed=0):
+    """A built-in tiny model with random weights, identical for the same seed."""
+    from transformers import AutoModelForImageTextToText
+
+    tokenizer = tiny_tokenizer()
+    config = tiny_config(TINY_MODELS[name], tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config)
+    return model, tokenizer
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def default_device():
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def hub_reachable(timeout=3):
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
+    """A model by built-in name, local directory or hub id (from the local cache; nothing is downloaded)."""
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    device = torch.device(device) if device else default_device()
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if name in TINY_MODELS:
+        model, tokenizer = build_tiny(name, seed)
+        model.config._attn_implementation = attn_implementation
+    else:
+        local = os.path.isdir(name)
+        # A hub id is looked up in the local cache first; the hub is asked only when it answers (no long retries).
+        cached_only = local or not hub_reachable()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=cached_only)
+            model = AutoModelForImageTextToText.from_pretrained(
+                name, dtype=dtype, attn_implementation=attn_implementation, local_files_only=cached_only)
+        except OSError:
+            hint = "the directory has no model files" if local else (
+                "no such directory, not in the local Hugging Face cache, and the hub is unreachable; download it "
+                "on a machine with internet and pass its directory with --model PATH")
+            raise ValueError(f"model '{name}' was not found: {hint} (built-in: {', '.join(TINY_MODELS)})") from None
+    if model.config.model_type not in FAMILIES:
+        raise ValueError(f"model '{name}' is a {model.config.model_type}; supported: {', '.join(FAMILIES)}")
+    return VideoLM(model.to(device=device, dtype=dtype).eval(), tokenizer, name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The interface
+
+
+@dataclass
+class Sample:
+    """One encoded conversation: token ids, labels (IGNORE outside responses) and its videos' patches."""
+    input_ids: list
+    labels: list
+    token_types: list
+    pixels: list = field(default_factory=list)  # one float32 array per video
+    grids: list = field(default_factory=list)  # (t, h, w) per video
+    seconds_per_grid: list = field(default_factory=list)
+
+
+class VideoLM:
+    """A loaded model + tokenizer + family; see the module docstring for the tour."""
+
+    def __init__(self, model, tokenizer, name=""):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.family = FAMILIES[model.config.model_type]
+        vision = model.config.vision_config
+        self.patch, self.merge = vision.patch_size, vision.spatial_merge_size
+        self.temporal_patch = vision.temporal_patch_size
+        self.factor = self.patch * self.merge
+        self.min_pixels, self.max_pixels = 4 * self.factor ** 2, 768 * self.factor ** 2  # qwen_vl_utils defaults
+        ids = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
+        self.ids = dict(zip(["pad", "im_start", "im_end", "vision_start", "vision_end", "image", "video"], ids))
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    # -- encoding ------------------------------------------------------------------------------------------------
+
+    def preprocess(self, video, total_pixels=9_000_000, min_pixels=None, max_pixels=None):
+        """A Video (or (T, H, W, 3) array) -> (patches, grid (t, h, w))."""
+        frames = video.frames if isinstance(video, Video) else np.asarray(video)
+        min_pixels = min_pixels or self.min_pixels
+        limit = frame_max_pixels(len(frames), total_pixels, min_pixels, max_pixels or self.max_pixels)
+        height, width = smart_resize(frames.shape[1], frames.shape[2], self.factor, min_pixels, limit)
+        return patchify(resize_frames(frames, height, width), self.family.mean, self.family.std,
+                        self.patch, self.merge, self.temporal_patch)
+
+    def encode(self, prompt, response=None, system=None, **pixel_options):
+        """One user turn (a string or a list of strings and Videos) and optionally the assistant's answer."""
+        messages = [{"role": "user", "content": prompt}]
+        if response is not None:
+            messages.append({"role": "assistant", "content": response})
+        return self.encode_chat(messages, system=system, **pixel_options)
+
+    def encode_chat(self, messages, system=None, **pixel_options):
+        """A conversation; labels cover every assistant turn (its text and <|im_end|>). A conversation ending on a
+        user turn gets the generation prompt "<|im_start|>assistant\\n" appended."""
+        sample = Sample([], [], [])
+        system = system if system is not None else self.family.system_prompt
+        if system is not None and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system}] + list(messages)
+        for message in messages:
+            role, content = message["role"], message["content"]
+            self._add(sample, [self.ids["im_start"]] + self._text_ids(role + "\n"))
+            if role == "assistant":
+                self._add(sample, self._text_ids(content) + [self.ids["im_end"]], learn=True)
+                self._add(sample, self._text_ids("\n"))
+                continue
+            for part in [content] if isinstance(content, str) else content:
+                if isinstance(part, str):
+                    self._add(sample, self._text_ids(part))
+                else:
+                    self._add_video(sample, part, **pixel_options)
+            self._add(sample, [self.ids["im_end"]] + self._text_ids("\n"))
+        if messages[-1]["role"] != "assistant":
+            self._add(sample, [self.ids["im_start"]] + self._text_ids("assistant\n"))
+        return sample
+
+    def _text_ids(self, text):
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def _add(self, sample, ids, learn=False, token_type=TEXT):
+        sample.input_ids += ids
+        sample.labels += ids if learn else [IGNORE] * len(ids)
+        sample.token_types += [token_type] * len(ids)
+
+    def _add_video(self, sample, video, **pixel_options):
+        pixels, (t, h, w) = self.preprocess(video, **pixel_options)
+        sample.pixels.append(pixels)
+        sample.grids.append((t, h, w))
+        times = list(video.times) if isinstance(video, Video) else list(range(len(pixels)))
+        if self.family.seconds_per_grid:
+            step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 1.0
+            sample.seconds_per_grid.append(self.temporal_patch * step)
+        pads = [self.ids["video"]] * (h * w // self.merge ** 2)
+        start, end = [self.ids["vision_start"]], [self.ids["vision_end"]]
+        if not self.family.frame_timestamps:
+            self._add(sample, start)
+            self._add(sample, pads * t, token_type=VIDEO)
+            self._add(sample, end)
+            return
+        # Qwen3-VL: the processor expands the template's video slot into one timestamped block per temporal patch
+        times += [times[-1]] * (-len(times) % self.temporal_patch)
+        self._add(sample, start)
+        for k in range(t):
+            pair = times[k * self.temporal_patch:(k + 1) * self.temporal_patch]
+            self._add(sample, self._text_ids(f"<{(pair[0] + pair[-1]) / 2:.1f} seconds>") + start)
+            self._add(sample, pads, token_type=VIDEO)
+            self._add(sample, end)
+        self._add(sample, end)
+
+    # -- batching ------------------------------------------------------------------------------------------------
+
+    def collate(self, samples, padding="right"):
+        """Pad to one tensor batch: right padding for training, left padding for generation."""
+        length = max(len(s.input_ids) for s in samples)
+
+        def pad(rows, value):
+            out = torch.full((len(rows), length), value, dtype=torch.long)
+            for i, row in enumerate(rows):
+                if padding == "right":
+                    out[i, :len(row)] = torch.tensor(row)
+                else:
+                    out[i, length - len(row):] = torch.tensor(row)
+            return out
+
+        batch = {"input_ids": pad([s.input_ids for s in samples], self.ids["pad"]),
+                 "attention_mask": pad([[1] * len(s.input_ids) for s in samples], 0),
+                 "labels": pad([s.labels for s in samples], IGNORE),
+                 "mm_token_type_ids": pad([s.token_types for s in samples], TEXT)}
+        pixels = [p for s in samples for p in s.pixels]
+        if pixels:
+            batch["pixel_values_videos"] = torch.from_numpy(np.concatenate(pixels))
+            batch["video_grid_thw"] = torch.tensor([g for s in samples for g in s.grids], dtype=torch.long)
+            if self.family.seconds_per_grid:
+                batch["second_per_grid_ts"] = torch.tensor([x for s in samples for x in s.seconds_per_grid])
+        return batch
+
+    def to_device(self, batch):
+        dtype = next(self.model.parameters()).dtype
+        return {k: v.to(self.device, dtype=dtype if v.is_floating_point() and k == "pixel_values_videos" else None)
+                for k, v in batch.items()}
+
+    # -- generation ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, samples, max_new_tokens=256, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0):
+        """Answers for prompts encoded without a response; greedy when temperature is 0."""
+        batch = self.to_device(self.collate(samples, padding="left"))
+        batch.pop("labels")
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else \
+            dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                                      eos_token_id=[self.ids["im_end"], self.ids["pad"]],
+                                      pad_token_id=self.ids["pad"], **sampling)
+        new_tokens = out[:, batch["input_ids"].shape[1]:]
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
+
+    # -- scoring -------------------------------------------------------------------------------------------------
+
+    def response_logps(self, batch, model=None):
+        """Summed log-probability of each row's labelled tokens, and their count.
+
+        Logits are computed only at the positions that predict a label (the union over the batch), never for the
+        whole sequence x vocabulary: with a 151k vocabulary that is most of the memory of a DPO step.
+        `model` overrides self.model (e.g. the DDP-wrapped module, so its gradient hooks run).
+        """
+        model = model or self.model
+        targets = batch["labels"][:, 1:]
+        mask = targets != IGNORE
+        positions = mask.any(0).nonzero().squeeze(1)  # position p predicts token p + 1
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs, logits_to_keep=positions, use_cache=False).logits  # (B, P, V)
+        targets, mask = targets[:, positions], mask[:, positions]
+        token_logps = selective_log_softmax(logits, targets.clamp(min=0))
+        return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def selective_log_softmax(logits, index):
+    """log_softmax(logits)[..., index] without materialising a float32 copy of all logits at once."""
+    if logits.dtype == torch.float32:
+        return logits.gather(-1, index.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    rows = [row.float().log_softmax(-1).gather(-1, i.unsqueeze(-1)).squeeze(-1) for row, i in zip(logits, index)]
+    return torch.stack(rows)
