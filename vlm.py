@@ -245,8 +245,9 @@ def tiny_tokenizer():
     return tokenizer
 
 
-def tiny_config(model_type, tokenizer):
-    """A 2-layer, 64-wide model of the given family, with the tokenizer's special-token ids."""
+def tiny_config(model_type, tokenizer, text_overrides=None, vision_overrides=None):
+    """A 2-layer, 64-wide model of the given family, with the tokenizer's special-token ids (benchmarks pass
+    overrides to get realistic sizes: vocab_size=151_669, hidden_size=1536, ...)."""
     from transformers import AutoConfig
 
     ids = dict(zip(["image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"],
@@ -256,7 +257,7 @@ def tiny_config(model_type, tokenizer):
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                 eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
                 pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), bos_token_id=None,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     if model_type == "qwen3_vl":
         text.update(head_dim=16, rope_parameters={**text["rope_parameters"], "mrope_interleaved": True})
         vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
@@ -266,6 +267,11 @@ def tiny_config(model_type, tokenizer):
                       fullatt_block_indexes=[1], window_size=56)
     else:
         vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2)
+    text.update(text_overrides or {})
+    half = text.get("head_dim", text["hidden_size"] // text["num_attention_heads"]) // 2
+    text["rope_parameters"]["mrope_section"] = [half // 4, half * 3 // 8, half - half // 4 - half * 3 // 8]  # Qwen's split
+    out_dim = "hidden_size" if model_type == "qwen2_vl" else "out_hidden_size"  # the merger's output width
+    vision.update({out_dim: text["hidden_size"]}, **(vision_overrides or {}))
     return AutoConfig.for_model(model_type, text_config=text, vision_config=vision, **ids)
 
 

@@ -1,0 +1,279 @@
+"""vlm.py: preprocessing vs transformers, prompt layout and labels, batching, generation, log-probs, loading."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import vlm
+from media import scene_frames, write_audio_only, write_video
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = dict(min_pixels=32 * 32)  # keep sequences short: the default min_pixels upscales small frames
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return vlm.load("tiny")
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", scene_frames(4, 10), fps=10)
+
+
+def random_video(frames=4, height=64, width=80, seed=0):
+    rng = np.random.default_rng(seed)
+    return vlm.Video(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8), [0.5 * i for i in range(frames)])
+
+
+# ---- preprocessing --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,patch,mean", [("tiny", 14, vlm.CLIP_MEAN), ("tiny-qwen3", 16, (0.5, 0.5, 0.5))])
+@pytest.mark.parametrize("size", [(100, 150), (37, 301), (224, 224)])
+def test_preprocess_equals_hf_image_processor(name, patch, mean, size):
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessorPil
+
+    model = vlm.load(name)
+    std = vlm.CLIP_STD if mean == vlm.CLIP_MEAN else mean
+    image = np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8)
+    hf = Qwen2VLImageProcessorPil(patch_size=patch, image_mean=list(mean), image_std=list(std),
+                                  size={"shortest_edge": 56 * 56, "longest_edge": 128 * 128})
+    expected = hf(images=Image.fromarray(image), return_tensors="np")
+    pixels, grid = model.preprocess(image[None], min_pixels=56 * 56, max_pixels=128 * 128, total_pixels=10 ** 9)
+    assert tuple(expected["image_grid_thw"][0]) == grid
+    np.testing.assert_array_equal(pixels, expected["pixel_values"])  # bit-exact
+
+
+def test_smart_resize_respects_budget():
+    for h, w in [(1080, 1920), (27, 48), (360, 640)]:
+        rh, rw = vlm.smart_resize(h, w, 28, 3136, 401408)
+        assert rh % 28 == 0 and rw % 28 == 0 and 3136 <= rh * rw <= 401408
+    # The released run: 600 frames share 9,000,000 pixels -> 30,000 pixels (two frames per temporal patch).
+    assert vlm.frame_max_pixels(600, 9_000_000, 3136, 768 * 28 * 28) == 30_000
+
+
+def test_odd_frame_count_is_padded_with_last_frame(tiny):
+    video = random_video(frames=3)
+    pixels, (t, h, w) = tiny.preprocess(video, **SMALL)
+    padded, grid = tiny.preprocess(vlm.Video(np.concatenate([video.frames, video.frames[-1:]]), []), **SMALL)
+    assert t == 2 and grid == (t, h, w)
+    np.testing.assert_array_equal(pixels, padded)
+
+
+# ---- prompt layout and labels -----------------------------------------------------------------------------------
+
+
+def test_labels_cover_only_the_response(tiny):
+    sample = tiny.encode([random_video(), "Describe the video."], response="the person walks in", **SMALL)
+    ids, labels = np.array(sample.input_ids), np.array(sample.labels)
+    learned = labels != vlm.IGNORE
+    assert (labels[learned] == ids[learned]).all()
+    assert tiny.tokenizer.decode(ids[learned]) == "the person walks in<|im_end|>"
+    # the learned span is contiguous and is followed only by the closing newline
+    positions = np.flatnonzero(learned)
+    assert (np.diff(positions) == 1).all() and positions[-1] == len(ids) - 2
+
+
+def test_multi_turn_labels_every_assistant_turn(tiny):
+    messages = [{"role": "user", "content": [random_video(), "What happens?"]},
+                {"role": "assistant", "content": "a man runs"},
+                {"role": "user", "content": "And then?"},
+                {"role": "assistant", "content": "he jumps"}]
+    sample = tiny.encode_chat(messages, **SMALL)
+    learned = [t for t, label in zip(sample.input_ids, sample.labels) if label != vlm.IGNORE]
+    assert tiny.tokenizer.decode(learned) == "a man runs<|im_end|>he jumps<|im_end|>"
+
+
+def test_video_tokens_and_types(tiny):
+    sample = tiny.encode([random_video(), "Hi"], **SMALL)
+    t, h, w = sample.grids[0]
+    ids, types = np.array(sample.input_ids), np.array(sample.token_types)
+    assert (ids == tiny.ids["video"]).sum() == t * h * w // 4
+    assert ((types == vlm.VIDEO) == (ids == tiny.ids["video"])).all()
+    text = tiny.tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                           "<|vision_start|><|video_pad|>")
+    assert text.endswith("<|vision_end|>Hi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_prompt_matches_the_chat_template_text(tiny):
+    # Our piecewise encoding equals the tokenized chat template (vision slot expanded) for text-only prompts.
+    sample = tiny.encode("Describe the video in detail.")
+    text = tiny.tokenizer.apply_chat_template([{"role": "user", "content": "Describe the video in detail."}],
+                                              tokenize=False, add_generation_prompt=True)
+    assert sample.input_ids == tiny.tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_qwen3_timestamps_one_block_per_temporal_patch():
+    model = vlm.load("tiny-qwen3")
+    video = vlm.Video(random_video(frames=4).frames, [0.0, 1.0, 2.0, 3.0])
+    text = model.tokenizer.decode(model.encode([video, "Hi"], **SMALL).input_ids)
+    assert "<0.5 seconds><|vision_start|>" in text and "<2.5 seconds><|vision_start|>" in text
+    assert text.count("<|vision_start|>") == 3  # the template's slot + one per temporal patch
+
+
+def test_qwen25_seconds_per_grid():
+    model = vlm.load("tiny-qwen2.5")
+    video = vlm.Video(random_video(frames=4).frames, [0.0, 0.5, 1.0, 1.5])
+    batch = model.collate([model.encode([video, "Hi"], **SMALL)])
+    assert batch["second_per_grid_ts"].tolist() == [1.0]
+
+
+def test_collate_padding_sides(tiny):
+    short, long = tiny.encode("a"), tiny.encode("a much longer prompt than the other")
+    right, left = tiny.collate([short, long]), tiny.collate([short, long], padding="left")
+    n = len(short.input_ids)
+    assert right["input_ids"][0, :n].tolist() == short.input_ids and right["attention_mask"][0, n:].sum() == 0
+    assert left["input_ids"][0, -n:].tolist() == short.input_ids and left["attention_mask"][0, :-n].sum() == 0
+    assert (right["labels"][0, n:] == vlm.IGNORE).all()
+
+
+# ---- generation and scoring -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
+def test_batched_generation_equals_one_at_a_time(name):
+    model = vlm.load(name)
+    samples = [model.encode([random_video(4, 64, 80, seed=1), "Describe."], **SMALL),
+               model.encode([random_video(2, 96, 64, seed=2), "What happens in this clip?"], **SMALL),
+               model.encode("Text only, no video at all.")]
+    batched = model.generate(samples, max_new_tokens=12)
+    singles = [model.generate([s], max_new_tokens=12)[0] for s in samples]
+    assert batched == singles
+    assert any(batched)
+
+
+def test_sampling_is_seeded(tiny):
+    sample = tiny.encode([random_video(), "Describe."], **SMALL)
+    first = tiny.generate([sample], max_new_tokens=16, temperature=1.0, seed=3)
+    assert first == tiny.generate([sample], max_new_tokens=16, temperature=1.0, seed=3)
+    assert first != tiny.generate([sample], max_new_tokens=16, temperature=1.0, seed=4)
+
+
+def test_response_logps_equal_hand_computation_from_full_logits(tiny):
+    samples = [tiny.encode([random_video(seed=s), "Describe."], response=r, **SMALL)
+               for s, r in [(1, "the scene is dark"), (2, "a person"), (3, "then the video ends with a clip")]]
+    batch = tiny.collate(samples)
+    logps, counts = tiny.response_logps(batch)
+    with torch.no_grad():
+        full = tiny.model(**{k: v for k, v in batch.items() if k != "labels"}).logits.log_softmax(-1)
+    for row, sample in enumerate(samples):
+        expected = sum(full[row, p - 1, token] for p, (token, label) in enumerate(zip(sample.input_ids, sample.labels))
+                       if label != vlm.IGNORE)
+        assert torch.allclose(logps[row], expected, atol=1e-4)
+        assert counts[row] == sum(label != vlm.IGNORE for label in sample.labels)
+    logps.sum().backward()  # differentiable
+    assert tiny.model.lm_head.weight.grad is not None
+    tiny.model.zero_grad(set_to_none=True)
+
+
+def test_selective_log_softmax_bf16_matches_float32():
+    logits = torch.randn(2, 5, 300)
+    index = torch.randint(0, 300, (2, 5))
+    expected = logits.log_softmax(-1).gather(-1, index[..., None])[..., 0]
+    got = vlm.selective_log_softmax(logits.bfloat16(), index)
+    assert torch.allclose(got, logits.bfloat16().float().log_softmax(-1).gather(-1, index[..., None])[..., 0])
+    assert torch.allclose(vlm.selective_log_softmax(logits, index), expected, atol=1e-5)
+
+
+# ---- loading ----------------------------------------------------------------------------------------------------
+
+
+def test_tiny_is_deterministic_per_seed():
+    a, b, c = vlm.load("tiny", seed=0), vlm.load("tiny", seed=0), vlm.load("tiny", seed=1)
+    assert torch.equal(a.model.lm_head.weight, b.model.lm_head.weight)
+    assert not torch.equal(a.model.lm_head.weight, c.model.lm_head.weight)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
+def test_save_and_load_round_trip(name, tmp_path):
+    model = vlm.load(name)
+    model.model.save_pretrained(tmp_path)
+    model.tokenizer.save_pretrained(tmp_path)
+    again = vlm.load(str(tmp_path))
+    assert again.family == model.family
+    batch = model.collate([model.encode([random_video(), "Describe."], response="a clip", **SMALL)])
+    assert torch.equal(model.response_logps(batch)[0], again.response_logps(batch)[0])
+
+
+def test_unknown_model_name_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="model 'no-such-model' was not found"):
+        vlm.load("no-such-model")
+
+
+# ---- reading video ---------------------------------------------------------------------------------------------
+
+
+def test_read_video_samples_at_fps_with_a_cap(clip_file):
+    video = vlm.read_video(clip_file, fps=2.0, max_frames=600)  # 40 frames at 10 fps = 4 s -> 8 frames
+    assert video.frames.shape == (8, 64, 96, 3) and video.times[0] == 0.0
+    assert len(vlm.read_video(clip_file, fps=10.0, max_frames=6).frames) == 6
+    assert len(vlm.read_video(clip_file, fps=0.1).frames) == 4  # at least 4 frames
+
+
+def test_read_frames_by_index(clip_file):
+    video = vlm.read_frames(clip_file, [25, 5])
+    assert video.times == [2.5, 0.5] and video.frames.shape[0] == 2
+    # frame 5 is in shot 1 (colour of frame 0), frame 25 in shot 3
+    first = vlm.read_frames(clip_file, [0]).frames[0]
+    assert np.abs(video.frames[1, :, 40:].astype(int) - first[:, 40:]).mean() < 10
+    with pytest.raises(ValueError, match="could not decode frame"):
+        vlm.read_frames(clip_file, [1000])
+
+
+def bad_files(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("this is not a video\n")
+    good = open(write_video(tmp_path / "good.mp4", scene_frames(2, 10)), "rb").read()
+    (tmp_path / "truncated.mp4").write_bytes(good[:200])
+    return {"missing.mp4": "no such file", "empty.mp4": "empty file", "text.mp4": "not a readable video",
+            "audio.wav": "has no video stream", "truncated.mp4": "not a readable video"}
+
+
+@pytest.mark.parametrize("name", ["missing.mp4", "empty.mp4", "text.mp4", "audio.wav", "truncated.mp4"])
+def test_bad_video_files_raise_naming_the_file(name, tmp_path):
+    expected = bad_files(tmp_path)
+    write_audio_only(tmp_path / "audio.wav")
+    path = str(tmp_path / name)
+    with pytest.raises((ValueError, OSError), match=expected[name]) as info:
+        vlm.read_video(path)
+    assert path in str(info.value)
+
+
+# ---- the describe command ---------------------------------------------------------------------------------------
+
+
+def run_cli(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, os.path.join(ROOT, "temple.py"), *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_describe_prints_a_description(clip_file):
+    result = run_cli("describe", clip_file, "--model", "tiny", "--max-new-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing.mp4"], "missing.mp4: no such file"),
+    (["text.mp4"], "text.mp4: not a readable video"),
+    (["audio.wav"], "audio.wav: has no video stream"),
+    (["CLIP", "--model", "no-such-model"], "model 'no-such-model' was not found"),
+])
+def test_describe_bad_input_is_one_clear_line(args, message, tmp_path, clip_file):
+    bad_files(tmp_path)
+    write_audio_only(tmp_path / "audio.wav")
+    args = [clip_file if a == "CLIP" else a for a in args]
+    args[0] = args[0] if os.path.isabs(args[0]) else str(tmp_path / args[0])
+    result = run_cli("describe", *args)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
