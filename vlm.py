@@ -1,6 +1,7 @@
 """vlm.py - everything model-specific: Qwen2-VL, Qwen2.5-VL and Qwen3-VL as one video-LLM interface.
 
 The rest of the project never touches a processor, a chat template or a token id; it asks this module to
+    read records          read_jsonl(path) / write_jsonl(path, records)   (errors name file and line)
     read a video          read_video(path, fps=1, max_frames=600)   /   read_frames(path, indices)
     load a model          model = load("Qwen/Qwen2.5-VL-7B-Instruct" | "runs/merged" | "tiny" | "tiny-qwen3")
     encode a sample       model.encode([video, "Describe the video."], response="The video opens ...")
@@ -25,9 +26,11 @@ in-process byte-level tokenizer, so tests and the demo need no download.
     python temple.py describe VIDEO --model tiny
 """
 
+import json
 import math
 import os
 import socket
+import tempfile
 from dataclasses import dataclass, field
 
 import av
@@ -63,6 +66,42 @@ TINY_MODELS = {"tiny": "qwen2_vl", "tiny-qwen2": "qwen2_vl", "tiny-qwen2.5": "qw
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
 TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plain files: every stage reads and writes JSON lines (errors name the file and line; writes are atomic)
+
+
+def read_jsonl(path):
+    """All records of a JSON-lines file; blank lines are skipped; a bad line is an error naming file and line."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number}: invalid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            records.append(record)
+    return records
+
+
+def write_atomic(path, text):
+    """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, encoding="utf-8", suffix=".tmp") as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def write_jsonl(path, records):
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -277,3 +277,20 @@ def test_describe_bad_input_is_one_clear_line(args, message, tmp_path, clip_file
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# ---- plain files ------------------------------------------------------------------------------------------------
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "records.jsonl"
+    vlm.write_jsonl(path, [{"a": 1}, {"b": "é"}])
+    assert vlm.read_jsonl(path) == [{"a": 1}, {"b": "é"}]
+    path.write_text('{"a": 1}\n\n{"b": oops}\n')
+    with pytest.raises(ValueError, match=rf"{path}:3: invalid JSON"):
+        vlm.read_jsonl(path)
+    path.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=rf"{path}:2: expected a JSON object"):
+        vlm.read_jsonl(path)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        vlm.read_jsonl(tmp_path / "missing.jsonl")
