@@ -376,6 +376,14 @@ def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
 
 
 @dataclass
+class Prepared:
+    """A video already resized and patchified: encode it into several prompts without redoing the work."""
+    pixels: np.ndarray
+    grid: tuple
+    times: list
+
+
+@dataclass
 class Sample:
     """One encoded conversation: token ids, labels (IGNORE outside responses) and its videos' patches."""
     input_ids: list
@@ -414,6 +422,12 @@ class VideoLM:
         height, width = smart_resize(frames.shape[1], frames.shape[2], self.factor, min_pixels, limit)
         return patchify(resize_frames(frames, height, width), self.family.mean, self.family.std,
                         self.patch, self.merge, self.temporal_patch)
+
+    def prepare(self, video, **pixel_options):
+        """Preprocess once, encode many times (e.g. the chosen and the rejected answer of one DPO pair)."""
+        pixels, grid = self.preprocess(video, **pixel_options)
+        times = list(video.times) if isinstance(video, Video) else list(range(grid[0] * self.temporal_patch))
+        return Prepared(pixels, grid, times)
 
     def encode(self, prompt, response=None, system=None, **pixel_options):
         """One user turn (a string or a list of strings and Videos) and optionally the assistant's answer."""
@@ -455,10 +469,11 @@ class VideoLM:
         sample.token_types += [token_type] * len(ids)
 
     def _add_video(self, sample, video, **pixel_options):
-        pixels, (t, h, w) = self.preprocess(video, **pixel_options)
-        sample.pixels.append(pixels)
-        sample.grids.append((t, h, w))
-        times = list(video.times) if isinstance(video, Video) else list(range(len(pixels)))
+        prepared = video if isinstance(video, Prepared) else self.prepare(video, **pixel_options)
+        t, h, w = prepared.grid
+        sample.pixels.append(prepared.pixels)
+        sample.grids.append(prepared.grid)
+        times = list(prepared.times)
         if self.family.seconds_per_grid:
             step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 1.0
             sample.seconds_per_grid.append(self.temporal_patch * step)
