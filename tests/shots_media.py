@@ -1,0 +1,61 @@
+"""Synthetic edited videos for the shot tests and bench/shots.py: a camera moving over textured procedural scenes.
+
+A scene is a large image: smooth random colour regions plus fine texture (so frames have edges, motion looks like
+motion and sharpness means something). A shot is a camera path over one scene; the edits between shots are hard
+cuts, cross-dissolves, flashes and a black lead-in, all at known frames.
+"""
+
+import numpy as np
+from PIL import Image
+
+
+def make_scene(seed, height=216, width=384):
+    """A (height, width, 3) uint8 landscape: a 4x6 grid of random colours blended smoothly, plus texture."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(20, 236, (4, 6, 3), dtype=np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float32)
+    texture = rng.normal(0, 1, (height // 4, width // 4)).astype(np.float32)
+    texture = np.asarray(Image.fromarray(texture, mode="F").resize((width, height), Image.BILINEAR))
+    return np.clip(image + 18 * texture[..., None], 0, 255).astype(np.uint8)
+
+
+def camera(scene, frames, start=(0, 0), velocity=(0.0, 1.0), height=72, width=128):
+    """`frames` crops of scene along a straight path (y, x) + k * velocity; wraps around the scene's edges."""
+    sy, sx = scene.shape[:2]
+    out = []
+    for k in range(frames):
+        y = int(round(start[0] + k * velocity[0])) % sy
+        x = int(round(start[1] + k * velocity[1])) % sx
+        rows = np.arange(y, y + height) % sy
+        cols = np.arange(x, x + width) % sx
+        out.append(scene[rows][:, cols])
+    return np.stack(out)
+
+
+def dissolve(a, b, frames):
+    """Cross-dissolve from the last frame of a to the first of b over `frames` blended frames."""
+    w = np.linspace(0, 1, frames + 2)[1:-1, None, None, None]
+    return (a[-1] * (1 - w) + b[0] * w).astype(np.uint8)
+
+
+def flash(frames, at, length=2, strength=0.75):
+    """Brighten frames[at:at + length] towards white, like a photographer's flash."""
+    frames = frames.copy()
+    frames[at:at + length] = (frames[at:at + length] * (1 - strength) + 255 * strength).astype(np.uint8)
+    return frames
+
+
+def edited_video(num_shots=6, shot_frames=30, seed=0, same_scene_every=3, height=72, width=128):
+    """Shots with hard cuts at known frames. Every `same_scene_every`-th shot films another part of the previous
+    shot's scene (same palette: the hard case for histograms). Returns (frames, cut frames)."""
+    rng = np.random.default_rng(seed)
+    scene = make_scene(seed)
+    shots, cuts = [], []
+    for i in range(num_shots):
+        if i and i % same_scene_every != 0:
+            scene = make_scene(seed * 1000 + i)
+        start = (rng.integers(0, 216), rng.integers(0, 384))
+        velocity = rng.uniform(-2, 2, size=2)
+        shots.append(camera(scene, shot_frames, start, velocity, height, width))
+        cuts.append(i * shot_frames)
+    return np.concatenate(shots), cuts[1:]
