@@ -53,6 +53,266 @@ def cmd_describe(args):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# shots / select: shot detection and the choice of temporally rich videos (shots.py, spec sections 1-2)
+
+
+def add_detector_options(p):
+    p.add_argument("--threshold", type=float, default=0.25, help="a cut needs this histogram distance between frames (0..1)")
+    p.add_argument("--ratio", type=float, default=3.0, help="... and this many times the local median distance")
+    p.add_argument("--window", type=positive_int, default=12, help="frames each side for the local median")
+    p.add_argument("--flash-frames", type=int, default=4, help="a jump whose old content returns within this many frames is a flash")
+    p.add_argument("--min-shot-frames", type=positive_int, default=8, help="no two cuts closer than this")
+    p.add_argument("--fade-frames", type=int, default=12, help="window each side for fades and dissolves (0 = hard cuts only)")
+    p.add_argument("--fade-threshold", type=float, default=0.5, help="distance between the windows' mean histograms for a fade")
+
+
+def detector_options(args):
+    return dict(threshold=args.threshold, ratio=args.ratio, window=args.window, flash_frames=args.flash_frames,
+                min_shot_frames=args.min_shot_frames, fade_frames=args.fade_frames,
+                fade_threshold=args.fade_threshold)
+
+
+def add_shots(sub):
+    p = sub.add_parser("shots", help="detect the shots of one video; print them as JSON", formatter_class=Defaults)
+    p.add_argument("video", help="path of a video file (mp4, mkv, webm, avi, ...)")
+    add_detector_options(p)
+    p.set_defaults(func=cmd_shots)
+
+
+def cmd_shots(args):
+    import json
+
+    import shots
+
+    scan = shots.scan_video(args.video)
+    found = shots.find_shots(scan.histograms, scan.grey_range, **detector_options(args))
+    if scan.corrupt_packets:
+        print(f"temple.py shots: warning: {args.video}: {scan.corrupt_packets} corrupt packet(s) skipped", file=sys.stderr)
+    print(json.dumps({"video": args.video, "fps": scan.fps, "num_frames": scan.num_frames,
+                      "shots": [list(s) for s in found]}))
+
+
+def add_select(sub):
+    p = sub.add_parser("select", help="keep temporally rich videos: shots, clips, keyframes -> DIR/videos.jsonl",
+                       formatter_class=Defaults)
+    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files, or directories searched for .mp4 .mkv .webm .avi .mov")
+    p.add_argument("--out", default="data", help="directory of videos.jsonl (appended to; videos already in it are skipped)")
+    p.add_argument("--workers", type=positive_int, default=1, help="videos processed in parallel (processes)")
+    p.add_argument("--retry-errors", action="store_true", help="process again the videos recorded with status error")
+    add_detector_options(p)
+    p.add_argument("--min-shot-seconds", type=float, default=0.2, help="cleaning: drop shots shorter than this")
+    p.add_argument("--min-shot-len", type=int, default=8, help="cleaning: drop shots of fewer frames")
+    p.add_argument("--min-grey-range", type=int, default=10, help="cleaning: drop shots whose grey max - min is below this (blank)")
+    p.add_argument("--min-shots", type=int, default=4, help="keep videos with at least this many shots")
+    p.add_argument("--max-shots", type=int, default=32, help="... and at most this many")
+    p.add_argument("--max-shot-seconds", type=float, default=16.0, help="... and no shot longer than this")
+    p.add_argument("--group-threshold", type=float, default=0.8, help="shots more similar than this (1 - histogram distance of middle frames) join one group")
+    p.add_argument("--min-clips", type=int, default=4, help="keep videos with at least this many clips (runs of one group)")
+    p.add_argument("--max-runs", type=int, default=3, help="a group may come back in at most min(this, clips // 3) runs")
+    p.set_defaults(func=cmd_select)
+
+
+def read_selection(path, retry_errors=False):
+    """Records already in videos.jsonl. A half-written last line (a crash mid-write) is cut off; with retry_errors
+    the error records are removed so their videos run again. Both rewrites are atomic (temp file + rename)."""
+    import json
+
+    if not os.path.exists(path):
+        return []
+    text = open(path, encoding="utf-8").read()
+    lines = text.split("\n")
+    complete, partial = lines[:-1], lines[-1]  # the text after the last newline is partial (or empty)
+    records = []
+    for number, line in enumerate(complete, 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number}: not a JSON line ({e.msg})") from None
+    kept = [r for r in records if not (retry_errors and r.get("status") == "error")]
+    if partial.strip() or len(kept) < len(records):
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        os.replace(path + ".tmp", path)
+    return kept
+
+
+def selection_summary(records):
+    """kept / rejected by reason / errors by reason, one line each."""
+    from collections import Counter
+
+    def kind(record):  # "too few shots: 2 after ..." -> "too few shots"; "a.mp4: empty file (0 bytes)" -> "empty file"
+        reason = record.get("reason", "")
+        if record.get("status") == "error":
+            reason = reason.removeprefix(f"{record.get('path')}: ")
+        return reason.split(":")[0].split(" (")[0]
+
+    by_status = Counter(r.get("status") for r in records)
+    lines = [f"{len(records)} videos: {by_status['kept']} kept, {by_status['rejected']} rejected, {by_status['error']} errors"]
+    for status in ("rejected", "error"):
+        for reason, count in Counter(kind(r) for r in records if r.get("status") == status).most_common():
+            lines.append(f"  {status}: {reason}: {count}")
+    return "\n".join(lines)
+
+
+def cmd_select(args):
+    import functools
+    import json
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    import shots
+
+    os.makedirs(args.out, exist_ok=True)
+    out = os.path.join(args.out, "videos.jsonl")
+    records = read_selection(out, args.retry_errors)
+    done = {os.path.abspath(r["path"]) for r in records if isinstance(r.get("path"), str)}
+    todo = []
+    for path in shots.list_videos(args.inputs):
+        if os.path.abspath(path) not in done:
+            todo.append(path)
+            done.add(os.path.abspath(path))
+    options = dict(detector_options(args), min_shot_seconds=args.min_shot_seconds, min_shot_len=args.min_shot_len,
+                   min_grey_range=args.min_grey_range, min_shots=args.min_shots, max_shots=args.max_shots,
+                   max_shot_seconds=args.max_shot_seconds, group_threshold=args.group_threshold,
+                   min_clips=args.min_clips, max_runs=args.max_runs)
+    select = functools.partial(shots.select_video, **options)
+    pool = multiprocessing.Pool(args.workers) if args.workers > 1 and len(todo) > 1 else None
+    results = pool.imap_unordered(select, todo) if pool else map(select, todo)
+    try:
+        with open(out, "a", encoding="utf-8") as f, tqdm(total=len(todo), unit="video", desc="select") as bar:
+            for record in results:  # one complete line per video, flushed: a crash loses at most the videos in flight
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+                records.append(record)
+                bar.update()
+    finally:
+        if pool:
+            pool.terminate()
+    skipped = f" ({len(records) - len(todo)} already recorded, skipped)" if len(records) > len(todo) else ""
+    print(f"{out}: {selection_summary(records)}{skipped}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# captions / pairs / view / export: the self-generated preference pairs (captions.py, perturb.py)
+
+
+def add_generation_options(p, max_new_tokens):
+    p.add_argument("--model", default=RELEASED_MODEL, help="directory, cached hub id or tiny / tiny-qwen2.5 / tiny-qwen3 (the same model makes captions and pairs)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="prompts per generate call, across videos")
+    p.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="length limit of each answer (the released value)")
+    p.add_argument("--max-pixels", type=positive_int, default=512 * 28 * 28, help="pixel cap per keyframe (released: 512*28*28)")
+    p.add_argument("--min-pixels", type=positive_int, default=None, help="smallest keyframe area (default: the model's)")
+
+
+def keyframe_pixel_options(args):
+    options = {"max_pixels": args.max_pixels, "min_pixels": args.min_pixels}
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def add_captions(sub):
+    p = sub.add_parser("captions", help="caption every clip of the kept videos, the previous clip as context",
+                       formatter_class=Defaults)
+    p.add_argument("--videos", default="data/videos.jsonl", help="videos.jsonl written by `select`")
+    p.add_argument("--out", default=None, help="output file (default: captions.jsonl beside --videos)")
+    add_generation_options(p, max_new_tokens=2048)
+    p.set_defaults(func=cmd_captions)
+
+
+def cmd_captions(args):
+    import captions
+    import vlm
+
+    videos = captions.kept_videos(args.videos)  # an empty selection fails here, before the model loads
+    rank, world_size, local_rank = captions.distributed_env()
+    out = args.out or os.path.join(os.path.dirname(args.videos), "captions.jsonl")
+    model = vlm.load(args.model, device=captions.rank_device(local_rank))
+    records = captions.caption_videos(model, videos, out, batch_size=args.batch_size,
+                                      max_new_tokens=args.max_new_tokens, rank=rank, world_size=world_size,
+                                      **keyframe_pixel_options(args))
+    if records is not None:  # rank 0
+        failed = [r for r in records if r["status"] != "ok"]
+        print(f"{out}: {len(records) - len(failed)} videos captioned, {len(failed)} skipped"
+              + "".join(f"\n  {r['video']}: {r['reason']}" for r in failed))
+
+
+def add_pairs(sub):
+    p = sub.add_parser("pairs", help="describe clean and perturbed clip lists; write the filtered pairs per r",
+                       formatter_class=Defaults)
+    p.add_argument("--captions", default="data/captions.jsonl", help="captions.jsonl (the frames route also takes videos.jsonl)")
+    p.add_argument("--out-dir", default=None, help="where descriptions.jsonl and pairs_r{R}.jsonl go (default: beside --captions)")
+    p.add_argument("--r", type=positive_int, nargs="+", default=[16, 8, 4, 2], help="difficulties (larger = stronger perturbation)")
+    p.add_argument("--kinds", nargs="+", default=["drop", "shuffle", "reverse"], choices=["drop", "shuffle", "reverse"], help="perturbations")
+    p.add_argument("--perturb-input", default="captions", choices=["captions", "frames"], help="perturb the caption list (released code) or the keyframe sequence (paper wording)")
+    add_generation_options(p, max_new_tokens=8192)
+    p.add_argument("--total-pixels", type=positive_int, default=9_000_000, help="frames route: pixel budget for all keyframes")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    p.add_argument("--repetition-penalty", type=float, default=1.05, help="penalty on repeated tokens")
+    p.add_argument("--seed", type=int, default=0, help="seeds perturbations, sampling and instructions (with the video path)")
+    p.add_argument("--max-length-ratio", type=float, default=1.5, help="shuffle/reverse pairs whose answers differ more in length are dropped")
+    p.set_defaults(func=cmd_pairs)
+
+
+def cmd_pairs(args):
+    import captions
+    import vlm
+
+    route = args.perturb_input
+    videos = captions.pair_inputs(args.captions, need_captions=route == "captions")
+    rank, world_size, local_rank = captions.distributed_env()
+    out_dir = args.out_dir or os.path.dirname(args.captions) or "."
+    model = vlm.load(args.model, device=captions.rank_device(local_rank))
+    pixels = {**keyframe_pixel_options(args), "total_pixels": args.total_pixels} if route == "frames" else {}
+    descriptions = captions.describe_videos(
+        model, videos, captions.descriptions_path(out_dir, route), args.r, args.kinds, route,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, rank=rank,
+        world_size=world_size, **pixels)
+    if descriptions is None:  # rank > 0: rank 0 writes the pairs
+        return
+    for path, stats in captions.write_pairs(descriptions, out_dir, args.r, args.kinds, route, args.seed,
+                                            args.max_length_ratio):
+        print(captions.summary_line(path, stats))
+
+
+def add_view(sub):
+    p = sub.add_parser("view", help="one static HTML page to look at pairs before training", formatter_class=Defaults)
+    p.add_argument("pairs", help="a pairs_r{R}.jsonl file")
+    p.add_argument("--out", default=None, help="HTML file (default: the pairs file with .html)")
+    p.add_argument("--captions", default=None, help="captions.jsonl for thumbnails and clip captions (default: beside the pairs)")
+    p.add_argument("--limit", type=int, default=30, help="show a random sample of this many pairs (0 = all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    p.add_argument("--thumb-height", type=positive_int, default=64, help="keyframe thumbnail height in pixels")
+    p.set_defaults(func=cmd_view)
+
+
+def cmd_view(args):
+    import captions
+
+    out = args.out or os.path.splitext(args.pairs)[0] + ".html"
+    rows = captions.view(args.pairs, out, args.captions, args.limit, args.seed, args.thumb_height)
+    print(f"{out}: {rows} pairs")
+
+
+def add_export(sub):
+    p = sub.add_parser("export", help="convert a pairs file to ms-swift's RLHF format", formatter_class=Defaults)
+    p.add_argument("pairs", help="a pairs_r{R}.jsonl file")
+    p.add_argument("--format", default="swift", choices=["swift"], help="target format")
+    p.add_argument("--out", default=None, help="output .json (default: the pairs file with .swift.json)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args):
+    import captions
+
+    out, count = captions.export_file(args.pairs, args.out, args.format)
+    print(f"{out}: {count} pairs")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # dpo / curriculum / merge: preference training, stage by stage (dpo.py, train.py)
 
 RELEASED_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -151,6 +411,26 @@ def cmd_merge(args):
     print(f"merged model written to {dpo.merge_run(args.run, args.out, args.model)}")
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# sft: instruction tuning after the DPO curriculum (sft.py)
+
+
+def add_sft(sub):
+    p = sub.add_parser("sft", help="instruction tuning (after DPO: --init runs/dpo_r2)", formatter_class=Defaults)
+    p.add_argument("--data", required=True, help="LLaVA-Video-178K-style or ms-swift conversations (.json or .jsonl)")
+    p.add_argument("--init", default=None, help="start from this finished run, merged (e.g. runs/dpo_r2); default: the base")
+    p.add_argument("--out", default=None, help="run directory; default RUNS/sft")
+    p.add_argument("--freeze-vit", action="store_true", help="no LoRA on the vision tower (the released SFT trains it)")
+    add_training_options(p, lr=1e-4, lora_alpha=32, lora_dropout=0.05)
+    p.set_defaults(func=cmd_sft)
+
+
+def cmd_sft(args):
+    import sft
+
+    sft.run_sft(args)
+
+
 def positive_int(text):
     value = int(text)
     if value <= 0:
@@ -166,9 +446,16 @@ def build_parser():
                                      formatter_class=Defaults)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_describe(sub)
+    add_shots(sub)
+    add_select(sub)
+    add_captions(sub)
+    add_pairs(sub)
+    add_view(sub)
+    add_export(sub)
     add_dpo(sub)
     add_curriculum(sub)
     add_merge(sub)
+    add_sft(sub)
     return parser
 
 
