@@ -85,7 +85,7 @@ def cmd_shots(args):
     import shots
 
     scan = shots.scan_video(args.video)
-    found = shots.find_shots(scan.histograms, scan.grey_range, **detector_options(args))
+    found = shots.find_shots(scan.histograms, scan.grey_min, scan.grey_max, **detector_options(args))
     if scan.corrupt_packets:
         print(f"temple.py shots: warning: {args.video}: {scan.corrupt_packets} corrupt packet(s) skipped", file=sys.stderr)
     print(json.dumps({"video": args.video, "fps": scan.fps, "num_frames": scan.num_frames,
