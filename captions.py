@@ -1,0 +1,747 @@
+"""captions.py - TEMPLE's self-generated preference pairs: clip captions, video descriptions, pair filters, viewer.
+
+Implements spec.md section 4 (the released generate_meta_data.py, generate_dpo_data.py and convert_to_swift.py):
+    A. clip captions   the model captions every clip from its two keyframes; clip i >= 2 is shown with clip i-1 as
+                       context ("describe, relate, then caption"); the answer's last line is kept and cleaned.
+    B. descriptions    the model turns the list of clip captions into one video description (text only, sampled):
+                       the clean list gives "chosen", the list perturbed by drop / shuffle / reverse at difficulty r
+                       (perturb.py, spec section 3) gives "rejected".
+    C. pairs           the released filters (substring, drop must be shorter, 1.5x length ratio, video present),
+                       a caption instruction drawn from six, and the count of every pair dropped and why.
+Also: ms-swift export (the released training data format), and a static HTML page to look at pairs before training.
+
+    python temple.py captions --videos data/videos.jsonl --model M         -> data/captions.jsonl
+    python temple.py pairs --captions data/captions.jsonl --r 16 8 4 2 --model M
+                                                     -> data/descriptions.jsonl, data/pairs_r{16,8,4,2}.jsonl (+ .stats.json)
+    python temple.py view data/pairs_r16.jsonl --out pairs.html
+    python temple.py export --format swift data/pairs_r16.jsonl              -> data/pairs_r16.swift.json
+
+`pairs --perturb-input frames` perturbs the keyframe sequence itself and lets the model describe it (the paper's
+wording) instead of the caption list (the released code); its files are named descriptions_frames.jsonl and
+pairs_frames_r{r}.jsonl so the two routes can be compared.
+
+Both generation steps are batch jobs: batched across clips and videos, resumable (finished records are appended to
+a part file as they complete and skipped on re-runs), and sharded under torchrun (each rank takes every
+WORLD_SIZE-th video; rank 0 merges). Randomness (perturbation, sampling, instruction) is derived from --seed and the
+video path, and every description is sampled with its own generator, so a re-run, a resume, another batch size or
+another number of GPUs gives the same data.
+"""
+
+import base64
+import glob
+import hashlib
+import html
+import io
+import json
+import os
+import random
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import vlm
+from perturb import KINDS, perturb
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prompts (our wording of the released prompts, spec.md section 4) and generation settings
+
+FIRST_CLIP_PROMPT = ("Describe this video clip in detail: the place, the people and objects in it, and what they "
+                     "do. Answer in a single paragraph.")
+
+CONTEXT_INTRO = "Here are two consecutive clips from the same video.\nVideo clip 1:"
+CONTEXT_BETWEEN = "\nVideo clip 2:"
+CONTEXT_TASK = ("\nFirst, describe video clip 2 in detail. Then analyse how video clip 2 may connect to video clip 1: "
+                "the same people, objects or place, an action that continues or follows. Finally, write a detailed "
+                "caption for video clip 2 that uses this context, as the last line of your answer, starting with "
+                "\"Caption:\".")
+
+AGGREGATE_PROMPT = ("You will be given a list of captions. Each describes one clip, and the clips were extracted "
+                    "one after another from a single video. Write a detailed caption of the entire video that "
+                    "describes its events in chronological order. Make it fluent and coherent, do not repeat "
+                    "yourself, include as many details as possible, and answer directly in a single paragraph.")
+
+FRAMES_PROMPT = ("Describe this video in detail, telling its events in chronological order. Include as many details "
+                 "as possible and answer directly in a single paragraph.")
+
+# The six caption instructions; each pair gets one at random (the user turn of the DPO example).
+INSTRUCTIONS = (
+    "Describe the video in detail.",
+    "Describe the sequence of events in this video in chronological order.",
+    "Walk me through what happens in the video, from beginning to end.",
+    "Give a detailed account of how the events in this video unfold over time.",
+    "Describe the main actions in the video in the order in which they happen.",
+    "Provide a detailed description of the video that follows the progression of its events.",
+)
+
+# Clip captions: the released code passes no sampling arguments, so Qwen's generation_config applies (top_k=1 and
+# repetition_penalty 1.05: greedy in effect). Descriptions: do_sample, temperature 0.7, repetition_penalty 1.05.
+CAPTION_REPETITION_PENALTY = 1.05
+RELEASED_MAX_PIXELS = 512 * 28 * 28  # per keyframe, the released processor setting
+FILTER_REASONS = ("video_error", "video_missing", "unperturbed", "empty", "chosen_in_rejected", "drop_not_shorter",
+                  "length_ratio")
+
+BAD_VIDEO = (OSError, ValueError, av.FFmpegError)  # a vanished, unreadable or too short file: record and skip
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Records in: videos.jsonl (select) and captions.jsonl (step A)
+
+
+def kept_videos(path):
+    """The records of videos.jsonl with status "kept" (a record without a status counts as kept), one per path."""
+    records = vlm.read_jsonl(path)
+    for number, record in enumerate(records, 1):
+        if not isinstance(record.get("path"), str):
+            raise ValueError(f"{path}: record {number} has no \"path\"")
+    kept, seen = [], set()
+    for record in records:
+        if record.get("status", "kept") == "kept" and record["path"] not in seen:  # a repeated path counts once
+            kept.append(record)
+            seen.add(record["path"])
+    if not kept:
+        statuses = Counter(r.get("status") for r in records)
+        summary = ", ".join(f"{n} {s}" for s, n in statuses.items()) or "the file is empty"
+        raise ValueError(f"{path}: no video with status 'kept' to caption ({summary})")
+    return kept
+
+
+def clip_keyframes(record):
+    """(clips, keyframes) of a videos.jsonl record, checked: one [k1, k2] pair of frame indices per clip."""
+    clips, keyframes = record.get("clips"), record.get("keyframes")
+    if isinstance(clips, list) and clips and isinstance(clips[0], dict):  # clips given as dicts
+        keyframes = keyframes or [c.get("keyframes") for c in clips]
+        clips = [[c.get("start"), c.get("end")] for c in clips]
+    if not isinstance(clips, list) or not clips:
+        raise ValueError("malformed record: no clips")
+    if not isinstance(keyframes, list) or len(keyframes) != len(clips):
+        raise ValueError(f"malformed record: {len(clips)} clips but keyframes for "
+                         f"{len(keyframes) if isinstance(keyframes, list) else 0}")
+    for pair in keyframes:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(k, int) and k >= 0 for k in pair)):
+            raise ValueError(f"malformed record: keyframes {pair!r} is not two frame indices")
+    return clips, keyframes
+
+
+def read_keyframes(path, keyframes):
+    """A Video of the 2N keyframes, clip after clip."""
+    return vlm.read_frames(path, [k for pair in keyframes for k in pair])
+
+
+def pair_inputs(path, need_captions=True):
+    """Videos ready for step B: from captions.jsonl (status "ok"), or for the frames route also from videos.jsonl.
+    Returns records {video, clips, keyframes, captions}."""
+    records = vlm.read_jsonl(path)
+    videos = []
+    for number, record in enumerate(records, 1):
+        if "video" in record:  # captions.jsonl
+            if record.get("status", "ok") != "ok":
+                continue
+            if not isinstance(record.get("captions"), list) or len(record["captions"]) != len(record.get("clips", [])):
+                raise ValueError(f"{path}: record {number} needs one caption per clip")
+            videos.append({k: record[k] for k in ("video", "clips", "keyframes", "captions")})
+        elif "path" in record and not need_captions:  # videos.jsonl
+            if record.get("status", "kept") == "kept":  # checked when its keyframes are read
+                videos.append({"video": record["path"], "clips": record.get("clips"),
+                               "keyframes": record.get("keyframes"), "captions": None})
+        else:
+            hint = " (run `temple.py captions` first)" if "path" in record else ""
+            raise ValueError(f"{path}: record {number} is not a captions.jsonl record{hint}")
+    if not videos:
+        raise ValueError(f"{path}: no captioned video to make pairs from ({len(records)} records)")
+    return videos
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batch jobs that survive interruptions and run on several GPUs
+
+
+def distributed_env():
+    """(rank, world_size, local_rank) as torchrun sets them; a plain `python` run is rank 0 of 1."""
+    return tuple(int(os.environ.get(name, default)) for name, default in
+                 (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+
+
+def rank_device(local_rank):
+    return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+def derived_seed(seed, *parts):
+    """A 63-bit seed from --seed and e.g. (video, kind, r): the same inputs always give the same randomness."""
+    digest = hashlib.sha256(json.dumps([seed, *parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class Journal:
+    """The output file of a resumable, sharded batch job.
+
+    Each rank appends its finished records to its own part file (OUT.part{rank}of{world}), a line at a time and
+    flushed, so an interruption loses only the batch in flight. A re-run reads the final file and all part files
+    and skips what they hold. Rank 0 waits until every wanted record is there, writes the final file atomically in
+    input order, and removes the part files. Completion is judged from the records themselves, not from marker
+    files, so nothing left behind by a crashed run can make rank 0 merge early. `settings` are stored beside the
+    file: resuming with other settings (another model, seed, ...) is an error instead of a silent mix.
+    """
+
+    def __init__(self, path, key, rank=0, world_size=1, settings=None):
+        self.path, self.key, self.rank, self.world_size = path, key, rank, world_size
+        self.part = f"{path}.part{rank}of{world_size}"
+        self.file = None
+        if settings is not None:
+            self.check_settings(settings)
+
+    def part_paths(self):
+        return sorted(glob.glob(glob.escape(self.path) + ".part*of*"))
+
+    def records(self):
+        final = vlm.read_jsonl(self.path) if os.path.exists(self.path) else []
+        return final + [r for part in self.part_paths() for r in read_part(part)]
+
+    def done(self):
+        return {self.key(r) for r in self.records()}
+
+    def check_settings(self, settings):
+        path = re.sub(r"\.jsonl?$", "", self.path) + ".settings.json"
+        if os.path.exists(path) and (os.path.exists(self.path) or self.part_paths()):
+            with open(path, encoding="utf-8") as f:
+                before = json.load(f)
+            if before != json.loads(json.dumps(settings)):
+                changed = ", ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}"
+                                    for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k))
+                raise ValueError(f"{self.path} was made with other settings ({changed}); write elsewhere or delete "
+                                 f"it and its .part files to start over")
+        else:
+            vlm.write_atomic(path, json.dumps(settings, indent=2) + "\n")
+
+    def append(self, record):
+        if self.file is None:
+            drop_torn_line(self.part)
+            self.file = open(self.part, "a", encoding="utf-8")
+        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.file.flush()
+
+    def close(self):
+        if self.file:
+            self.file.close()
+            self.file = None
+
+    def merge(self, wanted, keep_others=False, poll_seconds=2.0):
+        """Rank 0: wait for the records of all `wanted` keys, write them in that order (then, with keep_others, the
+        records of other keys the file already held) and return the wanted ones. Other ranks: None."""
+        self.close()
+        if self.rank != 0:
+            return None
+        waiting = False
+        while True:
+            by_key = {}
+            for record in self.records():
+                by_key.setdefault(self.key(record), record)
+            missing = [k for k in wanted if k not in by_key]
+            if not missing:
+                break
+            if self.world_size == 1:  # nobody else will write them (e.g. a merge without a run)
+                raise ValueError(f"{self.path}: {len(missing)} records are missing (first: {missing[0]})")
+            if not waiting:
+                print(f"waiting for the other ranks: {len(missing)} records to go", file=sys.stderr)
+                waiting = True
+            time.sleep(poll_seconds)
+        records = [by_key[k] for k in wanted]
+        others = [r for k, r in by_key.items() if k not in set(wanted)] if keep_others else []
+        vlm.write_jsonl(self.path, records + others)
+        for part in self.part_paths():
+            os.remove(part)
+        return records
+
+
+def read_part(path):
+    """Records of a part file; an unfinished last line (a rank still writing, or killed mid-line) is ignored."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    records = []
+    for number, line in enumerate(text.split("\n")[:-1], 1):  # the piece after the last newline is unfinished
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: invalid JSON ({e.msg})") from None
+    return records
+
+
+def drop_torn_line(path):
+    """Cut a half-written last line (from an interrupted run) so new records start on a line of their own."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A. Clip captions: two keyframes per clip, the previous clip as context
+
+
+def strip_reasoning(text):
+    """Keep what follows a reasoning model's </think> (MiMo-VL)."""
+    return text.split("</think>")[-1].strip()
+
+
+def with_case_of(word, replacement):
+    return replacement[0].upper() + replacement[1:] if word[0].isupper() else replacement
+
+
+def clean_caption(text):
+    """spec 4A: keep the answer's last line; drop '**', a 'Caption:' label and quotes; name the clips in prose."""
+    lines = [line.strip() for line in strip_reasoning(text).splitlines() if line.strip()]
+    caption = lines[-1] if lines else ""
+    caption = re.sub(r"^[*#\s]*(?:detailed\s+)?caption(?:\s+for\s+video\s+clip\s*2)?\s*[:：]\s*\**\s*", "", caption,
+                     flags=re.IGNORECASE)
+    caption = caption.strip("* ").strip()
+    if len(caption) >= 2 and caption[0] in "\"'“" and caption[-1] in "\"'”":
+        caption = caption[1:-1].strip()
+    caption = re.sub(r"\bvideo clip 2\b", lambda m: with_case_of(m.group(), "this video clip"), caption, flags=re.I)
+    caption = re.sub(r"\bvideo clip 1\b", lambda m: with_case_of(m.group(), "the previous clip"), caption, flags=re.I)
+    return caption
+
+
+def clip_prompt(clips, index):
+    """The prompt for clip `index` (0-based); `clips` are the video's clips, each a prepared 2-frame video."""
+    if index == 0:
+        return [clips[0], FIRST_CLIP_PROMPT]
+    return [CONTEXT_INTRO, clips[index - 1], CONTEXT_BETWEEN, clips[index], CONTEXT_TASK]
+
+
+@dataclass
+class ClipJob:
+    record: dict  # the captions.jsonl record being filled in
+    clips: list  # the video's clips, preprocessed once (clip i is also clip i+1's context)
+    index: int
+
+
+def open_clips(model, video, pixel_options):
+    """(captions record, prepared clips); the record says status "error" with a reason if the video is unusable."""
+    record = {"video": video["path"], "clips": video.get("clips"), "keyframes": video.get("keyframes")}
+    try:
+        record["clips"], record["keyframes"] = clip_keyframes(video)
+        frames = read_keyframes(video["path"], record["keyframes"])
+    except BAD_VIDEO as e:
+        return {**record, "status": "error", "reason": str(e).removeprefix(f"{video['path']}: ")}, None
+    clips = [model.prepare(vlm.Video(frames.frames[2 * i:2 * i + 2], frames.times[2 * i:2 * i + 2]), **pixel_options)
+             for i in range(len(record["keyframes"]))]
+    return {**record, "captions": [None] * len(clips), "status": "ok"}, clips
+
+
+def caption_batch(model, jobs, journal, max_new_tokens):
+    samples = [model.encode(clip_prompt(job.clips, job.index)) for job in jobs]
+    texts = model.generate(samples, max_new_tokens=max_new_tokens, temperature=0.0,
+                           repetition_penalty=CAPTION_REPETITION_PENALTY)
+    for job, text in zip(jobs, texts):
+        job.record["captions"][job.index] = clean_caption(text)
+        if None not in job.record["captions"]:  # the video's last clip: the record is finished
+            journal.append(job.record)
+
+
+def caption_videos(model, videos, out_path, batch_size=8, max_new_tokens=2048, rank=0, world_size=1,
+                   **pixel_options):
+    """Step A over kept videos.jsonl records; rank 0 returns the merged captions.jsonl records (others: None).
+
+    Clips from several videos share a generate call; a video's keyframes are decoded and preprocessed once and
+    only when the queue needs more clips, so memory holds about one batch of videos.
+    """
+    settings = {"model": model.name, "max_new_tokens": max_new_tokens, **pixel_options}
+    journal = Journal(out_path, key=lambda r: r["video"], rank=rank, world_size=world_size, settings=settings)
+    done = journal.done()
+    mine = [v for v in videos[rank::world_size] if v["path"] not in done]
+    if rank == 0 and len(done):
+        print(f"resuming: {len(done)} videos already captioned", file=sys.stderr)
+    progress = tqdm(total=sum(len(v.get("clips") or []) for v in mine), unit="clip", desc="clip captions",
+                    disable=rank != 0)
+    queue = []
+    for video in mine:
+        record, clips = open_clips(model, video, pixel_options)
+        if clips is None:
+            journal.append(record)
+            progress.update(len(video.get("clips") or []))
+            continue
+        queue += [ClipJob(record, clips, i) for i in range(len(clips))]
+        while len(queue) >= batch_size:
+            caption_batch(model, queue[:batch_size], journal, max_new_tokens)
+            progress.update(batch_size)
+            del queue[:batch_size]
+    if queue:
+        caption_batch(model, queue, journal, max_new_tokens)
+        progress.update(len(queue))
+    progress.close()
+    return journal.merge([v["path"] for v in videos])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# B. Video descriptions: the clean and the perturbed caption lists (or keyframe sequences), sampled
+
+
+def aggregation_prompt(captions):
+    """spec 4B: the instructions, a blank line, then "- Caption i: ..." numbered 1..k (no gaps after a drop)."""
+    lines = [f"- Caption {i}: {caption}" for i, caption in enumerate(captions, 1)]
+    return AGGREGATE_PROMPT + "\n\n" + "\n".join(lines)
+
+
+def description_jobs(video, rs, kinds, seed):
+    """(kind, r, order) for the clean input (kind "none", r None) and every kind x r, perturbations seeded by
+    (seed, video, kind, r) so a resume recomputes the very same orders."""
+    n = len(video["clips"] or [])  # a malformed record (frames route) gets its error records under these keys
+    jobs = [("none", None, list(range(n)))]
+    for r in rs:
+        for kind in kinds:
+            _, order = perturb(range(n), kind, r, random.Random(derived_seed(seed, video["video"], kind, r)))
+            jobs.append((kind, r, order))
+    return jobs
+
+
+class RowSampler:
+    """A logits processor that samples every row with its own torch.Generator and returns a one-hot choice, which
+    greedy decoding then takes. A row's text then depends on its seed alone, not on the batch it was in."""
+
+    def __init__(self, seeds, temperature, top_p, device):
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:  # nucleus: the smallest set of tokens whose mass reaches top_p
+            sorted_probs, index = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p
+            probs = probs.scatter(-1, index, sorted_probs.masked_fill(outside, 0.0))
+        picks = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        return torch.full_like(scores, float("-inf")).scatter(-1, picks[:, None], 0.0)
+
+
+@torch.no_grad()
+def sample_texts(model, samples, seeds, max_new_tokens, temperature=0.7, top_p=1.0, repetition_penalty=1.05):
+    """vlm.VideoLM.generate, with one seed per row (greedy when temperature is 0)."""
+    if temperature <= 0:
+        return model.generate(samples, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
+    from transformers import LogitsProcessorList
+
+    batch = model.to_device(model.collate(samples, padding="left"))
+    batch.pop("labels")
+    sampler = RowSampler(seeds, temperature, top_p, model.device)
+    out = model.model.generate(**batch, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                               do_sample=False, temperature=None, top_p=None, top_k=None,
+                               logits_processor=LogitsProcessorList([sampler]),
+                               eos_token_id=[model.ids["im_end"], model.ids["pad"]], pad_token_id=model.ids["pad"])
+    return [model.tokenizer.decode(row, skip_special_tokens=True).strip()
+            for row in out[:, batch["input_ids"].shape[1]:]]
+
+
+@dataclass
+class DescriptionJob:
+    video: str
+    kind: str
+    r: int | None
+    order: list
+    prompt: list  # what VideoLM.encode takes
+
+
+def description_key(record):
+    return record["video"], record["kind"], record["r"]
+
+
+def frames_prompt(keyframes, order):
+    """The frames route: the keyframes of the clips in `order` as one video; shown times are renumbered like the
+    captions, so a perturbed sequence looks like an ordinary video."""
+    frames = np.concatenate([keyframes.frames[2 * i:2 * i + 2] for i in order])
+    return [vlm.Video(frames, keyframes.times[:len(frames)]), FRAMES_PROMPT]
+
+
+def open_description_jobs(video, rs, kinds, seed, route, done):
+    """The video's unfinished jobs, or (for the frames route) error records if its keyframes cannot be read."""
+    todo = [j for j in description_jobs(video, rs, kinds, seed) if (video["video"], j[0], j[1]) not in done]
+    if route == "captions":
+        return [DescriptionJob(video["video"], kind, r, order, [aggregation_prompt([video["captions"][i] for i in order])])
+                for kind, r, order in todo], []
+    try:
+        keyframes = read_keyframes(video["video"], clip_keyframes(video)[1]) if todo else None
+    except BAD_VIDEO as e:
+        reason = str(e).removeprefix(f"{video['video']}: ")
+        return [], [{"video": video["video"], "kind": kind, "r": r, "order": order, "status": "error",
+                     "reason": reason} for kind, r, order in todo]
+    return [DescriptionJob(video["video"], kind, r, order, frames_prompt(keyframes, order))
+            for kind, r, order in todo], []
+
+
+def describe_batch(model, jobs, journal, settings, pixel_options):
+    samples = [model.encode(job.prompt, **pixel_options) for job in jobs]
+    seeds = [derived_seed(settings["seed"], job.video, "sample", job.kind, job.r) for job in jobs]
+    texts = sample_texts(model, samples, seeds, settings["max_new_tokens"], settings["temperature"],
+                         settings["top_p"], settings["repetition_penalty"])
+    for job, text in zip(jobs, texts):
+        journal.append({"video": job.video, "kind": job.kind, "r": job.r, "order": job.order,
+                        "text": strip_reasoning(text)})
+
+
+def describe_videos(model, videos, out_path, rs, kinds=KINDS, route="captions", batch_size=8, max_new_tokens=8192,
+                    temperature=0.7, top_p=1.0, repetition_penalty=1.05, seed=0, rank=0, world_size=1,
+                    **pixel_options):
+    """Step B: one clean and len(kinds) x len(rs) perturbed descriptions per video, resumable: a clean description
+    made for `--r 16` is reused by a later `--r 8`. Rank 0 returns the merged records (others: None)."""
+    settings = dict(model=model.name, route=route, seed=seed, temperature=temperature, top_p=top_p,
+                    repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, **pixel_options)
+    journal = Journal(out_path, key=description_key, rank=rank, world_size=world_size, settings=settings)
+    done = journal.done()
+    mine = videos[rank::world_size]
+    todo_count = sum(1 for v in mine for kind, r, _ in description_jobs(v, rs, kinds, seed)
+                     if (v["video"], kind, r) not in done)
+    progress = tqdm(total=todo_count, unit="description", desc="descriptions", disable=rank != 0)
+    queue = []
+    for video in mine:
+        jobs, errors = open_description_jobs(video, rs, kinds, seed, route, done)
+        for record in errors:
+            journal.append(record)
+        progress.update(len(errors))
+        queue += jobs
+        while len(queue) >= batch_size:
+            describe_batch(model, queue[:batch_size], journal, settings, pixel_options)
+            progress.update(batch_size)
+            del queue[:batch_size]
+    if queue:
+        describe_batch(model, queue, journal, settings, pixel_options)
+        progress.update(len(queue))
+    progress.close()
+    wanted = [(v["video"], kind, r) for v in videos for kind, r, _ in description_jobs(v, rs, kinds, seed)]
+    return journal.merge(wanted, keep_others=True)  # descriptions for other r stay for later runs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# C. Pairs: clean = chosen, perturbed = rejected, after the released filters
+
+
+def filter_reason(chosen, rejected, kind, max_length_ratio=1.5):
+    """Why the released convert_to_swift.py would drop this pair (plus: an empty answer), or None to keep it."""
+    if not chosen.strip() or not rejected.strip():
+        return "empty"
+    if chosen in rejected:
+        return "chosen_in_rejected"
+    if kind == "drop" and len(chosen) <= len(rejected):  # dropped clips must lose content
+        return "drop_not_shorter"
+    if kind != "drop" and max(len(chosen), len(rejected)) > max_length_ratio * min(len(chosen), len(rejected)):
+        return "length_ratio"
+    return None
+
+
+def make_pairs(descriptions, r, kinds=KINDS, seed=0, max_length_ratio=1.5):
+    """(pairs, stats) for one r: a pair per video and kind unless a filter drops it; stats count every reason, so
+    kept + sum(dropped) == candidates."""
+    by_key = {description_key(d): d for d in descriptions}
+    videos = list(dict.fromkeys(d["video"] for d in descriptions))
+    dropped, pairs = Counter({reason: 0 for reason in FILTER_REASONS}), []
+    for video in videos:
+        clean = by_key.get((video, "none", None))
+        for kind in kinds:
+            perturbed = by_key.get((video, kind, r))
+            reason = pair_reason(video, clean, perturbed, kind, max_length_ratio)
+            if reason:
+                dropped[reason] += 1
+                continue
+            rng = random.Random(derived_seed(seed, video, "instruction", kind, r))
+            pairs.append({"video": video, "instruction": rng.choice(INSTRUCTIONS), "chosen": clean["text"],
+                          "rejected": perturbed["text"], "kind": kind, "r": r, "order": perturbed["order"]})
+    stats = {"r": r, "videos": len(videos), "candidates": len(videos) * len(kinds), "kept": len(pairs),
+             "dropped": dict(dropped), "kept_by_kind": dict(Counter(p["kind"] for p in pairs))}
+    return pairs, stats
+
+
+def pair_reason(video, clean, perturbed, kind, max_length_ratio):
+    if clean is None or perturbed is None or "error" in (clean.get("status"), perturbed.get("status")):
+        return "video_error"
+    if not os.path.exists(video):
+        return "video_missing"
+    if perturbed["order"] == clean["order"]:  # e.g. a one-clip video: nothing was perturbed
+        return "unperturbed"
+    return filter_reason(clean["text"], perturbed["text"], kind, max_length_ratio)
+
+
+def descriptions_path(out_dir, route="captions"):
+    return os.path.join(out_dir, "descriptions.jsonl" if route == "captions" else f"descriptions_{route}.jsonl")
+
+
+def pairs_path(out_dir, r, route="captions"):
+    return os.path.join(out_dir, f"pairs_r{r}.jsonl" if route == "captions" else f"pairs_{route}_r{r}.jsonl")
+
+
+def stats_path(pairs_file):
+    return re.sub(r"\.jsonl?$", "", pairs_file) + ".stats.json"
+
+
+def write_pairs(descriptions, out_dir, rs, kinds=KINDS, route="captions", seed=0, max_length_ratio=1.5):
+    """pairs_r{r}.jsonl and pairs_r{r}.stats.json for every r; returns [(path, stats)]."""
+    written = []
+    for r in rs:
+        pairs, stats = make_pairs(descriptions, r, kinds, seed, max_length_ratio)
+        stats.update(perturb_input=route, seed=seed, max_length_ratio=max_length_ratio)
+        path = pairs_path(out_dir, r, route)
+        vlm.write_jsonl(path, pairs)
+        vlm.write_atomic(stats_path(path), json.dumps(stats, indent=2) + "\n")
+        written.append((path, stats))
+    return written
+
+
+def summary_line(path, stats):
+    reasons = ", ".join(f"{n} {reason}" for reason, n in stats["dropped"].items() if n) or "none"
+    return f"{path}: {stats['kept']} of {stats['candidates']} pairs kept (dropped: {reasons})"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ms-swift RLHF format (the released training data): messages, rejected_response, videos
+
+
+def export_swift(pairs):
+    """Our pair records -> ms-swift DPO records (kind, r and order have no place there and are left out)."""
+    return [{"messages": [{"role": "user", "content": "<video>" + p["instruction"]},
+                          {"role": "assistant", "content": p["chosen"]}],
+             "rejected_response": p["rejected"], "videos": [p["video"]]} for p in pairs]
+
+
+def import_swift(records):
+    """ms-swift DPO records -> our pair records (kind, r and order unknown: None)."""
+    pairs = []
+    for number, record in enumerate(records, 1):
+        try:
+            user = next(m["content"] for m in record["messages"] if m["role"] == "user")
+            chosen = next(m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant")
+            pairs.append({"video": record["videos"][0], "instruction": user.replace("<video>", "", 1).strip(),
+                          "chosen": chosen, "rejected": record["rejected_response"], "kind": None, "r": None,
+                          "order": None})
+        except (KeyError, IndexError, StopIteration, TypeError):
+            raise ValueError(f"record {number}: an ms-swift record needs messages (user + assistant), "
+                             f"rejected_response and videos") from None
+    return pairs
+
+
+def export_file(path, out=None, fmt="swift"):
+    if fmt != "swift":
+        raise ValueError(f"unknown export format {fmt!r} (known: swift)")
+    pairs = vlm.read_jsonl(path)
+    if not pairs:
+        raise ValueError(f"{path}: no pairs to export")
+    out = out or re.sub(r"\.jsonl?$", "", path) + ".swift.json"
+    vlm.write_atomic(out, json.dumps(export_swift(pairs), ensure_ascii=False, indent=1) + "\n")
+    return out, len(pairs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The viewer: one static HTML page to read pairs before training on them
+
+PAGE_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; width: 100%; }
+td, th { border-top: 1px solid #ccc; padding: .6em; vertical-align: top; text-align: left; }
+.pair td.text { width: 34%; white-space: pre-wrap; }
+.chosen { background: #f1f8f1; } .rejected { background: #fbf1f1; }
+.strip { margin: .3em 0; white-space: nowrap; overflow-x: auto; }
+.t { display: inline-block; position: relative; margin-right: 2px; background: #ddd center / cover; }
+.t b { position: absolute; left: 2px; top: 1px; color: #fff; font-size: 11px; text-shadow: 0 0 2px #000; }
+.kind { font-weight: bold; } .note { color: #888; } details { margin-top: .4em; }
+.stats td, .stats th { border: 1px solid #ccc; padding: .2em .6em; }
+"""
+
+
+def thumbnail_css(video, keyframes, height, css_class):
+    """CSS rules with the first keyframe of every clip as an inline JPEG (each clip stored once on the page)."""
+    frames = vlm.read_frames(video, [pair[0] for pair in keyframes]).frames
+    from PIL import Image
+
+    width = max(1, round(frames.shape[2] * height / frames.shape[1]))
+    rules = [f".{css_class} {{ width: {width}px; height: {height}px; }}"]
+    for i, frame in enumerate(frames):
+        buffer = io.BytesIO()
+        Image.fromarray(frame).resize((width, height), Image.BILINEAR).save(buffer, "JPEG", quality=70)
+        data = base64.b64encode(buffer.getvalue()).decode()
+        rules.append(f".{css_class}c{i} {{ background-image: url(data:image/jpeg;base64,{data}); }}")
+    return "\n".join(rules)
+
+
+def strip_html(order, css_class, label, captions=None):
+    """A row of thumbnails in `order`, each labelled with its clip number; hovering shows the clip's caption."""
+    titles = [f"clip {i + 1}" + (f": {captions[i]}" if captions else "") for i in order]
+    cells = "".join(f'<span class="t {css_class} {css_class}c{i}" title="{html.escape(title)}"><b>{i + 1}</b></span>'
+                    for i, title in zip(order, titles))
+    return f'<div class="strip"><span class="note">{label}</span><br>{cells}</div>'
+
+
+def pair_row(number, pair, video_info, css_class):
+    """One <tr class="pair">: what was shown (clean vs perturbed clip order), then chosen | rejected."""
+    order = pair.get("order")
+    meta = (f'<b>#{number}</b> <span class="kind">{html.escape(str(pair.get("kind")))}</span> '
+            f'r={html.escape(str(pair.get("r")))}<br><span class="note">{html.escape(pair["video"])}</span><br>'
+            f'<i>{html.escape(pair["instruction"])}</i>')
+    if video_info and css_class:
+        n, captions = len(video_info["clips"]), video_info.get("captions")
+        meta += strip_html(range(n), css_class, "clean order", captions)
+        if order is not None:
+            label = f"{pair.get('kind')} r={pair.get('r')}: {len(order)} of {n} clips"
+            meta += strip_html(order, css_class, label, captions)
+    elif order is not None:
+        meta += f'<div class="note">clip order: {" ".join(str(i + 1) for i in order)} (no thumbnails)</div>'
+    if video_info and video_info.get("captions"):
+        items = "".join(f"<li>{html.escape(c)}</li>" for c in video_info["captions"])
+        meta += f"<details><summary>clip captions</summary><ol>{items}</ol></details>"
+    return (f'<tr class="pair"><td>{meta}</td><td class="text chosen">{html.escape(pair["chosen"])}</td>'
+            f'<td class="text rejected">{html.escape(pair["rejected"])}</td></tr>')
+
+
+def stats_html(stats):
+    if not stats:
+        return '<p class="note">no .stats.json beside the pairs file: filter counts unknown</p>'
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in stats.get("dropped", {}).items())
+    return (f'<p>{stats.get("kept")} of {stats.get("candidates")} candidate pairs kept from {stats.get("videos")} '
+            f'videos (input: {html.escape(str(stats.get("perturb_input")))}).</p>'
+            f'<table class="stats"><tr><th>dropped because</th><th>pairs</th></tr>{rows}</table>')
+
+
+def render_page(title, pairs, numbers, stats, videos, thumbnails):
+    """The whole page; `videos` maps a video path to its captions record, `thumbnails` to (css class, rules)."""
+    css = "\n".join(rules for _, rules in thumbnails.values())
+    rows = "\n".join(pair_row(n, p, videos.get(p["video"]), thumbnails.get(p["video"], (None, ""))[0])
+                     for n, p in zip(numbers, pairs))
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{PAGE_STYLE}\n{css}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{stats_html(stats)}\n"
+            f"<p>{len(pairs)} pairs shown. Look for: a chosen description that follows the clean clip order, a "
+            f"rejected one that visibly suffers from the perturbation, and no pair where both are the same.</p>\n"
+            f"<table><tr><th>pair and its clips</th><th>chosen (clean)</th><th>rejected (perturbed)</th></tr>\n"
+            f"{rows}\n</table></body></html>\n")
+
+
+def view(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_height=64):
+    """Write the HTML page for (a seeded sample of `limit`) pairs; returns the number of rows."""
+    pairs = vlm.read_jsonl(pairs_file)
+    if not pairs:
+        raise ValueError(f"{pairs_file}: no pairs to show")
+    numbers = list(range(1, len(pairs) + 1))
+    if limit and len(pairs) > limit:
+        numbers = sorted(random.Random(seed).sample(numbers, limit))
+    shown = [pairs[n - 1] for n in numbers]
+    stats = None
+    if os.path.exists(stats_path(pairs_file)):
+        with open(stats_path(pairs_file), encoding="utf-8") as f:
+            stats = json.load(f)
+    captions_file = captions_file or os.path.join(os.path.dirname(pairs_file), "captions.jsonl")
+    videos = {}
+    if os.path.exists(captions_file):
+        for record in vlm.read_jsonl(captions_file):
+            videos[record.get("video") or record.get("path")] = record
+    thumbnails = {}
+    for k, video in enumerate(dict.fromkeys(p["video"] for p in shown)):
+        try:
+            keyframes = clip_keyframes(videos[video])[1]
+            thumbnails[video] = (f"v{k}", thumbnail_css(video, keyframes, thumb_height, f"v{k}"))
+        except (KeyError, *BAD_VIDEO):  # no keyframes known, or the video cannot be read
+            pass
+    vlm.write_atomic(out, render_page(os.path.basename(pairs_file), shown, numbers, stats, videos, thumbnails))
+    return len(shown)

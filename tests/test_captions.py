@@ -1,0 +1,353 @@
+"""captions.py: clip captions, descriptions, pair filters, resume and sharding, the HTML viewer, ms-swift export."""
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import pytest
+
+import captions
+import temple
+import vlm
+from media import scene_frames, write_video
+from perturb import CURRICULUM, KINDS, perturb
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = dict(min_pixels=32 * 32, max_pixels=64 * 64)  # a 2-frame clip becomes a handful of tokens
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return vlm.load("tiny")
+
+
+def video_record(path, num_clips, frames_per_clip=6, status="kept"):
+    clips = [[frames_per_clip * i, frames_per_clip * (i + 1)] for i in range(num_clips)]
+    return {"path": str(path), "fps": 6, "num_frames": frames_per_clip * num_clips, "shots": clips, "clips": clips,
+            "keyframes": [[s + 1, e - 2] for s, e in clips], "status": status, "reason": None}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """videos.jsonl with three good videos, a rejected one, a vanished file, a broken file, a malformed record."""
+    root = tmp_path_factory.mktemp("videos")
+    records = []
+    for k, num_clips in enumerate([4, 5, 3]):
+        path = write_video(root / f"good{k}.mp4", scene_frames(num_clips, 6, 32, 48, seed=k), fps=6)
+        records.append(video_record(path, num_clips))
+    records.append(video_record(root / "boring.mp4", 4, status="rejected"))
+    records.append(video_record(root / "vanished.mp4", 4))
+    (root / "broken.mp4").write_bytes(b"this is not a video")
+    records.append(video_record(root / "broken.mp4", 4))
+    records.append({**video_record(records[0]["path"].replace("good0", "odd"), 4), "keyframes": [[1, 2]]})
+    path = root / "videos.jsonl"
+    vlm.write_jsonl(path, records)
+    return str(path)
+
+
+def caption(tiny, dataset, out, **kw):
+    return captions.caption_videos(tiny, captions.kept_videos(dataset), str(out), max_new_tokens=8,
+                                   **{"batch_size": 8, **kw, **SMALL})
+
+
+@pytest.fixture(scope="module")
+def captioned(tiny, dataset, tmp_path_factory):
+    return caption(tiny, dataset, tmp_path_factory.mktemp("captions") / "captions.jsonl")
+
+
+def fake_videos(num_clips=(4, 6, 5), root="/nonexistent"):
+    """Captioned videos with distinct, known captions (no model needed to make them)."""
+    return [{"video": f"{root}/v{k}.mp4", "clips": [[i, i + 1] for i in range(n)],
+             "keyframes": [[i, i] for i in range(n)], "captions": [f"event {k}.{i} happens" for i in range(n)]}
+            for k, n in enumerate(num_clips)]
+
+
+def echo_captions(model, samples, seeds, max_new_tokens, *args):
+    """Stands in for sampling: answers with the captions the prompt lists, in the order listed."""
+    texts = [model.tokenizer.decode(s.input_ids, skip_special_tokens=True) for s in samples]
+    return [" then ".join(re.findall(r"- Caption \d+: (.*)", t)) for t in texts]
+
+
+# ---- step A: clip captions -------------------------------------------------------------------------------------
+
+
+def test_clean_caption_follows_the_released_post_processing():
+    answer = ("Video clip 2 shows a man.\n\nThe clips are related.\n"
+              "**Caption:** \"In video clip 2, the man from video clip 1 opens the door.\"")
+    assert captions.clean_caption(answer) == "In this video clip, the man from the previous clip opens the door."
+    assert captions.clean_caption("Detailed caption: Video clip 2 begins.") == "This video clip begins."
+    assert captions.clean_caption("<think>hmm\nCaption: x</think>\nA dog runs.") == "A dog runs."
+    assert captions.clean_caption("") == ""
+
+
+def test_prompts_show_the_previous_clip_as_context():
+    clips = ["clip0", "clip1", "clip2"]
+    assert captions.clip_prompt(clips, 0) == ["clip0", captions.FIRST_CLIP_PROMPT]
+    prompt = captions.clip_prompt(clips, 2)
+    assert prompt[1] == "clip1" and prompt[3] == "clip2" and "caption for video clip 2" in prompt[-1]
+
+
+def test_captions_for_kept_videos_and_bad_entries_recorded(captioned, dataset):
+    kept = [r for r in vlm.read_jsonl(dataset) if r["status"] == "kept"]
+    assert [r["video"] for r in captioned] == [r["path"] for r in kept]  # input order, rejected one left out
+    ok = [r for r in captioned if r["status"] == "ok"]
+    assert len(ok) == 3
+    for record in ok:
+        assert len(record["captions"]) == len(record["clips"]) == len(record["keyframes"])
+        assert all(isinstance(c, str) and "\n" not in c for c in record["captions"])
+    reasons = {os.path.basename(r["video"]): r["reason"] for r in captioned if r["status"] == "error"}
+    assert set(reasons) == {"vanished.mp4", "broken.mp4", "odd.mp4"}
+    assert "no such file" in reasons["vanished.mp4"] and "not a readable video" in reasons["broken.mp4"]
+    assert "malformed" in reasons["odd.mp4"]
+
+
+def test_batched_captions_equal_one_at_a_time(tiny, dataset, captioned, tmp_path):
+    assert caption(tiny, dataset, tmp_path / "one.jsonl", batch_size=1) == captioned
+
+
+def test_resume_after_an_interrupted_run(tiny, dataset, captioned, tmp_path, monkeypatch):
+    out = tmp_path / "captions.jsonl"
+    generate, calls = vlm.VideoLM.generate, []
+
+    def dies_on_third_call(self, samples, **kw):
+        calls.append(len(samples))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return generate(self, samples, **kw)
+
+    monkeypatch.setattr(vlm.VideoLM, "generate", dies_on_third_call)
+    with pytest.raises(KeyboardInterrupt):
+        caption(tiny, dataset, out, batch_size=3)
+    part = str(out) + ".part0of1"
+    finished = vlm.read_jsonl(part)
+    assert not out.exists() and 1 <= len(finished) < len(captioned)
+    with open(part, "a") as f:
+        f.write('{"video": "half a line')  # killed in the middle of a write
+    calls.clear()
+    monkeypatch.setattr(vlm.VideoLM, "generate", lambda self, samples, **kw: calls.append(len(samples)) or
+                        generate(self, samples, **kw))
+    assert caption(tiny, dataset, out, batch_size=3) == captioned
+    clips_done_before = sum(len(r["clips"]) for r in finished if r["status"] == "ok")
+    assert sum(calls) == sum(len(r["clips"]) for r in captioned if r["status"] == "ok") - clips_done_before
+    assert vlm.read_jsonl(out) == captioned and not os.path.exists(part)
+    calls.clear()
+    assert caption(tiny, dataset, out) == captioned and calls == []  # all done: nothing is generated again
+
+
+def test_two_ranks_share_the_videos_and_rank0_merges(tiny, dataset, captioned, tmp_path):
+    out = tmp_path / "captions.jsonl"
+    assert caption(tiny, dataset, out, rank=1, world_size=2) is None
+    rank1 = vlm.read_jsonl(str(out) + ".part1of2")
+    kept = captions.kept_videos(dataset)
+    assert sorted(r["video"] for r in rank1) == sorted(v["path"] for v in kept[1::2])  # in order of completion
+    assert caption(tiny, dataset, out, rank=0, world_size=2) == captioned
+    assert vlm.read_jsonl(out) == captioned and not list(tmp_path.glob("*.part*"))
+
+
+def test_resuming_with_other_settings_is_an_error(tiny, dataset, tmp_path):
+    out = tmp_path / "captions.jsonl"
+    caption(tiny, dataset, out)
+    with pytest.raises(ValueError, match="other settings"):
+        captions.caption_videos(tiny, captions.kept_videos(dataset), str(out), max_new_tokens=9, **SMALL)
+
+
+# ---- step B + C: descriptions and pairs ----------------------------------------------------------------------
+
+
+def check_pairs_files(out_dir, videos, rs, route="captions"):
+    """Every pairs file is well formed and its stats add up; returns {r: pairs}."""
+    by_video = {v["video"]: v for v in videos}
+    found = {}
+    for r in rs:
+        path = captions.pairs_path(out_dir, r, route)
+        pairs = vlm.read_jsonl(path) if os.path.getsize(path) else []
+        with open(captions.stats_path(path)) as f:
+            stats = json.load(f)
+        assert stats["candidates"] == len(videos) * len(KINDS)
+        assert stats["kept"] + sum(stats["dropped"].values()) == stats["candidates"]
+        assert stats["kept"] == len(pairs) and set(stats["dropped"]) == set(captions.FILTER_REASONS)
+        for pair in pairs:
+            assert set(pair) == {"video", "instruction", "chosen", "rejected", "kind", "r", "order"}
+            assert pair["r"] == r and pair["kind"] in KINDS and pair["instruction"] in captions.INSTRUCTIONS
+            assert isinstance(pair["chosen"], str) and isinstance(pair["rejected"], str)
+            n = len(by_video[pair["video"]]["clips"])
+            assert pair["order"] != list(range(n)) and sorted(set(pair["order"])) == sorted(pair["order"])
+            assert all(0 <= i < n for i in pair["order"])
+        found[r] = pairs
+    return found
+
+
+def test_pairs_end_to_end_with_the_tiny_model(tiny, dataset, captioned, tmp_path):
+    videos = captions.pair_inputs(write_captions(captioned, tmp_path))
+    descriptions = captions.describe_videos(tiny, videos, str(tmp_path / "descriptions.jsonl"), CURRICULUM,
+                                            max_new_tokens=8)
+    assert len(descriptions) == len(videos) * (1 + 3 * len(CURRICULUM))
+    written = captions.write_pairs(descriptions, str(tmp_path), CURRICULUM)
+    assert [os.path.basename(p) for p, _ in written] == [f"pairs_r{r}.jsonl" for r in CURRICULUM]
+    check_pairs_files(str(tmp_path), videos, CURRICULUM)
+
+
+def write_captions(records, directory):
+    path = directory / "captions.jsonl"
+    vlm.write_jsonl(path, records)
+    return str(path)
+
+
+def test_pairs_kept_when_answers_follow_the_input(tiny, tmp_path, monkeypatch):
+    for k in range(3):
+        (tmp_path / f"v{k}.mp4").write_bytes(b"")  # the filter only checks that the video exists
+    videos = fake_videos(root=str(tmp_path))
+    monkeypatch.setattr(captions, "sample_texts", echo_captions)
+    descriptions = captions.describe_videos(tiny, videos, str(tmp_path / "d.jsonl"), CURRICULUM)
+    captions.write_pairs(descriptions, str(tmp_path), CURRICULUM)
+    found = check_pairs_files(str(tmp_path), videos, CURRICULUM)
+    for r, pairs in found.items():
+        assert len(pairs) == 3 * len(videos)  # distinct captions: every filter passes
+        for pair in pairs:
+            video = next(v for v in videos if v["video"] == pair["video"])
+            assert pair["chosen"] == " then ".join(video["captions"])
+            assert pair["rejected"] == " then ".join(video["captions"][i] for i in pair["order"])
+            seed = captions.derived_seed(0, pair["video"], pair["kind"], r)
+            assert pair["order"] == perturb(range(len(video["clips"])), pair["kind"], r, random.Random(seed))[1]
+
+
+def test_filters_of_the_released_code():
+    reason = captions.filter_reason
+    assert reason("a long chosen answer", "a long chosen answer, and more", "shuffle") == "chosen_in_rejected"
+    assert reason("abc", "xyzw", "drop") == "drop_not_shorter" and reason("abcd", "wxyz", "drop") == "drop_not_shorter"
+    assert reason("abcdef", "xyz", "drop") is None
+    assert reason("a" * 10, "b" * 16, "reverse") == "length_ratio" and reason("a" * 10, "b" * 15, "reverse") is None
+    assert reason("a" * 16, "b" * 10, "shuffle") == "length_ratio"
+    assert reason("something", "", "drop") == "empty" and reason("", "x", "shuffle") == "empty"
+
+
+def test_clean_description_is_made_once_and_reused_for_the_next_r(tiny, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(captions, "sample_texts", lambda model, samples, seeds, *a: calls.extend(seeds) or
+                        echo_captions(model, samples, seeds, *a))
+    videos, out = fake_videos(), str(tmp_path / "descriptions.jsonl")
+    captions.describe_videos(tiny, videos, out, [16])
+    assert len(calls) == 4 * len(videos)
+    calls.clear()
+    later = captions.describe_videos(tiny, videos, out, [8])
+    assert len(calls) == 3 * len(videos)  # no new clean description
+    assert {d["r"] for d in later} == {None, 8}
+    assert {d["r"] for d in vlm.read_jsonl(out)} == {None, 16, 8}  # the r=16 descriptions stay in the file
+
+
+def test_sampling_does_not_depend_on_the_batch(tiny, tmp_path):
+    videos = fake_videos((4, 5))
+    run = lambda name, **kw: [d["text"] for d in captions.describe_videos(  # noqa: E731
+        tiny, videos, str(tmp_path / name), [16, 2], max_new_tokens=12, **kw)]
+    one, five = run("a.jsonl", batch_size=1), run("b.jsonl", batch_size=5)
+    assert one == five
+    assert run("c.jsonl", seed=1) != one  # the seed matters
+    assert len(set(one)) > 1
+
+
+def test_frames_route_perturbs_the_keyframes(tiny, dataset, tmp_path):
+    videos = captions.pair_inputs(dataset, need_captions=False)
+    assert len(videos) == 6  # the kept records; the frames route needs no captions
+    with pytest.raises(ValueError, match="captions"):
+        captions.pair_inputs(dataset)
+    out = str(tmp_path / captions.descriptions_path("", "frames"))
+    descriptions = captions.describe_videos(tiny, videos, out, [2], route="frames", max_new_tokens=6, **SMALL)
+    errors = [d for d in descriptions if d.get("status") == "error"]
+    assert {os.path.basename(d["video"]) for d in errors} == {"vanished.mp4", "broken.mp4", "odd.mp4"}
+    assert len(descriptions) == 6 * 4 and all(d.get("text") for d in descriptions if d not in errors)
+    captions.write_pairs(descriptions, str(tmp_path), [2], route="frames")
+    check_pairs_files(str(tmp_path), videos, [2], route="frames")
+    with open(tmp_path / "pairs_frames_r2.stats.json") as f:
+        assert json.load(f)["dropped"]["video_error"] == 3 * 3
+
+
+# ---- viewer and export -------------------------------------------------------------------------------------------
+
+
+class Rows(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows, self.thumbs = 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        classes = (dict(attrs).get("class") or "").split()
+        self.rows += tag == "tr" and "pair" in classes
+        self.thumbs += tag == "span" and "t" in classes
+
+
+def test_view_writes_one_row_per_pair(captioned, tmp_path, monkeypatch):
+    good = [r for r in captioned if r["status"] == "ok"]
+    captions_file = write_captions(captioned, tmp_path)
+    monkeypatch.setattr(captions, "sample_texts", echo_captions)
+    videos = captions.pair_inputs(captions_file)
+    descriptions = captions.describe_videos(vlm.load("tiny"), videos, str(tmp_path / "d.jsonl"), [2])
+    [(path, stats)] = captions.write_pairs(descriptions, str(tmp_path), [2])
+    pairs = vlm.read_jsonl(path)
+    assert pairs
+    page = tmp_path / "pairs.html"
+    assert captions.view(path, str(page), limit=0) == len(pairs)
+    parser = Rows()
+    parser.feed(page.read_text())
+    assert parser.rows == len(pairs)
+    clips = {r["video"]: len(r["clips"]) for r in good}
+    assert parser.thumbs == sum(clips[p["video"]] + len(p["order"]) for p in pairs)  # clean + perturbed strips
+    assert page.read_text().count("base64,") == sum(clips[v] for v in {p["video"] for p in pairs})
+    assert f"{stats['kept']} of {stats['candidates']}" in page.read_text()
+    parser = Rows()
+    captions.view(path, str(page), limit=2)
+    parser.feed(page.read_text())
+    assert parser.rows == 2
+
+
+def test_export_import_round_trip(tmp_path):
+    pairs = [{"video": f"v{k}.mp4", "instruction": captions.INSTRUCTIONS[k], "chosen": f"good {k}",
+              "rejected": f"bad {k} <video>", "kind": "drop", "r": 16, "order": [k]} for k in range(3)]
+    path = tmp_path / "pairs_r16.jsonl"
+    vlm.write_jsonl(path, pairs)
+    assert temple.main(["export", "--format", "swift", str(path)]) == 0
+    with open(tmp_path / "pairs_r16.swift.json") as f:
+        swift = json.load(f)
+    assert isinstance(swift, list) and set(swift[0]) == {"messages", "rejected_response", "videos"}
+    assert swift[0]["messages"] == [{"role": "user", "content": "<video>" + captions.INSTRUCTIONS[0]},
+                                    {"role": "assistant", "content": "good 0"}]
+    keep = ("video", "instruction", "chosen", "rejected")
+    assert [{k: p[k] for k in keep} for p in captions.import_swift(swift)] == [{k: p[k] for k in keep} for p in pairs]
+    dpo = pytest.importorskip("dpo")  # the trainer reads the exported file as it is
+    for p in pairs:
+        (tmp_path / p["video"]).write_bytes(b"")
+    loaded, missing = dpo.load_pairs(str(tmp_path / "pairs_r16.swift.json"), video_root=str(tmp_path))
+    assert missing == 0 and [p["chosen"] for p in loaded] == ["good 0", "good 1", "good 2"]
+    assert [p["instruction"] for p in loaded] == [p["instruction"] for p in pairs]
+
+
+# ---- command line ----------------------------------------------------------------------------------------------
+
+
+def test_empty_selection_and_malformed_lines_exit_nonzero(tmp_path, capsys):
+    path = tmp_path / "videos.jsonl"
+    vlm.write_jsonl(path, [{"path": "a.mp4", "status": "rejected"}, {"path": "b.mp4", "status": "error"}])
+    assert temple.main(["captions", "--videos", str(path), "--model", "tiny"]) == 1
+    assert "no video with status 'kept'" in capsys.readouterr().err
+    path.write_text('{"path": "a.mp4", "status": "kept"}\n{"path": broken\n')
+    assert temple.main(["captions", "--videos", str(path), "--model", "tiny"]) == 1
+    assert f"{path}:2: invalid JSON" in capsys.readouterr().err
+    assert temple.main(["pairs", "--captions", str(tmp_path / "none.jsonl"), "--model", "tiny"]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_under_two_ranks(dataset, tmp_path):
+    """Two processes with torchrun's environment: each captions its share, rank 0 merges."""
+    out = tmp_path / "captions.jsonl"
+    command = [sys.executable, os.path.join(ROOT, "temple.py"), "captions", "--videos", dataset, "--out", str(out),
+               "--model", "tiny", "--max-new-tokens", "4", "--min-pixels", "1024", "--max-pixels", "4096"]
+    procs = [subprocess.Popen(command, env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": "0"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (1, 0)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    records = vlm.read_jsonl(out)
+    assert len(records) == len(captions.kept_videos(dataset)) and "videos captioned" in results[1][0]
