@@ -57,7 +57,7 @@ def cmd_describe(args):
 
 
 def add_detector_options(p):
-    p.add_argument("--threshold", type=float, default=0.25, help="a cut needs this histogram distance between frames (0..1)")
+    p.add_argument("--threshold", type=float, default=0.2, help="a cut needs this histogram distance between frames (0..1)")
     p.add_argument("--ratio", type=float, default=3.0, help="... and this many times the local median distance")
     p.add_argument("--window", type=positive_int, default=12, help="frames each side for the local median")
     p.add_argument("--flash-frames", type=int, default=4, help="a jump whose old content returns within this many frames is a flash")
