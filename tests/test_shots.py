@@ -316,7 +316,7 @@ def test_bad_files_raise_naming_the_file(tmp_path, media, name):
 def test_partly_downloaded_video_is_an_error(tmp_path, media):
     data = faststart_video(tmp_path / "full.mp4", media["edit0"][1])
     (tmp_path / "half.mp4").write_bytes(data[:len(data) // 2])
-    with pytest.raises(ValueError, match=r"half.mp4: only \d+ of 180 frames could be decoded"):
+    with pytest.raises(ValueError, match=r"half.mp4: truncated or corrupt: only \d+ of 180 frames could be decoded"):
         shots.detect_shots(tmp_path / "half.mp4")
 
 
