@@ -13,7 +13,6 @@ The last line is `RESULT key=value ...`.
 
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,21 +56,22 @@ def decode_alone(path):
         return sum(1 for _ in shots.decoded_frames(container, stream, [0]))
 
 
-def median_time(fn, repeats=3):
+def best_time(fn, repeats=5):
+    """Fastest of `repeats` runs after a warm-up: other processes on the machine only ever add time."""
     fn()  # warm the file cache and the libraries
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def process_time(command, repeats=3):
     with tempfile.TemporaryDirectory() as scratch:  # scenedetect may write files into its working directory
         def run():
             subprocess.run(command, check=True, capture_output=True, cwd=scratch)
-        return median_time(run, repeats)
+        return best_time(run, repeats)
 
 
 def main():
@@ -82,8 +82,8 @@ def main():
     container.close()
 
     frames = decode_alone(path)
-    decode_s = median_time(lambda: decode_alone(path))
-    detect_s = median_time(lambda: shots.detect_shots(path))
+    decode_s = best_time(lambda: decode_alone(path))
+    detect_s = best_time(lambda: shots.detect_shots(path))
     print(f"decode alone:   {decode_s:.3f} s  ({frames / decode_s:.0f} frames/s)")
     print(f"detect_shots:   {detect_s:.3f} s  ({frames / detect_s:.0f} frames/s, {detect_s / decode_s:.2f}x decoding)")
 
