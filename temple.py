@@ -204,7 +204,7 @@ def add_generation_options(p, max_new_tokens):
     p.add_argument("--batch-size", type=positive_int, default=8, help="prompts per generate call, across videos")
     p.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="length limit of each answer (the released value)")
     p.add_argument("--max-pixels", type=positive_int, default=512 * 28 * 28, help="pixel cap per keyframe (released: 512*28*28)")
-    p.add_argument("--min-pixels", type=positive_int, default=None, help="smallest keyframe area (default: the model's)")
+    p.add_argument("--min-pixels", type=positive_int, default=None, help="smallest keyframe area (None = the model's)")
 
 
 def keyframe_pixel_options(args):
@@ -216,7 +216,7 @@ def add_captions(sub):
     p = sub.add_parser("captions", help="caption every clip of the kept videos, the previous clip as context",
                        formatter_class=Defaults)
     p.add_argument("--videos", default="data/videos.jsonl", help="videos.jsonl written by `select`")
-    p.add_argument("--out", default=None, help="output file (default: captions.jsonl beside --videos)")
+    p.add_argument("--out", default=None, help="output file (None = captions.jsonl beside --videos)")
     add_generation_options(p, max_new_tokens=2048)
     p.set_defaults(func=cmd_captions)
 
@@ -242,7 +242,7 @@ def add_pairs(sub):
     p = sub.add_parser("pairs", help="describe clean and perturbed clip lists; write the filtered pairs per r",
                        formatter_class=Defaults)
     p.add_argument("--captions", default="data/captions.jsonl", help="captions.jsonl (the frames route also takes videos.jsonl)")
-    p.add_argument("--out-dir", default=None, help="where descriptions.jsonl and pairs_r{R}.jsonl go (default: beside --captions)")
+    p.add_argument("--out-dir", default=None, help="where descriptions.jsonl and pairs_r{R}.jsonl go (None = beside --captions)")
     p.add_argument("--r", type=positive_int, nargs="+", default=[16, 8, 4, 2], help="difficulties (larger = stronger perturbation)")
     p.add_argument("--kinds", nargs="+", default=["drop", "shuffle", "reverse"], choices=["drop", "shuffle", "reverse"], help="perturbations")
     p.add_argument("--perturb-input", default="captions", choices=["captions", "frames"], help="perturb the caption list (released code) or the keyframe sequence (paper wording)")
@@ -281,8 +281,8 @@ def cmd_pairs(args):
 def add_view(sub):
     p = sub.add_parser("view", help="one static HTML page to look at pairs before training", formatter_class=Defaults)
     p.add_argument("pairs", help="a pairs_r{R}.jsonl file")
-    p.add_argument("--out", default=None, help="HTML file (default: the pairs file with .html)")
-    p.add_argument("--captions", default=None, help="captions.jsonl for thumbnails and clip captions (default: beside the pairs)")
+    p.add_argument("--out", default=None, help="HTML file (None = the pairs file with .html)")
+    p.add_argument("--captions", default=None, help="captions.jsonl for thumbnails and clip captions (None = beside the pairs)")
     p.add_argument("--limit", type=int, default=30, help="show a random sample of this many pairs (0 = all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.add_argument("--thumb-height", type=positive_int, default=64, help="keyframe thumbnail height in pixels")
@@ -301,7 +301,7 @@ def add_export(sub):
     p = sub.add_parser("export", help="convert a pairs file to ms-swift's RLHF format", formatter_class=Defaults)
     p.add_argument("pairs", help="a pairs_r{R}.jsonl file")
     p.add_argument("--format", default="swift", choices=["swift"], help="target format")
-    p.add_argument("--out", default=None, help="output .json (default: the pairs file with .swift.json)")
+    p.add_argument("--out", default=None, help="output .json (None = the pairs file with .swift.json)")
     p.set_defaults(func=cmd_export)
 
 
