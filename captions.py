@@ -12,7 +12,7 @@ Also: ms-swift export (the released training data format), and a static HTML pag
 
     python temple.py captions --videos data/videos.jsonl --model M         -> data/captions.jsonl
     python temple.py pairs --captions data/captions.jsonl --r 16 8 4 2 --model M
-                                                     -> data/descriptions.jsonl, data/pairs_r{16,8,4,2}.jsonl (+ .stats.json)
+                                      -> data/descriptions.jsonl, data/pairs_r{16,8,4,2}.jsonl (+ .stats.json)
     python temple.py view data/pairs_r16.jsonl --out pairs.html
     python temple.py export --format swift data/pairs_r16.jsonl              -> data/pairs_r16.swift.json
 
@@ -231,13 +231,13 @@ class Journal:
             self.file.close()
             self.file = None
 
-    def merge(self, wanted, keep_others=False, poll_seconds=2.0):
+    def merge(self, wanted, keep_others=False, poll_seconds=5.0):
         """Rank 0: wait for the records of all `wanted` keys, write them in that order (then, with keep_others, the
         records of other keys the file already held) and return the wanted ones. Other ranks: None."""
         self.close()
         if self.rank != 0:
             return None
-        waiting = False
+        wanted, waiting = list(dict.fromkeys(wanted)), False
         while True:
             by_key = {}
             for record in self.records():
@@ -464,8 +464,9 @@ def open_description_jobs(video, rs, kinds, seed, route, done):
     """The video's unfinished jobs, or (for the frames route) error records if its keyframes cannot be read."""
     todo = [j for j in description_jobs(video, rs, kinds, seed) if (video["video"], j[0], j[1]) not in done]
     if route == "captions":
-        return [DescriptionJob(video["video"], kind, r, order, [aggregation_prompt([video["captions"][i] for i in order])])
-                for kind, r, order in todo], []
+        prompts = [[aggregation_prompt([video["captions"][i] for i in order])] for _, _, order in todo]
+        return [DescriptionJob(video["video"], kind, r, order, prompt)
+                for (kind, r, order), prompt in zip(todo, prompts)], []
     try:
         keyframes = read_keyframes(video["video"], clip_keyframes(video)[1]) if todo else None
     except BAD_VIDEO as e:

@@ -9,6 +9,7 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
+import torch
 
 import captions
 import temple
@@ -155,7 +156,29 @@ def test_resuming_with_other_settings_is_an_error(tiny, dataset, tmp_path):
         captions.caption_videos(tiny, captions.kept_videos(dataset), str(out), max_new_tokens=9, **SMALL)
 
 
+def test_clip_records_as_lists_or_dicts():
+    as_lists = {"clips": [[0, 6], [6, 12]], "keyframes": [[1, 4], [7, 10]]}
+    as_dicts = {"clips": [{"start": 0, "end": 6, "keyframes": [1, 4]}, {"start": 6, "end": 12, "keyframes": [7, 10]}]}
+    assert captions.clip_keyframes(as_lists) == captions.clip_keyframes(as_dicts) == tuple(as_lists.values())
+    for bad in [{}, {"clips": [[0, 6]], "keyframes": []}, {"clips": [[0, 6]], "keyframes": [[1, "x"]]}]:
+        with pytest.raises(ValueError, match="malformed"):
+            captions.clip_keyframes(bad)
+
+
 # ---- step B + C: descriptions and pairs ----------------------------------------------------------------------
+
+
+def test_row_sampler_is_seeded_per_row_and_respects_top_p():
+    scores = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    pick = lambda seeds, **kw: captions.RowSampler(seeds, kw.get("temperature", 1.0), kw.get("top_p", 1.0),  # noqa
+                                                   "cpu")(None, scores.clone()).argmax(-1).tolist()
+    out = captions.RowSampler([1, 2, 3], 1.0, 1.0, "cpu")(None, scores.clone())
+    assert ((out == 0).sum(-1) == 1).all() and torch.isinf(out).sum() == 3 * 49  # one allowed token per row
+    assert pick([1, 2, 3]) == pick([1, 2, 3])
+    assert [pick([s, 0, 0])[0] for s in range(20)] != [pick([1, 0, 0])[0]] * 20  # the seed matters
+    assert pick([4, 5, 6], top_p=1e-6) == scores.argmax(-1).tolist()  # the nucleus holds the top token only
+    assert pick([4, 5, 6], temperature=1e-4) == scores.argmax(-1).tolist()
+
 
 
 def check_pairs_files(out_dir, videos, rs, route="captions"):
