@@ -1,0 +1,137 @@
+"""One DPO step, ours vs the naive layout: time and peak memory; and peak memory with vs without --grad-ckpt.
+
+The pair: a 32-frame 224x224 video (1,024 video tokens) with two ~300-token answers, on a Qwen2-VL-layout model
+with Qwen's real vocabulary size (151,669) and random weights, LoRA rank 32 on the language model.
+
+    naive  chosen and rejected as two separate sequences, each with its own copy of the video, each run through
+           the policy (kept for backward) and again through the reference; full-vocabulary logits everywhere
+    ours   dpo.dpo_step: chosen + rejected in one forward, the video preprocessed once, logits only at answer
+           positions, the reference pass under no_grad with LoRA switched off
+    ours, --precompute-ref   the same with the reference log-probs read from the cache (no reference pass)
+
+    python bench/dpo.py                 # ~2 min on 2 CPU cores
+    python bench/dpo.py --gpu-size 2b   # on a GPU: real Qwen2-VL-2B dimensions in bf16 (random weights)
+Last line: RESULT time_ratio=<ours/naive> mem_ratio=<ours/naive> precomputed_time_ratio=... ckpt_mem_ratio=...
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import dpo  # noqa: E402
+import lora  # noqa: E402
+import train  # noqa: E402
+import vlm  # noqa: E402
+from common import measure, mib  # noqa: E402
+
+VOCAB = 151_669
+SIZES = {  # text / vision overrides of vlm.tiny_config
+    "cpu": (dict(vocab_size=VOCAB, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=2), dict(depth=2, embed_dim=64, num_heads=2)),
+    "2b": (dict(vocab_size=VOCAB, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
+           dict(depth=32, embed_dim=1280, num_heads=16)),
+}
+
+
+def build(size, device):
+    from transformers import AutoModelForImageTextToText
+
+    tokenizer = vlm.tiny_tokenizer()
+    text, vision = SIZES[size]
+    config = vlm.tiny_config("qwen2_vl", tokenizer, text_overrides=text, vision_overrides=vision)
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForImageTextToText.from_config(config).to(device=device, dtype=dtype)
+    lora.apply_lora(model, r=32, alpha=64)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    return vlm.VideoLM(model, tokenizer, size)
+
+
+def naive_step(model, video, instruction, chosen, rejected, beta=0.1):
+    """Separate sequences, separate videos, a second forward for the reference, full logits."""
+    def full_logps(module_call, answer):
+        sample = model.encode([video, instruction], response=answer, total_pixels=10 ** 9)
+        batch = model.to_device(model.collate([sample]))
+        logits = module_call(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
+        targets = batch["labels"][:, 1:]
+        logps = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (logps * (targets != vlm.IGNORE)).sum(-1)
+
+    policy_c, policy_r = full_logps(model.model, chosen), full_logps(model.model, rejected)
+    with torch.no_grad(), lora.disable_lora(model.model):
+        ref_c, ref_r = full_logps(model.model, chosen), full_logps(model.model, rejected)
+    losses, _, _ = dpo.dpo_loss(policy_c, policy_r, ref_c, ref_r, beta=beta)
+    nll = -policy_c.sum() / (len(chosen))  # same amount of work as ours' NLL term
+    return losses.mean() + nll
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gpu-size", default=None, choices=["2b"], help="model dimensions on a GPU")
+    parser.add_argument("--frames", type=int, default=32)
+    args = parser.parse_args()
+    device = vlm.default_device()
+    size = args.gpu_size if device.type == "cuda" and args.gpu_size else "cpu"
+    model = build(size, device)
+    model.model.train()
+    rng = np.random.default_rng(0)
+    video = vlm.Video(rng.integers(0, 256, (args.frames, 224, 224, 3), dtype=np.uint8),
+                      [float(i) for i in range(args.frames)])
+    words = "the person walks into the scene and then picks up a clip of video with the other hand".split()
+    chosen, rejected = (" ".join(rng.choice(words, 150)) for _ in range(2))
+    instruction = "Describe the video in detail."
+    pair = {"rows": [model.encode([model.prepare(video, total_pixels=10 ** 9), instruction], response=a)
+                     for a in (chosen, rejected)]}
+    settings = {"beta": 0.1, "loss_type": "sigmoid", "nll_weight": 1.0, "precomputed": False}
+    batch = model.collate(pair["rows"])
+    print(f"{size} model, sequence {batch['input_ids'].shape[1]} tokens, answers "
+          f"{(batch['labels'] != vlm.IGNORE).sum().item()} tokens, vocabulary {VOCAB}, device {device}")
+    with torch.no_grad(), lora.disable_lora(model.model):
+        pair["ref"] = model.response_logps(model.to_device(batch))[0].tolist()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else \
+        torch.autocast("cpu", enabled=False)
+
+    def run(step):
+        def fn():
+            model.model.zero_grad(set_to_none=True)
+            with autocast:
+                loss = step()
+            loss.backward()
+        return fn
+
+    ours = run(lambda: dpo.dpo_step(model, model.model, [pair], settings)[0])
+    cached = run(lambda: dpo.dpo_step(model, model.model, [pair], {**settings, "precomputed": True})[0])
+    naive = run(lambda: naive_step(model, video, instruction, chosen, rejected))
+    t_ours, m_ours = measure(ours)
+    t_cached, m_cached = measure(cached)
+    t_naive, m_naive = measure(naive)
+    train.enable_activation_checkpointing(model.model)
+    t_ckpt, m_ckpt = measure(ours)
+    model.model.gradient_checkpointing_disable()
+    tokens = batch["input_ids"].numel()
+    print(f"naive:                 {t_naive:.3f} s  peak +{mib(m_naive)}")
+    print(f"ours:                  {t_ours:.3f} s  peak +{mib(m_ours)}  ({tokens / t_ours:.0f} tokens/s)")
+    print(f"ours, precomputed ref: {t_cached:.3f} s  peak +{mib(m_cached)}")
+    print(f"ours, --grad-ckpt:     {t_ckpt:.3f} s  peak +{mib(m_ckpt)}")
+    if device.type == "cuda":
+        params = sum(p.numel() for p in model.model.parameters())
+        flops = 6 * params * tokens  # fwd+bwd of the policy, plus 2 * params * tokens for the reference forward
+        flops += 2 * params * tokens
+        peak = torch.cuda.get_device_properties(device).name
+        print(f"model FLOP utilisation ~ {flops / t_ours / 989e12:.1%} of 989 TFLOP/s bf16 dense ({peak}); "
+              f"peak GPU memory {mib(torch.cuda.max_memory_allocated())}")
+    print(f"RESULT time_ratio={t_ours / t_naive:.2f} mem_ratio={m_ours / m_naive:.2f} "
+          f"precomputed_time_ratio={t_cached / t_naive:.2f} precomputed_mem_ratio={m_cached / m_naive:.2f} "
+          f"ckpt_mem_ratio={m_ckpt / m_ours:.2f}")
+
+
+if __name__ == "__main__":
+    main()

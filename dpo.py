@@ -1,0 +1,311 @@
+"""dpo.py - Direct Preference Optimization of a video LLM on TEMPLE's pairs, one curriculum stage at a time.
+
+DPO (Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is Secretly a Reward Model")
+trains the policy pi so that, relative to a frozen reference pi_ref, the chosen answer y+ gains log-probability
+over the rejected answer y-:
+
+    r+ = log pi(y+|x) - log pi_ref(y+|x)        r- = log pi(y-|x) - log pi_ref(y-|x)       (summed over tokens)
+    sigmoid (default):  loss = -log sigmoid(beta * (r+ - r-))
+    ipo:                loss = ((r+/|y+| - r-/|y-|) - 1/(2 beta))^2        (length-normalised, as TRL)
+    hinge:              loss = max(0, 1 - beta * (r+ - r-))
+
+TEMPLE's released run (spec.md section 5, ms-swift < 3.8 defaults) adds 1.0 x the mean token NLL of the chosen
+answer (`--nll-weight`). The reference is the same weights with the LoRA adapters switched off: no second copy of
+the model. Logged metrics use TRL's names:
+    rewards/chosen, rewards/rejected   mean beta * r+ and beta * r-       (how far the policy moved per answer)
+    rewards/margins, rewards/accuracies  mean beta * (r+ - r-), and the share of pairs where it is > 0
+    logps/chosen, logps/rejected       mean summed policy log-probability of the answers
+    nll                                mean token NLL of the chosen answers
+
+Curriculum (spec.md section 5): stage r=16 trains a LoRA on the base model; stage r<16 starts from the previous
+stage's adapter merged into its starting weights, which are also this stage's reference; so on to r=2.
+
+    python temple.py dpo --r 16 --model Qwen/Qwen2.5-VL-7B-Instruct
+    torchrun --nproc_per_node 8 temple.py dpo --r 8 --model Qwen/Qwen2.5-VL-7B-Instruct
+    python temple.py curriculum --model tiny && python temple.py merge runs/dpo_r2 --out merged/
+"""
+
+import hashlib
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loss (torch only: copy this function on its own)
+
+LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+
+
+def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1,
+             loss_type="sigmoid", chosen_lengths=None, rejected_lengths=None):
+    """Per-pair DPO losses and the implicit rewards beta * r+ and beta * r- (detached), each of shape (pairs,).
+
+    All log-probs are summed over answer tokens. `ipo` needs the answers' token counts (chosen_lengths,
+    rejected_lengths) because it compares per-token log-ratios.
+    """
+    chosen_ratio = policy_chosen_logps - ref_chosen_logps
+    rejected_ratio = policy_rejected_logps - ref_rejected_logps
+    if loss_type == "sigmoid":
+        losses = -F.logsigmoid(beta * (chosen_ratio - rejected_ratio))
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * (chosen_ratio - rejected_ratio))
+    elif loss_type == "ipo":
+        if chosen_lengths is None or rejected_lengths is None:
+            raise ValueError("loss_type 'ipo' needs chosen_lengths and rejected_lengths")
+        margin = chosen_ratio / chosen_lengths - rejected_ratio / rejected_lengths
+        losses = (margin - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown loss_type {loss_type!r}; choose from {', '.join(LOSS_TYPES)}")
+    return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pairs on disk: ours (pairs_r{r}.jsonl) or ms-swift's RLHF format ({"messages", "rejected_response", "videos"})
+
+
+def load_pairs(path, video_root=None):
+    """Pairs as dicts {video, instruction, chosen, rejected, kind, r}, and the number skipped because their
+    video file is missing. Errors name the file and the record."""
+    import vlm
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            try:
+                records = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: expected a JSON list of pairs")
+    else:
+        records = vlm.read_jsonl(path)
+    pairs, missing = [], 0
+    for number, record in enumerate(records, 1):
+        pair = _normalise_pair(record, f"{path}: record {number}")
+        if video_root and not os.path.isabs(pair["video"]):
+            pair["video"] = os.path.join(video_root, pair["video"])
+        if not os.path.exists(pair["video"]):
+            missing += 1
+            continue
+        pairs.append(pair)
+    return pairs, missing
+
+
+def _normalise_pair(record, where):
+    if "messages" in record:  # ms-swift
+        try:
+            user = next(m["content"] for m in record["messages"] if m["role"] == "user")
+            chosen = next(m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant")
+            pair = {"video": record["videos"][0], "instruction": user.replace("<video>", "").strip(),
+                    "chosen": chosen, "rejected": record["rejected_response"]}
+        except (KeyError, IndexError, StopIteration, TypeError):
+            raise ValueError(f"{where}: an ms-swift record needs messages (user + assistant), rejected_response "
+                             f"and videos") from None
+        return {**pair, "kind": record.get("kind", ""), "r": record.get("r", 0)}
+    missing = [k for k in ("video", "instruction", "chosen", "rejected") if not isinstance(record.get(k), str)]
+    if missing:
+        raise ValueError(f"{where}: missing or non-text field(s) {', '.join(missing)}")
+    return {k: record[k] for k in ("video", "instruction", "chosen", "rejected")} | \
+        {"kind": record.get("kind", ""), "r": record.get("r", 0)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoding a pair: the video is decoded and preprocessed once, then shared by the chosen and the rejected rows
+
+
+def encode_pair(model, pair, video_options, max_length):
+    """(chosen Sample, rejected Sample) for one pair, each truncated to max_length tokens (answer end cut)."""
+    import vlm
+
+    video = vlm.read_video(pair["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
+    prepared = model.prepare(video, total_pixels=video_options["total_pixels"])
+    rows = [model.encode([prepared, pair["instruction"]], response=answer) for answer in (pair["chosen"],
+                                                                                        pair["rejected"])]
+    return [truncate(row, max_length, pair["video"]) for row in rows]
+
+
+def truncate(sample, max_length, where):
+    if len(sample.input_ids) <= max_length:
+        return sample
+    first_answer_token = next(i for i, label in enumerate(sample.labels) if label != -100)
+    if first_answer_token >= max_length:
+        raise ValueError(f"{where}: the prompt alone is {first_answer_token} tokens, over --max-length {max_length}; "
+                         f"lower --fps / --max-frames / --total-pixels or raise --max-length")
+    sample.input_ids, sample.labels, sample.token_types = (
+        x[:max_length] for x in (sample.input_ids, sample.labels, sample.token_types))
+    return sample
+
+
+def collate_pairs(model, encoded):
+    """One batch: the chosen rows of every pair, then their rejected rows (one forward for both)."""
+    return model.collate([c for c, _ in encoded] + [r for _, r in encoded])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The step
+
+
+def policy_and_reference(model, module, batch, reference=None):
+    """Policy log-probs (with gradient) and reference log-probs (LoRA off, no gradient) of a pairs batch."""
+    import lora
+    import vlm
+
+    policy, counts = model.response_logps(batch, model=module)
+    if reference is None:
+        with torch.no_grad(), lora.disable_lora(model.model):
+            reference, _ = model.response_logps(batch)
+    return policy, reference, counts
+
+
+def dpo_step(model, module, encoded, settings, reference=None):
+    """Loss and TRL-named metrics of a micro-batch of encoded pairs. `reference`: precomputed (pairs, 2) log-probs."""
+    batch = model.to_device(collate_pairs(model, [e["rows"] for e in encoded]))
+    if reference is None and settings["precomputed"]:
+        reference = torch.tensor([e["ref"] for e in encoded], device=model.device).T.reshape(-1)
+    policy, ref, counts = policy_and_reference(model, module, batch, reference)
+    n = len(encoded)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(
+        policy[:n], policy[n:], ref[:n], ref[n:], beta=settings["beta"], loss_type=settings["loss_type"],
+        chosen_lengths=counts[:n], rejected_lengths=counts[n:])
+    nll = -policy[:n].sum() / counts[:n].sum()
+    loss = losses.mean() + settings["nll_weight"] * nll
+    metrics = {"rewards/chosen": chosen_rewards.mean().item(), "rewards/rejected": rejected_rewards.mean().item(),
+               "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+               "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+               "logps/chosen": policy[:n].mean().item(), "logps/rejected": policy[n:].mean().item(),
+               "nll": nll.item()}
+    return loss, metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reference log-probs computed once per stage (--precompute-ref), cached beside the data
+
+
+def reference_cache_path(data_path, meta):
+    """The cache file's name carries a hash of the data, the starting model and every setting that changes it."""
+    h = hashlib.sha256()
+    with open(data_path, "rb") as f:
+        h.update(f.read())
+    h.update(json.dumps({k: meta[k] for k in ("base_model", "merged", "video", "max_length", "seed")},
+                        sort_keys=True).encode())
+    return f"{os.path.splitext(data_path)[0]}.ref-{h.hexdigest()[:12]}.json"
+
+
+def precompute_reference(model, encode, num_items, path, d):
+    """[[ref chosen, ref rejected], ...] for every pair: each rank scores its share, rank 0 writes the cache."""
+    import train
+    import vlm
+
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    from tqdm import tqdm
+    mine = {}
+    for index in tqdm(range(d.rank, num_items, d.world), desc="reference log-probs", disable=not d.main):
+        batch = model.to_device(collate_pairs(model, [encode(index)["rows"]]))
+        with torch.no_grad():
+            logps, _ = model.response_logps(batch)
+        mine[index] = logps.tolist()
+    merged = {k: v for part in train.all_gather(d, mine) for k, v in part.items()}
+    values = [merged[i] for i in range(num_items)]
+    if d.main:
+        vlm.write_atomic(path, json.dumps(values))
+    train.barrier(d)
+    return values
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A curriculum stage
+
+
+def stage_start(args, run_dir):
+    """The adapters merged into the base before this stage: the previous stage's chain plus the previous stage."""
+    import train
+
+    init = args.init
+    if init is None and args.r < 16:
+        init = os.path.join(args.runs, f"dpo_r{args.r * 2}")
+        if not train.finished(init):
+            raise ValueError(f"stage r={args.r} starts from {init}, which is not finished; run "
+                             f"`temple.py dpo --r {args.r * 2}` first, or pass --init RUN (or --init base)")
+    if init in (None, "base"):
+        return []
+    if not train.finished(init):
+        raise ValueError(f"--init {init}: not a finished run (no adapter_model.safetensors)")
+    previous = train.read_run_config(init)
+    if previous["base_model"] != args.model:
+        raise ValueError(f"{init}: trained on base model '{previous['base_model']}', not '{args.model}'")
+    return previous["merged"] + [init]
+
+
+def run_stage(args):
+    """`temple.py dpo`: train one curriculum stage; returns the run directory."""
+    import lora
+    import train
+    import vlm
+
+    d = train.setup_distributed()
+    run_dir = args.out or os.path.join(args.runs, f"dpo_r{args.r}")
+    data = args.data or os.path.join(args.data_dir, f"pairs_r{args.r}.jsonl")
+    merged = stage_start(args, run_dir)
+    video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
+    meta = {"stage": "dpo", "r": args.r, "base_model": args.model, "merged": merged, "data": data, "video": video,
+            "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed, "beta": args.beta, "loss_type": args.loss_type,
+            "nll_weight": args.nll_weight, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
+                                                    "dropout": args.lora_dropout}}
+    if args.resume and os.path.exists(os.path.join(run_dir, "config.json")):
+        saved = train.read_run_config(run_dir)
+        if saved["base_model"] != args.model or saved["merged"] != merged:
+            raise ValueError(f"{run_dir}: was trained from '{saved['base_model']}' + {saved['merged']}, not "
+                             f"'{args.model}' + {merged}; use another --out or the original --model / --init")
+    pairs, missing = load_pairs(data, args.video_root)
+    if d.main and missing:
+        print(f"{data}: skipped {missing} pair(s) whose video file is missing")
+    if not pairs:
+        raise ValueError(f"{data}: no usable pairs" + (f" ({missing} with a missing video)" if missing else ""))
+
+    model = vlm.load(args.model, device=d.device, attn_implementation=args.attn, seed=args.model_seed)
+    train.merge_runs(model.model, merged)
+    torch.manual_seed(args.seed)  # the adapters' random init: the same on every rank and every run
+    lora.apply_lora(model.model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
+
+    def encode(index):
+        return {"rows": encode_pair(model, pairs[index], video, args.max_length), "index": index}
+
+    settings = {"beta": args.beta, "loss_type": args.loss_type, "nll_weight": args.nll_weight,
+                "precomputed": args.precompute_ref}
+    if args.precompute_ref:
+        with lora.disable_lora(model.model):
+            refs = precompute_reference(model, encode, len(pairs), reference_cache_path(data, meta), d)
+
+        def encode(index, plain=encode):  # noqa: F811 - the same encoding, plus the cached reference
+            return {**plain(index), "ref": refs[index]}
+
+    config = train.TrainConfig(
+        out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs, global_batch=args.global_batch,
+        micro_batch=args.micro_batch, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
+        save_every=args.save_every, max_steps=args.max_steps, seed=args.seed, grad_ckpt=args.grad_ckpt,
+        workers=args.workers)
+    train.train(model.model, lambda module, items: dpo_step(model, module, items, settings), encode, len(pairs),
+                config, d, meta, resume=args.resume)
+    if d.main:
+        print(f"stage r={args.r}: {len(pairs)} pairs -> {run_dir}")
+    return run_dir
+
+
+def merge_run(run_dir, out, model_name=None):
+    """`temple.py merge`: base model + every adapter of the chain folded in, saved as a transformers model."""
+    import train
+    import vlm
+
+    if not train.finished(run_dir):
+        raise ValueError(f"{run_dir}: not a finished run (no adapter_model.safetensors)")
+    config = train.read_run_config(run_dir)
+    model = vlm.load(model_name or config["base_model"], seed=config.get("model_seed", 0))
+    train.merge_runs(model.model, config["merged"] + [run_dir])
+    model.model.save_pretrained(out)
+    model.tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,286 @@
+"""dpo.py + train.py: the loss, the step, learning, DDP equivalence, resume, stage chaining, merge, bad input."""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import dpo
+import lora
+import temple
+import train
+import vlm
+from media import scene_frames, write_video
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANSWERS = [("the person walks in and then sits", "a person"), ("then the scene is dark", "the video"),
+           ("a clip of the scene with a person", "is in"), ("the video ends with the person", "and then")]
+
+
+# ---- the loss on fixed numbers ----------------------------------------------------------------------------------
+
+
+def test_sigmoid_loss_and_rewards_match_the_formula():
+    pc, pr, rc, rr = torch.tensor([-10.0, -4.0]), torch.tensor([-12.0, -3.0]), torch.tensor([-11.0, -5.0]), \
+        torch.tensor([-11.0, -5.0])
+    losses, chosen, rejected = dpo.dpo_loss(pc, pr, rc, rr, beta=0.5)
+    # pair 0: r+ = 1, r- = -1 -> -log sigmoid(0.5 * 2); pair 1: r+ = 1, r- = 2 -> -log sigmoid(-0.5)
+    assert torch.allclose(losses, torch.tensor([-math.log(1 / (1 + math.exp(-1.0))),
+                                                -math.log(1 / (1 + math.exp(0.5)))]))
+    assert torch.allclose(chosen, torch.tensor([0.5, 0.5])) and torch.allclose(rejected, torch.tensor([-0.5, 1.0]))
+
+
+def test_hinge_and_ipo_losses_match_the_formulas():
+    pc, pr, rc, rr = torch.tensor([-10.0]), torch.tensor([-12.0]), torch.tensor([-11.0]), torch.tensor([-11.0])
+    hinge, _, _ = dpo.dpo_loss(pc, pr, rc, rr, beta=0.1, loss_type="hinge")
+    assert torch.allclose(hinge, torch.tensor([1 - 0.1 * 2]))
+    ipo, _, _ = dpo.dpo_loss(pc, pr, rc, rr, beta=0.1, loss_type="ipo", chosen_lengths=torch.tensor([4.0]),
+                             rejected_lengths=torch.tensor([2.0]))
+    assert torch.allclose(ipo, torch.tensor([((1 / 4 + 1 / 2) - 1 / (2 * 0.1)) ** 2]))
+    with pytest.raises(ValueError, match="ipo' needs chosen_lengths"):
+        dpo.dpo_loss(pc, pr, rc, rr, loss_type="ipo")
+    with pytest.raises(ValueError, match="unknown loss_type 'bogus'"):
+        dpo.dpo_loss(pc, pr, rc, rr, loss_type="bogus")
+
+
+def test_loss_is_differentiable_only_through_the_policy():
+    pc, pr = torch.tensor([-3.0], requires_grad=True), torch.tensor([-4.0], requires_grad=True)
+    losses, chosen, _ = dpo.dpo_loss(pc, pr, torch.tensor([-3.0]), torch.tensor([-4.0]))
+    losses.sum().backward()
+    assert pc.grad.item() < 0 < pr.grad.item() and not chosen.requires_grad
+
+
+# ---- data -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Four pairs over two short synthetic videos, in our JSONL format."""
+    root = tmp_path_factory.mktemp("dpo_data")
+    videos = [write_video(root / f"v{i}.mp4", scene_frames(4, 5, seed=i), fps=5) for i in range(2)]
+    pairs = [{"video": videos[i % 2], "instruction": "Describe the video.", "chosen": c, "rejected": r,
+              "kind": "shuffle", "r": 16, "order": [1, 0]} for i, (c, r) in enumerate(ANSWERS)]
+    vlm.write_jsonl(root / "pairs_r16.jsonl", pairs)
+    vlm.write_jsonl(root / "pairs_r8.jsonl", pairs[::-1])
+    return root
+
+
+def stage_args(data_dir, runs, r=16, **overrides):
+    parser = argparse.ArgumentParser()
+    temple.add_dpo_options(parser)
+    args = parser.parse_args([])
+    settings = dict(r=r, data=None, out=None, init=None, model="tiny", runs=str(runs), data_dir=str(data_dir),
+                    workers=0, global_batch=2, micro_batch=1, max_steps=0, epochs=1.0, lr=1e-3, save_every=500,
+                    total_pixels=64 * 96 * 4, max_frames=4, lora_dropout=0.0)
+    settings.update(overrides)
+    for key, value in settings.items():
+        setattr(args, key, value)
+    return args
+
+
+def test_load_pairs_reads_ours_and_swift_and_counts_missing_videos(data_dir, tmp_path):
+    ours, missing = dpo.load_pairs(str(data_dir / "pairs_r16.jsonl"))
+    assert len(ours) == 4 and missing == 0
+    swift = [{"messages": [{"role": "user", "content": "<video>" + p["instruction"]},
+                           {"role": "assistant", "content": p["chosen"]}],
+              "rejected_response": p["rejected"], "videos": [os.path.basename(p["video"])]} for p in ours]
+    swift.append({**swift[0], "videos": ["gone.mp4"]})
+    (tmp_path / "swift.json").write_text(json.dumps(swift))
+    loaded, missing = dpo.load_pairs(str(tmp_path / "swift.json"), video_root=str(data_dir))
+    assert missing == 1
+    assert [(p["instruction"], p["chosen"], p["rejected"]) for p in loaded] == \
+        [(p["instruction"], p["chosen"], p["rejected"]) for p in ours]
+
+
+def test_load_pairs_errors_name_the_file_and_record(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"video": "a.mp4", "instruction": "x", "chosen": "y"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: record 1: missing or non-text field\(s\) rejected"):
+        dpo.load_pairs(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "broken.jsonl").write_text('{"video": \n')
+    with pytest.raises(ValueError, match=r"broken.jsonl:1: invalid JSON"):
+        dpo.load_pairs(str(tmp_path / "broken.jsonl"))
+    with pytest.raises(FileNotFoundError, match="nothing.jsonl: no such file"):
+        dpo.load_pairs(str(tmp_path / "nothing.jsonl"))
+
+
+# ---- the step ---------------------------------------------------------------------------------------------------
+
+
+def encoded_pairs(model, data_dir, count=2):
+    pairs, _ = dpo.load_pairs(str(data_dir / "pairs_r16.jsonl"))
+    video = {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}
+    return [{"rows": dpo.encode_pair(model, p, video, 4096)} for p in pairs[:count]]
+
+
+def test_step_zero_rewards_are_zero_and_loss_is_ln2(data_dir):
+    model = vlm.load("tiny")
+    lora.apply_lora(model.model, r=8, alpha=16)
+    settings = {"beta": 0.1, "loss_type": "sigmoid", "nll_weight": 0.0, "precomputed": False}
+    loss, metrics = dpo.dpo_step(model, model.model, encoded_pairs(model, data_dir), settings)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics["rewards/chosen"] == 0 and metrics["rewards/rejected"] == 0
+    # with the NLL term the loss adds the chosen answers' mean token NLL
+    loss, metrics = dpo.dpo_step(model, model.model, encoded_pairs(model, data_dir), {**settings, "nll_weight": 1.0})
+    assert loss.item() == pytest.approx(math.log(2) + metrics["nll"], abs=1e-5)
+
+
+def test_pair_shares_one_preprocessed_video(data_dir):
+    model = vlm.load("tiny")
+    chosen, rejected = encoded_pairs(model, data_dir, 1)[0]["rows"]
+    assert chosen.pixels[0] is rejected.pixels[0]
+    first = lambda s: next(i for i, label in enumerate(s.labels) if label != vlm.IGNORE)  # noqa: E731
+    assert chosen.input_ids[:first(chosen)] == rejected.input_ids[:first(rejected)]
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+
+
+def test_training_drives_preference_accuracy_to_one(data_dir, tmp_path):
+    args = stage_args(data_dir, tmp_path, epochs=12, global_batch=4, micro_batch=2, nll_weight=0.0, lr=2e-3,
+                      warmup_ratio=0.0)
+    run_dir = dpo.run_stage(args)
+    metrics = read_metrics(run_dir)
+    assert len(metrics) == 12
+    assert metrics[0]["rewards/margins"] == pytest.approx(0, abs=1e-6)
+    assert metrics[-1]["rewards/accuracies"] == 1.0
+    margins = [m["rewards/margins"] for m in metrics]
+    assert margins[-1] > margins[len(margins) // 2] > margins[1] > 0
+    for key in ["loss", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "nll",
+                "grad_norm", "learning_rate"]:
+        assert key in metrics[-1]
+    assert train.finished(run_dir)
+    config = json.load(open(os.path.join(run_dir, "adapter_config.json")))
+    assert config["peft_type"] == "LORA" and config["r"] == 32
+
+
+def test_precomputed_reference_gives_the_same_training(data_dir, tmp_path):
+    plain = dpo.run_stage(stage_args(data_dir, tmp_path / "a", max_steps=2))
+    cached = dpo.run_stage(stage_args(data_dir, tmp_path / "b", max_steps=2, precompute_ref=True))
+    caches = [f for f in os.listdir(data_dir) if ".ref-" in f]
+    assert len(caches) == 1
+    a, b = read_metrics(plain), read_metrics(cached)
+    for key in ["loss", "rewards/margins", "logps/chosen"]:
+        assert [m[key] for m in a] == pytest.approx([m[key] for m in b], abs=1e-5)
+
+
+# ---- resume, chaining, merge ------------------------------------------------------------------------------------
+
+
+class Interrupt(Exception):
+    pass
+
+
+def adapter_tensors(run_dir):
+    from safetensors.torch import load_file
+    return load_file(os.path.join(run_dir, "adapter_model.safetensors"))
+
+
+def test_resume_ends_with_the_same_weights(data_dir, tmp_path, monkeypatch):
+    full = dpo.run_stage(stage_args(data_dir, tmp_path / "full", epochs=3, save_every=2, lora_dropout=0.1))
+    original_step = dpo.dpo_step
+    calls = {"n": 0}
+
+    def crash_on_fifth_call(*a, **k):  # 2 micro-batches per step: the 5th call is step 3
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Interrupt()
+        return original_step(*a, **k)
+
+    monkeypatch.setattr(dpo, "dpo_step", crash_on_fifth_call)
+    args = stage_args(data_dir, tmp_path / "resumed", epochs=3, save_every=2, lora_dropout=0.1)
+    with pytest.raises(Interrupt):
+        dpo.run_stage(args)
+    assert not train.finished(args.out or os.path.join(args.runs, "dpo_r16"))
+    monkeypatch.setattr(dpo, "dpo_step", original_step)
+    args.resume = True
+    resumed = dpo.run_stage(args)
+    a, b = adapter_tensors(full), adapter_tensors(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert [m["step"] for m in read_metrics(resumed)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_stage_chaining_uses_previous_stage_as_start_and_reference(data_dir, tmp_path):
+    first = dpo.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=3))
+    with pytest.raises(ValueError, match="dpo_r4, which is not finished"):
+        dpo.run_stage(stage_args(data_dir, tmp_path, r=2))
+    second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=1, nll_weight=0.0))
+    assert train.read_run_config(second)["merged"] == [first]
+    # step 1 of stage r=8: policy = reference = base + r16 adapter merged -> rewards 0, loss ln 2
+    m = read_metrics(second)[0]
+    assert m["rewards/margins"] == pytest.approx(0, abs=1e-5) and m["loss"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
+    first = dpo.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=2))
+    second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=2))
+    out = dpo.merge_run(second, str(tmp_path / "merged"))
+    merged = vlm.load(out)
+    reference = vlm.load("tiny")
+    train.merge_runs(reference.model, [first])
+    lora.load_adapter(reference.model, second)
+    batch = dpo.collate_pairs(reference, [e["rows"] for e in encoded_pairs(reference, data_dir)])
+    with torch.no_grad():
+        assert torch.allclose(merged.response_logps(batch)[0], reference.response_logps(batch)[0], atol=1e-4)
+
+
+# ---- bad input --------------------------------------------------------------------------------------------------
+
+
+def test_bad_input_messages(data_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="pairs_r16.jsonl: no such file"):
+        dpo.run_stage(stage_args(tmp_path, tmp_path / "runs"))
+    (tmp_path / "pairs_r16.jsonl").write_text("")
+    with pytest.raises(ValueError, match="pairs_r16.jsonl: no usable pairs"):
+        dpo.run_stage(stage_args(tmp_path, tmp_path / "runs"))
+    gone = [{"video": str(tmp_path / "gone.mp4"), "instruction": "x", "chosen": "a", "rejected": "b"}]
+    vlm.write_jsonl(tmp_path / "pairs_r16.jsonl", gone)
+    with pytest.raises(ValueError, match=r"no usable pairs \(1 with a missing video\)"):
+        dpo.run_stage(stage_args(tmp_path, tmp_path / "runs"))
+    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
+    with pytest.raises(ValueError, match="trained on base model 'tiny', not 'tiny-qwen3'"):
+        dpo.run_stage(stage_args(data_dir, tmp_path / "runs", r=8, model="tiny-qwen3", init=run))
+
+
+def test_cli_reports_a_missing_data_file_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "temple.py"), "dpo", "--r", "16", "--model", "tiny",
+                             "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("pairs_r16.jsonl: no such file") and "Traceback" not in result.stderr
+
+
+# ---- DDP: 2 gloo processes == 1 process on the whole batch ------------------------------------------------------
+
+
+def _ddp_worker(rank, world, init_file, data_dir, runs):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        dpo.run_stage(stage_args(data_dir, runs, global_batch=4, micro_batch=1, max_steps=2, lora_dropout=0.0))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(data_dir), str(tmp_path / "ddp")), nprocs=2)
+    single = dpo.run_stage(stage_args(data_dir, tmp_path / "single", global_batch=4, micro_batch=1, max_steps=2,
+                                      lora_dropout=0.0))
+    a, b = adapter_tensors(os.path.join(tmp_path, "ddp", "dpo_r16")), adapter_tensors(single)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    ma, mb = read_metrics(os.path.join(tmp_path, "ddp", "dpo_r16")), read_metrics(single)
+    assert [m["loss"] for m in ma] == pytest.approx([m["loss"] for m in mb], abs=1e-5)
+    # resuming that 2-process run with 1 process is refused
+    with pytest.raises(ValueError, match="saved with 2 processes, resumed with 1"):
+        train.load_checkpoint(vlm.load("tiny").model, None, train.TrainConfig(
+            out=os.path.join(tmp_path, "ddp", "dpo_r16")), train.Dist())

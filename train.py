@@ -1,0 +1,351 @@
+"""train.py - the training loop that dpo.py and sft.py share: torchrun DDP, accumulation, schedule, checkpoints.
+
+The loop is written out in the style of nanoGPT's train.py, so one can read every step:
+
+    for each optimizer step:
+        for each micro-batch of this rank:                  # global batch = world x micro-batch x accumulation
+            loss = loss_fn(model, items) / accumulation     # bf16 autocast on GPU
+            loss.backward()                                 # DDP all-reduces gradients on the last micro-batch only
+        clip gradients, AdamW step, learning rate = linear warmup then cosine decay to 0
+        rank 0: one line of metrics.jsonl, the progress bar; every --save-every steps: a checkpoint
+
+Data order: every epoch is a permutation of the dataset drawn from the seed, the epochs are concatenated into one
+stream, and optimizer step s uses items [s*G, (s+1)*G) of that stream (G = global batch), item k of those going to
+rank k % world. The order therefore depends only on the seed and the dataset size: `--resume` continues with
+exactly the items an uninterrupted run would have seen.
+
+A run directory holds
+    config.json                     the exact settings, the base model, the adapters merged before this run
+    metrics.jsonl                   one line per optimizer step (rank 0)
+    checkpoint/                     adapter (PEFT format) + train_state.pt (optimizer, schedule, RNG, step)
+    adapter_model.safetensors       the final adapter, written last: its presence marks a finished run
+    adapter_config.json
+
+    torchrun --nproc_per_node 8 temple.py dpo --r 16        (dpo.py and sft.py call train() below)
+"""
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+import lora
+
+
+@dataclass
+class TrainConfig:
+    out: str  # run directory
+    lr: float = 5e-6
+    warmup_ratio: float = 0.05
+    epochs: float = 1.0
+    global_batch: int = 16  # examples per optimizer step, over all ranks
+    micro_batch: int = 1  # examples per forward on one rank
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    save_every: int = 500  # optimizer steps between checkpoints
+    max_steps: int = 0  # 0 = as many as the epochs give
+    seed: int = 42
+    grad_ckpt: bool = False  # non-reentrant activation checkpointing
+    workers: int = 2  # data-loading processes per rank (video decoding)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Distributed set-up (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK; a plain `python` run is a world of one)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    @property
+    def device(self):
+        return torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def setup_distributed():
+    if "RANK" not in os.environ:
+        return Dist()
+    d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if d.world > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(d.local_rank)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return d
+
+
+def barrier(d):
+    if d.world > 1:
+        dist.barrier()
+
+
+def all_mean(d, values):
+    """Average a dict of floats over ranks."""
+    if d.world == 1:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return dict(zip(keys, (t / d.world).tolist()))
+
+
+def all_gather(d, obj):
+    if d.world == 1:
+        return [obj]
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data order and learning-rate schedule
+
+
+def total_steps(num_items, config):
+    steps = math.ceil(num_items * config.epochs / config.global_batch)
+    return min(steps, config.max_steps) if config.max_steps else steps
+
+
+def step_items(num_items, step, config):
+    """The dataset indices of optimizer step `step` (all ranks), from the seeded epoch stream."""
+    start, end = step * config.global_batch, (step + 1) * config.global_batch
+    items, epoch = [], start // num_items
+    while len(items) < end - start:
+        order = torch.randperm(num_items, generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+        lo = max(start - epoch * num_items, 0)
+        items += order[lo:end - epoch * num_items]
+        epoch += 1
+    return items
+
+
+def rank_micro_batches(num_items, step, config, d):
+    """This rank's share of a step, cut into micro-batches."""
+    mine = step_items(num_items, step, config)[d.rank::d.world]
+    return [mine[i:i + config.micro_batch] for i in range(0, len(mine), config.micro_batch)]
+
+
+def learning_rate(step, steps, config):
+    """Linear warmup over warmup_ratio of the steps, then cosine decay to 0 (the HF/ms-swift default)."""
+    warmup = math.ceil(steps * config.warmup_ratio)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def check_accumulation(config, d):
+    per_step = d.world * config.micro_batch
+    if config.global_batch % per_step:
+        raise ValueError(f"--global-batch {config.global_batch} is not a multiple of world size {d.world} x "
+                         f"--micro-batch {config.micro_batch}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def rng_state():
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(model, optimizer, step, config, d, meta, final=False):
+    """Adapter + optimizer + RNG of every rank, written to checkpoint.tmp/ and then renamed: a crash mid-save
+    leaves the previous checkpoint intact."""
+    rngs = all_gather(d, rng_state())
+    if d.main:
+        ckpt = os.path.join(config.out, "checkpoint")
+        tmp = ckpt + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        lora.save_adapter(model, tmp, base_model=meta["base_model"])
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "world": d.world},
+                   os.path.join(tmp, "train_state.pt"))
+        if os.path.exists(ckpt):
+            os.replace(ckpt, ckpt + ".old")
+        os.replace(tmp, ckpt)
+        shutil.rmtree(ckpt + ".old", ignore_errors=True)
+        if final:  # the finished adapter at the top of the run directory marks the run as done
+            lora.save_adapter(model, config.out, base_model=meta["base_model"])
+    barrier(d)
+
+
+def load_checkpoint(model, optimizer, config, d):
+    """Restore a run's checkpoint; returns the step to continue from (0 when there is none)."""
+    ckpt = os.path.join(config.out, "checkpoint")
+    if not os.path.exists(ckpt) and os.path.exists(ckpt + ".old"):
+        ckpt += ".old"  # a crash between the two renames of save_checkpoint
+    if not os.path.exists(os.path.join(ckpt, "train_state.pt")):
+        return 0
+    state = torch.load(os.path.join(ckpt, "train_state.pt"), weights_only=True, map_location="cpu")
+    if state["world"] != d.world:
+        raise ValueError(f"{ckpt}: saved with {state['world']} processes, resumed with {d.world}; resume with "
+                         f"--nproc_per_node matching the original run")
+    lora.load_adapter(model, ckpt)
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"][d.rank])
+    return state["step"]
+
+
+def merge_runs(model, runs):
+    """Fold finished runs' adapters into the weights, in order: the starting point of a curriculum stage or SFT."""
+    for run in runs:
+        lora.load_adapter(model, run)
+        lora.merge_lora(model)
+    return model
+
+
+def finished(run_dir):
+    return os.path.exists(os.path.join(run_dir, "adapter_model.safetensors"))
+
+
+def write_run_config(config, meta, d):
+    if d.main:
+        os.makedirs(config.out, exist_ok=True)
+        text = json.dumps({**meta, "train": asdict(config), "world_size": d.world}, indent=2)
+        tmp = os.path.join(config.out, "config.json.tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(config.out, "config.json"))
+
+
+def read_run_config(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def trim_metrics(path, step):
+    """On resume, drop metric lines past the checkpoint so metrics.jsonl reads as one continuous run."""
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        with open(path + ".tmp", "w") as f:
+            f.writelines(lines)
+        os.replace(path + ".tmp", path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def enable_activation_checkpointing(model):
+    """Recompute each layer's activations in backward, non-reentrant: correct with DDP, kwargs and frozen inputs
+    (the reentrant variant silently drops LoRA gradients when the embeddings are frozen)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+class _Items(torch.utils.data.Dataset):
+    """Micro-batches of encoded examples; encoding (video decoding, preprocessing) runs in loader workers."""
+
+    def __init__(self, batches, encode):
+        self.batches, self.encode = batches, encode
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return [self.encode(index) for index in self.batches[i]]
+
+
+def train(model, loss_fn, encode, num_items, config, d, meta, resume=False):
+    """Train the trainable (LoRA) parameters of `model`.
+
+    loss_fn(module, encoded_items) -> (loss tensor, {metric: float}); module is the DDP wrapper when distributed,
+    so its forward must be the one that runs the policy. encode(index) -> one encoded example (runs in workers).
+    meta: what config.json records besides the settings (base_model, merged adapters, data, ...).
+    """
+    check_accumulation(config, d)
+    accumulation = config.global_batch // (d.world * config.micro_batch)
+    steps = total_steps(num_items, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.data = p.data.float()  # adapters train in fp32 even when the base model is bf16
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    if config.grad_ckpt:
+        enable_activation_checkpointing(model)
+    model.train()
+    start = load_checkpoint(model, optimizer, config, d) if resume else 0
+    if start == 0:
+        torch.manual_seed(config.seed + d.rank)
+        random.seed(config.seed + d.rank)
+    write_run_config(config, meta, d)
+    metrics_path = os.path.join(config.out, "metrics.jsonl")
+    if d.main:
+        trim_metrics(metrics_path, start) if start else open(metrics_path, "w").close()
+    wrapped = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
+        if d.world > 1 else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and \
+        next(model.parameters()).dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
+
+    batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, d)]
+    loader = torch.utils.data.DataLoader(_Items(batches, encode), batch_size=None, shuffle=False,
+                                         num_workers=config.workers, collate_fn=lambda x: x,
+                                         generator=torch.Generator())  # own RNG: the global one drives dropout
+    from tqdm import tqdm
+    progress = tqdm(total=steps, initial=start, disable=not d.main, desc=os.path.basename(config.out) or "train")
+    loader_iter = iter(loader)
+    for step in range(start, steps):
+        lr = learning_rate(step, steps, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        sums = {}
+        for micro in range(accumulation):
+            items = next(loader_iter)
+            last = micro == accumulation - 1
+            # DDP all-reduces gradients during backward; skip that on all but the last micro-batch
+            with wrapped.no_sync() if d.world > 1 and not last else contextlib.nullcontext():
+                with autocast:
+                    loss, metrics = loss_fn(wrapped, items)
+                (loss / accumulation).backward()
+            for k, v in {"loss": loss.item(), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / accumulation
+        logged = all_mean(d, sums)
+        if not math.isfinite(logged["loss"]):
+            raise ValueError(f"step {step + 1}: the loss is {logged['loss']}; stopped before updating the weights. "
+                             f"The last good checkpoint is in {config.out}/checkpoint (resume with --resume after "
+                             f"lowering --lr or checking the data)")
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if d.main:
+            record = {"step": step + 1, **{k: round(v, 6) for k, v in logged.items()},
+                      "grad_norm": round(grad_norm.item(), 6), "learning_rate": lr}
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            progress.set_postfix(loss=f"{logged['loss']:.4f}")
+            progress.update()
+        if (step + 1) % config.save_every == 0 and step + 1 < steps:
+            save_checkpoint(model, optimizer, step + 1, config, d, meta)
+    progress.close()
+    save_checkpoint(model, optimizer, steps, config, d, meta, final=True)
+    if config.grad_ckpt:
+        getattr(model, "activation_checkpointing_disable", model.gradient_checkpointing_disable)()
+    model.eval()
+    return steps
