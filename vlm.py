@@ -97,6 +97,9 @@ def write_atomic(path, text):
     os.makedirs(directory, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, encoding="utf-8", suffix=".tmp") as f:
         f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)  # a temp file is private (0600); give it the mode a plain open() would
     os.replace(f.name, path)
 
 
@@ -533,7 +536,8 @@ class VideoLM:
         """Answers for prompts encoded without a response; greedy when temperature is 0."""
         batch = self.to_device(self.collate(samples, padding="left"))
         batch.pop("labels")
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else \
+        # top_k=0: the checkpoint's generation_config (Qwen: top_k=1) would otherwise make "sampling" greedy
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else \
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
