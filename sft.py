@@ -1,0 +1,163 @@
+"""sft.py - instruction tuning (SFT) after the DPO curriculum: TEMPLE's "Pre-SFT alignment" order.
+
+The released run (spec.md section 6) merges the last DPO stage (r=2) into the base model and then fine-tunes on
+60K LLaVA-Video-178K samples with a fresh LoRA (rank 32, alpha 32) on the language model *and* the vision tower,
+lr 1e-4, warmup 0.05, 1 epoch, global batch 16. The loss is the mean token NLL of the assistant turns only.
+
+Data, JSON list or JSONL, either format:
+    LLaVA-Video-178K: {"video": "rel/path.mp4", "conversations": [{"from": "human", "value": "<image>\\nQ"},
+                                                                  {"from": "gpt", "value": "A"}, ...]}
+    ms-swift:         {"messages": [{"role": "user", "content": "<video>Q"}, {"role": "assistant", ...}],
+                       "videos": ["rel/path.mp4"]}
+The <image> / <video> marker says where the video goes (at the start of the first user turn when absent); a record
+without a video trains text-only.
+
+    python temple.py sft --data llava_video_60k.json --video-root /data/LLaVA-Video-178K --init runs/dpo_r2
+    torchrun --nproc_per_node 8 temple.py sft --data ... --init runs/dpo_r2
+"""
+
+import json
+import os
+
+import torch
+
+MARKERS = ("<video>", "<image>")
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def load_conversations(path, video_root=None):
+    """Records as {"video": path or None, "messages": [{"role", "content"}]}; errors name the file and record."""
+    import vlm
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            try:
+                records = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: expected a JSON list of records")
+    else:
+        records = vlm.read_jsonl(path)
+    examples, missing = [], 0
+    for number, record in enumerate(records, 1):
+        example = normalise(record, f"{path}: record {number}")
+        if example["video"] is not None:
+            if video_root and not os.path.isabs(example["video"]):
+                example["video"] = os.path.join(video_root, example["video"])
+            if not os.path.exists(example["video"]):
+                missing += 1
+                continue
+        examples.append(example)
+    return examples, missing
+
+
+def normalise(record, where):
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    if "conversations" in record:
+        turns = [(t.get("from"), t.get("value")) for t in record["conversations"] if isinstance(t, dict)]
+        video = record.get("video")
+    elif "messages" in record:
+        turns = [(t.get("role"), t.get("content")) for t in record["messages"] if isinstance(t, dict)]
+        video = (record.get("videos") or [None])[0]
+    else:
+        raise ValueError(f"{where}: needs 'conversations' (LLaVA) or 'messages' (ms-swift)")
+    messages = []
+    for role, text in turns:
+        if role not in ROLES or not isinstance(text, str):
+            raise ValueError(f"{where}: a turn needs a role in {sorted(ROLES)} and a text, got {role!r}")
+        messages.append({"role": ROLES[role], "content": text})
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ValueError(f"{where}: no assistant turn to learn from")
+    return {"video": video, "messages": messages}
+
+
+def strip_markers(text):
+    for marker in MARKERS:
+        text = text.replace(marker, "")
+    return text
+
+
+def with_video(messages, video):
+    """Put the video where the marker is (or at the start of the first user turn) and drop the markers."""
+    out, placed = [], video is None
+    for message in messages:
+        text = message["content"]
+        if message["role"] == "user" and not placed:
+            marker = next((m for m in MARKERS if m in text), None)
+            before, after = text.split(marker, 1) if marker else ("", text)
+            parts = [before.strip(), video, strip_markers(after).strip()]
+            content = [p for p in parts if not (isinstance(p, str) and p == "")]
+            placed = True
+        else:
+            content = strip_markers(text)
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+def encode_example(model, example, video_options, max_length):
+    import dpo
+    import vlm
+
+    video = None
+    if example["video"] is not None:
+        frames = vlm.read_video(example["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
+        video = model.prepare(frames, total_pixels=video_options["total_pixels"])
+    sample = model.encode_chat(with_video(example["messages"], video))
+    return dpo.truncate(sample, max_length, example["video"] or "a text-only record")
+
+
+def sft_step(model, module, samples):
+    """Mean token NLL over every assistant token of the micro-batch."""
+    batch = model.to_device(model.collate(samples))
+    logps, counts = model.response_logps(batch, model=module)
+    nll = -logps.sum() / counts.sum()
+    return nll, {"nll": nll.item(), "tokens": counts.sum().item()}
+
+
+def run_sft(args):
+    """`temple.py sft`: returns the run directory."""
+    import lora
+    import train
+    import vlm
+
+    d = train.setup_distributed()
+    run_dir = args.out or os.path.join(args.runs, "sft")
+    merged = []
+    if args.init not in (None, "base"):
+        if not train.finished(args.init):
+            raise ValueError(f"--init {args.init}: not a finished run (no adapter_model.safetensors)")
+        previous = train.read_run_config(args.init)
+        if previous["base_model"] != args.model:
+            raise ValueError(f"{args.init}: trained on base model '{previous['base_model']}', not '{args.model}'")
+        merged = previous["merged"] + [args.init]
+    examples, missing = load_conversations(args.data, args.video_root)
+    if d.main and missing:
+        print(f"{args.data}: skipped {missing} record(s) whose video file is missing")
+    if not examples:
+        raise ValueError(f"{args.data}: no usable records")
+    video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
+    meta = {"stage": "sft", "base_model": args.model, "merged": merged, "data": args.data, "video": video,
+            "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed,
+            "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                     "vision": not args.freeze_vit}}
+
+    model = vlm.load(args.model, device=d.device, attn_implementation=args.attn, seed=args.model_seed)
+    train.merge_runs(model.model, merged)
+    torch.manual_seed(args.seed)  # the adapters' random init: the same on every rank and every run
+    lora.apply_lora(model.model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                    include_vision=not args.freeze_vit)
+    config = train.TrainConfig(
+        out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs, global_batch=args.global_batch,
+        micro_batch=args.micro_batch, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
+        save_every=args.save_every, max_steps=args.max_steps, seed=args.seed, grad_ckpt=args.grad_ckpt,
+        workers=args.workers)
+    train.train(model.model, lambda module, items: sft_step(model, module, items),
+                lambda i: encode_example(model, examples[i], video, args.max_length), len(examples), config, d, meta,
+                resume=args.resume)
+    if d.main:
+        print(f"sft: {len(examples)} records -> {run_dir}")
+    return run_dir
