@@ -1,0 +1,107 @@
+"""sft.py: data formats, labels on assistant tokens only, training from a DPO run, bad input."""
+
+import argparse
+import json
+import os
+
+import pytest
+
+import dpo
+import sft
+import temple
+import train
+import vlm
+from media import scene_frames, write_video
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft_data")
+    write_video(root / "a.mp4", scene_frames(4, 5, seed=1), fps=5)
+    llava = [{"id": "1", "video": "a.mp4", "conversations": [
+        {"from": "human", "value": "<image>\nWhat happens first?"}, {"from": "gpt", "value": "a person walks in"},
+        {"from": "human", "value": "And then?"}, {"from": "gpt", "value": "the scene is dark"}]},
+        {"id": "2", "conversations": [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "hi"}]}]
+    swift = [{"messages": [{"role": "user", "content": "Describe <video> in detail."},
+                           {"role": "assistant", "content": "the video ends"}], "videos": ["a.mp4"]}]
+    (root / "llava.json").write_text(json.dumps(llava))
+    vlm.write_jsonl(root / "swift.jsonl", swift)
+    return root
+
+
+def test_both_formats_normalise_to_messages(data):
+    llava, missing = sft.load_conversations(str(data / "llava.json"), video_root=str(data))
+    swift, _ = sft.load_conversations(str(data / "swift.jsonl"), video_root=str(data))
+    assert missing == 0 and len(llava) == 2 and llava[1]["video"] is None
+    assert [m["role"] for m in llava[0]["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert swift[0]["video"] == str(data / "a.mp4") and swift[0]["messages"][1]["content"] == "the video ends"
+
+
+def test_video_goes_where_the_marker_is():
+    video = object()
+    messages = sft.with_video([{"role": "user", "content": "Describe <video> in detail."}], video)
+    assert messages[0]["content"] == ["Describe", video, "in detail."]
+    messages = sft.with_video([{"role": "user", "content": "No marker here."}], video)
+    assert messages[0]["content"] == [video, "No marker here."]
+
+
+def test_labels_cover_only_assistant_tokens_across_turns(data):
+    model = vlm.load("tiny")
+    examples, _ = sft.load_conversations(str(data / "llava.json"), video_root=str(data))
+    sample = sft.encode_example(model, examples[0], {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4},
+                                4096)
+    learned = [t for t, label in zip(sample.input_ids, sample.labels) if label != vlm.IGNORE]
+    assert model.tokenizer.decode(learned) == "a person walks in<|im_end|>the scene is dark<|im_end|>"
+    text = model.tokenizer.decode(sample.input_ids)
+    assert "<|vision_start|><|video_pad|>" in text and "<image>" not in text and "What happens first?" in text
+
+
+def sft_args(data, runs, **overrides):
+    parser = argparse.ArgumentParser()
+    temple.add_sft(parser.add_subparsers())
+    args = parser.parse_args(["sft", "--data", str(data / "llava.json")])
+    settings = dict(model="tiny", runs=str(runs), video_root=str(data), workers=0, global_batch=2, max_steps=3,
+                    total_pixels=64 * 96 * 4, max_frames=4, lr=1e-3)
+    settings.update(overrides)
+    for key, value in settings.items():
+        setattr(args, key, value)
+    return args
+
+
+def test_sft_trains_lora_on_vision_and_language_and_lowers_the_loss(data, tmp_path):
+    run = sft.run_sft(sft_args(data, tmp_path, max_steps=8, epochs=8))
+    metrics = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert len(metrics) == 8 and metrics[-1]["loss"] < metrics[0]["loss"]
+    keys = json.load(open(os.path.join(run, "adapter_config.json")))["target_modules"]
+    assert any("visual" in k or "blocks" in k or "qkv" in k for k in keys) and any("q_proj" in k for k in keys)
+
+
+def test_sft_starts_from_a_dpo_run(data, tmp_path):
+    pairs = [{"video": str(data / "a.mp4"), "instruction": "Describe.", "chosen": "a person", "rejected": "the end"}]
+    vlm.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
+    parser = argparse.ArgumentParser()
+    temple.add_dpo_options(parser)
+    dpo_args = parser.parse_args(["--model", "tiny", "--runs", str(tmp_path), "--data-dir", str(tmp_path),
+                                  "--workers", "0", "--global-batch", "1", "--max-steps", "1",
+                                  "--total-pixels", str(64 * 96 * 4), "--max-frames", "4"])
+    dpo_args.r, dpo_args.data, dpo_args.out, dpo_args.init = 16, None, None, None
+    stage = dpo.run_stage(dpo_args)
+    run = sft.run_sft(sft_args(data, tmp_path, init=stage, max_steps=1))
+    assert train.read_run_config(run)["merged"] == [stage]
+    with pytest.raises(ValueError, match="trained on base model 'tiny', not 'tiny-qwen3'"):
+        sft.run_sft(sft_args(data, tmp_path, init=stage, model="tiny-qwen3"))
+
+
+def test_bad_records_name_the_file_and_record(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps([{"conversations": [{"from": "human", "value": "hi"}]}]))
+    with pytest.raises(ValueError, match=r"bad.json: record 1: no assistant turn"):
+        sft.load_conversations(str(tmp_path / "bad.json"))
+    (tmp_path / "bad2.jsonl").write_text('{"messages": [{"role": "robot", "content": "x"}]}\n')
+    with pytest.raises(ValueError, match=r"bad2.jsonl: record 1: a turn needs a role"):
+        sft.load_conversations(str(tmp_path / "bad2.jsonl"))
+    (tmp_path / "bad3.jsonl").write_text('{"text": "x"}\n')
+    with pytest.raises(ValueError, match=r"record 1: needs 'conversations' \(LLaVA\) or 'messages'"):
+        sft.load_conversations(str(tmp_path / "bad3.jsonl"))
+    gone = [{"video": "gone.mp4", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]
+    (tmp_path / "gone.json").write_text(json.dumps(gone))
+    assert sft.load_conversations(str(tmp_path / "gone.json"), video_root=str(tmp_path)) == ([], 1)
