@@ -390,8 +390,8 @@ def cmd_curriculum(args):
         if train.finished(run_dir):
             print(f"stage r={r}: {run_dir} is finished, skipped")
         else:
-            stage = argparse.Namespace(**vars(args), r=r, data=None, out=run_dir,
-                                       init=previous, resume=args.resume or os.path.isdir(run_dir))
+            stage = argparse.Namespace(**{**vars(args), "r": r, "data": None, "out": run_dir, "init": previous,
+                                          "resume": args.resume or os.path.isdir(run_dir)})
             dpo.run_stage(stage)
         previous = run_dir
 
