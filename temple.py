@@ -439,6 +439,610 @@ def positive_int(text):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# eval: multiple-choice video QA by option likelihood, and preference accuracy on held-out pairs
+
+MCQ_INSTRUCTION = "Answer with the text of the correct option."
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def add_eval(sub):
+    p = sub.add_parser("eval", help="multiple-choice video QA and preference accuracy; JSON report and a table",
+                       formatter_class=Defaults)
+    p.add_argument("--mcq", nargs="+", default=[], metavar="FILE", help="multiple-choice JSONL: video, question, options, answer (the option's text, its letter A, B, ... or its 0-based index)[, category]")
+    p.add_argument("--pairs", nargs="+", default=[], metavar="FILE", help="held-out preference pairs, ours (pairs_r{R}.jsonl) or ms-swift (.json/.jsonl)")
+    p.add_argument("--model", default=None, help=f"base model or merged directory (directory, cached hub id or tiny / tiny-qwen2.5 / tiny-qwen3); default: the run's base model, else {RELEASED_MODEL}")
+    p.add_argument("--model-seed", type=int, default=0, help="seed of a built-in tiny model's random weights (with --run: as recorded)")
+    p.add_argument("--run", default=None, help="a finished run directory: its adapter on its base model with the runs before it merged in")
+    p.add_argument("--out", default=None, help="JSON report (default: the first data file with .eval.json)")
+    p.add_argument("--normalize", action="store_true", help="MCQ: pick the option with the highest mean log-prob per token, not the highest sum")
+    p.add_argument("--beta", type=float, default=0.1, help="pairs: DPO temperature of the reward margin beta * (r+ - r-)")
+    p.add_argument("--video-root", default=None, help="directory that relative video paths in the data start from")
+    p.add_argument("--fps", type=float, default=1.0, help="video frames per second")
+    p.add_argument("--max-frames", type=int, default=600, help="at most this many frames per video")
+    p.add_argument("--total-pixels", type=int, default=9_000_000, help="pixel budget per video")
+    p.add_argument("--max-length", type=int, default=16384, help="tokens per sequence; longer answers are cut")
+    p.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, flash_attention_2, eager)")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args):
+    import json
+
+    import vlm
+
+    files = args.mcq + args.pairs
+    if not files:
+        raise ValueError("nothing to evaluate: give --mcq FILE and/or --pairs FILE")
+    for path in files:  # before the model loads
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+    model, has_reference = load_eval_model(args)
+    report = {"model": model.name, "run": args.run, "video": video_settings(args),
+              "mcq": [evaluate_mcq(model, path, args) for path in args.mcq],
+              "pairs": [evaluate_pairs(model, path, args, has_reference) for path in args.pairs]}
+    out = args.out or os.path.splitext(files[0])[0] + ".eval.json"
+    vlm.write_atomic(out, json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    print(eval_table(report))
+    print(f"report: {out}")
+    if not any(part["evaluated"] for part in report["mcq"] + report["pairs"]):
+        raise ValueError(f"nothing could be evaluated: every item was skipped (reasons in {out})")
+
+
+def video_settings(args):
+    return {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
+
+
+def load_eval_model(args):
+    """(model, has_reference). With --run: base model + the runs merged before it + the run's adapter, which
+    switched off gives back the run's DPO reference. A base or merged model is its own reference (no rewards)."""
+    import lora
+    import train
+    import vlm
+
+    if args.run is None:
+        return vlm.load(args.model or RELEASED_MODEL, attn_implementation=args.attn, seed=args.model_seed), False
+    if not train.finished(args.run):
+        raise ValueError(f"--run {args.run}: not a finished run (no adapter_model.safetensors)")
+    config = train.read_run_config(args.run)
+    model = vlm.load(args.model or config["base_model"], attn_implementation=args.attn,
+                     seed=config.get("model_seed", 0))
+    train.merge_runs(model.model, config["merged"])
+    lora.load_adapter(model.model, args.run)
+    model.model.eval()  # the new LoRA layers start in training mode: no dropout while scoring
+    return model, True
+
+
+def skip(where, reason):
+    """A skipped item for the report; the reason's text before ":" is what the table counts."""
+    return {"where": where, "reason": reason}
+
+
+def skip_counts(skipped):
+    from collections import Counter
+
+    return dict(Counter(s["reason"].split(":")[0] for s in skipped).most_common())
+
+
+# -- multiple choice ---------------------------------------------------------------------------------------------
+
+
+def answer_index(answer, options):
+    """The answer as an option index: the option's text, its letter (A, "b", "C.") or a 0-based integer."""
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        return answer if 0 <= answer < len(options) else None
+    if not isinstance(answer, str):
+        return None
+    if answer in options:
+        return options.index(answer)
+    letter = answer.strip().strip("().").upper()
+    return LETTERS.index(letter) if len(letter) == 1 and letter in LETTERS[:len(options)] else None
+
+
+def mcq_item(record, video_root):
+    """The checked item, or raises ValueError with the reason it is skipped."""
+    for field in ("video", "question"):
+        if not isinstance(record.get(field), str):
+            raise ValueError(f"missing field: {field} (a text)")
+    options = record.get("options")
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise ValueError("missing field: options (a list of texts)")
+    if not 2 <= len(options) <= len(LETTERS):
+        raise ValueError(f"options: {len(options)} given (need 2 to {len(LETTERS)})")
+    answer = answer_index(record.get("answer"), options)
+    if answer is None:
+        raise ValueError(f"answer not among options: {record.get('answer')!r}")
+    video = record["video"]
+    if video_root and not os.path.isabs(video):
+        video = os.path.join(video_root, video)
+    if not os.path.exists(video):
+        raise ValueError(f"video missing: {video}")
+    category = record.get("category")
+    return {"video": video, "question": record["question"], "options": options, "answer": answer,
+            "category": None if category is None else str(category)}
+
+
+def read_mcq(path, video_root):
+    """(items, skipped): a malformed line or item is skipped with its file:line and reason, not fatal."""
+    import json
+
+    items, skipped = [], []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            where = f"{path}:{number}"
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"not a JSON object: {type(record).__name__}")
+                items.append({"where": where, **mcq_item(record, video_root)})
+            except json.JSONDecodeError as e:
+                skipped.append(skip(where, f"invalid JSON: {e.msg}"))
+            except ValueError as e:
+                skipped.append(skip(where, str(e)))
+    return items, skipped
+
+
+def mcq_prompt(question, options):
+    listing = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(options))
+    return f"{question}\n{listing}\n{MCQ_INSTRUCTION}"
+
+
+def score_options(model, video, item, max_length):
+    """Summed and mean log p(option | video, question + options) of every option; the prepared video is shared and
+    all options go through one forward. The answer's closing <|im_end|> counts too: an option must end there."""
+    import torch
+
+    import dpo
+
+    prompt = [video, mcq_prompt(item["question"], item["options"])]
+    samples = [dpo.truncate(model.encode(prompt, response=option), max_length, item["where"])
+               for option in item["options"]]
+    with torch.no_grad():
+        sums, counts = model.response_logps(model.to_device(model.collate(samples)))
+    return sums.tolist(), (sums / counts).tolist()
+
+
+def evaluate_mcq(model, path, args):
+    from tqdm import tqdm
+
+    import captions
+    import vlm
+
+    items, skipped = read_mcq(path, args.video_root)
+    results = []
+    for item in tqdm(items, desc=f"mcq {os.path.basename(path)}", unit="question"):
+        try:
+            frames = vlm.read_video(item["video"], fps=args.fps, max_frames=args.max_frames)
+        except captions.BAD_VIDEO as e:
+            skipped.append(skip(item["where"], f"unreadable video: {e}"))
+            continue
+        video = model.prepare(frames, total_pixels=args.total_pixels)
+        sums, means = score_options(model, video, item, args.max_length)
+        results.append({"where": item["where"], "category": item["category"], "answer": item["answer"],
+                        "predicted_sum": argmax(sums), "predicted_mean": argmax(means), "logp_sum": sums,
+                        "logp_mean": means})
+    rule = "mean" if args.normalize else "sum"
+    for result in results:
+        result["correct"] = result[f"predicted_{rule}"] == result["answer"]
+    categories = sorted({r["category"] for r in results if r["category"] is not None})
+    return {"file": path, "rule": f"highest {rule} log-prob", "evaluated": len(results),
+            "accuracy": accuracy(results, rule), "accuracy_sum": accuracy(results, "sum"),
+            "accuracy_mean": accuracy(results, "mean"),
+            "by_category": {c: {"items": sum(r["category"] == c for r in results),
+                                "accuracy": accuracy([r for r in results if r["category"] == c], rule)}
+                            for c in categories},
+            "skipped": len(skipped), "skipped_by_reason": skip_counts(skipped), "skipped_items": skipped,
+            "items": results}
+
+
+def argmax(values):
+    return max(range(len(values)), key=values.__getitem__)
+
+
+def accuracy(results, rule):
+    if not results:
+        return None
+    return sum(r[f"predicted_{rule}"] == r["answer"] for r in results) / len(results)
+
+
+# -- preference pairs --------------------------------------------------------------------------------------------
+
+
+def pair_logps(model, pair, args, has_reference):
+    """Policy [chosen, rejected] log-probs and, for a run, the reference's (its adapter switched off)."""
+    import torch
+
+    import dpo
+    import lora
+
+    rows = dpo.encode_pair(model, pair, video_settings(args), args.max_length)
+    batch = model.to_device(dpo.collate_pairs(model, [rows]))
+    with torch.no_grad():
+        policy = model.response_logps(batch)[0].tolist()
+        if not has_reference:
+            return policy, None
+        with lora.disable_lora(model.model):
+            return policy, model.response_logps(batch)[0].tolist()
+
+
+def evaluate_pairs(model, path, args, has_reference):
+    """How often the model prefers chosen over rejected, per kind and r. With a run: the implicit DPO reward
+    beta * (r+ - r-) > 0, what DPO optimises; without: logp(chosen) > logp(rejected), raw log-probs."""
+    from tqdm import tqdm
+
+    import captions
+    import dpo
+
+    pairs, missing = dpo.load_pairs(path, args.video_root)
+    skipped = [skip(path, "video missing")] * missing  # load_pairs counts them without naming them
+    results = []
+    for number, pair in enumerate(tqdm(pairs, desc=f"pairs {os.path.basename(path)}", unit="pair"), 1):
+        try:
+            policy, reference = pair_logps(model, pair, args, has_reference)
+        except captions.BAD_VIDEO as e:
+            skipped.append(skip(f"{path}: pair {number}", f"unreadable video: {e}"))
+            continue
+        result = {"video": pair["video"], "kind": pair["kind"], "r": pair["r"], "logps": policy,
+                  "logp_margin": policy[0] - policy[1]}
+        if reference is not None:
+            result["ref_logps"] = reference
+            result["reward_margin"] = args.beta * ((policy[0] - reference[0]) - (policy[1] - reference[1]))
+        results.append(result)
+    measure = "reward_margin" if has_reference else "logp_margin"
+    groups = {"all": results}
+    for result in sorted(results, key=lambda x: (str(x["kind"]), -x["r"] if isinstance(x["r"], int) else 0)):
+        if result["kind"] or result["r"]:  # ms-swift pairs do not say
+            groups.setdefault(f"{result['kind']} r={result['r']}", []).append(result)
+    return {"file": path, "evaluated": len(results), "measure": PREFERENCE_MEASURES[measure], "beta": args.beta,
+            "groups": {name: preference_stats(rows, measure) for name, rows in groups.items()},
+            "skipped": len(skipped), "skipped_by_reason": skip_counts(skipped), "skipped_items": skipped,
+            "items": results}
+
+
+PREFERENCE_MEASURES = {
+    "reward_margin": "implicit reward, margin = beta * (r+ - r-), r = log pi - log pi_ref, pi_ref = the run with its "
+                     "adapter switched off (what DPO trained)",
+    "logp_margin": "raw log-prob, margin = logp(chosen) - logp(rejected) (a base or merged model is its own "
+                   "reference: its rewards would all be 0)",
+}
+
+
+def preference_stats(rows, measure):
+    """Accuracy (margin > 0) and the mean margin of one group; the raw log-prob ones too for comparison."""
+    if not rows:
+        return {"pairs": 0}
+    stats = {"pairs": len(rows), "accuracy": sum(r[measure] > 0 for r in rows) / len(rows),
+             "mean_margin": sum(r[measure] for r in rows) / len(rows)}
+    if measure != "logp_margin":
+        stats["logp_accuracy"] = sum(r["logp_margin"] > 0 for r in rows) / len(rows)
+    return stats
+
+
+# -- the table ---------------------------------------------------------------------------------------------------
+
+
+def eval_table(report):
+    rows = [("data", "group", "n", "accuracy", "margin")]
+    for part in report["mcq"]:
+        name = os.path.basename(part["file"])
+        rows.append((name, f"all ({part['rule']})", part["evaluated"], part["accuracy"], None))
+        rows += [(name, c, s["items"], s["accuracy"], None) for c, s in part["by_category"].items()]
+    for part in report["pairs"]:
+        name = os.path.basename(part["file"])
+        rows += [(name, group, s["pairs"], s.get("accuracy"), s.get("mean_margin")) for group, s in part["groups"].items()]
+    for part in report["mcq"] + report["pairs"]:
+        if part["skipped"]:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in part["skipped_by_reason"].items())
+            rows.append((os.path.basename(part["file"]), "skipped", part["skipped"], None, reasons))
+    cells = [[text if isinstance(text, str) else "" if text is None else f"{text:.3f}" if isinstance(text, float)
+              else str(text) for text in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in cells]
+    if report["pairs"]:
+        lines.append(f"pairs measure: {report['pairs'][0]['measure']}")
+    return "\n".join(line.rstrip() for line in lines)
+# ----------------------------------------------------------------------------------------------------------------
+# plot: training curves of one or several runs, end to end, as a PNG (pillow only)
+
+PLOT_METRICS = ("loss", "rewards/accuracies", "rewards/margins")
+PLOT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+                "#17becf")
+
+
+def add_plot(sub):
+    p = sub.add_parser("plot", help="loss, rewards/accuracies and rewards/margins of runs against step, as a PNG",
+                       formatter_class=Defaults)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or metrics.jsonl files), drawn end to end in this order")
+    p.add_argument("--out", default="runs/curves.png", help="PNG file")
+    p.add_argument("--width", type=positive_int, default=960, help="image width in pixels")
+    p.add_argument("--panel-height", type=positive_int, default=220, help="height of each of the three panels in pixels")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args):
+    curves = read_curves(args.runs)
+    image = plot_curves(curves, args.width, args.panel_height)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    image.save(args.out)
+    steps = ", ".join(f"{name} {len(records)}" for name, records in curves)
+    print(f"{args.out}: {len(curves)} run(s), steps: {steps}")
+
+
+def read_curves(runs):
+    """[(run name, metric records)]; each record gets "x", its global step: a run continues where the one before it
+    in the list ended, so the stages of a curriculum read as one training."""
+    import vlm
+
+    curves, offset = [], 0
+    for run in runs:
+        path = os.path.join(run, "metrics.jsonl") if os.path.isdir(run) else run
+        records = vlm.read_jsonl(path)
+        if not records:
+            raise ValueError(f"{path}: no metrics yet (no optimizer step finished)")
+        steps = [r["step"] if isinstance(r.get("step"), (int, float)) else i for i, r in enumerate(records, 1)]
+        curves.append((run_name(run), [{**r, "x": offset + s} for r, s in zip(records, steps)]))
+        offset += max(steps)
+    return curves
+
+
+def run_name(run):
+    path = os.path.normpath(run)
+    return os.path.basename(os.path.dirname(path) if path.endswith(".jsonl") else path)
+
+
+def plot_curves(curves, width, panel_height):
+    """One panel per PLOT_METRICS entry, a legend on top; a run without a metric (SFT: no rewards) is left out of
+    that panel."""
+    from PIL import Image, ImageDraw
+
+    font = plot_font(13)
+    legend_height = 30
+    image = Image.new("RGB", (width, legend_height + panel_height * len(PLOT_METRICS) + 20), "white")
+    draw = ImageDraw.Draw(image)
+    x = 70
+    for k, (name, _) in enumerate(curves):  # the legend: a colour swatch and the run's name
+        draw.rectangle((x, 10, x + 14, 22), fill=PLOT_COLOURS[k % len(PLOT_COLOURS)])
+        draw.text((x + 20, 9), name, fill="black", font=font)
+        x += 40 + draw.textlength(name, font=font)
+    x_range = (0, max(r["x"] for _, records in curves for r in records))
+    starts = [records[0]["x"] - 0.5 for _, records in curves[1:]]  # where one run hands over to the next
+    for k, metric in enumerate(PLOT_METRICS):
+        top = legend_height + k * panel_height
+        box = (70, top + 24, width - 20, top + panel_height - 28)
+        draw_panel(draw, box, metric, curves, x_range, starts, font)
+    label = "step (the runs end to end)"
+    draw.text(((width - draw.textlength(label, font=font)) / 2, image.height - 20), label, fill="black", font=font)
+    return image
+
+
+def plot_font(size):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # a scalable font when pillow has FreeType
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def draw_panel(draw, box, metric, curves, x_range, starts, font):
+    import math
+
+    left, top, right, bottom = box
+    draw.text((left, top - 20), metric, fill="black", font=font)
+    series = [[(r["x"], r[metric]) for r in records
+               if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])] for _, records in curves]
+    points = [p for s in series for p in s]
+    if not points:
+        draw.rectangle(box, outline="#888888")
+        draw.text((left + 10, top + 10), "no data: these runs do not log this metric", fill="#888888", font=font)
+        return
+    y_low, y_high, y_step = nice_range(min(y for _, y in points), max(y for _, y in points))
+    x_low, x_high, x_step = nice_range(*x_range)
+    x_low = max(x_low, 0)
+
+    def to_pixel(x, y):
+        return (left + (x - x_low) / (x_high - x_low) * (right - left),
+                bottom - (y - y_low) / (y_high - y_low) * (bottom - top))
+
+    for y in tick_values(y_low, y_high, y_step):
+        py = to_pixel(x_low, y)[1]
+        draw.line((left, py, right, py), fill="#e6e6e6")
+        label = f"{y:.6g}"
+        draw.text((left - 6 - draw.textlength(label, font=font), py - 7), label, fill="black", font=font)
+    for x in tick_values(x_low, x_high, x_step):
+        px = to_pixel(x, y_low)[0]
+        draw.line((px, bottom, px, bottom + 4), fill="#888888")
+        label = f"{x:.6g}"
+        draw.text((px - draw.textlength(label, font=font) / 2, bottom + 6), label, fill="black", font=font)
+    for x in starts:
+        px = to_pixel(x, y_low)[0]
+        draw.line((px, top, px, bottom), fill="#bbbbbb")
+    draw.rectangle(box, outline="#888888")
+    for k, line in enumerate(series):
+        pixels = [to_pixel(x, y) for x, y in line]
+        colour = PLOT_COLOURS[k % len(PLOT_COLOURS)]
+        if len(pixels) > 1:
+            draw.line(pixels, fill=colour, width=2, joint="curve")
+        for px, py in pixels if len(pixels) <= 40 else []:  # few points: mark each step
+            draw.ellipse((px - 2.5, py - 2.5, px + 2.5, py + 2.5), fill=colour)
+
+
+def nice_range(low, high, ticks=5):
+    """An axis range around [low, high] that starts and ends on a round tick, and the tick step (1, 2 or 5 x 10^k)."""
+    import math
+
+    if high - low < 1e-12:  # a flat line: give it some room
+        low, high = low - max(abs(low) * 0.1, 0.5), high + max(abs(high) * 0.1, 0.5)
+    raw = (high - low) / ticks
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    return math.floor(low / step) * step, math.ceil(high / step) * step, step
+
+
+def tick_values(low, high, step):
+    count = round((high - low) / step)
+    return [round(low + i * step, 12) for i in range(count + 1)]
+# ----------------------------------------------------------------------------------------------------------------
+# demo: the whole pipeline on a built-in tiny model and synthetic videos, in about a minute on a laptop CPU
+
+DEMO_COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 200), "yellow": (220, 200, 40),
+                "purple": (130, 50, 160), "orange": (235, 130, 30), "white": (225, 225, 225), "grey": (110, 110, 110)}
+
+
+def add_demo(sub):
+    p = sub.add_parser("demo", help="the whole pipeline on the tiny model and synthetic videos (about a minute, CPU)",
+                       formatter_class=Defaults)
+    p.add_argument("--out", default="demo", help="work directory; a re-run skips the stages already done")
+    p.add_argument("--videos", type=positive_int, default=6, help="synthetic videos with cuts to make (one more, a single shot, is there to be rejected)")
+    p.add_argument("--steps", type=positive_int, default=3, help="optimizer steps per curriculum stage and for SFT")
+    p.add_argument("--model", default="tiny", choices=["tiny", "tiny-qwen2.5", "tiny-qwen3"], help="built-in tiny model")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model's matrices are so small that a second thread only adds waiting
+    try:
+        run_demo(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_demo(args):
+    import train
+    import vlm
+
+    out = args.out
+    data, runs, videos = (os.path.join(out, name) for name in ("data", "runs", "videos"))
+    model = ["--model", args.model]
+    video = ["--fps", "2", "--max-frames", "8", "--total-pixels", str(8 * 56 * 56)]  # 4 tokens per 2 frames
+    keyframe = ["--max-pixels", str(56 * 56), "--min-pixels", str(28 * 28), "--batch-size", "16"]
+    training = [*model, *video, "--runs", runs, "--max-steps", str(args.steps), "--global-batch", "2",
+                "--workers", "0", "--lr", "1e-3", "--save-every", "1000"]
+
+    demo_stage(1, "synthetic videos with cuts", videos)
+    mcq_file = write_demo_data(videos, data, args.videos)
+    demo_stage(2, "select: shots, clips, keyframes", f"{data}/videos.jsonl")
+    run_command(["select", videos, "--out", data])
+    demo_stage(3, "captions: every clip captioned by the model", f"{data}/captions.jsonl")
+    run_command(["captions", "--videos", f"{data}/videos.jsonl", *model, *keyframe, "--max-new-tokens", "16"])
+    demo_stage(4, "pairs: clean vs perturbed descriptions, filtered, for every r", f"{data}/pairs_r*.jsonl")
+    run_command(["pairs", "--captions", f"{data}/captions.jsonl", *model, *keyframe, "--max-new-tokens", "48"])
+    for r in (16, 8, 4, 2):
+        if not vlm.read_jsonl(f"{data}/pairs_r{r}.jsonl"):
+            raise ValueError(f"{data}/pairs_r{r}.jsonl: the filters kept no pair; run the demo with more --videos")
+    demo_stage(5, "view: an HTML page per pairs file", f"{data}/pairs_r*.html")
+    for r in (16, 8, 4, 2):
+        run_command(["view", f"{data}/pairs_r{r}.jsonl", "--thumb-height", "40"])
+    demo_stage(6, f"curriculum: DPO r = 16, 8, 4, 2, {args.steps} steps each", f"{runs}/dpo_r*")
+    run_command(["curriculum", "--data-dir", data, *training])
+    demo_stage(7, "sft: instruction tuning on top of dpo_r2", f"{runs}/sft")
+    if train.finished(f"{runs}/sft"):
+        print(f"{runs}/sft is finished, skipped")
+    else:
+        resume = ["--resume"] if os.path.isdir(f"{runs}/sft") else []
+        run_command(["sft", "--data", f"{data}/sft.jsonl", "--init", f"{runs}/dpo_r2", *training, *resume])
+    demo_stage(8, "eval: colour-order questions (base, dpo_r2, sft) and what DPO learned", f"{out}/eval_*.json")
+    pairs = ["--pairs", *(f"{data}/pairs_r{r}.jsonl" for r in (16, 8, 4, 2))]  # no held-out set in a demo
+    for name, spec in (("base", model), ("dpo_r2", ["--run", f"{runs}/dpo_r2", *pairs]),
+                       ("sft", ["--run", f"{runs}/sft"])):
+        report = f"{out}/eval_{name}.json"
+        if os.path.exists(report):
+            print(f"{report} exists, skipped")
+        else:
+            run_command(["eval", *spec, "--mcq", mcq_file, "--out", report, *video])
+    demo_stage(9, "plot: training curves of the stages end to end", f"{runs}/curves.png")
+    run_command(["plot", *(f"{runs}/{name}" for name in ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")),
+                 "--out", f"{runs}/curves.png"])
+    print(f"\ndone. Open {data}/pairs_r16.html and {runs}/curves.png; the reports are {out}/eval_*.json")
+
+
+def demo_stage(number, what, where):
+    print(f"\n== {number}/9 {what} -> {where}", flush=True)
+
+
+def run_command(argv):
+    """Run another subcommand in this process, its options parsed (and defaulted) as on the command line."""
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+def demo_colours(seed):
+    """The five colours of video `seed`, all different so every cut changes the picture."""
+    import random
+
+    return random.Random(seed).sample(sorted(DEMO_COLOURS), 5)
+
+
+def write_demo_video(path, colours, seed, frames_per_shot=12, fps=8, height=48, width=64):
+    """One shot per colour: a camera drifting over a textured scene of that colour, hard cuts between shots."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for colour in colours:
+            blotches = Image.fromarray(rng.normal(0, 25, (3, 4)).astype(np.float32), mode="F")
+            shading = np.asarray(blotches.resize((2 * width, 2 * height), Image.BICUBIC))[..., None]
+            grain = rng.normal(0, 10, (2 * height, 2 * width, 3))
+            scene = np.clip(np.array(DEMO_COLOURS[colour]) + shading + grain, 0, 255).astype(np.uint8)
+            dy, dx = rng.integers(1, 3, size=2)  # the camera's drift in pixels per frame
+            for k in range(frames_per_shot):
+                frame = np.ascontiguousarray(scene[k * dy:k * dy + height, k * dx:k * dx + width])
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def write_demo_data(videos_dir, data_dir, count):
+    """Videos demo_{k}.mp4 with cuts (select keeps them) and one_shot.mp4 (select rejects it); what we know about
+    them becomes data: mcq.jsonl (which colour comes first, last, right after another) and sft.jsonl (the colours
+    in order). Videos already there are kept. Returns the mcq.jsonl path."""
+    import vlm
+
+    os.makedirs(videos_dir, exist_ok=True)
+    questions, conversations = [], []
+    for k in range(count):
+        path, colours = os.path.join(videos_dir, f"demo_{k}.mp4"), demo_colours(k)
+        if not os.path.exists(path):
+            write_demo_video(path, colours, seed=k)
+        questions += demo_questions(path, colours, k)
+        conversations.append({"video": path, "conversations": [
+            {"from": "human", "value": "<video>\nWhich colours does the video show, in order?"},
+            {"from": "gpt", "value": ", then ".join(colours).capitalize() + "."}]})
+    one_shot = os.path.join(videos_dir, "one_shot.mp4")
+    if not os.path.exists(one_shot):
+        write_demo_video(one_shot, ["blue"], seed=count, frames_per_shot=40)
+    vlm.write_jsonl(os.path.join(data_dir, "mcq.jsonl"), questions)
+    vlm.write_jsonl(os.path.join(data_dir, "sft.jsonl"), conversations)
+    print(f"{videos_dir}: {count} videos of 5 shots and one single-shot video\n"
+          f"{data_dir}/mcq.jsonl: {len(questions)} questions, {data_dir}/sft.jsonl: {len(conversations)} conversations")
+    return os.path.join(data_dir, "mcq.jsonl")
+
+
+def demo_questions(path, colours, seed):
+    import random
+
+    rng = random.Random(seed)
+    asks = [("first", "Which colour fills the screen first?", colours[0]),
+            ("last", "Which colour fills the screen last?", colours[-1]),
+            ("after", f"Which colour comes right after {colours[1]}?", colours[2])]
+    questions = []
+    for category, question, answer in asks:
+        options = rng.sample([c for c in colours if c != answer], 3) + [answer]  # distractors from the same video
+        rng.shuffle(options)
+        questions.append({"video": path, "question": question, "options": options, "answer": answer,
+                          "category": category})
+    return questions
+
+
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def build_parser():
@@ -456,6 +1060,9 @@ def build_parser():
     add_curriculum(sub)
     add_merge(sub)
     add_sft(sub)
+    add_eval(sub)
+    add_plot(sub)
+    add_demo(sub)
     return parser
 
 
