@@ -1,0 +1,327 @@
+"""lora.py - LoRA from scratch (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models",
+https://arxiv.org/abs/2106.09685), with adapters saved in PEFT's on-disk format.
+
+A frozen linear layer W (out x in) learns only a low-rank update B A, with A (r x in) and B (out x r), r << in:
+
+        x ---+------------> [ W  (frozen) ] ---------------> (+) ---> y = W x + (alpha/r) * B A x
+             |                                                ^
+             +--> dropout --> [ A  r x in ] --> [ B  out x r ] --> * alpha/r
+
+B starts at zero, so a new adapter changes nothing: the model with its adapters switched off *is* the base model
+(the DPO reference costs no second copy of the weights). Training touches r * (in + out) numbers per layer instead
+of in * out; merging folds W + (alpha/r) B A back into one plain weight.
+
+    names = apply_lora(model, r=32, alpha=64)      # wrap the language model's linears, freeze everything else
+    with disable_lora(model): reference = model(**batch)           # the base model, adapters off
+    save_adapter(model, "runs/x", base_model="Qwen/Qwen2.5-VL-7B-Instruct")   # loads with peft.PeftModel too
+    load_adapter(model, "runs/x"); merge_lora(model); model.save_pretrained("runs/merged")
+
+Standalone on purpose (torch, safetensors and the standard library only): copy it into your own project.
+"""
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+# apply_lora's defaults. A module whose path matches VISION belongs to the vision encoder or to the projector that
+# feeds it into the language model (Qwen2/2.5/3-VL "model.visual", LLaVA "vision_tower" + "multi_modal_projector",
+# Idefics "vision_model"); the DPO stages keep it frozen. OUTPUT_LAYERS are never wrapped: the vocabulary projection
+# is huge and PEFT's "all-linear" skips it too. Everything else that is an nn.Linear gets an adapter.
+VISION = r"visual|vision|projector"
+OUTPUT_LAYERS = ("lm_head",)
+
+PREFIX = "base_model.model."  # what PEFT puts before a module path in adapter_model.safetensors
+KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight")  # ".default": PEFT's in-memory name
+
+
+class LoRALinear(nn.Module):
+    """y = W x + b + scaling * B A dropout(x), with W and b frozen; a drop-in replacement for an nn.Linear.
+
+    W and b are the wrapped layer's own Parameters, so `q_proj.weight` keeps its state_dict key."""
+
+    def __init__(self, linear, r, alpha, dropout=0.0, rslora=False):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        for p in linear.parameters():
+            p.requires_grad_(False)
+        self.r, self.alpha, self.rslora = r, alpha, rslora
+        # The adapter is kept in float32 even when the base is bf16 ("master weights"): training updates and merges
+        # stay exact; forward casts it to the activations' dtype, like torch.autocast would.
+        dtype = torch.promote_types(self.weight.dtype, torch.float32)
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, device=self.weight.device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, device=self.weight.device, dtype=dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # nn.Linear's own init, as in PEFT; B = 0: a no-op
+        self.dropout = nn.Dropout(dropout)  # on the LoRA input only; with p = 0 it returns x itself, no copy
+        self.disabled = False  # True: the base layer alone (the DPO reference); the adapter is not computed at all
+        self.merged = False
+        self.train(linear.training)  # a model already in eval() mode must not get dropout-active adapters
+
+    @property
+    def scaling(self):
+        return self.alpha / math.sqrt(self.r) if self.rslora else self.alpha / self.r  # rsLoRA: stable at high r
+
+    def forward(self, x):
+        y = F.linear(x, self.weight, self.bias)
+        if self.merged:  # W already holds W + scaling * B A
+            if self.disabled:
+                raise RuntimeError("a merged adapter cannot be disabled; unmerge() it first")
+            return y
+        if self.disabled:
+            return y
+        h = F.linear(self.dropout(x), self.lora_A.to(x.dtype))
+        # Scaling the r-wide h, not the out-wide result: the cheapest place for the multiply.
+        return y + F.linear(h * self.scaling, self.lora_B.to(x.dtype))
+
+    def delta_weight(self):
+        """scaling * B A in float32 (or wider): a bf16 product would round every element before the add."""
+        dtype = torch.promote_types(self.weight.dtype, torch.float32)
+        return (self.lora_B.to(dtype) @ self.lora_A.to(dtype)) * self.scaling
+
+    @torch.no_grad()
+    def merge(self):
+        """W <- W + scaling * B A, summed in float32 and rounded to W's dtype once."""
+        if not self.merged:
+            delta = self.delta_weight()
+            self.weight.copy_(self.weight.to(delta.dtype) + delta)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self):
+        """W <- W - scaling * B A: exact up to float32 rounding (bf16 weights round once more)."""
+        if self.merged:
+            delta = self.delta_weight()
+            self.weight.copy_(self.weight.to(delta.dtype) - delta)
+            self.merged = False
+
+    def as_linear(self):
+        """A plain nn.Linear sharing this layer's (possibly merged) weight and bias."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        linear.weight, linear.bias = self.weight, self.bias
+        return linear
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
+                f"alpha={self.alpha}, rslora={self.rslora}, dropout={self.dropout.p}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Wrapping, switching off, merging
+
+
+def matches(name, pattern):
+    """PEFT's target_modules rule: a string is a regex that must match the whole module name; a list matches a
+    name equal to an entry or ending in "." + entry ("q_proj" matches "model.layers.0.self_attn.q_proj")."""
+    if isinstance(pattern, str):
+        return re.fullmatch(pattern, name) is not None
+    return any(name == entry or name.endswith("." + entry) for entry in pattern)
+
+
+def lora_modules(model):
+    """{module name: LoRALinear} of every adapter in the model."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def output_layer_names(model):
+    names = {name for name, _ in model.named_modules() if name.rpartition(".")[2] in OUTPUT_LAYERS}
+    get_output = getattr(model, "get_output_embeddings", None)  # transformers' name for the vocabulary projection
+    output = get_output() if get_output else None
+    return names | {name for name, m in model.named_modules() if output is not None and m is output}
+
+
+def replace_module(model, name, new):
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def freeze_all_but_lora(model):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in lora_modules(model).values():
+        m.lora_A.requires_grad_(True)
+        m.lora_B.requires_grad_(True)
+
+
+def apply_lora(model, r, alpha, dropout=0.0, target=None, exclude=None, rslora=False, include_vision=False):
+    """Wrap linear layers in LoRALinear, freeze every other parameter; returns the wrapped module names.
+
+    target: None = every nn.Linear; or a full-match regex / a list of names or suffixes (PEFT's rules, `matches`).
+    exclude: same rules. Output layers (OUTPUT_LAYERS, get_output_embeddings()) are never wrapped, and neither is
+    the vision encoder (VISION) unless include_vision=True (the SFT stage trains the ViT too)."""
+    if lora_modules(model):
+        raise ValueError("the model already has LoRA adapters; merge_lora(model) first to stack another one")
+    skip = output_layer_names(model)
+    names = [name for name, m in model.named_modules()
+             if isinstance(m, nn.Linear) and name not in skip
+             and (target is None or matches(name, target))
+             and not (exclude is not None and matches(name, exclude))
+             and (include_vision or not re.search(VISION, name))]
+    if not names:
+        raise ValueError(f"no linear layer matches target={target!r} (exclude={exclude!r}, "
+                         f"include_vision={include_vision})")
+    for name in names:
+        replace_module(model, name, LoRALinear(model.get_submodule(name), r, alpha, dropout, rslora))
+    freeze_all_but_lora(model)
+    return names
+
+
+@contextlib.contextmanager
+def disable_lora(model):
+    """Inside the block every adapter is off: the model computes exactly the base model (the DPO reference)."""
+    modules = list(lora_modules(model).values())
+    before = [m.disabled for m in modules]
+    for m in modules:
+        m.disabled = True
+    try:
+        yield model
+    finally:
+        for m, state in zip(modules, before):
+            m.disabled = state
+
+
+def merge_lora(model):
+    """Fold every adapter into its weight and put plain nn.Linear layers back: `model.save_pretrained` then writes
+    a normal checkpoint with the base model's keys. Returns the merged module names."""
+    modules = lora_modules(model)
+    for name, m in modules.items():
+        m.merge()
+        replace_module(model, name, m.as_linear())
+    return list(modules)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# PEFT's format: adapter_model.safetensors + adapter_config.json
+
+
+def minimal_suffixes(wrapped, others):
+    """PEFT's compact target_modules: for each wrapped module the shortest name suffix no other module ends with."""
+    def suffixes(name):
+        parts = name.split(".")
+        return [".".join(parts[i:]) for i in reversed(range(len(parts)))]  # "q_proj", "self_attn.q_proj", ...
+
+    taken = {s for name in others for s in suffixes(name)}
+    chosen = set()
+    for name in sorted(wrapped):
+        if not matches(name, chosen):
+            chosen.add(next((s for s in suffixes(name) if s not in taken), name))
+    return sorted(chosen)
+
+
+def most_common(values):
+    return Counter(values).most_common(1)[0][0]
+
+
+def write_atomic(path, write):
+    """write(tmp_path) into a temporary file beside `path`, then rename: a crash never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_adapter(model, path, base_model=None, task_type="CAUSAL_LM"):
+    """Write the adapters as PEFT does: `peft.PeftModel.from_pretrained(base, path)` loads them. Module paths are
+    the live model's, so load with the same transformers version (model layouts move between versions)."""
+    modules = lora_modules(model)
+    if not modules:
+        raise ValueError("the model has no LoRA adapters to save")
+    tensors = {}
+    for name, m in modules.items():
+        tensors[f"{PREFIX}{name}.lora_A.weight"] = m.lora_A.detach().cpu().contiguous()
+        tensors[f"{PREFIX}{name}.lora_B.weight"] = m.lora_B.detach().cpu().contiguous()
+    r = most_common(m.r for m in modules.values())
+    alpha = most_common(m.alpha for m in modules.values())
+    others = [n for n, _ in model.named_modules() if n not in modules and n.rpartition(".")[0] not in modules]
+    base_model = base_model or getattr(getattr(model, "config", None), "_name_or_path", None) or None
+    config = {
+        "peft_type": "LORA", "task_type": task_type, "base_model_name_or_path": base_model,
+        "r": r, "lora_alpha": alpha, "use_rslora": most_common(m.rslora for m in modules.values()),
+        "lora_dropout": most_common(m.dropout.p for m in modules.values()),
+        "target_modules": minimal_suffixes(modules, others),
+        # per-module exceptions, as full names (only after loading an adapter that had them)
+        "rank_pattern": {n: m.r for n, m in modules.items() if m.r != r},
+        "alpha_pattern": {n: m.alpha for n, m in modules.items() if m.alpha != alpha},
+        "bias": "none", "fan_in_fan_out": False, "use_dora": False, "modules_to_save": None,
+        "init_lora_weights": True, "inference_mode": True,
+    }
+    os.makedirs(path, exist_ok=True)
+    write_atomic(os.path.join(path, "adapter_model.safetensors"),
+                 lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    write_atomic(os.path.join(path, "adapter_config.json"),
+                 lambda tmp: open(tmp, "w").write(json.dumps(config, indent=2) + "\n"))
+
+
+def pattern_value(patterns, name, default):
+    """PEFT's rank_pattern / alpha_pattern lookup: the first key that matches the end of the module name."""
+    return next((v for k, v in patterns.items() if re.match(rf"(.*\.)?({k})$", name)), default)
+
+
+def read_adapter(model, path):
+    """Config and {module name: (A, B)} of an adapter directory, all checked before the model changes. Every error
+    names the offending key: an adapter that loads is an adapter that is used (never silently inactive)."""
+    with open(os.path.join(path, "adapter_config.json")) as f:
+        config = json.load(f)
+    for field, wanted in [("peft_type", "LORA"), ("bias", "none"), ("use_dora", False), ("fan_in_fan_out", False)]:
+        if config.get(field, wanted) != wanted:
+            raise ValueError(f"{path}: adapter_config.json has {field}={config[field]!r}; only {wanted!r} is supported")
+    tensors = load_file(os.path.join(path, "adapter_model.safetensors"))
+    modules = dict(model.named_modules())
+    found = {}  # module name -> {"A": key, "B": key}
+    for key in sorted(tensors):
+        match = KEY.fullmatch(key)
+        if not match:
+            raise ValueError(f"{path}: key '{key}' is not a LoRA weight (base_model.model.<module>.lora_A.weight)")
+        name, which = match.groups()
+        module = modules.get(name)
+        if not isinstance(module, (nn.Linear, LoRALinear)):
+            raise ValueError(f"{path}: key '{key}' matches no linear layer of this model (no module '{name}'); "
+                             f"was the adapter made for another architecture or transformers version?")
+        if isinstance(module, LoRALinear) and module.merged:
+            raise ValueError(f"{path}: '{name}' holds a merged adapter; merge_lora(model) before loading another")
+        # existing adapters (resuming) must have the saved rank; new ones get the config's
+        r = module.r if isinstance(module, LoRALinear) else pattern_value(
+            config.get("rank_pattern") or {}, name, config.get("r", 8))
+        shape = (r, module.in_features) if which == "A" else (module.out_features, r)
+        if tuple(tensors[key].shape) != shape:
+            raise ValueError(f"{path}: key '{key}' has shape {tuple(tensors[key].shape)}, module '{name}' needs {shape}")
+        found.setdefault(name, {})[which] = key
+    for name, keys in found.items():
+        for which, partner in [("A", "B"), ("B", "A")]:
+            if which in keys and partner not in keys:
+                raise ValueError(f"{path}: key '{keys[which]}' has no lora_{partner} partner")
+    pairs = {name: (tensors[keys["A"]], tensors[keys["B"]]) for name, keys in found.items()}
+    missing = [name for name in lora_modules(model) if name not in pairs]
+    if missing:
+        raise ValueError(f"{path}: the model has a LoRA adapter on '{missing[0]}' but the file has no weights for it")
+    return config, pairs
+
+
+def load_adapter(model, path):
+    """Load a PEFT-format LoRA adapter (written here or by PEFT): wrap the modules it names (or fill the existing
+    adapters, when resuming), copy its weights, freeze everything else. Returns the adapted module names."""
+    config, pairs = read_adapter(model, path)
+    for name, (a, b) in pairs.items():
+        module = model.get_submodule(name)
+        if not isinstance(module, LoRALinear):
+            module = LoRALinear(module, a.shape[0], 1.0, config.get("lora_dropout", 0.0))
+            replace_module(model, name, module)
+        module.alpha = pattern_value(config.get("alpha_pattern") or {}, name, config.get("lora_alpha", 8))
+        module.rslora = bool(config.get("use_rslora", False))
+        with torch.no_grad():
+            module.lora_A.copy_(a)
+            module.lora_B.copy_(b)
+    freeze_all_but_lora(model)
+    return list(pairs)
