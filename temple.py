@@ -480,12 +480,16 @@ def cmd_eval(args):
     report = {"model": model.name, "run": args.run, "video": video_settings(args),
               "mcq": [evaluate_mcq(model, path, args) for path in args.mcq],
               "pairs": [evaluate_pairs(model, path, args, has_reference) for path in args.pairs]}
-    out = args.out or os.path.splitext(files[0])[0] + ".eval.json"
+    out = eval_out(args)
     vlm.write_atomic(out, json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     print(eval_table(report))
     print(f"report: {out}")
     if not any(part["evaluated"] for part in report["mcq"] + report["pairs"]):
         raise ValueError(f"nothing could be evaluated: every item was skipped (reasons in {out})")
+
+
+def eval_out(args):
+    return args.out or os.path.splitext((args.mcq + args.pairs)[0])[0] + ".eval.json"
 
 
 def video_settings(args):
