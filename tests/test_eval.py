@@ -1,0 +1,272 @@
+"""temple.py eval and plot: option scoring, preference accuracy with and without a reference, bad input, the PNG."""
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import dpo
+import temple
+import vlm
+from media import scene_frames, write_video
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VIDEO = ["--fps", "2", "--max-frames", "4", "--total-pixels", str(4 * 56 * 56)]
+OPTIONS = ["a dog runs across the park", "a cat sleeps", "the person walks in and then sits", "rain"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny model's matrices are so small that a second thread only adds waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_videos")
+    return [write_video(root / f"v{i}.mp4", scene_frames(4, 5, 48, 64, seed=i), fps=5) for i in range(2)]
+
+
+def eval_args(*argv):
+    return temple.build_parser().parse_args(["eval", *argv, *VIDEO])
+
+
+def run_eval(*argv):
+    """cmd_eval in this process; returns the JSON report."""
+    args = eval_args(*argv)
+    args.func(args)
+    return json.load(open(temple.eval_out(args)))
+
+
+# ---- answers and items ------------------------------------------------------------------------------------------
+
+
+def test_answer_may_be_the_text_a_letter_or_an_index():
+    options = ["red", "green", "blue"]
+    assert [temple.answer_index(a, options) for a in ["blue", "C", "c", "(C)", "C.", 2]] == [2] * 6
+    assert [temple.answer_index(a, options) for a in ["D", 3, -1, "purple", None, True, 1.0]] == [None] * 7
+    assert temple.answer_index("A", ["B", "A"]) == 1  # an option's own text wins over its letter
+
+
+# ---- multiple choice --------------------------------------------------------------------------------------------
+
+
+def mcq_record(video, answer, question="What happens in the video?", **extra):
+    return {"video": video, "question": question, "options": OPTIONS, "answer": answer, **extra}
+
+
+def score(model, video, question):
+    prepared = model.prepare(vlm.read_video(video, fps=2, max_frames=4), total_pixels=4 * 56 * 56)
+    item = {"question": question, "options": OPTIONS, "where": "test"}
+    return temple.score_options(model, prepared, item, 4096)
+
+
+def teach(model, video, question, answer, steps=40):
+    """Some optimizer steps on one answer (all weights): afterwards the model must rank it first."""
+    prepared = model.prepare(vlm.read_video(video, fps=2, max_frames=4), total_pixels=4 * 56 * 56)
+    batch = model.to_device(model.collate([model.encode([prepared, temple.mcq_prompt(question, OPTIONS)],
+                                                        response=answer)]))
+    optimizer = torch.optim.Adam(model.model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        (-model.response_logps(batch)[0].sum()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.model.eval()
+
+
+def test_scoring_picks_the_option_the_model_was_taught(videos, tmp_path, monkeypatch):
+    model = vlm.load("tiny")
+    question = "What happens in the video?"
+    sums, means = score(model, videos[0], question)
+    liked = {temple.argmax(sums), temple.argmax(means)}  # what the untrained model picks by either rule
+    target = min((i for i in range(len(OPTIONS)) if i not in liked), key=sums.__getitem__)
+    teach(model, videos[0], question, OPTIONS[target])
+    sums, means = score(model, videos[0], question)
+    assert temple.argmax(sums) == target and temple.argmax(means) == target
+
+    # the same through the command: answers given as text, letter and index, two categories
+    letter = "ABCD"[target]
+    records = [mcq_record(videos[0], OPTIONS[target], category="taught"), mcq_record(videos[0], letter, category="taught"),
+               mcq_record(videos[0], (target + 1) % 4, category="other")]
+    vlm.write_jsonl(tmp_path / "mcq.jsonl", records)
+    monkeypatch.setattr(temple, "load_eval_model", lambda args: (model, False))
+    report = run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"))
+    [part] = report["mcq"]
+    assert part["evaluated"] == 3 and part["skipped"] == 0
+    assert [item["predicted_sum"] for item in part["items"]] == [target] * 3
+    assert part["accuracy"] == pytest.approx(2 / 3) and part["accuracy_mean"] == pytest.approx(2 / 3)
+    assert part["by_category"] == {"other": {"items": 1, "accuracy": 0.0}, "taught": {"items": 2, "accuracy": 1.0}}
+    assert os.path.exists(tmp_path / "mcq.eval.json")  # the default report lies beside the data
+
+
+def test_normalize_picks_by_mean_log_prob(videos, tmp_path):
+    record = mcq_record(videos[0], 0)
+    vlm.write_jsonl(tmp_path / "mcq.jsonl", [record])
+    for flag, rule in [([], "sum"), (["--normalize"], "mean")]:
+        report = run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"), "--out", str(tmp_path / "r.json"),
+                          *flag)
+        [item] = report["mcq"][0]["items"]
+        assert item["correct"] == (item[f"predicted_{rule}"] == 0)
+        assert item[f"predicted_{rule}"] == temple.argmax(item[f"logp_{rule}"])
+        assert report["mcq"][0]["rule"] == f"highest {rule} log-prob"
+
+
+def test_bad_items_are_skipped_and_counted_with_file_and_line(videos, tmp_path, capsys):
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    lines = [json.dumps(mcq_record(videos[0], "rain")),
+             '{"video": "x.mp4", "question": ',
+             json.dumps({**mcq_record(videos[0], "rain"), "options": ["rain"]}),
+             json.dumps(mcq_record(videos[0], "snow")),
+             json.dumps(mcq_record(str(tmp_path / "gone.mp4"), "rain")),
+             json.dumps(mcq_record(str(tmp_path / "broken.mp4"), "rain")),
+             json.dumps({"video": videos[0], "options": OPTIONS, "answer": 0}),
+             "[1, 2]"]
+    (tmp_path / "mcq.jsonl").write_text("\n".join(lines) + "\n")
+    report = run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"), "--out", str(tmp_path / "r.json"))
+    [part] = report["mcq"]
+    assert part["evaluated"] == 1 and part["skipped"] == 7
+    where = {s["where"].rsplit(":", 1)[1]: s["reason"] for s in part["skipped_items"]}
+    assert where["2"].startswith("invalid JSON") and where["3"] == "options: 1 given (need 2 to 26)"
+    assert where["4"] == "answer not among options: 'snow'" and where["5"].startswith("video missing")
+    assert where["6"].startswith("unreadable video") and where["7"] == "missing field: question (a text)"
+    assert where["8"].startswith("not a JSON object")
+    assert all(s["where"].startswith(str(tmp_path / "mcq.jsonl") + ":") for s in part["skipped_items"])
+    table = capsys.readouterr().out
+    assert "skipped" in table and "answer not among options: 1" in table
+
+
+def test_nothing_evaluable_is_an_error_with_exit_1(tmp_path):
+    vlm.write_jsonl(tmp_path / "mcq.jsonl", [mcq_record(str(tmp_path / "gone.mp4"), "rain")])
+    with pytest.raises(ValueError, match="nothing could be evaluated"):
+        run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"))
+    assert json.load(open(tmp_path / "mcq.eval.json"))["mcq"][0]["skipped"] == 1  # the report says why
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        run_eval("--model", "tiny")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "temple.py"), "eval", "--model", "tiny", "--mcq",
+                             str(tmp_path / "none.jsonl")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.strip().endswith("none.jsonl: no such file")
+    assert "Traceback" not in result.stderr
+
+
+# ---- preference accuracy ----------------------------------------------------------------------------------------
+
+SHORT, TAIL = "the person walks in", " and then the scene is dark and the video ends with a clip of the person"
+
+
+def write_pairs(path, videos, pairs):
+    """pairs: (chosen, rejected, kind, r) tuples."""
+    vlm.write_jsonl(path, [{"video": videos[i % len(videos)], "instruction": "Describe the video.", "chosen": c,
+                            "rejected": r, "kind": kind, "r": rr} for i, (c, r, kind, rr) in enumerate(pairs)])
+
+
+def test_base_model_preference_is_the_raw_log_prob(videos, tmp_path):
+    # A longer answer that starts like the shorter one costs every extra token's log-prob: the short one is likelier.
+    write_pairs(tmp_path / "pairs.jsonl", videos, [(SHORT, SHORT + TAIL, "drop", 16), (SHORT, SHORT + TAIL, "drop", 16),
+                                                   (SHORT + TAIL, SHORT, "shuffle", 16), (SHORT, SHORT + TAIL, "shuffle", 8)])
+    report = run_eval("--model", "tiny", "--pairs", str(tmp_path / "pairs.jsonl"))
+    [part] = report["pairs"]
+    assert part["measure"].startswith("raw log-prob")
+    groups = part["groups"]
+    assert list(groups) == ["all", "drop r=16", "shuffle r=16", "shuffle r=8"]
+    assert groups["all"] == pytest.approx({"pairs": 4, "accuracy": 0.75, "mean_margin": groups["all"]["mean_margin"]})
+    assert groups["drop r=16"]["accuracy"] == 1.0 and groups["shuffle r=16"]["accuracy"] == 0.0
+    assert groups["shuffle r=8"]["mean_margin"] > 0 > groups["shuffle r=16"]["mean_margin"]
+    for item in part["items"]:
+        assert item["logp_margin"] == pytest.approx(item["logps"][0] - item["logps"][1])
+        assert "reward_margin" not in item
+
+
+def dpo_args(data_dir, runs, **overrides):
+    parser = argparse.ArgumentParser()
+    temple.add_dpo_options(parser)
+    args = parser.parse_args(["--model", "tiny", "--runs", str(runs), "--data-dir", str(data_dir), "--workers", "0",
+                              "--fps", "2", "--max-frames", "4", "--total-pixels", str(4 * 56 * 56),
+                              "--lora-dropout", "0", "--nll-weight", "0", "--warmup-ratio", "0"])
+    settings = dict(r=16, data=None, out=None, init=None, epochs=12, global_batch=4, micro_batch=2, lr=2e-3)
+    for key, value in {**settings, **overrides}.items():
+        setattr(args, key, value)
+    return args
+
+
+def test_run_preference_is_the_implicit_reward_against_its_reference(videos, tmp_path):
+    pairs = [("the person walks in and then sits", "a person"), ("then the scene is dark", "the video"),
+             ("a clip of the scene with a person", "is in"), ("the video ends with the person", "and then")]
+    write_pairs(tmp_path / "pairs_r16.jsonl", videos, [(c, r, "shuffle", 16) for c, r in pairs])
+    write_pairs(tmp_path / "swapped.jsonl", videos, [(r, c, "shuffle", 16) for c, r in pairs])
+    run = dpo.run_stage(dpo_args(tmp_path, tmp_path / "runs"))  # trained until it prefers every chosen answer
+    report = run_eval("--run", run, "--pairs", str(tmp_path / "pairs_r16.jsonl"), str(tmp_path / "swapped.jsonl"),
+                      "--out", str(tmp_path / "r.json"))
+    trained, swapped = report["pairs"]
+    assert trained["measure"].startswith("implicit reward") and report["model"] == "tiny"
+    assert trained["groups"]["all"]["accuracy"] == 1.0 and swapped["groups"]["all"]["accuracy"] == 0.0
+    assert trained["groups"]["all"]["mean_margin"] > 0
+    for item in trained["items"]:
+        policy, reference = item["logps"], item["ref_logps"]
+        assert item["reward_margin"] == pytest.approx(0.1 * ((policy[0] - reference[0]) - (policy[1] - reference[1])))
+    # the reference is the model the run started from: here the untrained tiny model
+    base = run_eval("--model", "tiny", "--pairs", str(tmp_path / "pairs_r16.jsonl"), "--out", str(tmp_path / "b.json"))
+    flat = lambda items, key: [x for item in items for x in item[key]]  # noqa: E731
+    assert flat(base["pairs"][0]["items"], "logps") == pytest.approx(flat(trained["items"], "ref_logps"), abs=1e-4)
+
+
+def test_unfinished_run_is_refused(tmp_path):
+    (tmp_path / "pairs.jsonl").write_text("")
+    with pytest.raises(ValueError, match="not a finished run"):
+        run_eval("--run", str(tmp_path), "--pairs", str(tmp_path / "pairs.jsonl"))
+
+
+# ---- plot -------------------------------------------------------------------------------------------------------
+
+
+def write_metrics(run_dir, records):
+    os.makedirs(run_dir, exist_ok=True)
+    vlm.write_jsonl(os.path.join(run_dir, "metrics.jsonl"), records)
+    return str(run_dir)
+
+
+def test_plot_writes_a_png_with_every_run(tmp_path, capsys):
+    from PIL import Image
+
+    dpo_run = write_metrics(tmp_path / "dpo_r16", [
+        {"step": s, "loss": 0.7 - 0.05 * s, "rewards/accuracies": s / 4, "rewards/margins": 0.1 * s} for s in (1, 2, 3, 4)])
+    sft_run = write_metrics(tmp_path / "sft", [{"step": s, "loss": 2.0 / s, "nll": 2.0 / s} for s in (1, 2, 3)])
+    out = tmp_path / "plots" / "curves.png"
+    assert temple.main(["plot", dpo_run, sft_run, "--out", str(out), "--width", "600"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(io.BytesIO(out.read_bytes()))
+    image.verify()
+    image = Image.open(out).convert("RGB")
+    assert image.width == 600
+    colours = {colour for _, colour in image.getcolors(maxcolors=1 << 20)}
+    for hex_colour in temple.PLOT_COLOURS[:2]:  # both runs drew something
+        assert tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)) in colours
+    assert "dpo_r16 4, sft 3" in capsys.readouterr().out
+    curves = temple.read_curves([dpo_run, sft_run])
+    assert [r["x"] for r in curves[1][1]] == [5, 6, 7]  # the second run continues after the first
+
+
+def test_plot_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metrics.jsonl: no such file"):
+        temple.read_curves([str(tmp_path)])
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": \n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: invalid JSON"):
+        temple.read_curves([str(tmp_path)])
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no metrics yet"):
+        temple.read_curves([str(tmp_path)])
+
+
+def test_nice_axis_ranges():
+    assert temple.nice_range(0.03, 0.97) == pytest.approx((0.0, 1.0, 0.2))
+    assert temple.nice_range(0, 17) == (0, 20, 5)
+    low, high, step = temple.nice_range(0.5, 0.5)  # a flat line still gets an axis
+    assert low < 0.5 < high and step > 0
+    assert temple.tick_values(0.0, 1.0, 0.2) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
