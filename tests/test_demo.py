@@ -1,0 +1,68 @@
+"""temple.py demo: the whole pipeline end to end on the tiny model and the videos it makes, then a resumed re-run."""
+
+import json
+import os
+
+import pytest
+import torch
+
+import shots
+import temple
+import train
+import vlm
+
+STAGES = ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    assert temple.main(["demo", "--out", str(out), "--steps", "1"]) == 0
+    return out
+
+
+def test_demo_videos_pass_the_selection_rules(demo):
+    records = vlm.read_jsonl(demo / "data" / "videos.jsonl")
+    kept = [r for r in records if r["status"] == "kept"]
+    assert len(kept) == 6 and all(len(r["clips"]) == 5 for r in kept)
+    [rejected] = [r for r in records if r["status"] == "rejected"]
+    assert rejected["path"].endswith("one_shot.mp4") and rejected["reason"].startswith("too few shots")
+    assert shots.select_video(kept[0]["path"])["status"] == "kept"  # with the default rules, not just the demo's
+
+
+def test_demo_makes_pairs_for_every_r_and_a_page_for_each(demo):
+    for r in (16, 8, 4, 2):
+        pairs = vlm.read_jsonl(demo / "data" / f"pairs_r{r}.jsonl")
+        assert pairs and {p["r"] for p in pairs} == {r}
+        assert (demo / "data" / f"pairs_r{r}.html").read_text().count('<tr class="pair">') == len(pairs)
+
+
+def test_demo_trains_every_stage_and_chains_them(demo):
+    runs = demo / "runs"
+    assert all(train.finished(runs / name) for name in STAGES)
+    assert train.read_run_config(runs / "dpo_r2")["merged"] == [str(runs / f"dpo_r{r}") for r in (16, 8, 4)]
+    assert train.read_run_config(runs / "sft")["merged"][-1] == str(runs / "dpo_r2")
+    for name in STAGES:
+        assert len(vlm.read_jsonl(runs / name / "metrics.jsonl")) == 1  # --steps 1
+
+
+def test_demo_evaluates_and_plots(demo):
+    reports = {name: json.load(open(demo / f"eval_{name}.json")) for name in ("base", "dpo_r2", "sft")}
+    for report in reports.values():
+        [mcq] = report["mcq"]
+        assert mcq["evaluated"] == 18 and mcq["skipped"] == 0
+        assert set(mcq["by_category"]) == {"first", "last", "after"}
+    pairs = reports["dpo_r2"]["pairs"]
+    assert [os.path.basename(p["file"]) for p in pairs] == [f"pairs_r{r}.jsonl" for r in (16, 8, 4, 2)]
+    assert all(p["measure"].startswith("implicit reward") and p["evaluated"] for p in pairs)
+    assert (demo / "runs" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_rerun_skips_what_is_done(demo, capsys):
+    stamps = {name: os.path.getmtime(demo / "runs" / name / "adapter_model.safetensors") for name in STAGES}
+    threads = torch.get_num_threads()
+    assert temple.main(["demo", "--out", str(demo), "--steps", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "is finished, skipped" in printed and "eval_base.json exists, skipped" in printed
+    assert stamps == {name: os.path.getmtime(demo / "runs" / name / "adapter_model.safetensors") for name in STAGES}
+    assert torch.get_num_threads() == threads  # the demo's one-thread setting does not leak
