@@ -614,28 +614,32 @@ def evaluate_mcq(model, path, args):
     import vlm
 
     items, skipped = read_mcq(path, args.video_root)
-    results = []
+    results, prepared = [], {}
     for item in tqdm(items, desc=f"mcq {os.path.basename(path)}", unit="question"):
-        try:
-            frames = vlm.read_video(item["video"], fps=args.fps, max_frames=args.max_frames)
-        except captions.BAD_VIDEO as e:
-            skipped.append(skip(item["where"], f"unreadable video: {e}"))
-            continue
-        video = model.prepare(frames, total_pixels=args.total_pixels)
-        sums, means = score_options(model, video, item, args.max_length)
+        if item["video"] not in prepared:  # benchmarks ask several questions in a row about one video
+            try:
+                frames = vlm.read_video(item["video"], fps=args.fps, max_frames=args.max_frames)
+            except captions.BAD_VIDEO as e:
+                skipped.append(skip(item["where"], f"unreadable video: {e}"))
+                continue
+            prepared = {item["video"]: model.prepare(frames, total_pixels=args.total_pixels)}  # keep one video
+        sums, means = score_options(model, prepared[item["video"]], item, args.max_length)
         results.append({"where": item["where"], "category": item["category"], "answer": item["answer"],
                         "predicted_sum": argmax(sums), "predicted_mean": argmax(means), "logp_sum": sums,
                         "logp_mean": means})
-    rule = "mean" if args.normalize else "sum"
+    return mcq_report(path, results, skipped, rule="mean" if args.normalize else "sum")
+
+
+def mcq_report(path, results, skipped, rule):
+    """Accuracy by the chosen rule overall and per category; by both rules overall (the length-bias check)."""
     for result in results:
         result["correct"] = result[f"predicted_{rule}"] == result["answer"]
     categories = sorted({r["category"] for r in results if r["category"] is not None})
+    by_category = {c: [r for r in results if r["category"] == c] for c in categories}
     return {"file": path, "rule": f"highest {rule} log-prob", "evaluated": len(results),
             "accuracy": accuracy(results, rule), "accuracy_sum": accuracy(results, "sum"),
             "accuracy_mean": accuracy(results, "mean"),
-            "by_category": {c: {"items": sum(r["category"] == c for r in results),
-                                "accuracy": accuracy([r for r in results if r["category"] == c], rule)}
-                            for c in categories},
+            "by_category": {c: {"items": len(rows), "accuracy": accuracy(rows, rule)} for c, rows in by_category.items()},
             "skipped": len(skipped), "skipped_by_reason": skip_counts(skipped), "skipped_items": skipped,
             "items": results}
 
@@ -681,11 +685,11 @@ def evaluate_pairs(model, path, args, has_reference):
     pairs, missing = dpo.load_pairs(path, args.video_root)
     skipped = [skip(path, "video missing")] * missing  # load_pairs counts them without naming them
     results = []
-    for number, pair in enumerate(tqdm(pairs, desc=f"pairs {os.path.basename(path)}", unit="pair"), 1):
+    for pair in tqdm(pairs, desc=f"pairs {os.path.basename(path)}", unit="pair"):
         try:
             policy, reference = pair_logps(model, pair, args, has_reference)
         except captions.BAD_VIDEO as e:
-            skipped.append(skip(f"{path}: pair {number}", f"unreadable video: {e}"))
+            skipped.append(skip(f"{path}: {pair['video']}", f"unreadable video: {e}"))
             continue
         result = {"video": pair["video"], "kind": pair["kind"], "r": pair["r"], "logps": policy,
                   "logp_margin": policy[0] - policy[1]}
@@ -694,14 +698,19 @@ def evaluate_pairs(model, path, args, has_reference):
             result["reward_margin"] = args.beta * ((policy[0] - reference[0]) - (policy[1] - reference[1]))
         results.append(result)
     measure = "reward_margin" if has_reference else "logp_margin"
-    groups = {"all": results}
-    for result in sorted(results, key=lambda x: (str(x["kind"]), -x["r"] if isinstance(x["r"], int) else 0)):
-        if result["kind"] or result["r"]:  # ms-swift pairs do not say
-            groups.setdefault(f"{result['kind']} r={result['r']}", []).append(result)
     return {"file": path, "evaluated": len(results), "measure": PREFERENCE_MEASURES[measure], "beta": args.beta,
-            "groups": {name: preference_stats(rows, measure) for name, rows in groups.items()},
+            "groups": {name: preference_stats(rows, measure) for name, rows in preference_groups(results).items()},
             "skipped": len(skipped), "skipped_by_reason": skip_counts(skipped), "skipped_items": skipped,
             "items": results}
+
+
+def preference_groups(results):
+    """"all", then one group per kind and r (larger r first); ms-swift pairs carry neither and are only in "all"."""
+    groups = {"all": results}
+    for result in sorted(results, key=lambda x: (str(x["kind"]), -x["r"] if isinstance(x["r"], int) else 0)):
+        if result["kind"] or result["r"]:
+            groups.setdefault(f"{result['kind']} r={result['r']}", []).append(result)
+    return groups
 
 
 PREFERENCE_MEASURES = {
@@ -739,13 +748,24 @@ def eval_table(report):
         if part["skipped"]:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in part["skipped_by_reason"].items())
             rows.append((os.path.basename(part["file"]), "skipped", part["skipped"], None, reasons))
-    cells = [[text if isinstance(text, str) else "" if text is None else f"{text:.3f}" if isinstance(text, float)
-              else str(text) for text in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in cells]
+    lines = aligned([[cell(value) for value in row] for row in rows])
     if report["pairs"]:
         lines.append(f"pairs measure: {report['pairs'][0]['measure']}")
-    return "\n".join(line.rstrip() for line in lines)
+    return "\n".join(lines)
+
+
+def cell(value):
+    if value is None:
+        return ""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def aligned(rows):
+    """Columns padded to their widest cell; the last column is left ragged (it may hold a long note)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]).rstrip() for row in rows]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # plot: training curves of one or several runs, end to end, as a PNG (pillow only)
 
@@ -887,6 +907,8 @@ def nice_range(low, high, ticks=5):
 def tick_values(low, high, step):
     count = round((high - low) / step)
     return [round(low + i * step, 12) for i in range(count + 1)]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # demo: the whole pipeline on a built-in tiny model and synthetic videos, in about a minute on a laptop CPU
 
@@ -917,31 +939,14 @@ def cmd_demo(args):
 
 def run_demo(args):
     import train
-    import vlm
 
-    out = args.out
-    data, runs, videos = (os.path.join(out, name) for name in ("data", "runs", "videos"))
+    data, runs = os.path.join(args.out, "data"), os.path.join(args.out, "runs")
     model = ["--model", args.model]
     video = ["--fps", "2", "--max-frames", "8", "--total-pixels", str(8 * 56 * 56)]  # 4 tokens per 2 frames
-    keyframe = ["--max-pixels", str(56 * 56), "--min-pixels", str(28 * 28), "--batch-size", "16"]
+    demo_data(args, data, model)
+    demo_stage(6, f"curriculum: DPO r = 16, 8, 4, 2, {args.steps} steps each", f"{runs}/dpo_r*")
     training = [*model, *video, "--runs", runs, "--max-steps", str(args.steps), "--global-batch", "2",
                 "--workers", "0", "--lr", "1e-3", "--save-every", "1000"]
-
-    demo_stage(1, "synthetic videos with cuts", videos)
-    mcq_file = write_demo_data(videos, data, args.videos)
-    demo_stage(2, "select: shots, clips, keyframes", f"{data}/videos.jsonl")
-    run_command(["select", videos, "--out", data])
-    demo_stage(3, "captions: every clip captioned by the model", f"{data}/captions.jsonl")
-    run_command(["captions", "--videos", f"{data}/videos.jsonl", *model, *keyframe, "--max-new-tokens", "16"])
-    demo_stage(4, "pairs: clean vs perturbed descriptions, filtered, for every r", f"{data}/pairs_r*.jsonl")
-    run_command(["pairs", "--captions", f"{data}/captions.jsonl", *model, *keyframe, "--max-new-tokens", "48"])
-    for r in (16, 8, 4, 2):
-        if not vlm.read_jsonl(f"{data}/pairs_r{r}.jsonl"):
-            raise ValueError(f"{data}/pairs_r{r}.jsonl: the filters kept no pair; run the demo with more --videos")
-    demo_stage(5, "view: an HTML page per pairs file", f"{data}/pairs_r*.html")
-    for r in (16, 8, 4, 2):
-        run_command(["view", f"{data}/pairs_r{r}.jsonl", "--thumb-height", "40"])
-    demo_stage(6, f"curriculum: DPO r = 16, 8, 4, 2, {args.steps} steps each", f"{runs}/dpo_r*")
     run_command(["curriculum", "--data-dir", data, *training])
     demo_stage(7, "sft: instruction tuning on top of dpo_r2", f"{runs}/sft")
     if train.finished(f"{runs}/sft"):
@@ -949,19 +954,41 @@ def run_demo(args):
     else:
         resume = ["--resume"] if os.path.isdir(f"{runs}/sft") else []
         run_command(["sft", "--data", f"{data}/sft.jsonl", "--init", f"{runs}/dpo_r2", *training, *resume])
-    demo_stage(8, "eval: colour-order questions (base, dpo_r2, sft) and what DPO learned", f"{out}/eval_*.json")
-    pairs = ["--pairs", *(f"{data}/pairs_r{r}.jsonl" for r in (16, 8, 4, 2))]  # no held-out set in a demo
+    demo_stage(8, "eval: colour-order questions (base, dpo_r2, sft) and what DPO learned", f"{args.out}/eval_*.json")
+    pairs = ["--pairs", *(f"{data}/pairs_r{r}.jsonl" for r in (16, 8, 4, 2))]  # a demo has no held-out pairs
     for name, spec in (("base", model), ("dpo_r2", ["--run", f"{runs}/dpo_r2", *pairs]),
                        ("sft", ["--run", f"{runs}/sft"])):
-        report = f"{out}/eval_{name}.json"
+        report = f"{args.out}/eval_{name}.json"
         if os.path.exists(report):
             print(f"{report} exists, skipped")
         else:
-            run_command(["eval", *spec, "--mcq", mcq_file, "--out", report, *video])
+            run_command(["eval", *spec, "--mcq", f"{data}/mcq.jsonl", "--out", report, *video])
     demo_stage(9, "plot: training curves of the stages end to end", f"{runs}/curves.png")
     run_command(["plot", *(f"{runs}/{name}" for name in ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")),
                  "--out", f"{runs}/curves.png"])
-    print(f"\ndone. Open {data}/pairs_r16.html and {runs}/curves.png; the reports are {out}/eval_*.json")
+    print(f"\ndone. Open {data}/pairs_r16.html and {runs}/curves.png; the reports are {args.out}/eval_*.json")
+
+
+def demo_data(args, data, model):
+    """Stages 1-5: videos, selection, captions, pairs for every r, their HTML pages."""
+    import vlm
+
+    videos = os.path.join(args.out, "videos")
+    demo_stage(1, "synthetic videos with cuts, questions about them", videos)
+    write_demo_data(videos, data, args.videos)
+    demo_stage(2, "select: shots, clips, keyframes", f"{data}/videos.jsonl")
+    run_command(["select", videos, "--out", data])
+    keyframes = ["--max-pixels", str(56 * 56), "--min-pixels", str(28 * 28), "--batch-size", "16"]
+    demo_stage(3, "captions: every clip captioned by the model", f"{data}/captions.jsonl")
+    run_command(["captions", "--videos", f"{data}/videos.jsonl", *model, *keyframes, "--max-new-tokens", "16"])
+    demo_stage(4, "pairs: clean vs perturbed descriptions, filtered, for every r", f"{data}/pairs_r*.jsonl")
+    run_command(["pairs", "--captions", f"{data}/captions.jsonl", *model, *keyframes, "--max-new-tokens", "48"])
+    for r in (16, 8, 4, 2):
+        if not vlm.read_jsonl(f"{data}/pairs_r{r}.jsonl"):
+            raise ValueError(f"{data}/pairs_r{r}.jsonl: the filters kept no pair; run the demo with more --videos")
+    demo_stage(5, "view: an HTML page per pairs file", f"{data}/pairs_r*.html")
+    for r in (16, 8, 4, 2):
+        run_command(["view", f"{data}/pairs_r{r}.jsonl", "--thumb-height", "40"])
 
 
 def demo_stage(number, what, where):
@@ -988,7 +1015,8 @@ def write_demo_video(path, colours, seed, frames_per_shot=12, fps=8, height=48, 
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    with av.open(path, "w") as container:
+    partial = path + ".part"  # renamed when complete: an interrupted demo never reuses half a video
+    with av.open(partial, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
         stream.options = {"preset": "ultrafast"}
@@ -1002,12 +1030,13 @@ def write_demo_video(path, colours, seed, frames_per_shot=12, fps=8, height=48, 
                 frame = np.ascontiguousarray(scene[k * dy:k * dy + height, k * dx:k * dx + width])
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
+    os.replace(partial, path)
 
 
 def write_demo_data(videos_dir, data_dir, count):
     """Videos demo_{k}.mp4 with cuts (select keeps them) and one_shot.mp4 (select rejects it); what we know about
     them becomes data: mcq.jsonl (which colour comes first, last, right after another) and sft.jsonl (the colours
-    in order). Videos already there are kept. Returns the mcq.jsonl path."""
+    in order). Videos already there are kept."""
     import vlm
 
     os.makedirs(videos_dir, exist_ok=True)
@@ -1027,7 +1056,6 @@ def write_demo_data(videos_dir, data_dir, count):
     vlm.write_jsonl(os.path.join(data_dir, "sft.jsonl"), conversations)
     print(f"{videos_dir}: {count} videos of 5 shots and one single-shot video\n"
           f"{data_dir}/mcq.jsonl: {len(questions)} questions, {data_dir}/sft.jsonl: {len(conversations)} conversations")
-    return os.path.join(data_dir, "mcq.jsonl")
 
 
 def demo_questions(path, colours, seed):
