@@ -78,9 +78,11 @@ class LoRALinear(nn.Module):
             return y
         if self.disabled:
             return y
-        h = F.linear(self.dropout(x), self.lora_A.to(x.dtype))
-        # Scaling the r-wide h, not the out-wide result: the cheapest place for the multiply.
-        return y + F.linear(h * self.scaling, self.lora_B.to(x.dtype))
+        h = F.linear(self.dropout(x), self.lora_A.to(x.dtype))  # (..., r)
+        # y + scaling * h B^T as one GEMM that accumulates into a copy of y: no out-wide temporary, no extra add
+        out = torch.addmm(y.reshape(-1, self.out_features), h.reshape(-1, self.r), self.lora_B.to(x.dtype).t(),
+                          alpha=self.scaling)
+        return out.view_as(y)
 
     def delta_weight(self):
         """scaling * B A in float32 (or wider): a bf16 product would round every element before the add."""

@@ -155,6 +155,7 @@ def test_layer_init_scaling_and_dropout_on_the_lora_input_only():
     assert torch.allclose(y, expected, atol=1e-5)
     layer.eval()
     assert torch.allclose(layer(x), linear(x) + 2.0 * x @ layer.lora_A.T @ layer.lora_B.T, atol=1e-5)
+    assert torch.allclose(layer(x[0]), layer(x)[0]) and layer(x[None]).shape == (1, 3, 32)  # any leading dims
 
 
 def test_merge_equals_unmerged_and_unmerge_restores_the_weight():
