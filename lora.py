@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 
 import torch
@@ -223,15 +222,22 @@ def most_common(values):
 
 
 def write_atomic(path, write):
-    """write(tmp_path) into a temporary file beside `path`, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    os.close(fd)
+    """write(tmp) to a file beside `path`, then rename it to `path`: readers never see half a file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates private (0600) files; give the mode open() would
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path, data):
+    with open(path, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
 
 
 def save_adapter(model, path, base_model=None, task_type="CAUSAL_LM"):
@@ -263,7 +269,7 @@ def save_adapter(model, path, base_model=None, task_type="CAUSAL_LM"):
     write_atomic(os.path.join(path, "adapter_model.safetensors"),
                  lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     write_atomic(os.path.join(path, "adapter_config.json"),
-                 lambda tmp: open(tmp, "w").write(json.dumps(config, indent=2) + "\n"))
+                 lambda tmp: write_json(tmp, config))
 
 
 def pattern_value(patterns, name, default):

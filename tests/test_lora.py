@@ -333,6 +333,9 @@ def test_save_load_round_trip_in_peft_format(tiny, tmp_path):
     randomize_adapters(model)
     lora.save_adapter(model, tmp_path, base_model="Qwen/Qwen2-VL-2B-Instruct")
     assert sorted(os.listdir(tmp_path)) == ["adapter_config.json", "adapter_model.safetensors"]  # no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / "adapter_model.safetensors").st_mode & 0o777 == 0o666 & ~umask  # not a private 0600
 
     tensors = load_file(tmp_path / "adapter_model.safetensors")
     assert all(PEFT_KEY.fullmatch(k) for k in tensors) and len(tensors) == 2 * len(names)
