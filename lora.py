@@ -304,7 +304,8 @@ def read_adapter(model, path):
             config.get("rank_pattern") or {}, name, config.get("r", 8))
         shape = (r, module.in_features) if which == "A" else (module.out_features, r)
         if tuple(tensors[key].shape) != shape:
-            raise ValueError(f"{path}: key '{key}' has shape {tuple(tensors[key].shape)}, module '{name}' needs {shape}")
+            raise ValueError(f"{path}: key '{key}' has shape {tuple(tensors[key].shape)}, "
+                             f"module '{name}' needs {shape}")
         found.setdefault(name, {})[which] = key
     for name, keys in found.items():
         for which, partner in [("A", "B"), ("B", "A")]:

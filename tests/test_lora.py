@@ -6,6 +6,7 @@ outputs beside it) for the small `Toy` model below, made by tests/fixtures/make_
 """
 
 import ast
+import importlib.util
 import json
 import math
 import os
@@ -408,7 +409,8 @@ def test_load_rejects_incomplete_or_unsupported_adapters(tmp_path):
     save_file({k: v for k, v in tensors.items() if k != b_key}, tmp_path / "adapter_model.safetensors")
     with pytest.raises(ValueError, match=re.escape(f"key '{b_key.replace('lora_B', 'lora_A')}' has no lora_B")):
         lora.load_adapter(toy_model(), tmp_path)
-    save_file({**tensors, "base_model.model.lm_head.weight": torch.zeros(11, 8)}, tmp_path / "adapter_model.safetensors")
+    extra = {**tensors, "base_model.model.lm_head.weight": torch.zeros(11, 8)}  # a full weight, not LoRA
+    save_file(extra, tmp_path / "adapter_model.safetensors")
     with pytest.raises(ValueError, match=re.escape("key 'base_model.model.lm_head.weight' is not a LoRA weight")):
         lora.load_adapter(toy_model(), tmp_path)
     save_file(tensors, tmp_path / "adapter_model.safetensors")
@@ -444,8 +446,7 @@ def test_an_adapter_written_by_peft_loads_and_matches_peft_outputs(tmp_path):
     assert torch.allclose(model(*toy_inputs()), expected, atol=1e-6)
 
 
-needs_peft = pytest.mark.skipif(not any(os.path.isdir(os.path.join(p, "peft")) for p in sys.path if p),
-                                reason="PEFT is not installed (not a dependency)")
+needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="PEFT is not installed (not a dependency)")
 
 
 @needs_peft
@@ -499,9 +500,9 @@ def test_lora_py_imports_nothing_from_this_project():
     with tempfile.TemporaryDirectory() as alone:  # lora.py by itself, in a directory with nothing else
         shutil.copy(lora.__file__, alone)
         script = (f"import sys; sys.path.insert(0, {alone!r}); import lora, torch\n"
-                  f"m = torch.nn.Sequential(torch.nn.Linear(4, 4)); lora.apply_lora(m, 2, 4)\n"
-                  f"lora.save_adapter(m, {alone!r} + '/a'); lora.load_adapter(torch.nn.Sequential(torch.nn.Linear(4, 4)), "
-                  f"{alone!r} + '/a')\n"
+                  f"new = lambda: torch.nn.Sequential(torch.nn.Linear(4, 4))\n"
+                  f"m = new(); lora.apply_lora(m, 2, 4); lora.save_adapter(m, {alone!r} + '/a')\n"
+                  f"lora.load_adapter(new(), {alone!r} + '/a')\n"
                   f"print(sorted(set(sys.modules) & {PROJECT_MODULES!r}))")
         result = subprocess.run([sys.executable, "-I", "-c", script], cwd=alone, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
