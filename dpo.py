@@ -238,7 +238,7 @@ def stage_start(args, run_dir):
     previous = train.read_run_config(init)
     if previous["base_model"] != args.model:
         raise ValueError(f"{init}: trained on base model '{previous['base_model']}', not '{args.model}'")
-    return previous["merged"] + [init]
+    return previous["merged"] + [os.path.abspath(init)]  # absolute: eval and merge work from any directory
 
 
 def run_stage(args):

@@ -133,7 +133,7 @@ def run_sft(args):
         previous = train.read_run_config(args.init)
         if previous["base_model"] != args.model:
             raise ValueError(f"{args.init}: trained on base model '{previous['base_model']}', not '{args.model}'")
-        merged = previous["merged"] + [args.init]
+        merged = previous["merged"] + [os.path.abspath(args.init)]
     examples, missing = load_conversations(args.data, args.video_root)
     if d.main and missing:
         print(f"{args.data}: skipped {missing} record(s) whose video file is missing")
