@@ -41,7 +41,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-import av
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -86,8 +85,6 @@ CAPTION_REPETITION_PENALTY = 1.05
 RELEASED_MAX_PIXELS = 512 * 28 * 28  # per keyframe, the released processor setting
 FILTER_REASONS = ("video_error", "video_missing", "unperturbed", "empty", "chosen_in_rejected", "drop_not_shorter",
                   "length_ratio")
-
-BAD_VIDEO = (OSError, ValueError, av.FFmpegError)  # a vanished, unreadable or too short file: record and skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -331,7 +328,7 @@ def open_clips(model, video, pixel_options):
     try:
         record["clips"], record["keyframes"] = clip_keyframes(video)
         frames = read_keyframes(video["path"], record["keyframes"])
-    except BAD_VIDEO as e:
+    except vlm.BAD_VIDEO as e:
         return {**record, "status": "error", "reason": str(e).removeprefix(f"{video['path']}: ")}, None
     clips = [model.prepare(vlm.Video(frames.frames[2 * i:2 * i + 2], frames.times[2 * i:2 * i + 2]), **pixel_options)
              for i in range(len(record["keyframes"]))]
@@ -469,7 +466,7 @@ def open_description_jobs(video, rs, kinds, seed, route, done):
                 for (kind, r, order), prompt in zip(todo, prompts)], []
     try:
         keyframes = read_keyframes(video["video"], clip_keyframes(video)[1]) if todo else None
-    except BAD_VIDEO as e:
+    except vlm.BAD_VIDEO as e:
         reason = str(e).removeprefix(f"{video['video']}: ")
         return [], [{"video": video["video"], "kind": kind, "r": r, "order": order, "status": "error",
                      "reason": reason} for kind, r, order in todo]
@@ -742,7 +739,7 @@ def view(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_height=64)
         try:
             keyframes = clip_keyframes(videos[video])[1]
             thumbnails[video] = (f"v{k}", thumbnail_css(video, keyframes, thumb_height, f"v{k}"))
-        except (KeyError, *BAD_VIDEO):  # no keyframes known, or the video cannot be read
+        except (KeyError, *vlm.BAD_VIDEO):  # no keyframes known, or the video cannot be read
             pass
     vlm.write_atomic(out, render_page(os.path.basename(pairs_file), shown, numbers, stats, videos, thumbnails))
     return len(shown)

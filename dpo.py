@@ -124,19 +124,7 @@ def encode_pair(model, pair, video_options, max_length):
     prepared = model.prepare(video, total_pixels=video_options["total_pixels"])
     rows = [model.encode([prepared, pair["instruction"]], response=answer) for answer in (pair["chosen"],
                                                                                         pair["rejected"])]
-    return [truncate(row, max_length, pair["video"]) for row in rows]
-
-
-def truncate(sample, max_length, where):
-    if len(sample.input_ids) <= max_length:
-        return sample
-    first_answer_token = next(i for i, label in enumerate(sample.labels) if label != -100)
-    if first_answer_token >= max_length:
-        raise ValueError(f"{where}: the prompt alone is {first_answer_token} tokens, over --max-length {max_length}; "
-                         f"lower --fps / --max-frames / --total-pixels or raise --max-length")
-    sample.input_ids, sample.labels, sample.token_types = (
-        x[:max_length] for x in (sample.input_ids, sample.labels, sample.token_types))
-    return sample
+    return [vlm.truncate(row, max_length, pair["video"]) for row in rows]
 
 
 def collate_pairs(model, encoded):

@@ -99,7 +99,6 @@ def with_video(messages, video):
 
 
 def encode_example(model, example, video_options, max_length):
-    import dpo
     import vlm
 
     video = None
@@ -107,7 +106,7 @@ def encode_example(model, example, video_options, max_length):
         frames = vlm.read_video(example["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
         video = model.prepare(frames, total_pixels=video_options["total_pixels"])
     sample = model.encode_chat(with_video(example["messages"], video))
-    return dpo.truncate(sample, max_length, example["video"] or "a text-only record")
+    return vlm.truncate(sample, max_length, example["video"] or "a text-only record")
 
 
 def sft_step(model, module, samples):

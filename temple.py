@@ -597,10 +597,10 @@ def score_options(model, video, item, max_length):
     all options go through one forward. The answer's closing <|im_end|> counts too: an option must end there."""
     import torch
 
-    import dpo
+    import vlm
 
     prompt = [video, mcq_prompt(item["question"], item["options"])]
-    samples = [dpo.truncate(model.encode(prompt, response=option), max_length, item["where"])
+    samples = [vlm.truncate(model.encode(prompt, response=option), max_length, item["where"])
                for option in item["options"]]
     with torch.no_grad():
         sums, counts = model.response_logps(model.to_device(model.collate(samples)))
@@ -610,7 +610,6 @@ def score_options(model, video, item, max_length):
 def evaluate_mcq(model, path, args):
     from tqdm import tqdm
 
-    import captions
     import vlm
 
     items, skipped = read_mcq(path, args.video_root)
@@ -619,7 +618,7 @@ def evaluate_mcq(model, path, args):
         if item["video"] not in prepared:  # benchmarks ask several questions in a row about one video
             try:
                 frames = vlm.read_video(item["video"], fps=args.fps, max_frames=args.max_frames)
-            except captions.BAD_VIDEO as e:
+            except vlm.BAD_VIDEO as e:
                 skipped.append(skip(item["where"], f"unreadable video: {e}"))
                 continue
             prepared = {item["video"]: model.prepare(frames, total_pixels=args.total_pixels)}  # keep one video
@@ -679,8 +678,8 @@ def evaluate_pairs(model, path, args, has_reference):
     beta * (r+ - r-) > 0, what DPO optimises; without: logp(chosen) > logp(rejected), raw log-probs."""
     from tqdm import tqdm
 
-    import captions
     import dpo
+    import vlm
 
     pairs, missing = dpo.load_pairs(path, args.video_root)
     skipped = [skip(path, "video missing")] * missing  # load_pairs counts them without naming them
@@ -688,7 +687,7 @@ def evaluate_pairs(model, path, args, has_reference):
     for pair in tqdm(pairs, desc=f"pairs {os.path.basename(path)}", unit="pair"):
         try:
             policy, reference = pair_logps(model, pair, args, has_reference)
-        except captions.BAD_VIDEO as e:
+        except vlm.BAD_VIDEO as e:
             skipped.append(skip(f"{path}: {pair['video']}", f"unreadable video: {e}"))
             continue
         result = {"video": pair["video"], "kind": pair["kind"], "r": pair["r"], "logps": policy,

@@ -110,6 +110,8 @@ def write_jsonl(path, records):
 # ----------------------------------------------------------------------------------------------------------------
 # Reading video with PyAV
 
+BAD_VIDEO = (OSError, ValueError, av.FFmpegError)  # what reading a vanished, unreadable or too short file raises
+
 
 @dataclass
 class Video:
@@ -395,6 +397,20 @@ class Sample:
     pixels: list = field(default_factory=list)  # one float32 array per video
     grids: list = field(default_factory=list)  # (t, h, w) per video
     seconds_per_grid: list = field(default_factory=list)
+
+
+def truncate(sample, max_length, where):
+    """Cut a Sample to max_length tokens: the end of the answer goes; a prompt longer on its own is an error that
+    names `where` (the record it came from)."""
+    if len(sample.input_ids) <= max_length:
+        return sample
+    first_answer_token = next(i for i, label in enumerate(sample.labels) if label != IGNORE)
+    if first_answer_token >= max_length:
+        raise ValueError(f"{where}: the prompt alone is {first_answer_token} tokens, over --max-length {max_length}; "
+                         f"lower --fps / --max-frames / --total-pixels or raise --max-length")
+    sample.input_ids, sample.labels, sample.token_types = (
+        x[:max_length] for x in (sample.input_ids, sample.labels, sample.token_types))
+    return sample
 
 
 class VideoLM:
