@@ -592,18 +592,10 @@ def mcq_prompt(question, options):
     return f"{question}\n{listing}\n{MCQ_INSTRUCTION}"
 
 
-def score_options(model, video, item, max_length):
-    """Summed and mean log p(option | video, question + options) of every option; the prepared video is shared and
-    all options go through one forward. The answer's closing <|im_end|> counts too: an option must end there."""
-    import torch
-
-    import vlm
-
+def mcq_scores(model, video, item, max_length):
+    """Summed and mean log p(option | video, question + options) of every option; `video` is prepared once."""
     prompt = [video, mcq_prompt(item["question"], item["options"])]
-    samples = [vlm.truncate(model.encode(prompt, response=option), max_length, item["where"])
-               for option in item["options"]]
-    with torch.no_grad():
-        sums, counts = model.response_logps(model.to_device(model.collate(samples)))
+    sums, counts = model.score_options(prompt, item["options"], max_length, item["where"])
     return sums.tolist(), (sums / counts).tolist()
 
 
@@ -622,7 +614,7 @@ def evaluate_mcq(model, path, args):
                 skipped.append(skip(item["where"], f"unreadable video: {e}"))
                 continue
             prepared = {item["video"]: model.prepare(frames, total_pixels=args.total_pixels)}  # keep one video
-        sums, means = score_options(model, prepared[item["video"]], item, args.max_length)
+        sums, means = mcq_scores(model, prepared[item["video"]], item, args.max_length)
         results.append({"where": item["where"], "category": item["category"], "answer": item["answer"],
                         "predicted_sum": argmax(sums), "predicted_mean": argmax(means), "logp_sum": sums,
                         "logp_mean": means})

@@ -8,6 +8,7 @@ The rest of the project never touches a processor, a chat template or a token id
     batch samples         model.collate(samples, padding="right")      (left for generation)
     generate              model.generate(samples, max_new_tokens=..., temperature=...)
     score responses       model.response_logps(batch)   -> summed log p(response | prompt, video) per row
+    score answers         model.score_options([video, question], options)   -> summed log p and length per option
 
 Video preprocessing is written here because every transformers video processor needs torchvision. It follows
 qwen_vl_utils + Qwen2VLImageProcessorPil (spec.md section 5 gives the released run's settings: 1 fps, at most 600
@@ -581,6 +582,20 @@ class VideoLM:
         targets, mask = targets[:, positions], mask[:, positions]
         token_logps = selective_log_softmax(logits, targets.clamp(min=0))
         return (token_logps * mask).sum(-1), mask.sum(-1)
+
+    def score_options(self, prompt, options, max_length=None, where="a prompt"):
+        """How likely each candidate answer is after one prompt (multiple-choice QA): summed log p(option | prompt)
+        and the option's token count, as tensors, from one forward over all options without gradient.
+
+        `prompt` is a user turn as encode() takes it; a Prepared video in it is preprocessed once for all options.
+        The answer's closing <|im_end|> counts too: an option must end the answer. With max_length, each row is cut
+        as truncate() cuts it, `where` naming the item in its error.
+        """
+        samples = [self.encode(prompt, response=option) for option in options]
+        if max_length is not None:
+            samples = [truncate(sample, max_length, where) for sample in samples]
+        with torch.no_grad():
+            return self.response_logps(self.to_device(self.collate(samples)))
 
 
 def selective_log_softmax(logits, index):

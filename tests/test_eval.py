@@ -66,7 +66,7 @@ def mcq_record(video, answer, question="What happens in the video?", **extra):
 def score(model, video, question):
     prepared = model.prepare(vlm.read_video(video, fps=2, max_frames=4), total_pixels=4 * 56 * 56)
     item = {"question": question, "options": OPTIONS, "where": "test"}
-    return temple.score_options(model, prepared, item, 4096)
+    return temple.mcq_scores(model, prepared, item, 4096)
 
 
 def teach(model, video, question, answer, steps=40):

@@ -173,6 +173,22 @@ def test_response_logps_equal_hand_computation_from_full_logits(tiny):
     tiny.model.zero_grad(set_to_none=True)
 
 
+def test_score_options_scores_each_answer_as_alone_in_one_forward(tiny):
+    prompt = [tiny.prepare(random_video(seed=1), **SMALL), "What happens?"]
+    options = ["the scene is dark", "a person", "then the video ends with a clip"]
+    sums, counts = tiny.score_options(prompt, options)
+    assert not sums.requires_grad
+    for option, total, count in zip(options, sums, counts):
+        with torch.no_grad():
+            alone, alone_count = tiny.response_logps(tiny.collate([tiny.encode(prompt, response=option)]))
+        assert torch.allclose(total, alone[0], atol=1e-4) and count == alone_count[0]
+    prompt_length = len(tiny.encode(prompt).input_ids)  # ends with the assistant header, as the scored rows do
+    _, cut_counts = tiny.score_options(prompt, options, max_length=prompt_length + 2)
+    assert cut_counts.tolist() == [2, 2, 2]
+    with pytest.raises(ValueError, match="question 7: the prompt alone is"):
+        tiny.score_options(prompt, options, max_length=prompt_length - 1, where="question 7")
+
+
 def test_selective_log_softmax_bf16_matches_float32():
     logits = torch.randn(2, 5, 300)
     index = torch.randint(0, 300, (2, 5))
