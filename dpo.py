@@ -65,9 +65,11 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 # Pairs on disk: ours (pairs_r{r}.jsonl) or ms-swift's RLHF format ({"messages", "rejected_response", "videos"})
 
 
-def load_pairs(path, video_root=None):
+def load_pairs(path, video_root=None, skip_bad=False):
     """Pairs as dicts {video, instruction, chosen, rejected, kind, r}, and the number skipped because their
-    video file is missing. Errors name the file and the record."""
+    video file is missing. A malformed record is an error naming the file and the record: training stops before
+    it starts on bad data. With skip_bad (eval, on pairs from elsewhere) it is skipped instead, and a third value
+    lists (where, reason) for each; a file that is not JSON at all is an error either way."""
     import vlm
 
     if not os.path.exists(path):
@@ -82,19 +84,29 @@ def load_pairs(path, video_root=None):
             raise ValueError(f"{path}: expected a JSON list of pairs")
     else:
         records = vlm.read_jsonl(path)
-    pairs, missing = [], 0
+    pairs, missing, bad = [], 0, []
     for number, record in enumerate(records, 1):
-        pair = _normalise_pair(record, f"{path}: record {number}")
+        where = f"{path}: record {number}"
+        try:
+            pair = _normalise_pair(record)
+        except ValueError as e:
+            if not skip_bad:
+                raise ValueError(f"{where}: {e}") from None
+            bad.append((where, str(e)))
+            continue
         if video_root and not os.path.isabs(pair["video"]):
             pair["video"] = os.path.join(video_root, pair["video"])
         if not os.path.exists(pair["video"]):
             missing += 1
             continue
         pairs.append(pair)
-    return pairs, missing
+    return (pairs, missing, bad) if skip_bad else (pairs, missing)
 
 
-def _normalise_pair(record, where):
+def _normalise_pair(record):
+    """Our pair or an ms-swift record as our pair; ValueError says what is wrong with it."""
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     if "messages" in record:  # ms-swift
         try:
             user = next(m["content"] for m in record["messages"] if m["role"] == "user")
@@ -102,12 +114,12 @@ def _normalise_pair(record, where):
             pair = {"video": record["videos"][0], "instruction": user.replace("<video>", "").strip(),
                     "chosen": chosen, "rejected": record["rejected_response"]}
         except (KeyError, IndexError, StopIteration, TypeError):
-            raise ValueError(f"{where}: an ms-swift record needs messages (user + assistant), rejected_response "
-                             f"and videos") from None
+            raise ValueError("an ms-swift record needs messages (user + assistant), rejected_response and "
+                             "videos") from None
         return {**pair, "kind": record.get("kind", ""), "r": record.get("r", 0)}
     missing = [k for k in ("video", "instruction", "chosen", "rejected") if not isinstance(record.get(k), str)]
     if missing:
-        raise ValueError(f"{where}: missing or non-text field(s) {', '.join(missing)}")
+        raise ValueError(f"missing or non-text field(s) {', '.join(missing)}")
     return {k: record[k] for k in ("video", "instruction", "chosen", "rejected")} | \
         {"kind": record.get("kind", ""), "r": record.get("r", 0)}
 

@@ -109,6 +109,22 @@ def test_load_pairs_errors_name_the_file_and_record(tmp_path):
         dpo.load_pairs(str(tmp_path / "nothing.jsonl"))
 
 
+
+def test_load_pairs_skip_bad_reports_malformed_records_instead_of_raising(data_dir, tmp_path):
+    good = (data_dir / "pairs_r16.jsonl").read_text().splitlines()
+    records = [good[0], '{"video": "a.mp4", "instruction": "x", "chosen": "y"}', good[1], '{"messages": []}']
+    (tmp_path / "mixed.jsonl").write_text("\n".join(records) + "\n")
+    pairs, missing, bad = dpo.load_pairs(str(tmp_path / "mixed.jsonl"), skip_bad=True)
+    assert len(pairs) == 2 and missing == 0
+    assert bad == [(f"{tmp_path / 'mixed.jsonl'}: record 2", "missing or non-text field(s) rejected"),
+                   (f"{tmp_path / 'mixed.jsonl'}: record 4", "an ms-swift record needs messages (user + assistant), "
+                                                             "rejected_response and videos")]
+    (tmp_path / "list.json").write_text('[1, "two"]')
+    assert dpo.load_pairs(str(tmp_path / "list.json"), skip_bad=True)[2][1][1] == "expected a JSON object, got str"
+    with pytest.raises(ValueError, match=r"list.json: record 1: expected a JSON object, got int"):
+        dpo.load_pairs(str(tmp_path / "list.json"))
+
+
 # ---- the step ---------------------------------------------------------------------------------------------------
 
 
