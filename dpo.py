@@ -17,6 +17,8 @@ the model. Logged metrics use TRL's names:
     logps/chosen, logps/rejected       mean summed policy log-probability of the answers
     nll                                mean token NLL of the chosen answers
 
+Preference accuracy (`temple.py eval --pairs`): the share of pairs with beta * (r+ - r-) > 0, what DPO learned.
+
 Curriculum (spec.md section 5): stage r=16 trains a LoRA on the base model; stage r<16 starts from the previous
 stage's adapter merged into its starting weights, which are also this stage's reference; so on to r=2.
 
@@ -178,6 +180,81 @@ def dpo_step(model, module, encoded, settings, reference=None):
                "logps/chosen": policy[:n].mean().item(), "logps/rejected": policy[n:].mean().item(),
                "nll": nll.item()}
     return loss, metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preference accuracy: the direct measure of what DPO learned (`temple.py eval --pairs`)
+
+PREFERENCE_MEASURES = {
+    "reward_margin": "implicit reward, margin = beta * (r+ - r-), r = log pi - log pi_ref, pi_ref = the run with its "
+                     "adapter switched off (what DPO trained)",
+    "logp_margin": "raw log-prob, margin = logp(chosen) - logp(rejected) (a base or merged model is its own "
+                   "reference: its rewards would all be 0)",
+}
+
+
+def preference_accuracy(model, pairs, video_options, max_length, beta=0.1, use_reference=False, desc="pairs"):
+    """How often the model prefers the chosen answer over the rejected one, over all pairs and per kind and r.
+
+    use_reference (the model carries a run's LoRA adapter): a pair counts when the implicit reward margin
+    beta * (r+ - r-) > 0 against the adapter switched off, what DPO optimised. Without (a base or merged model):
+    when logp(chosen) > logp(rejected). Returns {"measure", "groups", "items", "unreadable"}: the measure in words,
+    accuracy and mean margin per group, one result per scored pair, and (video, reason) per pair not scored.
+    """
+    from tqdm import tqdm
+
+    import vlm
+
+    results, unreadable = [], []
+    for pair in tqdm(pairs, desc=desc, unit="pair"):
+        try:
+            policy, reference = pair_logps(model, pair, video_options, max_length, use_reference)
+        except vlm.BAD_VIDEO as e:
+            unreadable.append((pair["video"], f"unreadable video: {e}"))
+            continue
+        results.append(preference_result(pair, policy, reference, beta))
+    measure = "reward_margin" if use_reference else "logp_margin"
+    groups = {name: preference_stats(rows, measure) for name, rows in preference_groups(results).items()}
+    return {"measure": PREFERENCE_MEASURES[measure], "groups": groups, "items": results, "unreadable": unreadable}
+
+
+def pair_logps(model, pair, video_options, max_length, use_reference):
+    """Policy [chosen, rejected] log-probs and, with use_reference, the reference's (LoRA off); no gradient."""
+    batch = model.to_device(collate_pairs(model, [encode_pair(model, pair, video_options, max_length)]))
+    with torch.no_grad():
+        if not use_reference:
+            return model.response_logps(batch)[0].tolist(), None
+        policy, reference, _ = policy_and_reference(model, None, batch)
+        return policy.tolist(), reference.tolist()
+
+
+def preference_result(pair, policy, reference, beta):
+    result = {"video": pair["video"], "kind": pair["kind"], "r": pair["r"], "logps": policy,
+              "logp_margin": policy[0] - policy[1]}
+    if reference is not None:
+        result["ref_logps"] = reference
+        result["reward_margin"] = beta * ((policy[0] - reference[0]) - (policy[1] - reference[1]))
+    return result
+
+
+def preference_groups(results):
+    """"all", then one group per kind and r (larger r first); ms-swift pairs carry neither and are only in "all"."""
+    groups = {"all": results}
+    for result in sorted(results, key=lambda x: (str(x["kind"]), -x["r"] if isinstance(x["r"], int) else 0)):
+        if result["kind"] or result["r"]:
+            groups.setdefault(f"{result['kind']} r={result['r']}", []).append(result)
+    return groups
+
+
+def preference_stats(rows, measure):
+    """Accuracy (margin > 0) and the mean margin of one group; the raw log-prob ones too for comparison."""
+    if not rows:
+        return {"pairs": 0}
+    stats = {"pairs": len(rows), "accuracy": sum(r[measure] > 0 for r in rows) / len(rows),
+             "mean_margin": sum(r[measure] for r in rows) / len(rows)}
+    if measure != "logp_margin":
+        stats["logp_accuracy"] = sum(r["logp_margin"] > 0 for r in rows) / len(rows)
+    return stats
 
 
 # ----------------------------------------------------------------------------------------------------------------

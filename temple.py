@@ -521,10 +521,12 @@ def skip(where, reason):
     return {"where": where, "reason": reason}
 
 
-def skip_counts(skipped):
+def skip_fields(skipped):
+    """The report's account of the skipped items: how many, how many per reason, and each one."""
     from collections import Counter
 
-    return dict(Counter(s["reason"].split(":")[0] for s in skipped).most_common())
+    by_reason = Counter(s["reason"].split(":")[0] for s in skipped).most_common()
+    return {"skipped": len(skipped), "skipped_by_reason": dict(by_reason), "skipped_items": skipped}
 
 
 # -- multiple choice ---------------------------------------------------------------------------------------------
@@ -631,8 +633,7 @@ def mcq_report(path, results, skipped, rule):
             "accuracy": accuracy(results, rule), "accuracy_sum": accuracy(results, "sum"),
             "accuracy_mean": accuracy(results, "mean"),
             "by_category": {c: {"items": len(rows), "accuracy": accuracy(rows, rule)} for c, rows in by_category.items()},
-            "skipped": len(skipped), "skipped_by_reason": skip_counts(skipped), "skipped_items": skipped,
-            "items": results}
+            **skip_fields(skipped), "items": results}
 
 
 def argmax(values):
@@ -648,79 +649,19 @@ def accuracy(results, rule):
 # -- preference pairs --------------------------------------------------------------------------------------------
 
 
-def pair_logps(model, pair, args, has_reference):
-    """Policy [chosen, rejected] log-probs and, for a run, the reference's (its adapter switched off)."""
-    import torch
-
-    import dpo
-    import lora
-
-    rows = dpo.encode_pair(model, pair, video_settings(args), args.max_length)
-    batch = model.to_device(dpo.collate_pairs(model, [rows]))
-    with torch.no_grad():
-        policy = model.response_logps(batch)[0].tolist()
-        if not has_reference:
-            return policy, None
-        with lora.disable_lora(model.model):
-            return policy, model.response_logps(batch)[0].tolist()
-
-
 def evaluate_pairs(model, path, args, has_reference):
-    """How often the model prefers chosen over rejected, per kind and r. With a run: the implicit DPO reward
-    beta * (r+ - r-) > 0, what DPO optimises; without: logp(chosen) > logp(rejected), raw log-probs."""
-    from tqdm import tqdm
-
+    """dpo.preference_accuracy on one pairs file; malformed records and missing or unreadable videos are skipped
+    and counted, not fatal."""
     import dpo
-    import vlm
 
-    pairs, missing = dpo.load_pairs(path, args.video_root)
-    skipped = [skip(path, "video missing")] * missing  # load_pairs counts them without naming them
-    results = []
-    for pair in tqdm(pairs, desc=f"pairs {os.path.basename(path)}", unit="pair"):
-        try:
-            policy, reference = pair_logps(model, pair, args, has_reference)
-        except vlm.BAD_VIDEO as e:
-            skipped.append(skip(f"{path}: {pair['video']}", f"unreadable video: {e}"))
-            continue
-        result = {"video": pair["video"], "kind": pair["kind"], "r": pair["r"], "logps": policy,
-                  "logp_margin": policy[0] - policy[1]}
-        if reference is not None:
-            result["ref_logps"] = reference
-            result["reward_margin"] = args.beta * ((policy[0] - reference[0]) - (policy[1] - reference[1]))
-        results.append(result)
-    measure = "reward_margin" if has_reference else "logp_margin"
-    return {"file": path, "evaluated": len(results), "measure": PREFERENCE_MEASURES[measure], "beta": args.beta,
-            "groups": {name: preference_stats(rows, measure) for name, rows in preference_groups(results).items()},
-            "skipped": len(skipped), "skipped_by_reason": skip_counts(skipped), "skipped_items": skipped,
-            "items": results}
-
-
-def preference_groups(results):
-    """"all", then one group per kind and r (larger r first); ms-swift pairs carry neither and are only in "all"."""
-    groups = {"all": results}
-    for result in sorted(results, key=lambda x: (str(x["kind"]), -x["r"] if isinstance(x["r"], int) else 0)):
-        if result["kind"] or result["r"]:
-            groups.setdefault(f"{result['kind']} r={result['r']}", []).append(result)
-    return groups
-
-
-PREFERENCE_MEASURES = {
-    "reward_margin": "implicit reward, margin = beta * (r+ - r-), r = log pi - log pi_ref, pi_ref = the run with its "
-                     "adapter switched off (what DPO trained)",
-    "logp_margin": "raw log-prob, margin = logp(chosen) - logp(rejected) (a base or merged model is its own "
-                   "reference: its rewards would all be 0)",
-}
-
-
-def preference_stats(rows, measure):
-    """Accuracy (margin > 0) and the mean margin of one group; the raw log-prob ones too for comparison."""
-    if not rows:
-        return {"pairs": 0}
-    stats = {"pairs": len(rows), "accuracy": sum(r[measure] > 0 for r in rows) / len(rows),
-             "mean_margin": sum(r[measure] for r in rows) / len(rows)}
-    if measure != "logp_margin":
-        stats["logp_accuracy"] = sum(r["logp_margin"] > 0 for r in rows) / len(rows)
-    return stats
+    pairs, missing, bad = dpo.load_pairs(path, args.video_root, skip_bad=True)
+    skipped = [skip(where, reason) for where, reason in bad]
+    skipped += [skip(path, "video missing")] * missing  # load_pairs counts them without naming them
+    scored = dpo.preference_accuracy(model, pairs, video_settings(args), args.max_length, beta=args.beta,
+                                     use_reference=has_reference, desc=f"pairs {os.path.basename(path)}")
+    skipped += [skip(f"{path}: {video}", reason) for video, reason in scored["unreadable"]]
+    return {"file": path, "evaluated": len(scored["items"]), "measure": scored["measure"], "beta": args.beta,
+            "groups": scored["groups"], **skip_fields(skipped), "items": scored["items"]}
 
 
 # -- the table ---------------------------------------------------------------------------------------------------

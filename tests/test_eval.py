@@ -184,6 +184,18 @@ def test_base_model_preference_is_the_raw_log_prob(videos, tmp_path):
         assert "reward_margin" not in item
 
 
+def test_a_bad_pair_record_is_skipped_and_counted(videos, tmp_path, capsys):
+    write_pairs(tmp_path / "pairs.jsonl", videos, [(SHORT, SHORT + TAIL, "drop", 16)] * 2)
+    records = vlm.read_jsonl(tmp_path / "pairs.jsonl")
+    del records[1]["rejected"]
+    vlm.write_jsonl(tmp_path / "pairs.jsonl", records)
+    [part] = run_eval("--model", "tiny", "--pairs", str(tmp_path / "pairs.jsonl"))["pairs"]
+    assert part["evaluated"] == 1 and part["skipped"] == 1
+    assert part["skipped_items"] == [{"where": f"{tmp_path / 'pairs.jsonl'}: record 2",
+                                      "reason": "missing or non-text field(s) rejected"}]
+    assert "missing or non-text field(s) rejected: 1" in capsys.readouterr().out
+
+
 def dpo_args(data_dir, runs, **overrides):
     parser = argparse.ArgumentParser()
     temple.add_dpo_options(parser)
