@@ -699,11 +699,7 @@ def aligned(rows):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# plot: training curves of one or several runs, end to end, as a PNG (pillow only)
-
-PLOT_METRICS = ("loss", "rewards/accuracies", "rewards/margins")
-PLOT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-                "#17becf")
+# plot: training curves of one or several runs, end to end, as a PNG (train.py)
 
 
 def add_plot(sub):
@@ -717,128 +713,14 @@ def add_plot(sub):
 
 
 def cmd_plot(args):
-    curves = read_curves(args.runs)
-    image = plot_curves(curves, args.width, args.panel_height)
+    import train
+
+    curves = train.read_curves(args.runs)
+    image = train.plot_curves(curves, args.width, args.panel_height)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     image.save(args.out)
     steps = ", ".join(f"{name} {len(records)}" for name, records in curves)
     print(f"{args.out}: {len(curves)} run(s), steps: {steps}")
-
-
-def read_curves(runs):
-    """[(run name, metric records)]; each record gets "x", its global step: a run continues where the one before it
-    in the list ended, so the stages of a curriculum read as one training."""
-    import vlm
-
-    curves, offset = [], 0
-    for run in runs:
-        path = os.path.join(run, "metrics.jsonl") if os.path.isdir(run) else run
-        records = vlm.read_jsonl(path)
-        if not records:
-            raise ValueError(f"{path}: no metrics yet (no optimizer step finished)")
-        steps = [r["step"] if isinstance(r.get("step"), (int, float)) else i for i, r in enumerate(records, 1)]
-        curves.append((run_name(run), [{**r, "x": offset + s} for r, s in zip(records, steps)]))
-        offset += max(steps)
-    return curves
-
-
-def run_name(run):
-    path = os.path.normpath(run)
-    return os.path.basename(os.path.dirname(path) if path.endswith(".jsonl") else path)
-
-
-def plot_curves(curves, width, panel_height):
-    """One panel per PLOT_METRICS entry, a legend on top; a run without a metric (SFT: no rewards) is left out of
-    that panel."""
-    from PIL import Image, ImageDraw
-
-    font = plot_font(13)
-    legend_height = 30
-    image = Image.new("RGB", (width, legend_height + panel_height * len(PLOT_METRICS) + 20), "white")
-    draw = ImageDraw.Draw(image)
-    x = 70
-    for k, (name, _) in enumerate(curves):  # the legend: a colour swatch and the run's name
-        draw.rectangle((x, 10, x + 14, 22), fill=PLOT_COLOURS[k % len(PLOT_COLOURS)])
-        draw.text((x + 20, 9), name, fill="black", font=font)
-        x += 40 + draw.textlength(name, font=font)
-    x_range = (0, max(r["x"] for _, records in curves for r in records))
-    starts = [records[0]["x"] - 0.5 for _, records in curves[1:]]  # where one run hands over to the next
-    for k, metric in enumerate(PLOT_METRICS):
-        top = legend_height + k * panel_height
-        box = (70, top + 24, width - 20, top + panel_height - 28)
-        draw_panel(draw, box, metric, curves, x_range, starts, font)
-    label = "step (the runs end to end)"
-    draw.text(((width - draw.textlength(label, font=font)) / 2, image.height - 20), label, fill="black", font=font)
-    return image
-
-
-def plot_font(size):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)  # a scalable font when pillow has FreeType
-    except (TypeError, OSError, ImportError):
-        return ImageFont.load_default()
-
-
-def draw_panel(draw, box, metric, curves, x_range, starts, font):
-    import math
-
-    left, top, right, bottom = box
-    draw.text((left, top - 20), metric, fill="black", font=font)
-    series = [[(r["x"], r[metric]) for r in records
-               if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])] for _, records in curves]
-    points = [p for s in series for p in s]
-    if not points:
-        draw.rectangle(box, outline="#888888")
-        draw.text((left + 10, top + 10), "no data: these runs do not log this metric", fill="#888888", font=font)
-        return
-    y_low, y_high, y_step = nice_range(min(y for _, y in points), max(y for _, y in points))
-    x_low, x_high, x_step = nice_range(*x_range)
-    x_low = max(x_low, 0)
-
-    def to_pixel(x, y):
-        return (left + (x - x_low) / (x_high - x_low) * (right - left),
-                bottom - (y - y_low) / (y_high - y_low) * (bottom - top))
-
-    for y in tick_values(y_low, y_high, y_step):
-        py = to_pixel(x_low, y)[1]
-        draw.line((left, py, right, py), fill="#e6e6e6")
-        label = f"{y:.6g}"
-        draw.text((left - 6 - draw.textlength(label, font=font), py - 7), label, fill="black", font=font)
-    for x in tick_values(x_low, x_high, x_step):
-        px = to_pixel(x, y_low)[0]
-        draw.line((px, bottom, px, bottom + 4), fill="#888888")
-        label = f"{x:.6g}"
-        draw.text((px - draw.textlength(label, font=font) / 2, bottom + 6), label, fill="black", font=font)
-    for x in starts:
-        px = to_pixel(x, y_low)[0]
-        draw.line((px, top, px, bottom), fill="#bbbbbb")
-    draw.rectangle(box, outline="#888888")
-    for k, line in enumerate(series):
-        pixels = [to_pixel(x, y) for x, y in line]
-        colour = PLOT_COLOURS[k % len(PLOT_COLOURS)]
-        if len(pixels) > 1:
-            draw.line(pixels, fill=colour, width=2, joint="curve")
-        for px, py in pixels if len(pixels) <= 40 else []:  # few points: mark each step
-            draw.ellipse((px - 2.5, py - 2.5, px + 2.5, py + 2.5), fill=colour)
-
-
-def nice_range(low, high, ticks=5):
-    """An axis range around [low, high] that starts and ends on a round tick, and the tick step (1, 2 or 5 x 10^k)."""
-    import math
-
-    if high - low < 1e-12:  # a flat line: give it some room
-        low, high = low - max(abs(low) * 0.1, 0.5), high + max(abs(high) * 0.1, 0.5)
-    raw = (high - low) / ticks
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    return math.floor(low / step) * step, math.ceil(high / step) * step, step
-
-
-def tick_values(low, high, step):
-    count = round((high - low) / step)
-    return [round(low + i * step, 12) for i in range(count + 1)]
 
 
 # ----------------------------------------------------------------------------------------------------------------

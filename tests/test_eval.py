@@ -12,6 +12,7 @@ import torch
 
 import dpo
 import temple
+import train
 import vlm
 from media import scene_frames, write_video
 
@@ -258,27 +259,27 @@ def test_plot_writes_a_png_with_every_run(tmp_path, capsys):
     image = Image.open(out).convert("RGB")
     assert image.width == 600
     colours = {colour for _, colour in image.getcolors(maxcolors=1 << 20)}
-    for hex_colour in temple.PLOT_COLOURS[:2]:  # both runs drew something
+    for hex_colour in train.PLOT_COLOURS[:2]:  # both runs drew something
         assert tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)) in colours
     assert "dpo_r16 4, sft 3" in capsys.readouterr().out
-    curves = temple.read_curves([dpo_run, sft_run])
+    curves = train.read_curves([dpo_run, sft_run])
     assert [r["x"] for r in curves[1][1]] == [5, 6, 7]  # the second run continues after the first
 
 
 def test_plot_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl: no such file"):
-        temple.read_curves([str(tmp_path)])
+        train.read_curves([str(tmp_path)])
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": \n')
     with pytest.raises(ValueError, match=r"metrics.jsonl:2: invalid JSON"):
-        temple.read_curves([str(tmp_path)])
+        train.read_curves([str(tmp_path)])
     (tmp_path / "metrics.jsonl").write_text("")
     with pytest.raises(ValueError, match="no metrics yet"):
-        temple.read_curves([str(tmp_path)])
+        train.read_curves([str(tmp_path)])
 
 
 def test_nice_axis_ranges():
-    assert temple.nice_range(0.03, 0.97) == pytest.approx((0.0, 1.0, 0.2))
-    assert temple.nice_range(0, 17) == (0, 20, 5)
-    low, high, step = temple.nice_range(0.5, 0.5)  # a flat line still gets an axis
+    assert train.nice_range(0.03, 0.97) == pytest.approx((0.0, 1.0, 0.2))
+    assert train.nice_range(0, 17) == (0, 20, 5)
+    low, high, step = train.nice_range(0.5, 0.5)  # a flat line still gets an axis
     assert low < 0.5 < high and step > 0
-    assert temple.tick_values(0.0, 1.0, 0.2) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert train.tick_values(0.0, 1.0, 0.2) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
