@@ -21,6 +21,7 @@ It imports numpy and PyAV only; copy it into another project as it is.
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import av
@@ -98,41 +99,128 @@ class Scan:
     corrupt_packets: int = 0
 
 
-def scan_video(path, levels=4, grid=2, chunk=256, min_decoded=0.9):
-    """Decode the whole video once at 96x54 and keep per-frame histograms and grey ranges.
+# (Kr, Kb) of the YUV -> RGB matrix swscale applies for a frame's colorspace tag (AVColorSpace): BT.709 (1), and
+# BT.601 for BT470BG (5), SMPTE170M (6) and untagged frames (2), as swscale reads them. Other tags go through swscale.
+YUV_MATRICES = {1: (0.2126, 0.0722), 2: (0.299, 0.114), 5: (0.299, 0.114), 6: (0.299, 0.114)}
+FULL_RANGE = 2  # AVCOL_RANGE_JPEG: Y and UV span 0..255 (yuvj420p always does); otherwise Y 16..235, UV 16..240
+
+
+class SmallFrames:
+    """Point-sample decoded frames down to SMALL_WIDTH x SMALL_HEIGHT pixels.
+
+    At ~1700 frames/s, handing each frame to swscale (scale + convert to RGB) and then to numpy costs as much per
+    frame as a third of decoding it. For 4:2:0 frames (nearly every video) we read the decoder's planes in place
+    instead: take() gathers the Y, U and V samples swscale would pick (a few microseconds), and to_rgb converts
+    whole chunks of frames at once with the matrix swscale would use. Other pixel formats (and
+    other colour matrices) still go through swscale with point sampling, giving RGB directly."""
+
+    def __init__(self):
+        self.swscale = VideoReformatter()  # one for all frames: a new scaling context per frame is slow
+        self.layouts = {}                  # frame geometry -> flat indices of the sampled pixels in each plane
+
+    def take(self, frame):
+        """(key, samples): key None and (H, W, 3) RGB from swscale, or key (Kr, Kb, full range) and (3, H * W)
+        Y, U, V samples for to_rgb."""
+        pixel_format, matrix = frame.format.name, YUV_MATRICES.get(frame.colorspace)
+        full = pixel_format == "yuvj420p" or frame.color_range == FULL_RANGE
+        if pixel_format not in ("yuv420p", "yuvj420p") or matrix is None:
+            return None, self.swscale.reformat(frame, width=SMALL_WIDTH, height=SMALL_HEIGHT, format="rgb24",
+                                               interpolation="POINT").to_ndarray()
+        planes = frame.planes
+        layout = (frame.width, frame.height, planes[0].line_size, planes[1].line_size, planes[2].line_size)
+        if layout not in self.layouts:
+            self.layouts[layout] = self.sample_indices(*layout)
+        luma, chroma_u, chroma_v = self.layouts[layout]
+        samples = np.empty((3, SMALL_HEIGHT * SMALL_WIDTH), np.uint8)
+        np.take(np.frombuffer(planes[0], np.uint8), luma, out=samples[0])
+        np.take(np.frombuffer(planes[1], np.uint8), chroma_u, out=samples[1])
+        np.take(np.frombuffer(planes[2], np.uint8), chroma_v, out=samples[2])
+        return (*matrix, full), samples
+
+    @staticmethod
+    def sample_indices(width, height, luma_stride, u_stride, v_stride):
+        """Flat offsets (rows are `stride` bytes apart) of the pixels swscale's point sampling picks: the Y pixel
+        nearest the centre of each of SMALL_HEIGHT x SMALL_WIDTH cells, and the U, V samples that swscale uses for
+        it (its chroma is half-width: each picked chroma column serves two output columns)."""
+        def centres(size, count):  # swscale's 16.16 fixed-point step, rounded, taken at cell centres
+            step = ((size << 16) + count // 2) // count
+            return ((2 * np.arange(count) + 1) * step) >> 17
+        chroma_width, chroma_height = (width + 1) // 2, (height + 1) // 2
+        luma = centres(height, SMALL_HEIGHT)[:, None] * luma_stride + centres(width, SMALL_WIDTH)
+        chroma_rows = centres(chroma_height, SMALL_HEIGHT)[:, None]
+        chroma_cols = np.repeat(centres(chroma_width, SMALL_WIDTH // 2), 2)
+        return [luma.ravel()] + [(chroma_rows * stride + chroma_cols).ravel() for stride in (u_stride, v_stride)]
+
+    @staticmethod
+    def to_rgb(samples, kr, kb, full):
+        """(T, 3, N) Y, U, V samples -> (3, T, N) uint8 R, G, B planes, rounded and clipped. In float32, one colour
+        plane at a time: numpy is fastest on long contiguous runs of one type. The result is the exact conversion;
+        swscale's table-driven integer one comes out up to 3 levels off it (1 to 1.5 darker on average)."""
+        y, u, v = samples.transpose(1, 0, 2).astype(np.float32)
+        y_scale, c_scale, black = (1.0, 1.0, 0) if full else (255 / 219, 255 / 224, 16)  # Y 16..235, UV 16..240
+        kg = 1.0 - kr - kb
+        # R = Y' + 2 (1 - Kr) V', G = Y' - (2 Kb (1 - Kb) U' + 2 Kr (1 - Kr) V') / Kg, B = Y' + 2 (1 - Kb) U' with
+        # Y' = (Y - black) y_scale and U', V' = (U, V - 128) c_scale; the constant terms are gathered into one.
+        r_v, g_u, g_v, b_u = (c_scale * c for c in (2 * (1 - kr), -2 * kb * (1 - kb) / kg, -2 * kr * (1 - kr) / kg,
+                                                    2 * (1 - kb)))
+        y *= y_scale
+        rgb = np.empty((3,) + y.shape, np.float32)
+        np.multiply(v, r_v, out=rgb[0])
+        np.multiply(u, g_u, out=rgb[1])
+        rgb[1] += g_v * v
+        np.multiply(u, b_u, out=rgb[2])
+        rgb += y
+        # + 0.5: round to nearest, as astype truncates
+        constant = 0.5 - black * y_scale - 128 * np.array([r_v, g_u + g_v, b_u], np.float32)
+        rgb += constant[:, None, None]
+        return np.clip(rgb, 0, 255, out=rgb).astype(np.uint8)
+
+
+def scan_video(path, levels=4, grid=2, chunk=32, min_decoded=0.9):
+    """Decode the whole video once, point-sample each frame to 96x54 and keep per-frame histograms and grey ranges.
 
     Raises ValueError naming the file when nothing decodes or fewer than `min_decoded` of the promised frames do
     (a truncated or badly damaged file); a few corrupt packets in an otherwise good video are skipped."""
     container, stream = open_video(path)
     fps = stream_fps(stream)
-    # One reformatter for all frames: it keeps its scaling context (a new one per frame costs as much as decoding).
     # Point sampling, not area averaging: a histogram only needs a fair sample of the pixels, and averaging every
     # pixel of a large frame costs a third of the decoding time.
-    small = VideoReformatter()
-    errors, pending, histograms, grey_min, grey_max = [0], [], [], [], []
+    small = SmallFrames()
+    errors, pending, summaries = [0], [], []
 
-    def flush():
-        frames = np.stack(pending)
-        histograms.append(colour_histograms(frames, levels, grid))
-        grey = grey_levels(frames)
-        grey_min.append(grey.min(axis=(1, 2)))
-        grey_max.append(grey.max(axis=(1, 2)))
-        pending.clear()
+    def summarise(chunk):
+        """Histograms and grey ranges of a chunk of sampled frames. Numpy works on whole chunks (per-frame calls
+        would cost more than the arithmetic), small enough to stay in the CPU cache from one step to the next, in
+        planes (each step reads one colour at a time)."""
+        rgb = np.empty((3, len(chunk), SMALL_HEIGHT * SMALL_WIDTH), np.uint8)
+        keys = [key for key, _ in chunk]
+        for key in set(keys):  # one key in practice; a stream can change pixel format midway
+            at = [i for i, k in enumerate(keys) if k == key]
+            samples = np.stack([chunk[i][1] for i in at])
+            rgb[:, at] = small.to_rgb(samples, *key) if key else samples.reshape(len(at), -1, 3).transpose(2, 0, 1)
+        frames = np.moveaxis(rgb.reshape(3, -1, SMALL_HEIGHT, SMALL_WIDTH), 0, -1)  # (T, H, W, 3), a view
+        return colour_histograms(frames, levels, grid), *grey_range(frames)
 
-    with container:
+    # Chunks are summarised in a second thread while this one goes on decoding: with frame threading, the decoder
+    # only works ahead by a few frames, so work done here between two frames stalls it (numpy and the decoder
+    # both release the GIL). At most a few chunks wait, so memory stays bounded on long videos.
+    with container, ThreadPoolExecutor(1) as worker:
         promised = expected_frames(container, stream, fps)
         try:
             for frame in decoded_frames(container, stream, errors):
-                pending.append(small.reformat(frame, width=SMALL_WIDTH, height=SMALL_HEIGHT, format="rgb24",
-                                              interpolation="POINT").to_ndarray())
+                pending.append(small.take(frame))
                 if len(pending) == chunk:
-                    flush()
+                    summaries.append(worker.submit(summarise, pending))
+                    pending = []
+                    if len(summaries) > 4:
+                        summaries[-5].result()
         except av.FFmpegError as e:  # the demuxer itself gave up: keep what decoded, judge below
             errors[0] += 1
-            if not histograms and not pending:
+            if not summaries and not pending:
                 raise ValueError(f"{path}: not a readable video ({e.strerror or e})") from None
         if pending:
-            flush()
+            summaries.append(worker.submit(summarise, pending))
+        histograms, grey_min, grey_max = zip(*[summary.result() for summary in summaries]) if summaries else ([],) * 3
     num_frames = sum(len(h) for h in histograms)
     if num_frames == 0:
         raise ValueError(f"{path}: truncated or corrupt: no frame could be decoded")
@@ -148,6 +236,18 @@ def grey_levels(rgb):
     return ((rgb[..., 0] * 9798 + rgb[..., 1] * 19235 + rgb[..., 2] * 3735 + (1 << 14)) >> 15).astype(np.uint8)
 
 
+def grey_range(frames):
+    """(T, H, W, 3) uint8 -> the darkest and the brightest grey level of each frame, exactly as grey_levels gives
+    them but several times faster: float32 holds the fixed-point sums exactly (they stay below 2**24), and since
+    rounding keeps the order, only the minimum and maximum of each frame need rounding."""
+    rgb = frames.astype(np.float32)
+    grey = rgb[..., 0] * 9798
+    grey += rgb[..., 1] * 19235
+    grey += rgb[..., 2] * 3735
+    grey = grey.reshape(len(grey), -1)
+    return [((g + (1 << 14)) // (1 << 15)).astype(np.uint8) for g in (grey.min(axis=1), grey.max(axis=1))]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Shot detection: histogram distances, a cut test relative to the local level, a flash test, fades
 
@@ -158,11 +258,13 @@ def colour_histograms(frames, levels=4, grid=2):
     Joint colour (not luma alone) separates shots that differ only in hue; the grid separates shots with the same
     palette arranged differently, while staying blind to motion inside a cell."""
     t, h, w, _ = frames.shape
-    q = frames >> (8 - int(math.log2(levels)))                       # each channel -> 0..levels-1
-    colour = (q[..., 0].astype(np.int32) * levels + q[..., 1]) * levels + q[..., 2]
-    cell = (np.arange(h)[:, None] * grid // h) * grid + np.arange(w)[None, :] * grid // w
     bins = levels ** 3
-    index = (np.arange(t)[:, None, None] * grid * grid + cell) * bins + colour
+    q = frames >> (8 - int(math.log2(levels)))                       # each channel -> 0..levels-1
+    if bins > 256:
+        q = q.astype(np.int32)                                        # else uint8 holds the colour: faster
+    colour = (q[..., 0] * levels + q[..., 1]) * levels + q[..., 2]
+    cell = (np.arange(h)[:, None] * grid // h) * grid + np.arange(w)[None, :] * grid // w
+    index = (np.arange(t, dtype=np.int32)[:, None, None] * grid * grid + cell.astype(np.int32)) * bins + colour
     counts = np.bincount(index.ravel(), minlength=t * grid * grid * bins).reshape(t, grid * grid, bins)
     return (counts / counts.sum(-1, keepdims=True)).astype(np.float32)
 

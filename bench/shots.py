@@ -67,6 +67,20 @@ def best_time(fn, repeats=5):
     return min(times)
 
 
+def best_times(fns, repeats=7):
+    """best_time of each function, the functions taking turns: a ratio of two times measured minutes apart would
+    mostly measure how the load of the machine changed in between."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, kept in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            kept.append(time.perf_counter() - start)
+    return [min(kept) for kept in times]
+
+
 def process_time(command, repeats=3):
     with tempfile.TemporaryDirectory() as scratch:  # scenedetect may write files into its working directory
         def run():
@@ -82,8 +96,7 @@ def main():
     container.close()
 
     frames = decode_alone(path)
-    decode_s = best_time(lambda: decode_alone(path))
-    detect_s = best_time(lambda: shots.detect_shots(path))
+    decode_s, detect_s = best_times([lambda: decode_alone(path), lambda: shots.detect_shots(path)])
     print(f"decode alone:   {decode_s:.3f} s  ({frames / decode_s:.0f} frames/s)")
     print(f"detect_shots:   {detect_s:.3f} s  ({frames / detect_s:.0f} frames/s, {detect_s / decode_s:.2f}x decoding)")
 
