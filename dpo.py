@@ -74,18 +74,7 @@ def load_pairs(path, video_root=None, skip_bad=False):
     lists (where, reason) for each; a file that is not JSON at all is an error either way."""
     import vlm
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.endswith(".json"):
-        with open(path, encoding="utf-8") as f:
-            try:
-                records = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(records, list):
-            raise ValueError(f"{path}: expected a JSON list of pairs")
-    else:
-        records = vlm.read_jsonl(path)
+    records = vlm.read_records(path, "pairs")
     pairs, missing, bad = [], 0, []
     for number, record in enumerate(records, 1):
         where = f"{path}: record {number}"

@@ -16,7 +16,6 @@ without a video trains text-only.
     torchrun --nproc_per_node 8 temple.py sft --data ... --init runs/dpo_r2
 """
 
-import json
 import os
 
 import torch
@@ -29,18 +28,7 @@ def load_conversations(path, video_root=None):
     """Records as {"video": path or None, "messages": [{"role", "content"}]}; errors name the file and record."""
     import vlm
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.endswith(".json"):
-        with open(path, encoding="utf-8") as f:
-            try:
-                records = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(records, list):
-            raise ValueError(f"{path}: expected a JSON list of records")
-    else:
-        records = vlm.read_jsonl(path)
+    records = vlm.read_records(path)
     examples, missing = [], 0
     for number, record in enumerate(records, 1):
         example = normalise(record, f"{path}: record {number}")

@@ -92,6 +92,22 @@ def read_jsonl(path):
     return records
 
 
+def read_records(path, what="records"):
+    """Records of a JSON file holding a list (LLaVA, ms-swift) or of a JSON-lines file (ours), by the ending."""
+    if not os.fspath(path).endswith(".json"):
+        return read_jsonl(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        try:
+            records = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of {what}")
+    return records
+
+
 def write_atomic(path, text):
     """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
     directory = os.path.dirname(os.path.abspath(path))

@@ -19,15 +19,7 @@ from media import scene_frames, write_video
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VIDEO = ["--fps", "2", "--max-frames", "4", "--total-pixels", str(4 * 56 * 56)]
 OPTIONS = ["a dog runs across the park", "a cat sleeps", "the person walks in and then sits", "rain"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's matrices are so small that a second thread only adds waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ import vlm
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 PEFT_KEY = re.compile(r"base_model\.model\.[\w.]+\.lora_[AB]\.weight")
+pytestmark = pytest.mark.usefixtures("one_thread")
 PROJECT_MODULES = {"vlm", "temple", "train", "dpo", "sft", "captions", "shots", "perturb"}
 
 
@@ -110,15 +111,6 @@ def video_batch(model):
 def logits(model, batch):
     with torch.no_grad():
         return model(**batch).logits
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models here are tiny: one thread is faster, and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

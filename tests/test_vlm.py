@@ -310,3 +310,18 @@ def test_read_jsonl_names_file_and_line(tmp_path):
         vlm.read_jsonl(path)
     with pytest.raises(FileNotFoundError, match="no such file"):
         vlm.read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_read_records_takes_a_json_list_or_json_lines(tmp_path):
+    lines, listing = tmp_path / "records.jsonl", tmp_path / "records.json"
+    vlm.write_jsonl(lines, [{"a": 1}, {"b": 2}])
+    listing.write_text('[{"a": 1}, {"b": 2}]')
+    assert vlm.read_records(lines) == vlm.read_records(listing) == [{"a": 1}, {"b": 2}]
+    listing.write_text('{"a": 1}')
+    with pytest.raises(ValueError, match=rf"{listing}: expected a JSON list of pairs"):
+        vlm.read_records(listing, "pairs")
+    listing.write_text('[{"a": 1},\n oops]')
+    with pytest.raises(ValueError, match=rf"{listing}:2: invalid JSON"):
+        vlm.read_records(listing)
+    with pytest.raises(FileNotFoundError, match="missing.json: no such file"):
+        vlm.read_records(tmp_path / "missing.json")
