@@ -142,7 +142,6 @@ def collate_pairs(model, encoded):
 def policy_and_reference(model, module, batch, reference=None):
     """Policy log-probs (with gradient) and reference log-probs (LoRA off, no gradient) of a pairs batch."""
     import lora
-    import vlm
 
     policy, counts = model.response_logps(batch, model=module)
     if reference is None:
@@ -299,12 +298,7 @@ def stage_start(args, run_dir):
                              f"`temple.py dpo --r {args.r * 2}` first, or pass --init RUN (or --init base)")
     if init in (None, "base"):
         return []
-    if not train.finished(init):
-        raise ValueError(f"--init {init}: not a finished run (no adapter_model.safetensors)")
-    previous = train.read_run_config(init)
-    if previous["base_model"] != args.model:
-        raise ValueError(f"{init}: trained on base model '{previous['base_model']}', not '{args.model}'")
-    return previous["merged"] + [os.path.abspath(init)]  # absolute: eval and merge work from any directory
+    return train.chain_after(init, args.model)
 
 
 def run_stage(args):
@@ -364,14 +358,11 @@ def run_stage(args):
 
 def merge_run(run_dir, out, model_name=None):
     """`temple.py merge`: base model + every adapter of the chain folded in, saved as a transformers model."""
+    import lora
     import train
-    import vlm
 
-    if not train.finished(run_dir):
-        raise ValueError(f"{run_dir}: not a finished run (no adapter_model.safetensors)")
-    config = train.read_run_config(run_dir)
-    model = vlm.load(model_name or config["base_model"], seed=config.get("model_seed", 0))
-    train.merge_runs(model.model, config["merged"] + [run_dir])
+    model = train.load_run(run_dir, model_name)
+    lora.merge_lora(model.model)
     model.model.save_pretrained(out)
     model.tokenizer.save_pretrained(out)
     return out

@@ -113,14 +113,7 @@ def run_sft(args):
 
     d = train.setup_distributed()
     run_dir = args.out or os.path.join(args.runs, "sft")
-    merged = []
-    if args.init not in (None, "base"):
-        if not train.finished(args.init):
-            raise ValueError(f"--init {args.init}: not a finished run (no adapter_model.safetensors)")
-        previous = train.read_run_config(args.init)
-        if previous["base_model"] != args.model:
-            raise ValueError(f"{args.init}: trained on base model '{previous['base_model']}', not '{args.model}'")
-        merged = previous["merged"] + [os.path.abspath(args.init)]
+    merged = [] if args.init in (None, "base") else train.chain_after(args.init, args.model)
     examples, missing = load_conversations(args.data, args.video_root)
     if d.main and missing:
         print(f"{args.data}: skipped {missing} record(s) whose video file is missing")

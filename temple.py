@@ -499,21 +499,12 @@ def video_settings(args):
 def load_eval_model(args):
     """(model, has_reference). With --run: base model + the runs merged before it + the run's adapter, which
     switched off gives back the run's DPO reference. A base or merged model is its own reference (no rewards)."""
-    import lora
     import train
     import vlm
 
     if args.run is None:
         return vlm.load(args.model or RELEASED_MODEL, attn_implementation=args.attn, seed=args.model_seed), False
-    if not train.finished(args.run):
-        raise ValueError(f"--run {args.run}: not a finished run (no adapter_model.safetensors)")
-    config = train.read_run_config(args.run)
-    model = vlm.load(args.model or config["base_model"], attn_implementation=args.attn,
-                     seed=config.get("model_seed", 0))
-    train.merge_runs(model.model, config["merged"])
-    lora.load_adapter(model.model, args.run)
-    model.model.eval()  # the new LoRA layers start in training mode: no dropout while scoring
-    return model, True
+    return train.load_run(args.run, args.model, attn_implementation=args.attn), True
 
 
 def skip(where, reason):

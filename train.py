@@ -221,6 +221,31 @@ def finished(run_dir):
     return os.path.exists(os.path.join(run_dir, "adapter_model.safetensors"))
 
 
+def chain_after(init, base_model):
+    """The adapters to merge into `base_model` to start from the finished run `init`: its own chain, then itself."""
+    if not finished(init):
+        raise ValueError(f"--init {init}: not a finished run (no adapter_model.safetensors)")
+    previous = read_run_config(init)
+    if previous["base_model"] != base_model:
+        raise ValueError(f"{init}: trained on base model '{previous['base_model']}', not '{base_model}'")
+    return previous["merged"] + [os.path.abspath(init)]  # absolute: eval and merge work from any directory
+
+
+def load_run(run_dir, model_name=None, **load_options):
+    """A finished run as a vlm.VideoLM: its base (or `model_name`, e.g. a local copy), the runs it started from
+    merged in, and its own adapter loaded but not merged, so that `lora.disable_lora` gives back its reference."""
+    import vlm
+
+    if not finished(run_dir):
+        raise ValueError(f"{run_dir}: not a finished run (no adapter_model.safetensors)")
+    config = read_run_config(run_dir)
+    model = vlm.load(model_name or config["base_model"], seed=config.get("model_seed", 0), **load_options)
+    merge_runs(model.model, config["merged"])
+    lora.load_adapter(model.model, run_dir)
+    model.model.eval()  # new LoRA layers start in training mode: no dropout outside training
+    return model
+
+
 def write_run_config(config, meta, d):
     if d.main:
         os.makedirs(config.out, exist_ok=True)

@@ -17,7 +17,6 @@ Last line: RESULT time_ratio=<ours/naive> mem_ratio=<ours/naive> precomputed_tim
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import torch
