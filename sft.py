@@ -134,7 +134,8 @@ def run_sft(args):
         out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs, global_batch=args.global_batch,
         micro_batch=args.micro_batch, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
         save_every=args.save_every, max_steps=args.max_steps, seed=args.seed, grad_ckpt=args.grad_ckpt,
-        workers=args.workers)
+        workers=args.workers,
+        find_unused_parameters=not args.freeze_vit and any(e["video"] is None for e in examples))
     train.train(model.model, lambda module, items: sft_step(model, module, items),
                 lambda i: encode_example(model, examples[i], video, args.max_length), len(examples), config, d, meta,
                 resume=args.resume)

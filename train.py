@@ -56,6 +56,9 @@ class TrainConfig:
     seed: int = 42
     grad_ckpt: bool = False  # non-reentrant activation checkpointing
     workers: int = 2  # data-loading processes per rank (video decoding)
+    # DDP must look for parameters a forward leaves out (SFT: a text-only record never reaches the vision adapters);
+    # off by default because it walks the autograd graph after every forward
+    find_unused_parameters: bool = False
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -326,8 +329,8 @@ def train(model, loss_fn, encode, num_items, config, d, meta, resume=False):
     metrics_path = os.path.join(config.out, "metrics.jsonl")
     if d.main:
         trim_metrics(metrics_path, start) if start else open(metrics_path, "w").close()
-    wrapped = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
-        if d.world > 1 else model
+    wrapped = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+                                      find_unused_parameters=config.find_unused_parameters) if d.world > 1 else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and \
         next(model.parameters()).dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
 

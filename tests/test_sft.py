@@ -1,10 +1,15 @@
 """sft.py: data formats, labels on assistant tokens only, training from a DPO run, bad input."""
 
 import argparse
+import datetime
 import json
 import os
 
 import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
 
 import dpo
 import sft
@@ -105,3 +110,29 @@ def test_bad_records_name_the_file_and_record(tmp_path):
     gone = [{"video": "gone.mp4", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]
     (tmp_path / "gone.json").write_text(json.dumps(gone))
     assert sft.load_conversations(str(tmp_path / "gone.json"), video_root=str(tmp_path)) == ([], 1)
+
+
+# ---- DDP: a text-only record leaves the vision adapters unused on its rank ---------------------------------------
+
+
+def _ddp_worker(rank, world, init_file, data, runs):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        sft.run_sft(sft_args(data, runs, epochs=2, max_steps=2, lora_dropout=0.0))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_process_with_text_only_records(data, tmp_path):
+    # global batch 2 over 2 ranks: every step one rank trains the text-only record, where the vision tower and
+    # its adapters take no part, while the other rank's video record uses them
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path / "ddp")), nprocs=2)
+    single = sft.run_sft(sft_args(data, tmp_path / "single", epochs=2, max_steps=2, lora_dropout=0.0))
+    a = load_file(os.path.join(tmp_path, "ddp", "sft", "adapter_model.safetensors"))
+    b = load_file(os.path.join(single, "adapter_model.safetensors"))
+    assert any("visual" in key for key in a)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
