@@ -600,26 +600,11 @@ def summary_line(path, stats):
 
 
 def export_swift(pairs):
-    """Our pair records -> ms-swift DPO records (kind, r and order have no place there and are left out)."""
+    """Our pair records -> ms-swift DPO records (kind, r and order have no place there and are left out).
+    dpo.load_pairs reads them back, so pairs made here or by the released code train alike."""
     return [{"messages": [{"role": "user", "content": "<video>" + p["instruction"]},
                           {"role": "assistant", "content": p["chosen"]}],
              "rejected_response": p["rejected"], "videos": [p["video"]]} for p in pairs]
-
-
-def import_swift(records):
-    """ms-swift DPO records -> our pair records (kind, r and order unknown: None)."""
-    pairs = []
-    for number, record in enumerate(records, 1):
-        try:
-            user = next(m["content"] for m in record["messages"] if m["role"] == "user")
-            chosen = next(m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant")
-            pairs.append({"video": record["videos"][0], "instruction": user.replace("<video>", "", 1).strip(),
-                          "chosen": chosen, "rejected": record["rejected_response"], "kind": None, "r": None,
-                          "order": None})
-        except (KeyError, IndexError, StopIteration, TypeError):
-            raise ValueError(f"record {number}: an ms-swift record needs messages (user + assistant), "
-                             f"rejected_response and videos") from None
-    return pairs
 
 
 def export_file(path, out=None, fmt="swift"):

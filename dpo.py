@@ -102,7 +102,7 @@ def _normalise_pair(record):
         try:
             user = next(m["content"] for m in record["messages"] if m["role"] == "user")
             chosen = next(m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant")
-            pair = {"video": record["videos"][0], "instruction": user.replace("<video>", "").strip(),
+            pair = {"video": record["videos"][0], "instruction": user.replace("<video>", "", 1).strip(),
                     "chosen": chosen, "rejected": record["rejected_response"]}
         except (KeyError, IndexError, StopIteration, TypeError):
             raise ValueError("an ms-swift record needs messages (user + assistant), rejected_response and "
