@@ -93,10 +93,11 @@ FILTER_REASONS = ("video_error", "video_missing", "unperturbed", "empty", "chose
 
 def kept_videos(path):
     """The records of videos.jsonl with status "kept" (a record without a status counts as kept), one per path."""
-    records = vlm.read_jsonl(path)
-    for number, record in enumerate(records, 1):
+    numbered = vlm.numbered_jsonl(path)
+    for where, record in numbered:
         if not isinstance(record.get("path"), str):
-            raise ValueError(f"{path}: record {number} has no \"path\"")
+            raise ValueError(f"{where}: no \"path\"")
+    records = [record for _, record in numbered]
     kept, seen = [], set()
     for record in records:
         if record.get("status", "kept") == "kept" and record["path"] not in seen:  # a repeated path counts once
@@ -134,14 +135,14 @@ def read_keyframes(path, keyframes):
 def pair_inputs(path, need_captions=True):
     """Videos ready for step B: from captions.jsonl (status "ok"), or for the frames route also from videos.jsonl.
     Returns records {video, clips, keyframes, captions}."""
-    records = vlm.read_jsonl(path)
+    records = vlm.numbered_jsonl(path)
     videos = []
-    for number, record in enumerate(records, 1):
+    for where, record in records:
         if "video" in record:  # captions.jsonl
             if record.get("status", "ok") != "ok":
                 continue
             if not isinstance(record.get("captions"), list) or len(record["captions"]) != len(record.get("clips", [])):
-                raise ValueError(f"{path}: record {number} needs one caption per clip")
+                raise ValueError(f"{where}: needs one caption per clip")
             videos.append({k: record[k] for k in ("video", "clips", "keyframes", "captions")})
         elif "path" in record and not need_captions:  # videos.jsonl
             if record.get("status", "kept") == "kept":  # checked when its keyframes are read
@@ -149,7 +150,7 @@ def pair_inputs(path, need_captions=True):
                                "keyframes": record.get("keyframes"), "captions": None})
         else:
             hint = " (run `temple.py captions` first)" if "path" in record else ""
-            raise ValueError(f"{path}: record {number} is not a captions.jsonl record{hint}")
+            raise ValueError(f"{where}: not a captions.jsonl record{hint}")
     if not videos:
         raise ValueError(f"{path}: no captioned video to make pairs from ({len(records)} records)")
     return videos

@@ -69,15 +69,13 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 
 def load_pairs(path, video_root=None, skip_bad=False):
     """Pairs as dicts {video, instruction, chosen, rejected, kind, r}, and the number skipped because their
-    video file is missing. A malformed record is an error naming the file and the record: training stops before
-    it starts on bad data. With skip_bad (eval, on pairs from elsewhere) it is skipped instead, and a third value
-    lists (where, reason) for each; a file that is not JSON at all is an error either way."""
+    video file is missing. A malformed record is an error naming the file and line (or record of a JSON list):
+    training stops before it starts on bad data. With skip_bad (eval, on pairs from elsewhere) it is skipped
+    instead, and a third value lists (where, reason) for each; a .json file that is not JSON is an error either way."""
     import vlm
 
-    records = vlm.read_records(path, "pairs")
     pairs, missing, bad = [], 0, []
-    for number, record in enumerate(records, 1):
-        where = f"{path}: record {number}"
+    for where, record in vlm.read_records(path, "pairs", bad if skip_bad else None):
         try:
             pair = _normalise_pair(record)
         except ValueError as e:

@@ -28,10 +28,9 @@ def load_conversations(path, video_root=None):
     """Records as {"video": path or None, "messages": [{"role", "content"}]}; errors name the file and record."""
     import vlm
 
-    records = vlm.read_records(path)
     examples, missing = [], 0
-    for number, record in enumerate(records, 1):
-        example = normalise(record, f"{path}: record {number}")
+    for where, record in vlm.read_records(path):
+        example = normalise(record, where)
         if example["video"] is not None:
             if video_root and not os.path.isabs(example["video"]):
                 example["video"] = os.path.join(video_root, example["video"])

@@ -560,24 +560,15 @@ def mcq_item(record, video_root):
 
 def read_mcq(path, video_root):
     """(items, skipped): a malformed line or item is skipped with its file:line and reason, not fatal."""
-    import json
+    import vlm
 
-    items, skipped = [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            where = f"{path}:{number}"
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError(f"not a JSON object: {type(record).__name__}")
-                items.append({"where": where, **mcq_item(record, video_root)})
-            except json.JSONDecodeError as e:
-                skipped.append(skip(where, f"invalid JSON: {e.msg}"))
-            except ValueError as e:
-                skipped.append(skip(where, str(e)))
-    return items, skipped
+    items, bad = [], []
+    for where, record in vlm.numbered_jsonl(path, bad):
+        try:
+            items.append({"where": where, **mcq_item(record, video_root)})
+        except ValueError as e:
+            bad.append((where, str(e)))
+    return items, [skip(where, reason) for where, reason in bad]
 
 
 def mcq_prompt(question, options):

@@ -2,6 +2,7 @@
 
 The rest of the project never touches a processor, a chat template or a token id; it asks this module to
     read records          read_jsonl(path) / write_jsonl(path, records)   (errors name file and line)
+                          read_records(path): a JSON list or JSON lines, each record with its place
     read a video          read_video(path, fps=1, max_frames=600)   /   read_frames(path, indices)
     load a model          model = load("Qwen/Qwen2.5-VL-7B-Instruct" | "runs/merged" | "tiny" | "tiny-qwen3")
     encode a sample       model.encode([video, "Describe the video."], response="The video opens ...")
@@ -75,6 +76,13 @@ TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values
 
 def read_jsonl(path):
     """All records of a JSON-lines file; blank lines are skipped; a bad line is an error naming file and line."""
+    return [record for _, record in numbered_jsonl(path)]
+
+
+def numbered_jsonl(path, bad=None):
+    """[(where, record)] of a JSON-lines file, where = "FILE:LINE" for messages about the record. A line that is not
+    a JSON object is an error naming file and line; given a list `bad`, it is skipped and noted there as
+    (where, reason) instead, for jobs that count bad items and carry on."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     records = []
@@ -82,20 +90,26 @@ def read_jsonl(path):
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = f"{path}:{number}"
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number}: invalid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            records.append(record)
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+            except ValueError as e:  # json.JSONDecodeError is a ValueError
+                reason = f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e)
+                if bad is None:
+                    raise ValueError(f"{where}: {reason}") from None
+                bad.append((where, reason))
+                continue
+            records.append((where, record))
     return records
 
 
-def read_records(path, what="records"):
-    """Records of a JSON file holding a list (LLaVA, ms-swift) or of a JSON-lines file (ours), by the ending."""
+def read_records(path, what="records", bad=None):
+    """[(where, record)] of a JSON file holding a list (LLaVA, ms-swift; where = "FILE: record N") or of a
+    JSON-lines file (ours; where = "FILE:LINE", `bad` as in numbered_jsonl), told apart by the ending."""
     if not os.fspath(path).endswith(".json"):
-        return read_jsonl(path)
+        return numbered_jsonl(path, bad)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, encoding="utf-8") as f:
@@ -105,7 +119,7 @@ def read_records(path, what="records"):
             raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of {what}")
-    return records
+    return [(f"{path}: record {number}", record) for number, record in enumerate(records, 1)]
 
 
 def write_atomic(path, text):

@@ -100,7 +100,7 @@ def test_load_pairs_reads_ours_and_swift_and_counts_missing_videos(data_dir, tmp
 
 def test_load_pairs_errors_name_the_file_and_record(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"video": "a.mp4", "instruction": "x", "chosen": "y"}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl: record 1: missing or non-text field\(s\) rejected"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing or non-text field\(s\) rejected"):
         dpo.load_pairs(str(tmp_path / "bad.jsonl"))
     (tmp_path / "broken.jsonl").write_text('{"video": \n')
     with pytest.raises(ValueError, match=r"broken.jsonl:1: invalid JSON"):
@@ -112,13 +112,16 @@ def test_load_pairs_errors_name_the_file_and_record(tmp_path):
 
 def test_load_pairs_skip_bad_reports_malformed_records_instead_of_raising(data_dir, tmp_path):
     good = (data_dir / "pairs_r16.jsonl").read_text().splitlines()
-    records = [good[0], '{"video": "a.mp4", "instruction": "x", "chosen": "y"}', good[1], '{"messages": []}']
+    records = [good[0], '{"video": "a.mp4", "instruction": "x", "chosen": "y"}', "", good[1], '{"messages": []}',
+               '{"video": ']
     (tmp_path / "mixed.jsonl").write_text("\n".join(records) + "\n")
     pairs, missing, bad = dpo.load_pairs(str(tmp_path / "mixed.jsonl"), skip_bad=True)
     assert len(pairs) == 2 and missing == 0
-    assert bad == [(f"{tmp_path / 'mixed.jsonl'}: record 2", "missing or non-text field(s) rejected"),
-                   (f"{tmp_path / 'mixed.jsonl'}: record 4", "an ms-swift record needs messages (user + assistant), "
-                                                             "rejected_response and videos")]
+    where = str(tmp_path / "mixed.jsonl")
+    assert sorted(bad) == [(f"{where}:2", "missing or non-text field(s) rejected"),
+                           (f"{where}:5", "an ms-swift record needs messages (user + assistant), rejected_response "
+                                          "and videos"),
+                           (f"{where}:6", "invalid JSON (Expecting value)")]
     (tmp_path / "list.json").write_text('[1, "two"]')
     assert dpo.load_pairs(str(tmp_path / "list.json"), skip_bad=True)[2][1][1] == "expected a JSON object, got str"
     with pytest.raises(ValueError, match=r"list.json: record 1: expected a JSON object, got int"):

@@ -130,7 +130,7 @@ def test_bad_items_are_skipped_and_counted_with_file_and_line(videos, tmp_path, 
     assert where["2"].startswith("invalid JSON") and where["3"] == "options: 1 given (need 2 to 26)"
     assert where["4"] == "answer not among options: 'snow'" and where["5"].startswith("video missing")
     assert where["6"].startswith("unreadable video") and where["7"] == "missing field: question (a text)"
-    assert where["8"].startswith("not a JSON object")
+    assert where["8"] == "expected a JSON object, got list"
     assert all(s["where"].startswith(str(tmp_path / "mcq.jsonl") + ":") for s in part["skipped_items"])
     table = capsys.readouterr().out
     assert "skipped" in table and "answer not among options: 1" in table
@@ -182,9 +182,12 @@ def test_a_bad_pair_record_is_skipped_and_counted(videos, tmp_path, capsys):
     records = vlm.read_jsonl(tmp_path / "pairs.jsonl")
     del records[1]["rejected"]
     vlm.write_jsonl(tmp_path / "pairs.jsonl", records)
+    with open(tmp_path / "pairs.jsonl", "a") as f:
+        f.write('{"video": \n')  # an interrupted write
     [part] = run_eval("--model", "tiny", "--pairs", str(tmp_path / "pairs.jsonl"))["pairs"]
-    assert part["evaluated"] == 1 and part["skipped"] == 1
-    assert part["skipped_items"] == [{"where": f"{tmp_path / 'pairs.jsonl'}: record 2",
+    assert part["evaluated"] == 1 and part["skipped"] == 2
+    assert part["skipped_items"] == [{"where": f"{tmp_path / 'pairs.jsonl'}:3", "reason": "invalid JSON (Expecting value)"},
+                                     {"where": f"{tmp_path / 'pairs.jsonl'}:2",
                                       "reason": "missing or non-text field(s) rejected"}]
     assert "missing or non-text field(s) rejected: 1" in capsys.readouterr().out
 

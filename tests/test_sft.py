@@ -102,10 +102,10 @@ def test_bad_records_name_the_file_and_record(tmp_path):
     with pytest.raises(ValueError, match=r"bad.json: record 1: no assistant turn"):
         sft.load_conversations(str(tmp_path / "bad.json"))
     (tmp_path / "bad2.jsonl").write_text('{"messages": [{"role": "robot", "content": "x"}]}\n')
-    with pytest.raises(ValueError, match=r"bad2.jsonl: record 1: a turn needs a role"):
+    with pytest.raises(ValueError, match=r"bad2.jsonl:1: a turn needs a role"):
         sft.load_conversations(str(tmp_path / "bad2.jsonl"))
     (tmp_path / "bad3.jsonl").write_text('{"text": "x"}\n')
-    with pytest.raises(ValueError, match=r"record 1: needs 'conversations' \(LLaVA\) or 'messages'"):
+    with pytest.raises(ValueError, match=r"bad3.jsonl:1: needs 'conversations' \(LLaVA\) or 'messages'"):
         sft.load_conversations(str(tmp_path / "bad3.jsonl"))
     gone = [{"video": "gone.mp4", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]
     (tmp_path / "gone.json").write_text(json.dumps(gone))
