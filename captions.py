@@ -170,6 +170,12 @@ def rank_device(local_rank):
     return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
 
 
+def fingerprint(value):
+    """A short hash of what a record was made from, stored in it as "source": a re-run redoes the records whose
+    input changed (other clips after a new `select`, other captions) instead of reusing them."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def derived_seed(seed, *parts):
     """A 63-bit seed from --seed and e.g. (video, kind, r): the same inputs always give the same randomness."""
     digest = hashlib.sha256(json.dumps([seed, *parts]).encode()).digest()
@@ -229,9 +235,9 @@ class Journal:
             self.file.close()
             self.file = None
 
-    def merge(self, wanted, keep_others=False, poll_seconds=5.0):
-        """Rank 0: wait for the records of all `wanted` keys, write them in that order (then, with keep_others, the
-        records of other keys the file already held) and return the wanted ones. Other ranks: None."""
+    def merge(self, wanted, keep=None, poll_seconds=5.0):
+        """Rank 0: wait for the records of all `wanted` keys, write them in that order (then the records of other
+        keys the file held for which keep(record) is true) and return the wanted ones. Other ranks: None."""
         self.close()
         if self.rank != 0:
             return None
@@ -250,7 +256,7 @@ class Journal:
                 waiting = True
             time.sleep(poll_seconds)
         records = [by_key[k] for k in wanted]
-        others = [r for k, r in by_key.items() if k not in set(wanted)] if keep_others else []
+        others = [r for k, r in by_key.items() if k not in set(wanted) and keep and keep(r)]
         vlm.write_jsonl(self.path, records + others)
         for part in self.part_paths():
             os.remove(part)
@@ -325,7 +331,8 @@ class ClipJob:
 
 def open_clips(model, video, pixel_options):
     """(captions record, prepared clips); the record says status "error" with a reason if the video is unusable."""
-    record = {"video": video["path"], "clips": video.get("clips"), "keyframes": video.get("keyframes")}
+    record = {"video": video["path"], "clips": video.get("clips"), "keyframes": video.get("keyframes"),
+              "source": caption_source(video)}
     try:
         record["clips"], record["keyframes"] = clip_keyframes(video)
         frames = read_keyframes(video["path"], record["keyframes"])
@@ -334,6 +341,14 @@ def open_clips(model, video, pixel_options):
     clips = [model.prepare(vlm.Video(frames.frames[2 * i:2 * i + 2], frames.times[2 * i:2 * i + 2]), **pixel_options)
              for i in range(len(record["keyframes"]))]
     return {**record, "captions": [None] * len(clips), "status": "ok"}, clips
+
+
+def caption_source(video):
+    return fingerprint([video.get("clips"), video.get("keyframes")])
+
+
+def caption_key(record):
+    return record["video"], record.get("source")
 
 
 def caption_batch(model, jobs, journal, max_new_tokens):
@@ -354,11 +369,12 @@ def caption_videos(model, videos, out_path, batch_size=8, max_new_tokens=2048, r
     only when the queue needs more clips, so memory holds about one batch of videos.
     """
     settings = {"model": model.name, "max_new_tokens": max_new_tokens, **pixel_options}
-    journal = Journal(out_path, key=lambda r: r["video"], rank=rank, world_size=world_size, settings=settings)
-    done = journal.done()
-    mine = [v for v in videos[rank::world_size] if v["path"] not in done]
-    if rank == 0 and len(done):
-        print(f"resuming: {len(done)} videos already captioned", file=sys.stderr)
+    journal = Journal(out_path, key=caption_key, rank=rank, world_size=world_size, settings=settings)
+    done = journal.done()  # a video whose clips changed since (a new `select`) is captioned again
+    mine = [v for v in videos[rank::world_size] if (v["path"], caption_source(v)) not in done]
+    finished = sum(caption_key({"video": v["path"], "source": caption_source(v)}) in done for v in videos)
+    if rank == 0 and finished:
+        print(f"resuming: {finished} videos already captioned", file=sys.stderr)
     progress = tqdm(total=sum(len(v.get("clips") or []) for v in mine), unit="clip", desc="clip captions",
                     disable=rank != 0)
     queue = []
@@ -377,7 +393,7 @@ def caption_videos(model, videos, out_path, batch_size=8, max_new_tokens=2048, r
         caption_batch(model, queue, journal, max_new_tokens)
         progress.update(len(queue))
     progress.close()
-    return journal.merge([v["path"] for v in videos])
+    return journal.merge([(v["path"], caption_source(v)) for v in videos])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -444,11 +460,22 @@ class DescriptionJob:
     kind: str
     r: int | None
     order: list
+    source: str  # description_source of the video
     prompt: list  # what VideoLM.encode takes
 
 
 def description_key(record):
     return record["video"], record["kind"], record["r"]
+
+
+def description_source(video, route):
+    """What a video's descriptions are made from: its captions, or for the frames route its keyframes."""
+    return fingerprint(video["captions"] if route == "captions" else [video["clips"], video["keyframes"]])
+
+
+def journal_key(record):
+    """Descriptions on disk count as done only while their source is unchanged."""
+    return *description_key(record), record.get("source")
 
 
 def frames_prompt(keyframes, order):
@@ -460,18 +487,19 @@ def frames_prompt(keyframes, order):
 
 def open_description_jobs(video, rs, kinds, seed, route, done):
     """The video's unfinished jobs, or (for the frames route) error records if its keyframes cannot be read."""
-    todo = [j for j in description_jobs(video, rs, kinds, seed) if (video["video"], j[0], j[1]) not in done]
+    source = description_source(video, route)
+    todo = [j for j in description_jobs(video, rs, kinds, seed) if (video["video"], j[0], j[1], source) not in done]
     if route == "captions":
         prompts = [[aggregation_prompt([video["captions"][i] for i in order])] for _, _, order in todo]
-        return [DescriptionJob(video["video"], kind, r, order, prompt)
+        return [DescriptionJob(video["video"], kind, r, order, source, prompt)
                 for (kind, r, order), prompt in zip(todo, prompts)], []
     try:
         keyframes = read_keyframes(video["video"], clip_keyframes(video)[1]) if todo else None
     except vlm.BAD_VIDEO as e:
         reason = str(e).removeprefix(f"{video['video']}: ")
-        return [], [{"video": video["video"], "kind": kind, "r": r, "order": order, "status": "error",
-                     "reason": reason} for kind, r, order in todo]
-    return [DescriptionJob(video["video"], kind, r, order, frames_prompt(keyframes, order))
+        return [], [{"video": video["video"], "kind": kind, "r": r, "order": order, "source": source,
+                     "status": "error", "reason": reason} for kind, r, order in todo]
+    return [DescriptionJob(video["video"], kind, r, order, source, frames_prompt(keyframes, order))
             for kind, r, order in todo], []
 
 
@@ -481,7 +509,7 @@ def describe_batch(model, jobs, journal, settings, pixel_options):
     texts = sample_texts(model, samples, seeds, settings["max_new_tokens"], settings["temperature"],
                          settings["top_p"], settings["repetition_penalty"])
     for job, text in zip(jobs, texts):
-        journal.append({"video": job.video, "kind": job.kind, "r": job.r, "order": job.order,
+        journal.append({"video": job.video, "kind": job.kind, "r": job.r, "order": job.order, "source": job.source,
                         "text": strip_reasoning(text)})
 
 
@@ -492,11 +520,11 @@ def describe_videos(model, videos, out_path, rs, kinds=KINDS, route="captions", 
     made for `--r 16` is reused by a later `--r 8`. Rank 0 returns the merged records (others: None)."""
     settings = dict(model=model.name, route=route, seed=seed, temperature=temperature, top_p=top_p,
                     repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, **pixel_options)
-    journal = Journal(out_path, key=description_key, rank=rank, world_size=world_size, settings=settings)
+    journal = Journal(out_path, key=journal_key, rank=rank, world_size=world_size, settings=settings)
     done = journal.done()
     mine = videos[rank::world_size]
     todo_count = sum(1 for v in mine for kind, r, _ in description_jobs(v, rs, kinds, seed)
-                     if (v["video"], kind, r) not in done)
+                     if (v["video"], kind, r, description_source(v, route)) not in done)
     progress = tqdm(total=todo_count, unit="description", desc="descriptions", disable=rank != 0)
     queue = []
     for video in mine:
@@ -513,8 +541,11 @@ def describe_videos(model, videos, out_path, rs, kinds=KINDS, route="captions", 
         describe_batch(model, queue, journal, settings, pixel_options)
         progress.update(len(queue))
     progress.close()
-    wanted = [(v["video"], kind, r) for v in videos for kind, r, _ in description_jobs(v, rs, kinds, seed)]
-    return journal.merge(wanted, keep_others=True)  # descriptions for other r stay for later runs
+    wanted = [(v["video"], kind, r, description_source(v, route))
+              for v in videos for kind, r, _ in description_jobs(v, rs, kinds, seed)]
+    # descriptions for other r stay for later runs; one made from an input that has changed since goes
+    slots = {key[:3] for key in wanted}
+    return journal.merge(wanted, keep=lambda record: description_key(record) not in slots)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -156,6 +156,20 @@ def test_resuming_with_other_settings_is_an_error(tiny, dataset, tmp_path):
         captions.caption_videos(tiny, captions.kept_videos(dataset), str(out), max_new_tokens=9, **SMALL)
 
 
+def test_a_video_whose_clips_changed_is_captioned_again(tiny, dataset, captioned, tmp_path, monkeypatch):
+    out = tmp_path / "captions.jsonl"
+    caption(tiny, dataset, out)
+    videos = captions.kept_videos(dataset)
+    videos[1] = {**videos[1], "keyframes": [[s, e - 1] for s, e in videos[1]["clips"]]}  # a new `select`
+    generate, calls = vlm.VideoLM.generate, []
+    monkeypatch.setattr(vlm.VideoLM, "generate", lambda self, samples, **kw: calls.append(len(samples)) or
+                        generate(self, samples, **kw))
+    again = captions.caption_videos(tiny, videos, str(out), max_new_tokens=8, batch_size=8, **SMALL)
+    assert sum(calls) == len(videos[1]["clips"])  # only that video's clips
+    assert again[1]["keyframes"] == videos[1]["keyframes"] and again[0] == captioned[0]
+    assert vlm.read_jsonl(out) == again  # the stale record is gone from the file
+
+
 def test_clip_records_as_lists_or_dicts():
     as_lists = {"clips": [[0, 6], [6, 12]], "keyframes": [[1, 4], [7, 10]]}
     as_dicts = {"clips": [{"start": 0, "end": 6, "keyframes": [1, 4]}, {"start": 6, "end": 12, "keyframes": [7, 10]}]}
@@ -260,6 +274,24 @@ def test_clean_description_is_made_once_and_reused_for_the_next_r(tiny, tmp_path
     assert len(calls) == 3 * len(videos)  # no new clean description
     assert {d["r"] for d in later} == {None, 8}
     assert {d["r"] for d in vlm.read_jsonl(out)} == {None, 16, 8}  # the r=16 descriptions stay in the file
+
+
+def test_descriptions_are_made_again_when_the_captions_changed(tiny, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(captions, "sample_texts", lambda model, samples, seeds, *a: calls.extend(seeds) or
+                        echo_captions(model, samples, seeds, *a))
+    videos, out = fake_videos(), str(tmp_path / "descriptions.jsonl")
+    captions.describe_videos(tiny, videos, out, [16])
+    captions.describe_videos(tiny, videos, out, [8])
+    videos[2]["captions"] = [c.replace("happens", "occurs") for c in videos[2]["captions"]]  # captions made again
+    calls.clear()
+    later = captions.describe_videos(tiny, videos, out, [8])
+    assert len(calls) == 4  # video 2: the clean description and one per kind at r=8
+    assert all("occurs" in d["text"] for d in later if d["video"] == videos[2]["video"] and d["order"])
+    on_disk = vlm.read_jsonl(out)
+    assert len(on_disk) == len(videos) * 7  # clean + 3 kinds x (16, 8); the stale r=8 and clean ones replaced
+    assert {d["source"] for d in on_disk if d["video"] == videos[2]["video"] and d["r"] != 16} == \
+        {captions.description_source(videos[2], "captions")}
 
 
 def test_sampling_does_not_depend_on_the_batch(tiny, tmp_path):
