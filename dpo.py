@@ -83,8 +83,7 @@ def load_pairs(path, video_root=None, skip_bad=False):
                 raise ValueError(f"{where}: {e}") from None
             bad.append((where, str(e)))
             continue
-        if video_root and not os.path.isabs(pair["video"]):
-            pair["video"] = os.path.join(video_root, pair["video"])
+        pair["video"] = os.path.join(video_root or "", pair["video"])  # an absolute path stays as it is
         if not os.path.exists(pair["video"]):
             missing += 1
             continue

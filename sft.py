@@ -32,8 +32,7 @@ def load_conversations(path, video_root=None):
     for where, record in vlm.read_records(path):
         example = normalise(record, where)
         if example["video"] is not None:
-            if video_root and not os.path.isabs(example["video"]):
-                example["video"] = os.path.join(video_root, example["video"])
+            example["video"] = os.path.join(video_root or "", example["video"])  # absolute stays absolute
             if not os.path.exists(example["video"]):
                 missing += 1
                 continue

@@ -548,9 +548,7 @@ def mcq_item(record, video_root):
     answer = answer_index(record.get("answer"), options)
     if answer is None:
         raise ValueError(f"answer not among options: {record.get('answer')!r}")
-    video = record["video"]
-    if video_root and not os.path.isabs(video):
-        video = os.path.join(video_root, video)
+    video = os.path.join(video_root or "", record["video"])  # an absolute path stays as it is
     if not os.path.exists(video):
         raise ValueError(f"video missing: {video}")
     category = record.get("category")
