@@ -313,7 +313,8 @@ def test_frames_route_perturbs_the_keyframes(tiny, dataset, tmp_path):
     descriptions = captions.describe_videos(tiny, videos, out, [2], route="frames", max_new_tokens=6, **SMALL)
     errors = [d for d in descriptions if d.get("status") == "error"]
     assert {os.path.basename(d["video"]) for d in errors} == {"vanished.mp4", "broken.mp4", "odd.mp4"}
-    assert len(descriptions) == 6 * 4 and all(d.get("text") for d in descriptions if d not in errors)
+    # a text for every job (the random tiny model may sample an empty one: the pair filters drop those)
+    assert len(descriptions) == 6 * 4 and all(isinstance(d.get("text"), str) for d in descriptions if d not in errors)
     captions.write_pairs(descriptions, str(tmp_path), [2], route="frames")
     check_pairs_files(str(tmp_path), videos, [2], route="frames")
     with open(tmp_path / "pairs_frames_r2.stats.json") as f:
