@@ -396,6 +396,19 @@ def caption_videos(model, videos, out_path, batch_size=8, max_new_tokens=2048, r
     return journal.merge([(v["path"], caption_source(v)) for v in videos])
 
 
+def caption_summary(videos_path, out, records):
+    """What `temple.py captions` prints once captions.jsonl is written: the count and every skipped video's reason.
+    If not one video could be captioned it is an error instead, so a run over a broken videos.jsonl does not
+    exit 0 (the error records stay in `out`, with their reasons)."""
+    failed = [r for r in records if r["status"] != "ok"]
+    if records and len(failed) == len(records):
+        first = failed[0]
+        raise ValueError(f"{videos_path}: nothing could be captioned, {len(failed)} of {len(records)} videos are "
+                         f"errors (first: {first['video']}: {first['reason']}; all reasons in {out})")
+    return (f"{out}: {len(records) - len(failed)} videos captioned, {len(failed)} skipped"
+            + "".join(f"\n  {r['video']}: {r['reason']}" for r in failed))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # B. Video descriptions: the clean and the perturbed caption lists (or keyframe sequences), sampled
 
@@ -622,6 +635,43 @@ def write_pairs(descriptions, out_dir, rs, kinds=KINDS, route="captions", seed=0
     return written
 
 
+PAIR_TEXTS = ("video", "instruction", "chosen", "rejected")
+
+
+def read_pairs(path):
+    """The records of a pairs_r{r}.jsonl file, checked, so that view and export fail on a bad record with one line
+    naming file and line instead of a traceback halfway through. kind and r are optional (only shown)."""
+    pairs = []
+    for where, record in vlm.numbered_jsonl(path):
+        problem = pair_problem(record)
+        if problem:
+            raise ValueError(f"{where}: {problem}")
+        pairs.append(record)
+    return pairs
+
+
+def pair_problem(record):
+    """What is wrong with one pairs record, or None."""
+    for field in PAIR_TEXTS:
+        if field not in record:
+            return f"missing field {field!r} (a text)"
+        if not isinstance(record[field], str):
+            return f"{field!r} must be a text, got {brief_json(record[field])}"
+    order = record.get("order")
+    if order is not None and not (isinstance(order, list) and all(is_clip_index(i) for i in order)):
+        return f"'order' must be a list of clip indices (0, 1, ...), got {brief_json(order)}"
+    return None
+
+
+def is_clip_index(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0  # JSON true is no clip 1
+
+
+def brief_json(value, limit=60):
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def summary_line(path, stats):
     reasons = ", ".join(f"{n} {reason}" for reason, n in stats["dropped"].items() if n) or "none"
     return f"{path}: {stats['kept']} of {stats['candidates']} pairs kept (dropped: {reasons})"
@@ -642,7 +692,7 @@ def export_swift(pairs):
 def export_file(path, out=None, fmt="swift"):
     if fmt != "swift":
         raise ValueError(f"unknown export format {fmt!r} (known: swift)")
-    pairs = vlm.read_jsonl(path)
+    pairs = read_pairs(path)
     if not pairs:
         raise ValueError(f"{path}: no pairs to export")
     out = out or re.sub(r"\.jsonl?$", "", path) + ".swift.json"
@@ -696,19 +746,25 @@ def pair_row(number, pair, video_info, css_class):
     meta = (f'<b>#{number}</b> <span class="kind">{html.escape(str(pair.get("kind")))}</span> '
             f'r={html.escape(str(pair.get("r")))}<br><span class="note">{html.escape(pair["video"])}</span><br>'
             f'<i>{html.escape(pair["instruction"])}</i>')
-    if video_info and css_class:
+    if video_info and css_class:  # css_class: the captions record has checked clips and keyframes
         n, captions = len(video_info["clips"]), video_info.get("captions")
         meta += strip_html(range(n), css_class, "clean order", captions)
-        if order is not None:
+        if order is not None and all(i < n for i in order):
             label = f"{pair.get('kind')} r={pair.get('r')}: {len(order)} of {n} clips"
             meta += strip_html(order, css_class, label, captions)
+        elif order is not None:  # captions.jsonl was made again since the pairs
+            meta += order_note(order, f"the captions file has {n} clips for this video")
     elif order is not None:
-        meta += f'<div class="note">clip order: {" ".join(str(i + 1) for i in order)} (no thumbnails)</div>'
+        meta += order_note(order, "no thumbnails")
     if video_info and video_info.get("captions"):
         items = "".join(f"<li>{html.escape(c)}</li>" for c in video_info["captions"])
         meta += f"<details><summary>clip captions</summary><ol>{items}</ol></details>"
     return (f'<tr class="pair"><td>{meta}</td><td class="text chosen">{html.escape(pair["chosen"])}</td>'
             f'<td class="text rejected">{html.escape(pair["rejected"])}</td></tr>')
+
+
+def order_note(order, why):
+    return f'<div class="note">clip order: {" ".join(str(i + 1) for i in order)} ({why})</div>'
 
 
 def stats_html(stats):
@@ -735,7 +791,7 @@ def render_page(title, pairs, numbers, stats, videos, thumbnails):
 
 def view(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_height=64):
     """Write the HTML page for (a seeded sample of `limit`) pairs; returns the number of rows."""
-    pairs = vlm.read_jsonl(pairs_file)
+    pairs = read_pairs(pairs_file)
     if not pairs:
         raise ValueError(f"{pairs_file}: no pairs to show")
     numbers = list(range(1, len(pairs) + 1))

@@ -232,10 +232,8 @@ def cmd_captions(args):
     records = captions.caption_videos(model, videos, out, batch_size=args.batch_size,
                                       max_new_tokens=args.max_new_tokens, rank=rank, world_size=world_size,
                                       **keyframe_pixel_options(args))
-    if records is not None:  # rank 0
-        failed = [r for r in records if r["status"] != "ok"]
-        print(f"{out}: {len(records) - len(failed)} videos captioned, {len(failed)} skipped"
-              + "".join(f"\n  {r['video']}: {r['reason']}" for r in failed))
+    if records is not None:  # rank 0; nothing captioned at all is an error (captions.jsonl holds the reasons)
+        print(captions.caption_summary(args.videos, out, records))
 
 
 def add_pairs(sub):

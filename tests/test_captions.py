@@ -379,6 +379,47 @@ def test_export_import_round_trip(tmp_path):
     assert [p["video"] for p in loaded] == [str(tmp_path / p["video"]) for p in pairs]
 
 
+GOOD_PAIR = {"video": "good.mp4", "instruction": "Describe the video in detail.", "chosen": "a", "rejected": "b",
+             "kind": "drop", "r": 2, "order": [0]}
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ({"video": "good.mp4", "chosen": 5}, "missing field 'instruction'"),
+    ({**GOOD_PAIR, "chosen": 5}, "'chosen' must be a text, got 5"),
+    ({**GOOD_PAIR, "video": None}, "'video' must be a text"),
+    ({**GOOD_PAIR, "order": "zz"}, "'order' must be a list of clip indices"),
+    ({**GOOD_PAIR, "order": [0, -1]}, "'order' must be a list of clip indices"),
+    ({**GOOD_PAIR, "order": [0, True]}, "'order' must be a list of clip indices"),
+])
+def test_view_and_export_name_the_bad_pairs_line(tmp_path, capsys, bad, problem):
+    path = tmp_path / "bad.jsonl"
+    vlm.write_jsonl(path, [GOOD_PAIR, bad])
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: " + re.escape(problem)):
+        captions.read_pairs(str(path))
+    for command in (["view", str(path), "--out", str(tmp_path / "x.html")], ["export", str(path)]):
+        assert temple.main(command) == 1
+        err = capsys.readouterr().err
+        assert f"{path}:2: {problem}" in err and "Traceback" not in err
+    assert not (tmp_path / "x.html").exists() and not (tmp_path / "bad.swift.json").exists()
+
+
+def test_pairs_without_order_kind_or_r_are_fine(tmp_path):
+    path = tmp_path / "pairs_r2.jsonl"
+    plain = {k: GOOD_PAIR[k] for k in captions.PAIR_TEXTS}
+    vlm.write_jsonl(path, [plain, {**plain, "order": None}])
+    assert captions.read_pairs(str(path)) == [plain, {**plain, "order": None}]
+    assert captions.view(str(path), str(tmp_path / "x.html")) == 2
+    assert captions.export_file(str(path))[1] == 2
+
+
+def test_view_row_when_the_order_does_not_fit_the_captions():
+    """A captions.jsonl made again since the pairs may have fewer clips than the order names: a note, no crash."""
+    pair = {**GOOD_PAIR, "order": [5, 0]}
+    row = captions.pair_row(1, pair, {"clips": [[0, 6], [6, 12]], "captions": ["one", "two"]}, "v0")
+    assert "clip order: 6 1 (the captions file has 2 clips for this video)" in row
+    assert "clip order: 6 1 (no thumbnails)" in captions.pair_row(1, pair, None, None)
+
+
 # ---- command line ----------------------------------------------------------------------------------------------
 
 
@@ -406,3 +447,18 @@ def test_cli_under_two_ranks(dataset, tmp_path):
     assert all(p.returncode == 0 for p in procs), results
     records = vlm.read_jsonl(out)
     assert len(records) == len(captions.kept_videos(dataset)) and "videos captioned" in results[1][0]
+
+
+def test_nothing_captioned_is_an_error_but_the_reasons_are_written(tiny, dataset, captioned, tmp_path):
+    path = tmp_path / "videos.jsonl"
+    vlm.write_jsonl(path, [{"path": "x.mp4", "clips": "x", "status": "kept"}])
+    out = tmp_path / "captions.jsonl"
+    records = captions.caption_videos(tiny, captions.kept_videos(str(path)), str(out), max_new_tokens=4, **SMALL)
+    assert [r["status"] for r in vlm.read_jsonl(out)] == ["error"]
+    with pytest.raises(ValueError, match=re.escape(f"{path}: nothing could be captioned, 1 of 1 videos are errors")):
+        captions.caption_summary(str(path), str(out), records)
+    assert temple.main(["captions", "--videos", str(path), "--model", "tiny"]) == 1  # the command exits non-zero
+    failed = sum(r["status"] != "ok" for r in captioned)  # some captioned, some not: a summary, no error
+    assert 0 < failed < len(captioned)
+    summary = captions.caption_summary(dataset, "captions.jsonl", captioned)
+    assert summary.startswith(f"captions.jsonl: {len(captioned) - failed} videos captioned, {failed} skipped")
