@@ -30,6 +30,7 @@ stage's adapter merged into its starting weights, which are also this stage's re
 import hashlib
 import json
 import os
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -117,10 +118,15 @@ def _normalise_pair(record):
 
 
 def encode_pair(model, pair, video_options, max_length):
-    """(chosen Sample, rejected Sample) for one pair, each truncated to max_length tokens (answer end cut)."""
+    """(chosen Sample, rejected Sample) for one pair, each truncated to max_length tokens (answer end cut).
+    A video that cannot be read raises train.BadItem: training uses another pair in its place."""
+    import train
     import vlm
 
-    video = vlm.read_video(pair["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
+    try:
+        video = vlm.read_video(pair["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
+    except vlm.BAD_VIDEO as e:
+        raise train.BadItem(str(e)) from None
     prepared = model.prepare(video, total_pixels=video_options["total_pixels"])
     rows = [model.encode([prepared, pair["instruction"]], response=answer) for answer in (pair["chosen"],
                                                                                         pair["rejected"])]
@@ -246,18 +252,24 @@ def preference_stats(rows, measure):
 # Reference log-probs computed once per stage (--precompute-ref), cached beside the data
 
 
-def reference_cache_path(data_path, meta):
-    """The cache file's name carries a hash of the data, the starting model and every setting that changes it."""
-    h = hashlib.sha256()
-    with open(data_path, "rb") as f:
-        h.update(f.read())
-    h.update(json.dumps({k: meta[k] for k in ("base_model", "merged", "video", "max_length", "seed")},
+def reference_cache_path(data_path, pairs, meta):
+    """The cache file's name carries a hash of everything the reference log-probs depend on: the pairs in use, in
+    order, with their resolved video paths (the cache is a list by position); the base model and its seed; the
+    content of every adapter merged before this stage (a stage re-trained in place is another reference); the
+    video and length settings."""
+    h = hashlib.sha256(json.dumps(pairs, sort_keys=True).encode())
+    h.update(json.dumps({k: meta.get(k) for k in ("base_model", "model_seed", "merged", "video", "max_length")},
                         sort_keys=True).encode())
+    for run in meta["merged"]:
+        with open(os.path.join(run, "adapter_model.safetensors"), "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
     return f"{os.path.splitext(data_path)[0]}.ref-{h.hexdigest()[:12]}.json"
 
 
 def precompute_reference(model, encode, num_items, path, d):
-    """[[ref chosen, ref rejected], ...] for every pair: each rank scores its share, rank 0 writes the cache."""
+    """[[ref chosen, ref rejected], ...] for every pair (None for a pair whose video cannot be read; training
+    uses another in its place): each rank scores its share, rank 0 writes the cache."""
     import train
     import vlm
 
@@ -267,7 +279,13 @@ def precompute_reference(model, encode, num_items, path, d):
     from tqdm import tqdm
     mine = {}
     for index in tqdm(range(d.rank, num_items, d.world), desc="reference log-probs", disable=not d.main):
-        batch = model.to_device(collate_pairs(model, [encode(index)["rows"]]))
+        try:
+            rows = encode(index)["rows"]
+        except train.BadItem as e:
+            print(f"skipped example {index}: {e}", file=sys.stderr)
+            mine[index] = None
+            continue
+        batch = model.to_device(collate_pairs(model, [rows]))
         with torch.no_grad():
             logps, _ = model.response_logps(batch)
         mine[index] = logps.tolist()
@@ -307,6 +325,7 @@ def run_stage(args):
     d = train.setup_distributed()
     run_dir = args.out or os.path.join(args.runs, f"dpo_r{args.r}")
     data = args.data or os.path.join(args.data_dir, f"pairs_r{args.r}.jsonl")
+    train.check_run_dir(run_dir, args.resume)
     merged = stage_start(args, run_dir)
     video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
     meta = {"stage": "dpo", "r": args.r, "base_model": args.model, "merged": merged, "data": data, "video": video,
@@ -336,7 +355,7 @@ def run_stage(args):
                 "precomputed": args.precompute_ref}
     if args.precompute_ref:
         with lora.disable_lora(model.model):
-            refs = precompute_reference(model, encode, len(pairs), reference_cache_path(data, meta), d)
+            refs = precompute_reference(model, encode, len(pairs), reference_cache_path(data, pairs, meta), d)
 
         def encode(index, plain=encode):  # noqa: F811 - the same encoding, plus the cached reference
             return {**plain(index), "ref": refs[index]}

@@ -85,11 +85,15 @@ def with_video(messages, video):
 
 
 def encode_example(model, example, video_options, max_length):
+    import train
     import vlm
 
     video = None
     if example["video"] is not None:
-        frames = vlm.read_video(example["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
+        try:
+            frames = vlm.read_video(example["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
+        except vlm.BAD_VIDEO as e:
+            raise train.BadItem(str(e)) from None  # training uses another record in its place
         video = model.prepare(frames, total_pixels=video_options["total_pixels"])
     sample = model.encode_chat(with_video(example["messages"], video))
     return vlm.truncate(sample, max_length, example["video"] or "a text-only record")
@@ -111,6 +115,7 @@ def run_sft(args):
 
     d = train.setup_distributed()
     run_dir = args.out or os.path.join(args.runs, "sft")
+    train.check_run_dir(run_dir, args.resume)
     merged = [] if args.init in (None, "base") else train.chain_after(args.init, args.model)
     examples, missing = load_conversations(args.data, args.video_root)
     if d.main and missing:

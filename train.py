@@ -32,6 +32,7 @@ import math
 import os
 import random
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 
 import torch
@@ -224,6 +225,16 @@ def finished(run_dir):
     return os.path.exists(os.path.join(run_dir, "adapter_model.safetensors"))
 
 
+def check_run_dir(run_dir, resume):
+    """A new run never writes into an earlier one: its final adapter or checkpoint would outlive a failed new run,
+    and the directory would still look finished (curriculum skips it, the next stage chains from it)."""
+    earlier = [n for n in ("config.json", "checkpoint", "adapter_model.safetensors")
+               if os.path.exists(os.path.join(run_dir, n))]
+    if earlier and not resume:
+        raise ValueError(f"{run_dir} holds an earlier run ({', '.join(earlier)}); add --resume to continue it, or "
+                         f"give another --out (or delete it) to start over")
+
+
 def chain_after(init, base_model):
     """The adapters to merge into `base_model` to start from the finished run `init`: its own chain, then itself."""
     if not finished(init):
@@ -291,17 +302,31 @@ def enable_activation_checkpointing(model):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+class BadItem(ValueError):
+    """Raised by an `encode` function for an example that cannot be used, e.g. its video does not decode."""
+
+
 class _Items(torch.utils.data.Dataset):
     """Micro-batches of encoded examples; encoding (video decoding, preprocessing) runs in loader workers."""
 
-    def __init__(self, batches, encode):
-        self.batches, self.encode = batches, encode
+    def __init__(self, batches, encode, num_items):
+        self.batches, self.encode, self.num_items = batches, encode, num_items
 
     def __len__(self):
         return len(self.batches)
 
     def __getitem__(self, i):
-        return [self.encode(index) for index in self.batches[i]]
+        return [self.encode_or_substitute(index) for index in self.batches[i]]
+
+    def encode_or_substitute(self, index):
+        """An unusable example is replaced by the next usable one, not dropped: every rank still runs the same
+        number of micro-batches (DDP waits for all of them), and a resumed run meets the same substitutes."""
+        for candidate in [(index + k) % self.num_items for k in range(self.num_items)]:
+            try:
+                return self.encode(candidate)
+            except BadItem as e:
+                print(f"skipped example {candidate}: {e}", file=sys.stderr)
+        raise ValueError(f"none of the {self.num_items} examples could be used (reasons above)")
 
 
 def train(model, loss_fn, encode, num_items, config, d, meta, resume=False):
@@ -335,7 +360,7 @@ def train(model, loss_fn, encode, num_items, config, d, meta, resume=False):
         next(model.parameters()).dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
 
     batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, d)]
-    loader = torch.utils.data.DataLoader(_Items(batches, encode), batch_size=None, shuffle=False,
+    loader = torch.utils.data.DataLoader(_Items(batches, encode, num_items), batch_size=None, shuffle=False,
                                          num_workers=config.workers, collate_fn=lambda x: x,
                                          generator=torch.Generator())  # own RNG: the global one drives dropout
     from tqdm import tqdm

@@ -189,6 +189,27 @@ def test_precomputed_reference_gives_the_same_training(data_dir, tmp_path):
         assert [m[key] for m in a] == pytest.approx([m[key] for m in b], abs=1e-5)
 
 
+def test_reference_cache_follows_the_pairs_in_use(data_dir):
+    pairs, _ = dpo.load_pairs(str(data_dir / "pairs_r16.jsonl"))
+    meta = {"base_model": "tiny", "model_seed": 0, "merged": [], "video": {}, "max_length": 100}
+    path = str(data_dir / "pairs_r16.jsonl")
+    names = {dpo.reference_cache_path(path, pairs, meta), dpo.reference_cache_path(path, pairs[1:], meta),
+             dpo.reference_cache_path(path, pairs, {**meta, "model_seed": 1})}
+    assert len(names) == 3  # a pair whose video vanished shifts every position: another cache
+
+
+def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, capfd):
+    (tmp_path / "broken.mp4").write_text("not a video")
+    pairs = vlm.read_jsonl(data_dir / "pairs_r16.jsonl")
+    pairs.insert(1, {**pairs[0], "video": str(tmp_path / "broken.mp4")})
+    vlm.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
+    for precompute_ref in (False, True):
+        run = dpo.run_stage(stage_args(tmp_path, tmp_path / f"runs_{precompute_ref}", global_batch=1,
+                                       precompute_ref=precompute_ref))
+        assert len(read_metrics(run)) == len(pairs) and train.finished(run)
+        assert f"skipped example 1: {tmp_path / 'broken.mp4'}: not a readable video" in capfd.readouterr().err
+
+
 # ---- resume, chaining, merge ------------------------------------------------------------------------------------
 
 
@@ -267,6 +288,8 @@ def test_bad_input_messages(data_dir, tmp_path):
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
     with pytest.raises(ValueError, match="trained on base model 'tiny', not 'tiny-qwen3'"):
         dpo.run_stage(stage_args(data_dir, tmp_path / "runs", r=8, model="tiny-qwen3", init=run))
+    with pytest.raises(ValueError, match=r"dpo_r16 holds an earlier run \(config.json, checkpoint, adapter_model"):
+        dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1, lr=1e30))  # without --resume
 
 
 def test_cli_reports_a_missing_data_file_in_one_line(tmp_path):

@@ -94,7 +94,7 @@ def test_sft_starts_from_a_dpo_run(data, tmp_path):
     run = sft.run_sft(sft_args(data, tmp_path, init=stage, max_steps=1))
     assert train.read_run_config(run)["merged"] == [stage]
     with pytest.raises(ValueError, match="trained on base model 'tiny', not 'tiny-qwen3'"):
-        sft.run_sft(sft_args(data, tmp_path, init=stage, model="tiny-qwen3"))
+        sft.run_sft(sft_args(data, tmp_path, init=stage, model="tiny-qwen3", out=str(tmp_path / "sft_qwen3")))
 
 
 def test_bad_records_name_the_file_and_record(tmp_path):
