@@ -100,12 +100,12 @@ def _normalise_pair(record):
         try:
             user = next(m["content"] for m in record["messages"] if m["role"] == "user")
             chosen = next(m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant")
-            pair = {"video": record["videos"][0], "instruction": user.replace("<video>", "", 1).strip(),
-                    "chosen": chosen, "rejected": record["rejected_response"]}
-        except (KeyError, IndexError, StopIteration, TypeError):
+            record = {"video": record["videos"][0], "instruction": user.replace("<video>", "", 1).strip(),
+                      "chosen": chosen, "rejected": record["rejected_response"], "kind": record.get("kind", ""),
+                      "r": record.get("r", 0)}
+        except (KeyError, IndexError, StopIteration, TypeError, AttributeError):
             raise ValueError("an ms-swift record needs messages (user + assistant), rejected_response and "
                              "videos") from None
-        return {**pair, "kind": record.get("kind", ""), "r": record.get("r", 0)}
     missing = [k for k in ("video", "instruction", "chosen", "rejected") if not isinstance(record.get(k), str)]
     if missing:
         raise ValueError(f"missing or non-text field(s) {', '.join(missing)}")

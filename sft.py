@@ -41,23 +41,32 @@ def load_conversations(path, video_root=None):
 
 
 def normalise(record, where):
+    """A LLaVA or ms-swift record as {"video", "messages"}; ValueError naming `where` says what is wrong."""
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object")
     if "conversations" in record:
-        turns = [(t.get("from"), t.get("value")) for t in record["conversations"] if isinstance(t, dict)]
-        video = record.get("video")
+        turns, video = record["conversations"], record.get("video")
+        role_key, text_key = "from", "value"
     elif "messages" in record:
-        turns = [(t.get("role"), t.get("content")) for t in record["messages"] if isinstance(t, dict)]
-        video = (record.get("videos") or [None])[0]
+        videos = record.get("videos") or [None]
+        turns, video = record["messages"], videos[0] if isinstance(videos, list) else videos
+        role_key, text_key = "role", "content"
     else:
         raise ValueError(f"{where}: needs 'conversations' (LLaVA) or 'messages' (ms-swift)")
+    if not isinstance(turns, list):
+        raise ValueError(f"{where}: the turns must be a list, got {type(turns).__name__}")
+    if video is not None and not isinstance(video, str):
+        raise ValueError(f"{where}: the video must be a path (a text), got {type(video).__name__}")
     messages = []
-    for role, text in turns:
+    for turn in turns:
+        role, text = (turn.get(role_key), turn.get(text_key)) if isinstance(turn, dict) else (None, None)
         if role not in ROLES or not isinstance(text, str):
             raise ValueError(f"{where}: a turn needs a role in {sorted(ROLES)} and a text, got {role!r}")
         messages.append({"role": ROLES[role], "content": text})
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError(f"{where}: no assistant turn to learn from")
+    if video is not None and not any(m["role"] == "user" for m in messages):
+        raise ValueError(f"{where}: a video but no user turn to show it in")
     return {"video": video, "messages": messages}
 
 

@@ -107,6 +107,14 @@ def test_load_pairs_errors_name_the_file_and_record(tmp_path):
         dpo.load_pairs(str(tmp_path / "broken.jsonl"))
     with pytest.raises(FileNotFoundError, match="nothing.jsonl: no such file"):
         dpo.load_pairs(str(tmp_path / "nothing.jsonl"))
+    swift = {"messages": [{"role": "user", "content": "<video>Describe."}, {"role": "assistant", "content": "a"}],
+             "rejected_response": "b", "videos": ["v.mp4"]}
+    for change, problem in [({"videos": [5]}, r"non-text field\(s\) video"), ({"rejected_response": 7}, "rejected"),
+                            ({"messages": [{"role": "user", "content": 3}]}, "an ms-swift record needs"),
+                            ({"messages": "hi"}, "an ms-swift record needs")]:
+        vlm.write_jsonl(tmp_path / "swift.jsonl", [swift, {**swift, **change}])
+        with pytest.raises(ValueError, match=rf"swift.jsonl:2: .*{problem}"):
+            dpo.load_pairs(str(tmp_path / "swift.jsonl"))
 
 
 

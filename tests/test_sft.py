@@ -107,6 +107,14 @@ def test_bad_records_name_the_file_and_record(tmp_path):
     (tmp_path / "bad3.jsonl").write_text('{"text": "x"}\n')
     with pytest.raises(ValueError, match=r"bad3.jsonl:1: needs 'conversations' \(LLaVA\) or 'messages'"):
         sft.load_conversations(str(tmp_path / "bad3.jsonl"))
+    turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    for record, problem in [({"conversations": 5}, "the turns must be a list, got int"),
+                            ({"video": 5, "conversations": turns}, "the video must be a path"),
+                            ({"video": "a.mp4", "conversations": turns[1:]}, "a video but no user turn"),
+                            ({"messages": [turns[0]]}, "a turn needs a role")]:
+        vlm.write_jsonl(tmp_path / "typed.jsonl", [{"conversations": turns}, record])
+        with pytest.raises(ValueError, match=rf"typed.jsonl:2: {problem}"):
+            sft.load_conversations(str(tmp_path / "typed.jsonl"))
     gone = [{"video": "gone.mp4", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]
     (tmp_path / "gone.json").write_text(json.dumps(gone))
     assert sft.load_conversations(str(tmp_path / "gone.json"), video_root=str(tmp_path)) == ([], 1)
