@@ -314,6 +314,7 @@ def cmd_export(args):
 # dpo / curriculum / merge: preference training, stage by stage (dpo.py, train.py)
 
 RELEASED_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+ATTENTION = ("sdpa", "eager", "flash_attention_2")  # transformers' names; flash_attention_2 needs flash-attn
 
 
 def add_training_options(p, lr, lora_alpha, lora_dropout):
@@ -338,7 +339,7 @@ def add_training_options(p, lr, lora_alpha, lora_dropout):
     p.add_argument("--seed", type=int, default=42, help="seed of the data order, dropout and sampling")
     p.add_argument("--grad-ckpt", action="store_true", help="non-reentrant activation checkpointing (less memory)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per GPU (video decoding)")
-    p.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, flash_attention_2, eager)")
+    p.add_argument("--attn", default="sdpa", choices=ATTENTION, help="attention implementation")
     p.add_argument("--fps", type=float, default=1.0, help="video frames per second")
     p.add_argument("--max-frames", type=int, default=600, help="at most this many frames per video")
     p.add_argument("--total-pixels", type=int, default=9_000_000, help="pixel budget per video")
@@ -459,7 +460,7 @@ def add_eval(sub):
     p.add_argument("--max-frames", type=int, default=600, help="at most this many frames per video")
     p.add_argument("--total-pixels", type=int, default=9_000_000, help="pixel budget per video")
     p.add_argument("--max-length", type=int, default=16384, help="tokens per sequence; longer answers are cut")
-    p.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, flash_attention_2, eager)")
+    p.add_argument("--attn", default="sdpa", choices=ATTENTION, help="attention implementation")
     p.set_defaults(func=cmd_eval)
 
 

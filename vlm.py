@@ -28,6 +28,7 @@ in-process byte-level tokenizer, so tests and the demo need no download.
     python temple.py describe VIDEO --model tiny
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -381,9 +382,13 @@ def hub_reachable(timeout=3):
 
 
 def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
-    """A model by built-in name, local directory or hub id (from the local cache; nothing is downloaded)."""
+    """A model by built-in name, local directory or hub id: from the local Hugging Face cache, or downloaded when
+    the hub answers (HF_HUB_OFFLINE=1 forbids that). attn_implementation: sdpa, eager or flash_attention_2."""
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
+    if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ValueError("attention flash_attention_2 needs the flash-attn package (pip install flash-attn); "
+                         "sdpa needs nothing")
     device = torch.device(device) if device else default_device()
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if name in TINY_MODELS:
@@ -400,8 +405,11 @@ def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
         except OSError:
             hint = "the directory has no model files" if local else (
                 "no such directory, not in the local Hugging Face cache, and the hub is unreachable; download it "
-                "on a machine with internet and pass its directory with --model PATH")
+                "on a machine with internet and pass its directory with --model PATH" if cached_only else
+                "no such directory, and the hub has no such (public) model")
             raise ValueError(f"model '{name}' was not found: {hint} (built-in: {', '.join(TINY_MODELS)})") from None
+        except ImportError as e:  # e.g. flash_attention_2 without the flash-attn package
+            raise ValueError(f"model '{name}' with --attn {attn_implementation}: {e}") from None
     if model.config.model_type not in FAMILIES:
         raise ValueError(f"model '{name}' is a {model.config.model_type}; supported: {', '.join(FAMILIES)}")
     return VideoLM(model.to(device=device, dtype=dtype).eval(), tokenizer, name)

@@ -1,5 +1,6 @@
 """vlm.py: preprocessing vs transformers, prompt layout and labels, batching, generation, log-probs, loading."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -222,6 +223,13 @@ def test_unknown_model_name_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="model 'no-such-model' was not found"):
         vlm.load("no-such-model")
+
+
+def test_flash_attention_without_its_package_is_a_clear_error():
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
+    with pytest.raises(ValueError, match="flash_attention_2 needs the flash-attn package"):
+        vlm.load("tiny", attn_implementation="flash_attention_2")
 
 
 # ---- reading video ---------------------------------------------------------------------------------------------
