@@ -141,7 +141,7 @@ def run_sft(args):
     train.merge_runs(model.model, merged)
     torch.manual_seed(args.seed)  # the adapters' random init: the same on every rank and every run
     lora.apply_lora(model.model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                    include_vision=not args.freeze_vit)
+                    include_vision=not args.freeze_vit, exclude=vlm.ALIGNER)  # ViT yes, aligner no (spec 6)
     config = train.TrainConfig(
         out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs, global_batch=args.global_batch,
         micro_batch=args.micro_batch, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,

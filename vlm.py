@@ -65,6 +65,9 @@ FAMILIES = {
     "qwen2_5_vl": Family("qwen2_5_vl", CLIP_MEAN, CLIP_STD, "You are a helpful assistant.", seconds_per_grid=True),
     "qwen3_vl": Family("qwen3_vl", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), None, frame_timestamps=True),
 }
+# The projector from vision to language features (ms-swift's "aligner"); the released SFT puts LoRA on the ViT
+# but leaves this frozen. A full-match regex over module paths, as lora.apply_lora's `exclude` takes it.
+ALIGNER = r".*\.visual\.(merger|deepstack_merger_list)\..*"
 TINY_MODELS = {"tiny": "qwen2_vl", "tiny-qwen2": "qwen2_vl", "tiny-qwen2.5": "qwen2_5_vl", "tiny-qwen3": "qwen3_vl"}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]

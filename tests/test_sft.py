@@ -79,6 +79,8 @@ def test_sft_trains_lora_on_vision_and_language_and_lowers_the_loss(data, tmp_pa
     assert len(metrics) == 8 and metrics[-1]["loss"] < metrics[0]["loss"]
     keys = json.load(open(os.path.join(run, "adapter_config.json")))["target_modules"]
     assert any("visual" in k or "blocks" in k or "qkv" in k for k in keys) and any("q_proj" in k for k in keys)
+    tensors = load_file(os.path.join(run, "adapter_model.safetensors"))
+    assert any(".visual.blocks." in k for k in tensors) and not any("merger" in k for k in tensors)  # aligner frozen
 
 
 def test_sft_starts_from_a_dpo_run(data, tmp_path):
