@@ -30,6 +30,7 @@ stage's adapter merged into its starting weights, which are also this stage's re
 import hashlib
 import json
 import os
+import shutil
 import sys
 
 import torch
@@ -377,8 +378,16 @@ def merge_run(run_dir, out, model_name=None):
     import lora
     import train
 
+    out = os.path.normpath(out)
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "config.json")):
+        raise ValueError(f"--out {out}: exists and is not a model directory; give a new or empty one")
     model = train.load_run(run_dir, model_name)
     lora.merge_lora(model.model)
-    model.model.save_pretrained(out)
-    model.tokenizer.save_pretrained(out)
+    partial = out + ".partial"  # written whole, then swapped in: a crash never leaves half a model at `out`
+    shutil.rmtree(partial, ignore_errors=True)
+    model.model.save_pretrained(partial)
+    model.tokenizer.save_pretrained(partial)
+    if os.path.isdir(out):
+        shutil.rmtree(out)  # an earlier merged model (or an empty directory)
+    os.replace(partial, out)
     return out

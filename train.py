@@ -274,8 +274,15 @@ def read_run_config(run_dir):
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    missing = [k for k in ("base_model", "merged") if k not in config] if isinstance(config, dict) else ["all"]
+    if missing:
+        raise ValueError(f"{path}: not a run's config.json (missing: {', '.join(missing)})")
+    return config
 
 
 def trim_metrics(path, step):

@@ -278,6 +278,16 @@ def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
     batch = dpo.collate_pairs(reference, [e["rows"] for e in encoded_pairs(reference, data_dir)])
     with torch.no_grad():
         assert torch.allclose(merged.response_logps(batch)[0], reference.response_logps(batch)[0], atol=1e-4)
+    assert dpo.merge_run(first, out) == out and not os.path.exists(out + ".partial")  # replaces a merged model
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="notes: exists and is not a model directory"):
+        dpo.merge_run(first, str(tmp_path / "notes"))
+    (tmp_path / "broken_run").mkdir()
+    (tmp_path / "broken_run" / "adapter_model.safetensors").write_bytes(b"")
+    (tmp_path / "broken_run" / "config.json").write_text("{")
+    with pytest.raises(ValueError, match=r"broken_run/config.json:1: invalid JSON"):
+        dpo.merge_run(str(tmp_path / "broken_run"), str(tmp_path / "m2"))
 
 
 # ---- bad input --------------------------------------------------------------------------------------------------
