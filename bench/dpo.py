@@ -122,8 +122,9 @@ def main():
     print(f"ours, --grad-ckpt:     {t_ckpt:.3f} s  peak +{mib(m_ckpt)}")
     if device.type == "cuda":
         params = sum(p.numel() for p in model.model.parameters())
-        flops = 6 * params * tokens  # fwd+bwd of the policy, plus 2 * params * tokens for the reference forward
-        flops += 2 * params * tokens
+        # policy forward 2PT; its backward computes input gradients only (the base is frozen; LoRA's weight
+        # gradients are negligible), another 2PT rather than the usual 4PT; the reference forward 2PT
+        flops = (2 + 2 + 2) * params * tokens
         peak = torch.cuda.get_device_properties(device).name
         print(f"model FLOP utilisation ~ {flops / t_ours / 989e12:.1%} of 989 TFLOP/s bf16 dense ({peak}); "
               f"peak GPU memory {mib(torch.cuda.max_memory_allocated())}")
