@@ -356,9 +356,13 @@ def run_stage(args):
                 "precomputed": args.precompute_ref}
     if args.precompute_ref:
         with lora.disable_lora(model.model):
-            refs = precompute_reference(model, encode, len(pairs), reference_cache_path(data, pairs, meta), d)
+            cache = reference_cache_path(data, pairs, meta)
+            refs = precompute_reference(model, encode, len(pairs), cache, d)
 
         def encode(index, plain=encode):  # noqa: F811 - the same encoding, plus the cached reference
+            if refs[index] is None:  # its video did not decode when the cache was made
+                raise train.BadItem(f"pair {index} has no cached reference (its video was unreadable when "
+                                    f"{cache} was made; delete it to recompute)")
             return {**plain(index), "ref": refs[index]}
 
     config = train.TrainConfig(
@@ -373,14 +377,23 @@ def run_stage(args):
     return run_dir
 
 
+def is_merged_model(directory):
+    """A directory `merge` may replace: transformers weights and config, and nothing of a training run."""
+    names = set(os.listdir(directory))
+    has_weights = any(n.startswith("model") and n.endswith((".safetensors", ".safetensors.index.json")) for n in names)
+    return "config.json" in names and has_weights and not names & {"adapter_model.safetensors", "checkpoint",
+                                                                     "metrics.jsonl", "train_state.pt"}
+
+
 def merge_run(run_dir, out, model_name=None):
     """`temple.py merge`: base model + every adapter of the chain folded in, saved as a transformers model."""
     import lora
     import train
 
     out = os.path.normpath(out)
-    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "config.json")):
-        raise ValueError(f"--out {out}: exists and is not a model directory; give a new or empty one")
+    if os.path.isdir(out) and os.listdir(out) and not is_merged_model(out):
+        raise ValueError(f"--out {out}: exists and is not a merged model (a run, or other files); give a new or "
+                         f"empty directory")
     model = train.load_run(run_dir, model_name)
     lora.merge_lora(model.model)
     partial = out + ".partial"  # written whole, then swapped in: a crash never leaves half a model at `out`

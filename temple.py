@@ -697,7 +697,8 @@ def cmd_plot(args):
     curves = train.read_curves(args.runs)
     image = train.plot_curves(curves, args.width, args.panel_height)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    partial = f"{args.out}.partial.png"  # written whole, then renamed: a reader never sees half a PNG
+    root, extension = os.path.splitext(args.out)
+    partial = f"{root}.partial{extension or '.png'}"  # written whole, then renamed: a reader never sees half an image
     image.save(partial)
     os.replace(partial, args.out)
     steps = ", ".join(f"{name} {len(records)}" for name, records in curves)

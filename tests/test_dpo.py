@@ -4,6 +4,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -216,6 +217,9 @@ def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, ca
                                        precompute_ref=precompute_ref))
         assert len(read_metrics(run)) == len(pairs) and train.finished(run)
         assert f"skipped example 1: {tmp_path / 'broken.mp4'}: not a readable video" in capfd.readouterr().err
+    shutil.copy(pairs[0]["video"], tmp_path / "broken.mp4")  # mended after the reference cache was made
+    run = dpo.run_stage(stage_args(tmp_path, tmp_path / "runs_mended", global_batch=1, precompute_ref=True))
+    assert train.finished(run) and "skipped example 1: pair 1 has no cached reference" in capfd.readouterr().err
 
 
 # ---- resume, chaining, merge ------------------------------------------------------------------------------------
@@ -281,8 +285,12 @@ def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
     assert dpo.merge_run(first, out) == out and not os.path.exists(out + ".partial")  # replaces a merged model
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="notes: exists and is not a model directory"):
+    with pytest.raises(ValueError, match="notes: exists and is not a merged model"):
         dpo.merge_run(first, str(tmp_path / "notes"))
+    for run in (first, second):  # a run directory is never replaced, not even the one being merged
+        with pytest.raises(ValueError, match="is not a merged model"):
+            dpo.merge_run(second, run)
+        assert train.finished(run)
     (tmp_path / "broken_run").mkdir()
     (tmp_path / "broken_run" / "adapter_model.safetensors").write_bytes(b"")
     (tmp_path / "broken_run" / "config.json").write_text("{")
