@@ -23,7 +23,7 @@ Curriculum (spec.md section 5): stage r=16 trains a LoRA on the base model; stag
 stage's adapter merged into its starting weights, which are also this stage's reference; so on to r=2.
 
     python temple.py dpo --r 16 --model Qwen/Qwen2.5-VL-7B-Instruct
-    torchrun --nproc_per_node 8 temple.py dpo --r 8 --model Qwen/Qwen2.5-VL-7B-Instruct
+    torchrun --nproc_per_node 8 temple.py dpo -r 8 --model Qwen/Qwen2.5-VL-7B-Instruct
     python temple.py curriculum --model tiny && python temple.py merge runs/dpo_r2 --out merged/
 """
 

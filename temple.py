@@ -241,7 +241,7 @@ def add_pairs(sub):
                        formatter_class=Defaults)
     p.add_argument("--captions", default="data/captions.jsonl", help="captions.jsonl (the frames route also takes videos.jsonl)")
     p.add_argument("--out-dir", default=None, help="where descriptions.jsonl and pairs_r{R}.jsonl go (None = beside --captions)")
-    p.add_argument("--r", type=positive_int, nargs="+", default=[16, 8, 4, 2], help="difficulties (larger = stronger perturbation)")
+    p.add_argument("-r", "--r", type=positive_int, nargs="+", default=[16, 8, 4, 2], help="difficulties (larger = stronger perturbation); write -r under torchrun")
     p.add_argument("--kinds", nargs="+", default=["drop", "shuffle", "reverse"], choices=["drop", "shuffle", "reverse"], help="perturbations")
     p.add_argument("--perturb-input", default="captions", choices=["captions", "frames"], help="perturb the caption list (released code) or the keyframe sequence (paper wording)")
     add_generation_options(p, max_new_tokens=8192)
@@ -357,7 +357,7 @@ def add_dpo_options(p):
 
 def add_dpo(sub):
     p = sub.add_parser("dpo", help="train one DPO curriculum stage", formatter_class=Defaults)
-    p.add_argument("--r", type=positive_int, required=True, help="difficulty of this stage (16, 8, 4, 2)")
+    p.add_argument("-r", "--r", type=positive_int, required=True, help="difficulty of this stage (16, 8, 4, 2); write -r under torchrun")
     p.add_argument("--data", default=None, help="pairs file, ours (.jsonl) or ms-swift (.json/.jsonl); default DATA_DIR/pairs_r{R}.jsonl")
     p.add_argument("--out", default=None, help="run directory; default RUNS/dpo_r{R}")
     p.add_argument("--init", default=None, help="start from this finished run (merged), or 'base'; default RUNS/dpo_r{2R} for R < 16")
@@ -383,11 +383,13 @@ def cmd_curriculum(args):
     import dpo
     import train
 
+    main_process = train.setup_distributed().main
     previous = None
     for r in args.stages:
         run_dir = os.path.join(args.runs, f"dpo_r{r}")
         if train.finished(run_dir):
-            print(f"stage r={r}: {run_dir} is finished, skipped")
+            if main_process:  # under torchrun: one line, not one per rank
+                print(f"stage r={r}: {run_dir} is finished, skipped")
         else:
             stage = argparse.Namespace(**{**vars(args), "r": r, "data": None, "out": run_dir, "init": previous,
                                           "resume": args.resume or os.path.isdir(run_dir)})
@@ -451,7 +453,7 @@ def add_eval(sub):
     p.add_argument("--pairs", nargs="+", default=[], metavar="FILE", help="held-out preference pairs, ours (pairs_r{R}.jsonl) or ms-swift (.json/.jsonl)")
     p.add_argument("--model", default=None, help=f"base model or merged directory (directory, cached hub id or tiny / tiny-qwen2.5 / tiny-qwen3); None = the run's base model, else {RELEASED_MODEL}")
     p.add_argument("--model-seed", type=int, default=0, help="seed of a built-in tiny model's random weights (with --run: as recorded)")
-    p.add_argument("--run", default=None, help="a finished run directory: its adapter on its base model with the runs before it merged in (None = no adapter)")
+    p.add_argument("--run", "--run-dir", default=None, help="a finished run directory: its adapter on its base model with the runs before it merged in (None = no adapter; --run-dir under torchrun)")
     p.add_argument("--out", default=None, help="JSON report (None = the first data file with .eval.json)")
     p.add_argument("--normalize", action="store_true", help="MCQ: pick the option with the highest mean log-prob per token, not the highest sum")
     p.add_argument("--beta", type=float, default=0.1, help="pairs: DPO temperature of the reward margin beta * (r+ - r-)")

@@ -21,7 +21,7 @@ A run directory holds
     adapter_model.safetensors       the final adapter, written last: its presence marks a finished run
     adapter_config.json
 
-    torchrun --nproc_per_node 8 temple.py dpo --r 16        (dpo.py and sft.py call train() below)
+    torchrun --nproc_per_node 8 temple.py dpo -r 16         (dpo.py and sft.py call train() below)
 
 read_curves / plot_curves draw the metrics.jsonl of runs end to end as a PNG (`temple.py plot`).
 """
