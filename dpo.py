@@ -10,7 +10,9 @@ over the rejected answer y-:
     hinge:              loss = max(0, 1 - beta * (r+ - r-))
 
 TEMPLE's released run (spec.md section 5, ms-swift < 3.8 defaults) adds 1.0 x the mean token NLL of the chosen
-answer (`--nll-weight`). The reference is the same weights with the LoRA adapters switched off: no second copy of
+answer (`--nll-weight`). An answer's log-probability covers its text and the closing <|im_end|>, not the newline the
+chat template writes after it: so did ms-swift 3.7, the released run's trainer (ms-swift 4.x and TRL also score that
+"\n"). Dropout is off in the policy (LoRA dropout 0), as ms-swift and TRL switch it off for DPO. The reference is the same weights with the LoRA adapters switched off: no second copy of
 the model. Logged metrics use TRL's names:
     rewards/chosen, rewards/rejected   mean beta * r+ and beta * r-       (how far the policy moved per answer)
     rewards/margins, rewards/accuracies  mean beta * (r+ - r-), and the share of pairs where it is > 0

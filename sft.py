@@ -109,11 +109,18 @@ def encode_example(model, example, video_options, max_length):
 
 
 def sft_step(model, module, samples):
-    """Mean token NLL over every assistant token of the micro-batch."""
+    """Summed NLL of every assistant token of the micro-batch; train() divides it by the answer tokens of the whole
+    accumulation window (answer_tokens), as ms-swift does with transformers >= 4.46, not by this micro-batch's."""
     batch = model.to_device(model.collate(samples))
     logps, counts = model.response_logps(batch, model=module)
-    nll = -logps.sum() / counts.sum()
-    return nll, {"nll": nll.item(), "tokens": counts.sum().item()}
+    return -logps.sum(), {"tokens": counts.sum().item()}
+
+
+def answer_tokens(samples):
+    """The tokens the loss covers: labelled positions after the first (position p predicts token p + 1)."""
+    import vlm
+
+    return sum(sum(label != vlm.IGNORE for label in s.labels[1:]) for s in samples)
 
 
 def run_sft(args):
@@ -146,11 +153,11 @@ def run_sft(args):
         out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs, global_batch=args.global_batch,
         micro_batch=args.micro_batch, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
         save_every=args.save_every, max_steps=args.max_steps, seed=args.seed, grad_ckpt=args.grad_ckpt,
-        workers=args.workers,
+        workers=args.workers, tokens_across_ranks=args.tokens_across_ranks,
         find_unused_parameters=not args.freeze_vit and any(e["video"] is None for e in examples))
     train.train(model.model, lambda module, items: sft_step(model, module, items),
                 lambda i: encode_example(model, examples[i], video, args.max_length), len(examples), config, d, meta,
-                resume=args.resume)
+                resume=args.resume, tokens=answer_tokens)
     if d.main:
         print(f"sft: {len(examples)} records -> {run_dir}")
     return run_dir

@@ -326,7 +326,8 @@ def add_training_options(p, lr, lora_alpha, lora_dropout):
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--lora-r", type=int, default=32, help="LoRA rank")
     p.add_argument("--lora-alpha", type=float, default=lora_alpha, help="LoRA alpha (scaling alpha / r)")
-    p.add_argument("--lora-dropout", type=float, default=lora_dropout, help="dropout on the LoRA input")
+    p.add_argument("--lora-dropout", type=float, default=lora_dropout, help="dropout on the LoRA input" + (
+        " (0: ms-swift and TRL switch dropout off in DPO, disable_dropout)" if lora_dropout == 0 else ""))
     p.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
     p.add_argument("--warmup-ratio", type=float, default=0.05, help="share of steps with linear warmup, then cosine")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the data")
@@ -337,7 +338,8 @@ def add_training_options(p, lr, lora_alpha, lora_dropout):
     p.add_argument("--save-every", type=int, default=500, help="optimizer steps between checkpoints")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = all epochs)")
     p.add_argument("--seed", type=int, default=42, help="seed of the data order, dropout and sampling")
-    p.add_argument("--grad-ckpt", action="store_true", help="non-reentrant activation checkpointing (less memory)")
+    p.add_argument("--grad-ckpt", action=argparse.BooleanOptionalAction, default=True,
+                   help="non-reentrant activation checkpointing: recompute activations in backward (a real pair needs it)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per GPU (video decoding)")
     p.add_argument("--attn", default="sdpa", choices=ATTENTION, help="attention implementation")
     p.add_argument("--fps", type=float, default=1.0, help="video frames per second")
@@ -347,7 +349,7 @@ def add_training_options(p, lr, lora_alpha, lora_dropout):
 
 
 def add_dpo_options(p):
-    add_training_options(p, lr=5e-6, lora_alpha=64, lora_dropout=0.05)
+    add_training_options(p, lr=5e-6, lora_alpha=64, lora_dropout=0.0)
     p.add_argument("--data-dir", default="data", help="where pairs_r{R}.jsonl are")
     p.add_argument("--beta", type=float, default=0.1, help="DPO temperature")
     p.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo", "hinge"], help="DPO loss")
@@ -422,6 +424,7 @@ def add_sft(sub):
     p.add_argument("--init", default=None, help="start from this finished run, merged (e.g. runs/dpo_r2); default: the base")
     p.add_argument("--out", default=None, help="run directory; default RUNS/sft")
     p.add_argument("--freeze-vit", action="store_true", help="no LoRA on the vision tower (the released SFT trains it)")
+    p.add_argument("--tokens-across-ranks", action="store_true", help="divide the summed NLL by the answer tokens of the global batch, not of this process's accumulation window (the released run)")
     add_training_options(p, lr=1e-4, lora_alpha=32, lora_dropout=0.05)
     p.set_defaults(func=cmd_sft)
 

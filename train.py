@@ -51,11 +51,16 @@ class TrainConfig:
     global_batch: int = 16  # examples per optimizer step, over all ranks
     micro_batch: int = 1  # examples per forward on one rank
     weight_decay: float = 0.1
+    betas: tuple = (0.9, 0.95)  # AdamW's; ms-swift's default beta2 is 0.95 (torch's is 0.999)
     max_grad_norm: float = 1.0
     save_every: int = 500  # optimizer steps between checkpoints
     max_steps: int = 0  # 0 = as many as the epochs give
     seed: int = 42
-    grad_ckpt: bool = False  # non-reentrant activation checkpointing
+    # a summed loss (SFT) is divided by the answer tokens of this rank's accumulation window, as the released run did
+    # (transformers 4.53, average_tokens_across_devices=False); True: by those of the whole global batch, all ranks
+    # (exact, and independent of the number of GPUs)
+    tokens_across_ranks: bool = False
+    grad_ckpt: bool = True  # non-reentrant activation checkpointing (ms-swift's default; a real pair needs it)
     workers: int = 2  # data-loading processes per rank (video decoding)
     # DDP must look for parameters a forward leaves out (SFT: a text-only record never reaches the vision adapters);
     # off by default because it walks the autograd graph after every forward
@@ -105,6 +110,14 @@ def all_mean(d, values):
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=d.device)
     dist.all_reduce(t)
     return dict(zip(keys, (t / d.world).tolist()))
+
+
+def all_sum(d, value):
+    if d.world == 1:
+        return value
+    t = torch.tensor(float(value), dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return t.item()
 
 
 def all_gather(d, obj):
@@ -301,12 +314,22 @@ def trim_metrics(path, step):
 
 def enable_activation_checkpointing(model):
     """Recompute each layer's activations in backward, non-reentrant: correct with DDP, kwargs and frozen inputs
-    (the reentrant variant silently drops LoRA gradients when the embeddings are frozen)."""
+    (the reentrant variant silently drops LoRA gradients when the embeddings are frozen).
+
+    transformers also hooks every input-embedding layer so its output requires grad, a crutch for the reentrant
+    variant. It hooks the vision tower's patch embedding too, which makes the frozen ViT build its autograd graph
+    and run backward for gradients nobody uses. Non-reentrant checkpointing needs no such hook: remove them."""
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.disable_input_require_grads()
+
+
+def disable_activation_checkpointing(model):
+    disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+    disable()
 
 
 class BadItem(ValueError):
@@ -336,11 +359,13 @@ class _Items(torch.utils.data.Dataset):
         raise ValueError(f"none of the {self.num_items} examples could be used (reasons above)")
 
 
-def train(model, loss_fn, encode, num_items, config, d, meta, resume=False):
+def train(model, loss_fn, encode, num_items, config, d, meta, resume=False, tokens=None):
     """Train the trainable (LoRA) parameters of `model`.
 
     loss_fn(module, encoded_items) -> (loss tensor, {metric: float}); module is the DDP wrapper when distributed,
-    so its forward must be the one that runs the policy. encode(index) -> one encoded example (runs in workers).
+    so its forward must be the one that runs the policy. The loss is a mean over the micro-batch, or, given
+    tokens(encoded_items) -> int, a sum that the loop divides by the tokens of this rank's whole accumulation window.
+    encode(index) -> one encoded example (runs in workers).
     meta: what config.json records besides the settings (base_model, merged adapters, data, ...).
     """
     check_accumulation(config, d)
@@ -349,7 +374,7 @@ def train(model, loss_fn, encode, num_items, config, d, meta, resume=False):
     trainable = [p for p in model.parameters() if p.requires_grad]
     for p in trainable:
         p.data = p.data.float()  # adapters train in fp32 even when the base model is bf16
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     if config.grad_ckpt:
         enable_activation_checkpointing(model)
     model.train()
@@ -377,16 +402,22 @@ def train(model, loss_fn, encode, num_items, config, d, meta, resume=False):
         lr = learning_rate(step, steps, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        window = [next(loader_iter) for _ in range(accumulation)]  # this rank's micro-batches of the step
+        # A mean loss counts every micro-batch alike; a summed one (SFT) is divided by the tokens of the whole
+        # window, so a long answer weighs as much in a small micro-batch as in a big one (ms-swift, HF Trainer)
+        divisor = sum(tokens(items) for items in window) if tokens else accumulation
+        if tokens and config.tokens_across_ranks:  # DDP averages gradients over ranks: divide by the mean count
+            divisor = all_sum(d, divisor) / d.world
         sums = {}
-        for micro in range(accumulation):
-            items = next(loader_iter)
+        for micro, items in enumerate(window):
             last = micro == accumulation - 1
             # DDP all-reduces gradients during backward; skip that on all but the last micro-batch
             with wrapped.no_sync() if d.world > 1 and not last else contextlib.nullcontext():
                 with autocast:
                     loss, metrics = loss_fn(wrapped, items)
-                (loss / accumulation).backward()
-            for k, v in {"loss": loss.item(), **metrics}.items():
+                (loss / divisor).backward()
+            sums["loss"] = sums.get("loss", 0.0) + loss.item() / divisor
+            for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / accumulation
         logged = all_mean(d, sums)
         if not math.isfinite(logged["loss"]):
@@ -408,7 +439,7 @@ def train(model, loss_fn, encode, num_items, config, d, meta, resume=False):
     progress.close()
     save_checkpoint(model, optimizer, steps, config, d, meta, final=True)
     if config.grad_ckpt:
-        getattr(model, "activation_checkpointing_disable", model.gradient_checkpointing_disable)()
+        disable_activation_checkpointing(model)
     model.eval()
     return steps
 

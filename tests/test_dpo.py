@@ -166,6 +166,32 @@ def test_pair_shares_one_preprocessed_video(data_dir):
     assert chosen.input_ids[:first(chosen)] == rejected.input_ids[:first(rejected)]
 
 
+def test_checkpointing_runs_no_backward_through_the_frozen_vision_tower(data_dir):
+    """With activation checkpointing (the default) the frozen ViT builds no autograd graph, and the LoRA gradients
+    equal those without checkpointing."""
+    settings = {"beta": 0.1, "loss_type": "sigmoid", "nll_weight": 1.0, "precomputed": False}
+    grads = {}
+    for checkpointing in (False, True):
+        model = vlm.load("tiny")
+        torch.manual_seed(0)
+        lora.apply_lora(model.model, r=8, alpha=16)
+        for m in lora.lora_modules(model.model).values():
+            torch.nn.init.normal_(m.lora_B, std=0.02)  # B = 0 would leave A's gradient 0
+        if checkpointing:
+            train.enable_activation_checkpointing(model.model)
+        model.model.train()
+        vision_output_needs_grad = []
+        visual = next(m for name, m in model.model.named_modules() if name.endswith("visual"))
+        visual.register_forward_hook(lambda module, inputs, output: vision_output_needs_grad.append(
+            any(t.requires_grad for t in torch.utils._pytree.tree_leaves(output) if torch.is_tensor(t))))
+        loss, _ = dpo.dpo_step(model, model.model, encoded_pairs(model, data_dir), settings)
+        loss.backward()
+        assert vision_output_needs_grad and not any(vision_output_needs_grad)
+        grads[checkpointing] = {n: p.grad for n, p in model.model.named_parameters() if p.requires_grad}
+    for name, grad in grads[False].items():
+        assert torch.allclose(grad, grads[True][name], atol=1e-6), name
+
+
 def read_metrics(run_dir):
     return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
 
@@ -186,6 +212,17 @@ def test_training_drives_preference_accuracy_to_one(data_dir, tmp_path):
     assert train.finished(run_dir)
     config = json.load(open(os.path.join(run_dir, "adapter_config.json")))
     assert config["peft_type"] == "LORA" and config["r"] == 32
+
+
+def test_defaults_are_the_released_recipe(data_dir, tmp_path):
+    """ms-swift's DPO: dropout off, activation checkpointing on, AdamW betas (0.9, 0.95); SFT keeps LoRA dropout."""
+    parser = temple.build_parser()
+    dpo_args, sft_args = parser.parse_args(["dpo", "-r", "16"]), parser.parse_args(["sft", "--data", "x.json"])
+    assert dpo_args.lora_dropout == 0.0 and sft_args.lora_dropout == 0.05
+    assert dpo_args.grad_ckpt and sft_args.grad_ckpt and not parser.parse_args(["dpo", "-r", "16", "--no-grad-ckpt"]).grad_ckpt
+    run = dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=1))
+    state = torch.load(os.path.join(run, "checkpoint", "train_state.pt"), weights_only=True)
+    assert tuple(state["optimizer"]["param_groups"][0]["betas"]) == (0.9, 0.95)
 
 
 def test_precomputed_reference_gives_the_same_training(data_dir, tmp_path):

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import dpo
+import lora
 import sft
 import temple
 import train
@@ -131,18 +132,58 @@ def _ddp_worker(rank, world, init_file, data, runs):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     try:
-        sft.run_sft(sft_args(data, runs, epochs=2, max_steps=2, lora_dropout=0.0))
+        sft.run_sft(sft_args(data, runs, epochs=2, max_steps=2, lora_dropout=0.0, tokens_across_ranks=True))
     finally:
         dist.destroy_process_group()
 
 
 def test_two_gloo_processes_match_one_process_with_text_only_records(data, tmp_path):
     # global batch 2 over 2 ranks: every step one rank trains the text-only record, where the vision tower and
-    # its adapters take no part, while the other rank's video record uses them
+    # its adapters take no part, while the other rank's video record uses them. With the loss divided by the tokens
+    # of the global batch, the number of processes changes nothing (per-rank windows, the released way, would).
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path / "ddp")), nprocs=2)
-    single = sft.run_sft(sft_args(data, tmp_path / "single", epochs=2, max_steps=2, lora_dropout=0.0))
+    single = sft.run_sft(sft_args(data, tmp_path / "single", epochs=2, max_steps=2, lora_dropout=0.0,
+                                  tokens_across_ranks=True))
     a = load_file(os.path.join(tmp_path, "ddp", "sft", "adapter_model.safetensors"))
     b = load_file(os.path.join(single, "adapter_model.safetensors"))
     assert any("visual" in key for key in a)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_loss_is_normalised_by_the_answer_tokens_of_the_whole_accumulation_window(data, tmp_path, monkeypatch):
+    """Two micro-batches with answers of different lengths: the step's gradient is that of the summed NLL over all
+    answer tokens / their count (ms-swift with transformers >= 4.46), not the mean of two per-micro-batch means."""
+    captured = {}
+
+    def capture_grads(parameters, max_norm):
+        parameters = list(parameters)
+        captured["grads"] = [p.grad.detach().clone() for p in parameters]
+        return torch.tensor(0.0)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", capture_grads)
+    args = sft_args(data, tmp_path, global_batch=2, micro_batch=1, max_steps=1, lora_dropout=0.0, freeze_vit=True)
+    sft.run_sft(args)
+
+    examples, _ = sft.load_conversations(args.data, args.video_root)
+    model = vlm.load("tiny")
+    torch.manual_seed(args.seed)
+    lora.apply_lora(model.model, r=args.lora_r, alpha=args.lora_alpha, dropout=0.0, exclude=vlm.ALIGNER)
+    video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
+    order = train.step_items(len(examples), 0, train.TrainConfig(out="", global_batch=2, seed=args.seed))
+    samples = [sft.encode_example(model, examples[i], video, args.max_length) for i in order]
+    counts = [sft.answer_tokens([s]) for s in samples]
+    assert counts[0] != counts[1]  # otherwise both rules agree
+    trainable = [p for p in model.model.parameters() if p.requires_grad]
+
+    def gradient(per_micro_divisors):
+        for p in trainable:
+            p.grad = None
+        for sample, divisor in zip(samples, per_micro_divisors):
+            (sft.sft_step(model, model.model, [sample])[0] / divisor).backward()
+        return [p.grad.clone() for p in trainable]
+
+    window = gradient([sum(counts)] * 2)
+    per_micro_mean = gradient([2 * c for c in counts])
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(captured["grads"], window))
+    assert not all(torch.allclose(a, b, atol=1e-7) for a, b in zip(captured["grads"], per_micro_mean))
