@@ -258,15 +258,12 @@ def preference_stats(rows, measure):
 def reference_cache_path(data_path, pairs, meta):
     """The cache file's name carries a hash of everything the reference log-probs depend on: the pairs in use, in
     order, with their resolved video paths (the cache is a list by position); the base model and its seed; the
-    content of every adapter merged before this stage (a stage re-trained in place is another reference); the
+    content of the adapter merged before this stage (a stage re-trained in place is another reference); the
     video and length settings."""
+    start = meta["start"] and meta["start"]["adapter_sha256"]  # content, not place: a moved run is the same start
     h = hashlib.sha256(json.dumps(pairs, sort_keys=True).encode())
-    h.update(json.dumps({k: meta.get(k) for k in ("base_model", "model_seed", "merged", "video", "max_length")},
-                        sort_keys=True).encode())
-    for run in meta["merged"]:
-        with open(os.path.join(run, "adapter_model.safetensors"), "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
+    h.update(json.dumps({**{k: meta.get(k) for k in ("base_model", "model_seed", "video", "max_length")},
+                         "start": start}, sort_keys=True).encode())
     return f"{os.path.splitext(data_path)[0]}.ref-{h.hexdigest()[:12]}.json"
 
 
@@ -304,8 +301,8 @@ def precompute_reference(model, encode, num_items, path, d):
 # A curriculum stage
 
 
-def stage_start(args, run_dir):
-    """The adapters merged into the base before this stage: the previous stage's chain plus the previous stage."""
+def stage_init(args):
+    """The finished run this stage starts from (None: the base model): --init, else the stage before, r * 2."""
     import train
 
     init = args.init
@@ -313,10 +310,8 @@ def stage_start(args, run_dir):
         init = os.path.join(args.runs, f"dpo_r{args.r * 2}")
         if not train.finished(init):
             raise ValueError(f"stage r={args.r} starts from {init}, which is not finished; run "
-                             f"`temple.py dpo --r {args.r * 2}` first, or pass --init RUN (or --init base)")
-    if init in (None, "base"):
-        return []
-    return train.chain_after(init, args.model)
+                             f"`temple.py dpo -r {args.r * 2}` first, or pass --init RUN (or --init base)")
+    return None if init == "base" else init
 
 
 def run_stage(args):
@@ -329,17 +324,19 @@ def run_stage(args):
     run_dir = args.out or os.path.join(args.runs, f"dpo_r{args.r}")
     data = args.data or os.path.join(args.data_dir, f"pairs_r{args.r}.jsonl")
     train.check_run_dir(run_dir, args.resume)
-    merged = stage_start(args, run_dir)
+    init = stage_init(args)
+    start = train.start_after(init, args.model, run_dir)
     video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
-    meta = {"stage": "dpo", "r": args.r, "base_model": args.model, "merged": merged, "data": data, "video": video,
+    meta = {"stage": "dpo", "r": args.r, "base_model": args.model, "start": start, "data": data, "video": video,
             "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed, "beta": args.beta, "loss_type": args.loss_type,
             "nll_weight": args.nll_weight, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
                                                     "dropout": args.lora_dropout}}
     if args.resume and os.path.exists(os.path.join(run_dir, "config.json")):
         saved = train.read_run_config(run_dir)
-        if saved["base_model"] != args.model or saved["merged"] != merged:
-            raise ValueError(f"{run_dir}: was trained from '{saved['base_model']}' + {saved['merged']}, not "
-                             f"'{args.model}' + {merged}; use another --out or the original --model / --init")
+        if saved["base_model"] != args.model or (saved["start"] or {}).get("adapter_sha256") != \
+                (start or {}).get("adapter_sha256"):
+            raise ValueError(f"{run_dir}: was started from '{saved['base_model']}' + {saved['start']}, not "
+                             f"'{args.model}' + {start}; use another --out or the original --model / --init")
     pairs, missing = load_pairs(data, args.video_root)
     if d.main and missing:
         print(f"{data}: skipped {missing} pair(s) whose video file is missing")
@@ -347,7 +344,7 @@ def run_stage(args):
         raise ValueError(f"{data}: no usable pairs" + (f" ({missing} with a missing video)" if missing else ""))
 
     model = vlm.load(args.model, device=d.device, attn_implementation=args.attn, seed=args.model_seed)
-    train.merge_runs(model.model, merged)
+    train.merge_start(model.model, init)
     torch.manual_seed(args.seed)  # the adapters' random init: the same on every rank and every run
     lora.apply_lora(model.model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
 
@@ -387,21 +384,45 @@ def is_merged_model(directory):
                                                                      "metrics.jsonl", "train_state.pt"}
 
 
+# What a model directory holds besides weights, config and tokenizer: vLLM, lmms-eval and AutoProcessor read these
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json",
+                   "chat_template.json", "chat_template.jinja")
+
+
+def base_model_file(base_model, name):
+    """A file of the base model: from its directory, or from the local Hugging Face cache of a hub id; else None."""
+    if os.path.isdir(base_model):
+        path = os.path.join(base_model, name)
+        return path if os.path.isfile(path) else None
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(base_model, name)
+    return path if isinstance(path, str) else None
+
+
 def merge_run(run_dir, out, model_name=None):
-    """`temple.py merge`: base model + every adapter of the chain folded in, saved as a transformers model."""
-    import lora
+    """`temple.py merge`: the base model with the run's whole chain folded in (one float32 sum, rounded once),
+    saved as a transformers model directory with the base model's processor and chat-template files beside it."""
     import train
+    import vlm
 
     out = os.path.normpath(out)
     if os.path.isdir(out) and os.listdir(out) and not is_merged_model(out):
         raise ValueError(f"--out {out}: exists and is not a merged model (a run, or other files); give a new or "
                          f"empty directory")
-    model = train.load_run(run_dir, model_name)
-    lora.merge_lora(model.model)
+    if not train.finished(run_dir):
+        raise ValueError(f"{run_dir}: not a finished run (no adapter_model.safetensors)")
+    config = train.read_run_config(run_dir)
+    base = model_name or config["base_model"]
+    model = vlm.load(base, seed=config.get("model_seed", 0))
+    train.merge_start(model.model, run_dir)
     partial = out + ".partial"  # written whole, then swapped in: a crash never leaves half a model at `out`
     shutil.rmtree(partial, ignore_errors=True)
     model.model.save_pretrained(partial)
     model.tokenizer.save_pretrained(partial)
+    for name in PROCESSOR_FILES:
+        if path := base_model_file(base, name):
+            shutil.copyfile(path, os.path.join(partial, name))
     if os.path.isdir(out):
         shutil.rmtree(out)  # an earlier merged model (or an empty directory)
     os.replace(partial, out)

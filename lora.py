@@ -254,22 +254,32 @@ def save_adapter(model, path, base_model=None, task_type="CAUSAL_LM"):
     alpha = most_common(m.alpha for m in modules.values())
     others = [n for n, _ in model.named_modules() if n not in modules and n.rpartition(".")[0] not in modules]
     base_model = base_model or getattr(getattr(model, "config", None), "_name_or_path", None) or None
-    config = {
+    config = peft_config(
+        base_model, task_type, minimal_suffixes(modules, others), {n: m.r for n, m in modules.items()},
+        {n: m.alpha for n, m in modules.items()}, most_common(m.rslora for m in modules.values()),
+        most_common(m.dropout.p for m in modules.values()))
+    write_adapter(path, tensors, config)
+
+
+def peft_config(base_model, task_type, target_modules, ranks, alphas, rslora=False, dropout=0.0):
+    """adapter_config.json: the most common rank and alpha, and per-module exceptions as full names."""
+    r, alpha = most_common(ranks.values()), most_common(alphas.values())
+    return {
         "peft_type": "LORA", "task_type": task_type, "base_model_name_or_path": base_model,
-        "r": r, "lora_alpha": alpha, "use_rslora": most_common(m.rslora for m in modules.values()),
-        "lora_dropout": most_common(m.dropout.p for m in modules.values()),
-        "target_modules": minimal_suffixes(modules, others),
-        # per-module exceptions, as full names (only after loading an adapter that had them)
-        "rank_pattern": {n: m.r for n, m in modules.items() if m.r != r},
-        "alpha_pattern": {n: m.alpha for n, m in modules.items() if m.alpha != alpha},
+        "r": r, "lora_alpha": alpha, "use_rslora": rslora, "lora_dropout": dropout, "target_modules": target_modules,
+        "rank_pattern": {n: v for n, v in ranks.items() if v != r},
+        "alpha_pattern": {n: v for n, v in alphas.items() if v != alpha},
         "bias": "none", "fan_in_fan_out": False, "use_dora": False, "modules_to_save": None,
         "init_lora_weights": True, "inference_mode": True,
     }
+
+
+def write_adapter(path, tensors, config):
+    """The config first, the weights last: a directory with adapter_model.safetensors holds a whole adapter."""
     os.makedirs(path, exist_ok=True)
+    write_atomic(os.path.join(path, "adapter_config.json"), lambda tmp: write_json(tmp, config))
     write_atomic(os.path.join(path, "adapter_model.safetensors"),
                  lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    write_atomic(os.path.join(path, "adapter_config.json"),
-                 lambda tmp: write_json(tmp, config))
 
 
 def pattern_value(patterns, name, default):
@@ -334,3 +344,72 @@ def load_adapter(model, path):
             module.lora_B.copy_(b)
     freeze_all_but_lora(model)
     return list(pairs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Adapters as weight updates: stacking the stages of a curriculum into one adapter, merging without a model wrapper
+
+
+def adapter_updates(path):
+    """{module name: (A, B)} of an adapter directory with its scaling folded into B, so B @ A is the module's update
+    exactly as a loaded adapter would add it. Read from the files alone: no model needed."""
+    with open(os.path.join(path, "adapter_config.json")) as f:
+        config = json.load(f)
+    tensors = load_file(os.path.join(path, "adapter_model.safetensors"))
+    factors = {}
+    for key, tensor in tensors.items():
+        match = KEY.fullmatch(key)
+        if not match:
+            raise ValueError(f"{path}: key '{key}' is not a LoRA weight (base_model.model.<module>.lora_A.weight)")
+        factors.setdefault(match.group(1), {})[match.group(2)] = tensor
+    updates = {}
+    for name, pair in factors.items():
+        if set(pair) != {"A", "B"}:
+            raise ValueError(f"{path}: module '{name}' has lora_{''.join(pair)} only")
+        r = pair["A"].shape[0]
+        alpha = pattern_value(config.get("alpha_pattern") or {}, name, config.get("lora_alpha", 8))
+        scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+        updates[name] = (pair["A"], pair["B"] * scaling)
+    return updates, config
+
+
+def stack_adapters(paths, out, base_model=None):
+    """One adapter whose update is the sum of the given adapters' updates, written to `out` in PEFT's format.
+
+    The factors are concatenated: [B1 | B2] @ [A1; A2] = B1 A1 + B2 A2, so the ranks add up and nothing is
+    approximated. Each B carries its own scaling, and alpha = rank makes the stacked scaling 1. A curriculum stage
+    trains its adapter on the base with the earlier stages merged in; stacked with them, it loads on the plain base
+    model (peft.PeftModel.from_pretrained too) and gives exactly the model the curriculum made. Module order in
+    the stack follows `paths`, so the last adapter's rows are the last rows of every module it adapts."""
+    parts = [adapter_updates(path) for path in paths]
+    stacked = {}
+    for updates, _ in parts:
+        for name, (a, b) in updates.items():
+            earlier_a, earlier_b = stacked.get(name, (a[:0], b[:, :0]))
+            stacked[name] = (torch.cat([earlier_a, a.to(earlier_a.dtype)]), torch.cat([earlier_b, b.to(earlier_b.dtype)], 1))
+    targets = [config.get("target_modules") for _, config in parts]
+    if all(isinstance(t, list) for t in targets):  # each list matches its adapter's modules: the union matches all
+        target_modules = sorted({entry for t in targets for entry in t})
+    else:  # a regex: name every module instead
+        target_modules = sorted(stacked)
+    tensors = {}
+    for name, (a, b) in stacked.items():
+        tensors[f"{PREFIX}{name}.lora_A.weight"] = a.contiguous()
+        tensors[f"{PREFIX}{name}.lora_B.weight"] = b.contiguous()
+    ranks = {name: a.shape[0] for name, (a, _) in stacked.items()}
+    base_model = base_model or parts[0][1].get("base_model_name_or_path")
+    write_adapter(out, tensors, peft_config(base_model, parts[0][1].get("task_type", "CAUSAL_LM"), target_modules,
+                                            ranks, ranks))
+
+
+@torch.no_grad()
+def merge_updates(model, updates):
+    """W <- W + B @ A for every module in `updates` (from adapter_updates), summed in float32 and rounded once."""
+    modules = dict(model.named_modules())
+    for name, (a, b) in updates.items():
+        module = modules.get(name)
+        if not isinstance(module, nn.Linear):
+            raise ValueError(f"cannot merge an update into '{name}': no such linear layer in this model")
+        dtype = torch.promote_types(module.weight.dtype, torch.float32)
+        delta = b.to(module.weight.device, dtype) @ a.to(module.weight.device, dtype)
+        module.weight.copy_(module.weight.to(dtype) + delta)

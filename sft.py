@@ -132,20 +132,21 @@ def run_sft(args):
     d = train.setup_distributed()
     run_dir = args.out or os.path.join(args.runs, "sft")
     train.check_run_dir(run_dir, args.resume)
-    merged = [] if args.init in (None, "base") else train.chain_after(args.init, args.model)
+    init = None if args.init in (None, "base") else args.init
+    start = train.start_after(init, args.model, run_dir)
     examples, missing = load_conversations(args.data, args.video_root)
     if d.main and missing:
         print(f"{args.data}: skipped {missing} record(s) whose video file is missing")
     if not examples:
         raise ValueError(f"{args.data}: no usable records")
     video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
-    meta = {"stage": "sft", "base_model": args.model, "merged": merged, "data": args.data, "video": video,
+    meta = {"stage": "sft", "base_model": args.model, "start": start, "data": args.data, "video": video,
             "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed,
             "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                      "vision": not args.freeze_vit}}
 
     model = vlm.load(args.model, device=d.device, attn_implementation=args.attn, seed=args.model_seed)
-    train.merge_runs(model.model, merged)
+    train.merge_start(model.model, init)
     torch.manual_seed(args.seed)  # the adapters' random init: the same on every rank and every run
     lora.apply_lora(model.model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                     include_vision=not args.freeze_vit, exclude=vlm.ALIGNER)  # ViT yes, aligner no (spec 6)

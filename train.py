@@ -15,11 +15,12 @@ rank k % world. The order therefore depends only on the seed and the dataset siz
 exactly the items an uninterrupted run would have seen.
 
 A run directory holds
-    config.json                     the exact settings, the base model, the adapters merged before this run
+    config.json                     the exact settings, the base model, the run this one started from
     metrics.jsonl                   one line per optimizer step (rank 0)
     checkpoint/                     adapter (PEFT format) + train_state.pt (optimizer, schedule, RNG, step)
-    adapter_model.safetensors       the final adapter, written last: its presence marks a finished run
-    adapter_config.json
+    stage/                          this stage's final adapter, trained on the base with its start merged in
+    adapter_model.safetensors       the start's adapters and the stage's stacked into one adapter on the plain base
+    adapter_config.json             model (PEFT format), written last: its presence marks a finished run
 
     torchrun --nproc_per_node 8 temple.py dpo -r 16         (dpo.py and sft.py call train() below)
 
@@ -27,6 +28,7 @@ read_curves / plot_curves draw the metrics.jsonl of runs end to end as a PNG (`t
 """
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -204,8 +206,9 @@ def save_checkpoint(model, optimizer, step, config, d, meta, final=False):
             os.replace(ckpt, ckpt + ".old")
         os.replace(tmp, ckpt)
         shutil.rmtree(ckpt + ".old", ignore_errors=True)
-        if final:  # the finished adapter at the top of the run directory marks the run as done
-            lora.save_adapter(model, config.out, base_model=meta["base_model"])
+        if final:
+            lora.save_adapter(model, os.path.join(config.out, "stage"), base_model=meta["base_model"])
+            finish_run(config.out, meta)
     barrier(d)
 
 
@@ -226,12 +229,15 @@ def load_checkpoint(model, optimizer, config, d):
     return state["step"]
 
 
-def merge_runs(model, runs):
-    """Fold finished runs' adapters into the weights, in order: the starting point of a curriculum stage or SFT."""
-    for run in runs:
-        lora.load_adapter(model, run)
-        lora.merge_lora(model)
-    return model
+# ----------------------------------------------------------------------------------------------------------------
+# Runs and their chain. A curriculum stage trains a fresh adapter on the base model with the earlier stages merged
+# in (its start, also its DPO reference). A finished run directory carries its whole chain:
+#     stage/                          this stage's own adapter, trained on top of the start: never load it alone
+#     adapter_model.safetensors       the start's adapters and this stage's, stacked into one adapter on the plain
+#     adapter_config.json             base model (lora.stack_adapters); written last, it marks the run as finished
+# so `merge`, `eval --run`, `sft --init` and the next stage need this directory and the base model, nothing else:
+# moving or copying runs/ (or one run) keeps every run usable, and peft.PeftModel.from_pretrained(base, run) loads
+# the model the curriculum made up to this stage.
 
 
 def finished(run_dir):
@@ -248,27 +254,80 @@ def check_run_dir(run_dir, resume):
                          f"give another --out (or delete it) to start over")
 
 
-def chain_after(init, base_model):
-    """The adapters to merge into `base_model` to start from the finished run `init`: its own chain, then itself."""
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def start_after(init, base_model, run_dir):
+    """config.json's record of a stage that starts from the finished run `init` (None: from the base model): where
+    it was, relative to the new run (for the reader; never followed later), its stages, and the content hash of the
+    adapter that is merged in."""
+    if init is None:
+        return None
     if not finished(init):
         raise ValueError(f"--init {init}: not a finished run (no adapter_model.safetensors)")
     previous = read_run_config(init)
     if previous["base_model"] != base_model:
         raise ValueError(f"{init}: trained on base model '{previous['base_model']}', not '{base_model}'")
-    return previous["merged"] + [os.path.abspath(init)]  # absolute: eval and merge work from any directory
+    stages = (previous["start"] or {}).get("stages", []) + [os.path.basename(os.path.normpath(init))]
+    return {"run": os.path.relpath(init, run_dir), "stages": stages,
+            "adapter_sha256": file_sha256(os.path.join(init, "adapter_model.safetensors"))}
+
+
+def merge_start(model, init):
+    """Fold the finished run `init` (its whole chain) into the weights: the starting point of a stage or of SFT."""
+    if init is not None:
+        lora.merge_updates(model, lora.adapter_updates(init)[0])
+    return model
+
+
+def finish_run(run_dir, meta):
+    """Stack the start's adapter and the stage's (stage/) into the run's own adapter, which marks it finished."""
+    parts = [os.path.join(run_dir, "stage")]
+    if meta["start"] is not None:
+        init = os.path.normpath(os.path.join(run_dir, meta["start"]["run"]))
+        if not finished(init) or file_sha256(os.path.join(init, "adapter_model.safetensors")) != \
+                meta["start"]["adapter_sha256"]:
+            raise ValueError(f"{run_dir} started from {init}, which has changed or moved since; the stage's own "
+                             f"adapter is in {parts[0]}")
+        parts.insert(0, init)
+    lora.stack_adapters(parts, run_dir, base_model=meta["base_model"])
+
+
+def split_run(run_dir):
+    """(start, stage directory): the updates of the run's start (the stacked rows before the stage's own) and
+    where the stage's own adapter is."""
+    stage_dir = os.path.join(run_dir, "stage")
+    if not os.path.exists(os.path.join(stage_dir, "adapter_model.safetensors")):
+        raise ValueError(f"{run_dir}: no stage/ adapter (a run written by an earlier temple.py?); train it again")
+    stacked, _ = lora.adapter_updates(run_dir)
+    stage, _ = lora.adapter_updates(stage_dir)
+    start = {}
+    for name, (a, b) in stacked.items():
+        own = len(stage[name][0]) if name in stage else 0
+        if own and not torch.equal(a[len(a) - own:], stage[name][0].to(a.dtype)):
+            raise ValueError(f"{run_dir}: adapter_model.safetensors and stage/ disagree on '{name}'")
+        if len(a) > own:
+            start[name] = (a[:len(a) - own], b[:, :len(a) - own])
+    return start, stage_dir
 
 
 def load_run(run_dir, model_name=None, **load_options):
-    """A finished run as a vlm.VideoLM: its base (or `model_name`, e.g. a local copy), the runs it started from
-    merged in, and its own adapter loaded but not merged, so that `lora.disable_lora` gives back its reference."""
+    """A finished run as a vlm.VideoLM: its base (or `model_name`, e.g. a local copy) with the run's start merged
+    in, and its own stage adapter loaded but not merged, so that `lora.disable_lora` gives back its reference."""
     import vlm
 
     if not finished(run_dir):
         raise ValueError(f"{run_dir}: not a finished run (no adapter_model.safetensors)")
     config = read_run_config(run_dir)
+    start, stage_dir = split_run(run_dir)
     model = vlm.load(model_name or config["base_model"], seed=config.get("model_seed", 0), **load_options)
-    merge_runs(model.model, config["merged"])
-    lora.load_adapter(model.model, run_dir)
+    lora.merge_updates(model.model, start)
+    lora.load_adapter(model.model, stage_dir)
     model.model.eval()  # new LoRA layers start in training mode: no dropout outside training
     return model
 
@@ -292,7 +351,7 @@ def read_run_config(run_dir):
             config = json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    missing = [k for k in ("base_model", "merged") if k not in config] if isinstance(config, dict) else ["all"]
+    missing = [k for k in ("base_model", "start") if k not in config] if isinstance(config, dict) else ["all"]
     if missing:
         raise ValueError(f"{path}: not a run's config.json (missing: {', '.join(missing)})")
     return config

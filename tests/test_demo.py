@@ -40,8 +40,8 @@ def test_demo_makes_pairs_for_every_r_and_a_page_for_each(demo):
 def test_demo_trains_every_stage_and_chains_them(demo):
     runs = demo / "runs"
     assert all(train.finished(runs / name) for name in STAGES)
-    assert train.read_run_config(runs / "dpo_r2")["merged"] == [str(runs / f"dpo_r{r}") for r in (16, 8, 4)]
-    assert train.read_run_config(runs / "sft")["merged"][-1] == str(runs / "dpo_r2")
+    assert train.read_run_config(runs / "dpo_r2")["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4"]
+    assert train.read_run_config(runs / "sft")["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2"]
     for name in STAGES:
         assert len(vlm.read_jsonl(runs / name / "metrics.jsonl")) == 1  # --steps 1
 

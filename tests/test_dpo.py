@@ -237,11 +237,17 @@ def test_precomputed_reference_gives_the_same_training(data_dir, tmp_path):
 
 def test_reference_cache_follows_the_pairs_in_use(data_dir):
     pairs, _ = dpo.load_pairs(str(data_dir / "pairs_r16.jsonl"))
-    meta = {"base_model": "tiny", "model_seed": 0, "merged": [], "video": {}, "max_length": 100}
+    meta = {"base_model": "tiny", "model_seed": 0, "start": None, "video": {}, "max_length": 100}
     path = str(data_dir / "pairs_r16.jsonl")
+    start = {"run": "../dpo_r16", "stages": ["dpo_r16"], "adapter_sha256": "ab"}
     names = {dpo.reference_cache_path(path, pairs, meta), dpo.reference_cache_path(path, pairs[1:], meta),
-             dpo.reference_cache_path(path, pairs, {**meta, "model_seed": 1})}
-    assert len(names) == 3  # a pair whose video vanished shifts every position: another cache
+             dpo.reference_cache_path(path, pairs, {**meta, "model_seed": 1}),
+             dpo.reference_cache_path(path, pairs, {**meta, "start": start}),
+             dpo.reference_cache_path(path, pairs, {**meta, "start": {**start, "adapter_sha256": "cd"}})}
+    assert len(names) == 5  # a pair whose video vanished shifts every position: another cache
+    # a start moved elsewhere (another relative path), with the same content, is the same reference
+    assert dpo.reference_cache_path(path, pairs, {**meta, "start": start}) == \
+        dpo.reference_cache_path(path, pairs, {**meta, "start": {**start, "run": "/elsewhere/dpo_r16"}})
 
 
 def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, capfd):
@@ -302,10 +308,68 @@ def test_stage_chaining_uses_previous_stage_as_start_and_reference(data_dir, tmp
     with pytest.raises(ValueError, match="dpo_r4, which is not finished"):
         dpo.run_stage(stage_args(data_dir, tmp_path, r=2))
     second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=1, nll_weight=0.0))
-    assert train.read_run_config(second)["merged"] == [first]
+    start = train.read_run_config(second)["start"]
+    assert start["run"] == "../dpo_r16" and start["stages"] == ["dpo_r16"]
     # step 1 of stage r=8: policy = reference = base + r16 adapter merged -> rewards 0, loss ln 2
     m = read_metrics(second)[0]
     assert m["rewards/margins"] == pytest.approx(0, abs=1e-5) and m["loss"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def logps_of(model, data_dir):
+    batch = dpo.collate_pairs(model, [e["rows"] for e in encoded_pairs(model, data_dir)])
+    with torch.no_grad():
+        return model.response_logps(model.to_device(batch))[0]
+
+
+def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
+    """Each run's adapter is its whole chain on the plain base model: loaded as an ordinary (PEFT-format) adapter it
+    gives the curriculum's model; merge, eval --run and sft --init need nothing outside the run directory."""
+    runs = tmp_path / "runs"
+    first = dpo.run_stage(stage_args(data_dir, runs, r=16, max_steps=2))
+    second = dpo.run_stage(stage_args(data_dir, runs, r=8, max_steps=2))
+    third = dpo.run_stage(stage_args(data_dir, runs, r=4, max_steps=1, data=str(data_dir / "pairs_r16.jsonl")))
+    expected = vlm.load("tiny")  # base + r16 + r8 merged, then the r4 adapter on top, the way training built it
+    for run in (first, second):
+        lora.load_adapter(expected.model, os.path.join(run, "stage"))
+        lora.merge_lora(expected.model)
+    lora.load_adapter(expected.model, os.path.join(third, "stage"))
+    want = logps_of(expected, data_dir)
+    config = json.load(open(os.path.join(third, "adapter_config.json")))
+    assert config["base_model_name_or_path"] == "tiny" and config["r"] == 3 * 32  # three stages of rank 32, stacked
+    plain = vlm.load("tiny")
+    lora.load_adapter(plain.model, third)  # what peft.PeftModel.from_pretrained(base, run) does
+    assert torch.allclose(logps_of(plain, data_dir), want, atol=1e-4)
+
+    moved = tmp_path / "moved"
+    os.rename(runs, moved)
+    os.makedirs(tmp_path / "copy")
+    single = shutil.copytree(moved / "dpo_r4", tmp_path / "copy" / "dpo_r4")  # one run on its own
+    for run in (moved / "dpo_r4", single):
+        assert torch.allclose(logps_of(vlm.load(dpo.merge_run(str(run), str(tmp_path / "merged"))), data_dir), want,
+                              atol=1e-4)
+        loaded = train.load_run(str(run))  # eval --run: the start merged, the stage's adapter on top
+        assert torch.allclose(logps_of(loaded, data_dir), want, atol=1e-4)
+        with lora.disable_lora(loaded.model):  # its reference: base + r16 + r8
+            reference = logps_of(loaded, data_dir)
+        assert not torch.allclose(reference, want, atol=1e-4)
+    # the next stage finds dpo_r4 in the moved runs/
+    following = stage_args(data_dir, moved, r=2, max_steps=1, data=str(data_dir / "pairs_r16.jsonl"))
+    assert train.read_run_config(dpo.run_stage(following))["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4"]
+
+
+def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path):
+    base = tmp_path / "base"
+    model = vlm.load("tiny")
+    model.model.save_pretrained(base)
+    model.tokenizer.save_pretrained(base)
+    (base / "preprocessor_config.json").write_text('{"processor_class": "Qwen2VLProcessor"}')
+    (base / "chat_template.json").write_text('{"chat_template": "..."}')
+    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=str(base), max_steps=1))
+    out = tmp_path / "merged"
+    dpo.merge_run(run, str(out))
+    for name in ("preprocessor_config.json", "chat_template.json"):
+        assert (out / name).read_text() == (base / name).read_text()
+    assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
 
 
 def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
@@ -314,8 +378,8 @@ def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
     out = dpo.merge_run(second, str(tmp_path / "merged"))
     merged = vlm.load(out)
     reference = vlm.load("tiny")
-    train.merge_runs(reference.model, [first])
-    lora.load_adapter(reference.model, second)
+    train.merge_start(reference.model, first)
+    lora.load_adapter(reference.model, os.path.join(second, "stage"))
     batch = dpo.collate_pairs(reference, [e["rows"] for e in encoded_pairs(reference, data_dir)])
     with torch.no_grad():
         assert torch.allclose(merged.response_logps(batch)[0], reference.response_logps(batch)[0], atol=1e-4)

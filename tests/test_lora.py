@@ -132,6 +132,7 @@ def test_new_adapter_is_an_exact_no_op(tiny):
 
 
 def test_layer_init_scaling_and_dropout_on_the_lora_input_only():
+    torch.manual_seed(0)  # fixed numbers: float32 sums of random ones now and then exceed atol
     linear = nn.Linear(64, 32)
     layer = lora.LoRALinear(linear, r=4, alpha=8, dropout=0.5)
     assert layer.lora_A.shape == (4, 64) and layer.lora_B.shape == (32, 4)
@@ -436,6 +437,37 @@ def test_an_adapter_written_by_peft_loads_and_matches_peft_outputs(tmp_path):
     model = toy_model()
     lora.load_adapter(model, tmp_path)
     assert torch.allclose(model(*toy_inputs()), expected, atol=1e-6)
+
+
+# ---- stacking adapters (a curriculum's stages as one adapter) ------------------------------------------------------
+
+
+def test_stacked_adapters_equal_the_stages_merged_one_after_another(tmp_path):
+    """Stage 1 (rank 4, alpha 8, language linears only) merged, then stage 2 (rank 2, rsLoRA, vision too) on top:
+    one stacked adapter on the plain model gives the same outputs, and merge_updates the same weights."""
+    stage_model = toy_model()
+    lora.apply_lora(stage_model, r=4, alpha=8)
+    randomize_adapters(stage_model, seed=1)
+    lora.save_adapter(stage_model, tmp_path / "one")
+    lora.merge_lora(stage_model)
+    lora.apply_lora(stage_model, r=2, alpha=3, rslora=True, include_vision=True)
+    randomize_adapters(stage_model, seed=2)
+    lora.save_adapter(stage_model, tmp_path / "two")
+    expected = stage_model(*toy_inputs())
+
+    lora.stack_adapters([tmp_path / "one", tmp_path / "two"], tmp_path / "stacked", base_model="toy")
+    config = json.load(open(tmp_path / "stacked" / "adapter_config.json"))
+    assert config["r"] == config["lora_alpha"] == 6 and not config["use_rslora"]  # scaling 1: B carries it
+    assert set(config["rank_pattern"].values()) == {2} and config["rank_pattern"] == config["alpha_pattern"]
+    plain = toy_model()
+    lora.load_adapter(plain, tmp_path / "stacked")
+    assert torch.allclose(plain(*toy_inputs()), expected, atol=1e-5)
+    merged = toy_model()
+    lora.merge_updates(merged, lora.adapter_updates(tmp_path / "stacked")[0])
+    assert torch.allclose(merged(*toy_inputs()), expected, atol=1e-5)
+    assert not torch.allclose(toy_model()(*toy_inputs()), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="no such linear layer"):
+        lora.merge_updates(nn.Sequential(nn.Linear(6, 6)), lora.adapter_updates(tmp_path / "stacked")[0])
 
 
 needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="PEFT is not installed (not a dependency)")

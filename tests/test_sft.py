@@ -95,7 +95,7 @@ def test_sft_starts_from_a_dpo_run(data, tmp_path):
     dpo_args.r, dpo_args.data, dpo_args.out, dpo_args.init = 16, None, None, None
     stage = dpo.run_stage(dpo_args)
     run = sft.run_sft(sft_args(data, tmp_path, init=stage, max_steps=1))
-    assert train.read_run_config(run)["merged"] == [stage]
+    assert train.read_run_config(run)["start"]["stages"] == ["dpo_r16"]
     with pytest.raises(ValueError, match="trained on base model 'tiny', not 'tiny-qwen3'"):
         sft.run_sft(sft_args(data, tmp_path, init=stage, model="tiny-qwen3", out=str(tmp_path / "sft_qwen3")))
 
