@@ -354,6 +354,7 @@ def run_stage(args):
     settings = {"beta": args.beta, "loss_type": args.loss_type, "nll_weight": args.nll_weight,
                 "precomputed": args.precompute_ref}
     if args.precompute_ref:
+        train.check_shared_directory(os.path.dirname(os.path.abspath(data)), d, "the reference cache's directory")
         with lora.disable_lora(model.model):
             cache = reference_cache_path(data, pairs, meta)
             refs = precompute_reference(model, encode, len(pairs), cache, d)

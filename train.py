@@ -33,7 +33,9 @@ import json
 import math
 import os
 import random
+import secrets
 import shutil
+import socket
 import sys
 from dataclasses import asdict, dataclass
 
@@ -128,6 +130,29 @@ def all_gather(d, obj):
     out = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def check_shared_directory(directory, d, what="the run directory"):
+    """Multi-node runs need one directory every rank sees (a disk the nodes share): rank 0 writes the checkpoints
+    and the reference cache, the others read them back on resume. Rank 0 writes a token, each rank looks for it; a
+    rank that cannot see it stops the run on every rank, named in one line."""
+    if d.world == 1:
+        return
+    token = all_gather(d, secrets.token_hex(8))[0]  # rank 0's
+    probe = os.path.join(directory, f".shared-check-{token}")
+    if d.main:
+        os.makedirs(directory, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write(token)
+    barrier(d)
+    seen = os.path.exists(probe) and open(probe).read() == token
+    views = all_gather(d, (seen, socket.gethostname()))
+    if d.main:
+        os.remove(probe)
+    blind = [f"rank {rank} ({host})" for rank, (ok, host) in enumerate(views) if not ok]
+    if blind:
+        raise ValueError(f"{what} {directory} is not shared: {', '.join(blind)} cannot see what rank 0 "
+                         f"({views[0][1]}) writes there; put it on a disk every node mounts at the same path")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -428,6 +453,7 @@ def train(model, loss_fn, encode, num_items, config, d, meta, resume=False, toke
     meta: what config.json records besides the settings (base_model, merged adapters, data, ...).
     """
     check_accumulation(config, d)
+    check_shared_directory(config.out, d)
     accumulation = config.global_batch // (d.world * config.micro_batch)
     steps = total_steps(num_items, config)
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -453,3 +453,31 @@ def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
     with pytest.raises(ValueError, match="saved with 2 processes, resumed with 1"):
         train.load_checkpoint(vlm.load("tiny").model, None, train.TrainConfig(
             out=os.path.join(tmp_path, "ddp", "dpo_r16")), train.Dist())
+
+
+def _unshared_worker(rank, world, init_file, data_dir, workdir, errors):
+    """Each rank in its own working directory: the same relative --runs names two different directories, as a
+    run directory on a node's local disk would."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    os.makedirs(os.path.join(workdir, str(rank)))
+    os.chdir(os.path.join(workdir, str(rank)))
+    try:
+        dpo.run_stage(stage_args(data_dir, "runs", global_batch=2, max_steps=1))
+    except ValueError as e:
+        with open(os.path.join(errors, str(rank)), "w") as f:
+            f.write(str(e))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_run_directory_that_not_every_rank_sees_is_refused_naming_the_rank(data_dir, tmp_path):
+    os.makedirs(tmp_path / "errors")
+    mp.spawn(_unshared_worker, args=(2, str(tmp_path / "init"), str(data_dir), str(tmp_path / "work"),
+                                     str(tmp_path / "errors")), nprocs=2)
+    messages = {name: (tmp_path / "errors" / name).read_text() for name in os.listdir(tmp_path / "errors")}
+    assert set(messages) == {"0", "1"}  # every rank stops, with the same line
+    assert "the run directory runs/dpo_r16 is not shared: rank 1 (" in messages["0"] == messages["1"]
+    assert not os.path.exists(tmp_path / "work" / "0" / "runs" / "dpo_r16" / "config.json")  # nothing trained
