@@ -198,7 +198,7 @@ class Journal:
         self.part = f"{path}.part{rank}of{world_size}"
         self.file = None
         if settings is not None:
-            self.check_settings(settings)
+            check_settings(path, settings)
 
     def part_paths(self):
         return sorted(glob.glob(glob.escape(self.path) + ".part*of*"))
@@ -209,19 +209,6 @@ class Journal:
 
     def done(self):
         return {self.key(r) for r in self.records()}
-
-    def check_settings(self, settings):
-        path = re.sub(r"\.jsonl?$", "", self.path) + ".settings.json"
-        if os.path.exists(path) and (os.path.exists(self.path) or self.part_paths()):
-            with open(path, encoding="utf-8") as f:
-                before = json.load(f)
-            if before != json.loads(json.dumps(settings)):
-                changed = ", ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}"
-                                    for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k))
-                raise ValueError(f"{self.path} was made with other settings ({changed}); write elsewhere or delete "
-                                 f"it and its .part files to start over")
-        else:
-            vlm.write_atomic(path, json.dumps(settings, indent=2) + "\n")
 
     def append(self, record):
         if self.file is None:
@@ -261,6 +248,33 @@ class Journal:
         for part in self.part_paths():
             os.remove(part)
         return records
+
+
+def check_settings(path, settings, out_option="--out"):
+    """A journal's settings are stored beside it (OUT.settings.json); going on with other ones is an error naming
+    the option that picks another output. Called before the model loads, and again by the Journal."""
+    settings_path = re.sub(r"\.jsonl?$", "", path) + ".settings.json"
+    started = os.path.exists(path) or glob.glob(glob.escape(path) + ".part*of*")
+    if os.path.exists(settings_path) and started:
+        with open(settings_path, encoding="utf-8") as f:
+            before = json.load(f)
+        if before != json.loads(json.dumps(settings)):
+            changed = ", ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}"
+                                for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k))
+            raise ValueError(f"{path} was made with other settings ({changed}); give another {out_option}, or "
+                             f"delete it and its .part files to start over")
+    else:
+        vlm.write_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
+
+
+def caption_settings(model_name, max_new_tokens, pixel_options):
+    return {"model": model_name, "max_new_tokens": max_new_tokens, **pixel_options}
+
+
+def description_settings(model_name, route, seed, temperature, top_p, repetition_penalty, max_new_tokens,
+                         pixel_options):
+    return dict(model=model_name, route=route, seed=seed, temperature=temperature, top_p=top_p,
+                repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, **pixel_options)
 
 
 def read_part(path):
@@ -368,7 +382,7 @@ def caption_videos(model, videos, out_path, batch_size=8, max_new_tokens=2048, r
     Clips from several videos share a generate call; a video's keyframes are decoded and preprocessed once and
     only when the queue needs more clips, so memory holds about one batch of videos.
     """
-    settings = {"model": model.name, "max_new_tokens": max_new_tokens, **pixel_options}
+    settings = caption_settings(model.name, max_new_tokens, pixel_options)
     journal = Journal(out_path, key=caption_key, rank=rank, world_size=world_size, settings=settings)
     done = journal.done()  # a video whose clips changed since (a new `select`) is captioned again
     mine = [v for v in videos[rank::world_size] if (v["path"], caption_source(v)) not in done]
@@ -531,8 +545,8 @@ def describe_videos(model, videos, out_path, rs, kinds=KINDS, route="captions", 
                     **pixel_options):
     """Step B: one clean and len(kinds) x len(rs) perturbed descriptions per video, resumable: a clean description
     made for `--r 16` is reused by a later `--r 8`. Rank 0 returns the merged records (others: None)."""
-    settings = dict(model=model.name, route=route, seed=seed, temperature=temperature, top_p=top_p,
-                    repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, **pixel_options)
+    settings = description_settings(model.name, route, seed, temperature, top_p, repetition_penalty, max_new_tokens,
+                                    pixel_options)
     journal = Journal(out_path, key=journal_key, rank=rank, world_size=world_size, settings=settings)
     done = journal.done()
     mine = videos[rank::world_size]
@@ -705,9 +719,9 @@ def export_file(path, out=None, fmt="swift"):
 
 PAGE_STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; width: 100%; }
-td, th { border-top: 1px solid #ccc; padding: .6em; vertical-align: top; text-align: left; }
-.pair td.text { width: 34%; white-space: pre-wrap; }
+table { border-collapse: collapse; width: 100%; table-layout: fixed; }
+td, th { border-top: 1px solid #ccc; padding: .6em; vertical-align: top; text-align: left; overflow-wrap: anywhere; }
+th.text { width: 34%; } .pair td.text { white-space: pre-wrap; }
 .chosen { background: #f1f8f1; } .rejected { background: #fbf1f1; }
 .strip { margin: .3em 0; white-space: nowrap; overflow-x: auto; }
 .t { display: inline-block; position: relative; margin-right: 2px; background: #ddd center / cover; }
@@ -785,7 +799,8 @@ def render_page(title, pairs, numbers, stats, videos, thumbnails):
             f"<style>{PAGE_STYLE}\n{css}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{stats_html(stats)}\n"
             f"<p>{len(pairs)} pairs shown. Look for: a chosen description that follows the clean clip order, a "
             f"rejected one that visibly suffers from the perturbation, and no pair where both are the same.</p>\n"
-            f"<table><tr><th>pair and its clips</th><th>chosen (clean)</th><th>rejected (perturbed)</th></tr>\n"
+            f'<table><tr><th>pair and its clips</th><th class="text">chosen (clean)</th>'
+            f'<th class="text">rejected (perturbed)</th></tr>\n'
             f"{rows}\n</table></body></html>\n")
 
 

@@ -337,6 +337,8 @@ def run_stage(args):
                 (start or {}).get("adapter_sha256"):
             raise ValueError(f"{run_dir}: was started from '{saved['base_model']}' + {saved['start']}, not "
                              f"'{args.model}' + {start}; use another --out or the original --model / --init")
+    if not os.path.exists(data):
+        raise FileNotFoundError(f"{data}: no such file; make the pairs with `temple.py pairs` first, or pass --data FILE")
     pairs, missing = load_pairs(data, args.video_root)
     if d.main and missing:
         print(f"{data}: skipped {missing} pair(s) whose video file is missing")
@@ -424,6 +426,10 @@ def merge_run(run_dir, out, model_name=None):
     for name in PROCESSOR_FILES:
         if path := base_model_file(base, name):
             shutil.copyfile(path, os.path.join(partial, name))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in os.listdir(partial):  # safetensors writes private (0600) files; give the mode open() would
+        os.chmod(os.path.join(partial, name), 0o666 & ~umask)
     if os.path.isdir(out):
         shutil.rmtree(out)  # an earlier merged model (or an empty directory)
     os.replace(partial, out)

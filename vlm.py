@@ -68,7 +68,7 @@ FAMILIES = {
 # The projector from vision to language features (ms-swift's "aligner"); the released SFT puts LoRA on the ViT
 # but leaves this frozen. A full-match regex over module paths, as lora.apply_lora's `exclude` takes it.
 ALIGNER = r".*\.visual\.(merger|deepstack_merger_list)\..*"
-TINY_MODELS = {"tiny": "qwen2_vl", "tiny-qwen2": "qwen2_vl", "tiny-qwen2.5": "qwen2_5_vl", "tiny-qwen3": "qwen3_vl"}
+TINY_MODELS = {"tiny": "qwen2_vl", "tiny-qwen2.5": "qwen2_5_vl", "tiny-qwen3": "qwen3_vl"}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
 TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values
@@ -406,7 +406,10 @@ def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
             model = AutoModelForImageTextToText.from_pretrained(
                 name, dtype=dtype, attn_implementation=attn_implementation, local_files_only=cached_only)
         except OSError:
+            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
             hint = "the directory has no model files" if local else (
+                "no such directory and not in the local Hugging Face cache; HF_HUB_OFFLINE is set, so the hub was "
+                "not asked (unset it to download, or pass a local directory with --model PATH)" if offline else
                 "no such directory, not in the local Hugging Face cache, and the hub is unreachable; download it "
                 "on a machine with internet and pass its directory with --model PATH" if cached_only else
                 "no such directory, and the hub has no such (public) model")

@@ -1,7 +1,18 @@
 """Fixtures shared by several test files."""
 
+import os
+
 import pytest
 import torch
+
+STARTED_IN = os.getcwd()
+
+
+@pytest.fixture(autouse=True)
+def away_from_the_callers_directory(tmp_path, monkeypatch):
+    """Every test runs in its own empty directory: pytest is often started in the repository root, where a user's own
+    data/ and runs/ live (the commands' defaults), and no test may read or write them."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -462,3 +462,14 @@ def test_nothing_captioned_is_an_error_but_the_reasons_are_written(tiny, dataset
     assert 0 < failed < len(captioned)
     summary = captions.caption_summary(dataset, "captions.jsonl", captioned)
     assert summary.startswith(f"captions.jsonl: {len(captioned) - failed} videos captioned, {failed} skipped")
+
+
+def test_view_wraps_a_long_unbroken_answer(tmp_path):
+    """One 3000-character word must not push the rejected column off the page: fixed columns, wrap anywhere."""
+    pairs = [{"video": "a.mp4", "instruction": "Describe.", "chosen": "fine", "rejected": "x" * 3000,
+              "kind": "drop", "r": 16, "order": [0]}]
+    vlm.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
+    captions.view(str(tmp_path / "pairs_r16.jsonl"), str(tmp_path / "p.html"))
+    page = (tmp_path / "p.html").read_text()
+    style = page[page.index("<style>"):page.index("</style>")]
+    assert "table-layout: fixed" in style and "overflow-wrap: anywhere" in style and "x" * 3000 in page

@@ -384,6 +384,8 @@ def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
     with torch.no_grad():
         assert torch.allclose(merged.response_logps(batch)[0], reference.response_logps(batch)[0], atol=1e-4)
     assert dpo.merge_run(first, out) == out and not os.path.exists(out + ".partial")  # replaces a merged model
+    modes = {name: os.stat(os.path.join(out, name)).st_mode & 0o777 for name in os.listdir(out)}
+    assert len(set(modes.values())) == 1 and modes["model.safetensors"] & 0o044, modes  # not private 0600
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
     with pytest.raises(ValueError, match="notes: exists and is not a merged model"):
@@ -423,7 +425,9 @@ def test_cli_reports_a_missing_data_file_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "temple.py"), "dpo", "--r", "16", "--model", "tiny",
                              "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert result.stderr.strip().endswith("pairs_r16.jsonl: no such file") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("pairs_r16.jsonl: no such file; make the pairs with `temple.py pairs` "
+                                          "first, or pass --data FILE")
 
 
 # ---- DDP: 2 gloo processes == 1 process on the whole batch ------------------------------------------------------
