@@ -331,12 +331,8 @@ def run_stage(args):
             "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed, "beta": args.beta, "loss_type": args.loss_type,
             "nll_weight": args.nll_weight, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
                                                     "dropout": args.lora_dropout}}
-    if args.resume and os.path.exists(os.path.join(run_dir, "config.json")):
-        saved = train.read_run_config(run_dir)
-        if saved["base_model"] != args.model or (saved["start"] or {}).get("adapter_sha256") != \
-                (start or {}).get("adapter_sha256"):
-            raise ValueError(f"{run_dir}: was started from '{saved['base_model']}' + {saved['start']}, not "
-                             f"'{args.model}' + {start}; use another --out or the original --model / --init")
+    if args.resume:
+        train.check_resume(run_dir, meta)  # before the model loads
     if not os.path.exists(data):
         raise FileNotFoundError(f"{data}: no such file; make the pairs with `temple.py pairs` first, or pass --data FILE")
     pairs, missing = load_pairs(data, args.video_root)

@@ -144,6 +144,8 @@ def run_sft(args):
             "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed,
             "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                      "vision": not args.freeze_vit}}
+    if args.resume:
+        train.check_resume(run_dir, meta)  # before the model loads
 
     model = vlm.load(args.model, device=d.device, attn_implementation=args.attn, seed=args.model_seed)
     train.merge_start(model.model, init)

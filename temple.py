@@ -15,7 +15,9 @@ TEMPLE_DEBUG=1 to see the traceback instead.
 """
 
 import argparse
+import functools
 import os
+import shlex
 import sys
 
 
@@ -740,16 +742,21 @@ def cmd_demo(args):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tiny model's matrices are so small that a second thread only adds waiting
+    caller = os.getcwd()
+    os.makedirs(args.out, exist_ok=True)
+    os.chdir(args.out)  # every path the demo records is relative to its own directory: it can be moved as a whole
     try:
         run_demo(args)
     finally:
+        os.chdir(caller)
         torch.set_num_threads(threads)
 
 
 def run_demo(args):
+    """The stages, run inside the demo's directory; messages show paths as seen from where the demo was started."""
     import train
 
-    data, runs = os.path.join(args.out, "data"), os.path.join(args.out, "runs")
+    data, runs = "data", "runs"
     model = ["--model", args.model]
     video = ["--fps", "2", "--max-frames", "8", "--total-pixels", str(8 * 56 * 56)]  # 4 tokens per 2 frames
     demo_data(args, data, model)
@@ -763,26 +770,28 @@ def run_demo(args):
     else:
         resume = ["--resume"] if os.path.isdir(f"{runs}/sft") else []
         run_command(["sft", "--data", f"{data}/sft.jsonl", "--init", f"{runs}/dpo_r2", *training, *resume])
-    demo_stage(8, "eval: colour-order questions (base, dpo_r2, sft) and what DPO learned", f"{args.out}/eval_*.json")
+    demo_stage(8, "eval: colour-order questions (base, dpo_r2, sft) and what DPO learned", "eval_*.json")
     pairs = ["--pairs", *(f"{data}/pairs_r{r}.jsonl" for r in (16, 8, 4, 2))]  # a demo has no held-out pairs
     for name, spec in (("base", model), ("dpo_r2", ["--run", f"{runs}/dpo_r2", *pairs]),
                        ("sft", ["--run", f"{runs}/sft"])):
-        report = f"{args.out}/eval_{name}.json"
+        report = f"eval_{name}.json"
         if os.path.exists(report):
-            print(f"{report} exists, skipped")
+            print(f"{os.path.join(args.out, report)} exists, skipped")
         else:
             run_command(["eval", *spec, "--mcq", f"{data}/mcq.jsonl", "--out", report, *video])
     demo_stage(9, "plot: training curves of the stages end to end", f"{runs}/curves.png")
     run_command(["plot", *(f"{runs}/{name}" for name in ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")),
                  "--out", f"{runs}/curves.png"])
-    print(f"\ndone. Open {data}/pairs_r16.html and {runs}/curves.png; the reports are {args.out}/eval_*.json")
+    shown = functools.partial(os.path.join, args.out)
+    print(f"\ndone. Open {shown(data, 'pairs_r16.html')} and {shown(runs, 'curves.png')}; the reports are "
+          f"{shown('eval_*.json')}")
 
 
 def demo_data(args, data, model):
     """Stages 1-5: videos, selection, captions, pairs for every r, their HTML pages."""
     import vlm
 
-    videos = os.path.relpath(os.path.join(args.out, "videos"))  # relative, as the README advises: the data can move
+    videos = "videos"
     demo_stage(1, "synthetic videos with cuts, questions about them", videos)
     write_demo_data(videos, data, args.videos)
     demo_stage(2, "select: shots, clips, keyframes", f"{data}/videos.jsonl")
@@ -801,7 +810,7 @@ def demo_data(args, data, model):
 
 
 def demo_stage(number, what, where):
-    print(f"\n== {number}/9 {what} -> {where}", flush=True)
+    print(f"\n== {number}/9 {what} -> {where} (in the demo directory)", flush=True)
 
 
 def run_command(argv):
@@ -907,7 +916,29 @@ def build_parser():
     return parser
 
 
+# What a Ctrl-C leaves behind, per command, and how to go on (training says which checkpoint: train.Interrupted)
+KEPT_ON_INTERRUPT = {
+    "select": "every video finished so far is in videos.jsonl", "captions": "every caption finished so far is kept",
+    "pairs": "every description finished so far is kept", "curriculum": "finished stages and checkpoints are kept",
+}
+RESUMED_BY_RERUN = ("select", "captions", "pairs", "curriculum")  # these skip what is done on their own
+RESUMED_WITH_FLAG = ("dpo", "sft")
+
+
+def interrupted_line(command, argv, error):
+    """One line for Ctrl-C: what was interrupted, what is kept, the command that goes on from there."""
+    kept = getattr(error, "kept", None) or KEPT_ON_INTERRUPT.get(command, "nothing is lost but the unfinished work")
+    line = f"temple.py {command}: interrupted; {kept[0].lower()}{kept[1:]}"
+    if command not in RESUMED_BY_RERUN + RESUMED_WITH_FLAG:
+        return line
+    flag = ["--resume"] if command in RESUMED_WITH_FLAG and "--resume" not in argv else []
+    if "RANK" in os.environ:  # under torchrun: its own options are not ours to repeat
+        return line + (". Resume: the same torchrun command" + (" with --resume" if flag else ""))
+    return line + ". Resume: " + shlex.join(["python", "temple.py", *argv, *flag])
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
@@ -916,6 +947,12 @@ def main(argv=None):
             raise
         print(f"temple.py {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:  # Ctrl-C: one line, from rank 0 only, not a traceback per process
+        if os.environ.get("TEMPLE_DEBUG"):
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            print(interrupted_line(args.command, argv, e), file=sys.stderr)
+        return 130  # the shell's code for "stopped by SIGINT"
 
 
 if __name__ == "__main__":

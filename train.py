@@ -216,10 +216,10 @@ def set_rng_state(state):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(model, optimizer, step, config, d, meta, final=False):
-    """Adapter + optimizer + RNG of every rank, written to checkpoint.tmp/ and then renamed: a crash mid-save
-    leaves the previous checkpoint intact."""
-    rngs = all_gather(d, rng_state())
+def save_checkpoint(model, optimizer, step, config, d, meta, final=False, rng=None):
+    """Adapter + optimizer + RNG of every rank (`rng`: as it was at the step's start), written to checkpoint.tmp/
+    and then renamed: a crash mid-save leaves the previous checkpoint intact."""
+    rngs = all_gather(d, rng or rng_state())
     if d.main:
         ckpt = os.path.join(config.out, "checkpoint")
         tmp = ckpt + ".tmp"
@@ -357,14 +357,46 @@ def load_run(run_dir, model_name=None, **load_options):
     return model
 
 
-def write_run_config(config, meta, d):
+def write_run_config(config, meta, d, start=0):
+    """config.json: what is trained (meta) and how (the TrainConfig). A resume may change how (a lower --lr after a
+    NaN stop, more steps, another batch split): the first settings stay, and each resume adds what it changed and
+    from which step, as metrics.jsonl keeps the history of the steps. It may not change what is trained."""
+    path = os.path.join(config.out, "config.json")
+    record = json.loads(json.dumps({**meta, "train": asdict(config), "world_size": d.world}))  # tuples as lists
+    if os.path.exists(path):
+        check_resume(config.out, meta)
+        saved = read_run_config(config.out)
+        current = {**saved["train"], **{k: new for resume in saved.get("resumes", []) for k, (_, new) in
+                                        resume["changed"].items()}}
+        changed = {k: [current.get(k), v] for k, v in record["train"].items() if current.get(k) != v}
+        if changed:
+            saved.setdefault("resumes", []).append({"step": start, "changed": changed})
+        record = saved
     if d.main:
         os.makedirs(config.out, exist_ok=True)
-        text = json.dumps({**meta, "train": asdict(config), "world_size": d.world}, indent=2)
-        tmp = os.path.join(config.out, "config.json.tmp")
+        tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(config.out, "config.json"))
+            f.write(json.dumps(record, indent=2))
+        os.replace(tmp, path)
+
+
+def check_resume(run_dir, meta):
+    """A resume continues the same training: refused when what is trained differs from the run's config.json (the
+    base model, the start (by content: a moved start is the same), the data (by file), LoRA, loss, video...)."""
+    if not os.path.exists(os.path.join(run_dir, "config.json")):
+        return
+    saved = read_run_config(run_dir)
+
+    def what(record):
+        fixed = {k: v for k, v in record.items() if k not in ("train", "world_size", "resumes", "start", "data")}
+        return {**json.loads(json.dumps(fixed)), "start": (record.get("start") or {}).get("adapter_sha256"),
+                "data": record.get("data") and os.path.realpath(record["data"])}
+
+    before, now = what(saved), what(meta)
+    differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if differ:
+        raise ValueError(f"{run_dir}: the run was started with another {', '.join(differ)}; a resume may change how "
+                         f"it trains (--lr, --max-steps, ...), not what it trains; give another --out to start over")
 
 
 def read_run_config(run_dir):
@@ -443,18 +475,51 @@ class _Items(torch.utils.data.Dataset):
         raise ValueError(f"none of the {self.num_items} examples could be used (reasons above)")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; `kept` says which checkpoint a --resume continues from."""
+
+    def __init__(self, kept):
+        super().__init__(kept)
+        self.kept = kept
+
+
 def train(model, loss_fn, encode, num_items, config, d, meta, resume=False, tokens=None):
-    """Train the trainable (LoRA) parameters of `model`.
+    """Train the trainable (LoRA) parameters of `model`; returns the number of optimizer steps.
 
     loss_fn(module, encoded_items) -> (loss tensor, {metric: float}); module is the DDP wrapper when distributed,
     so its forward must be the one that runs the policy. The loss is a mean over the micro-batch, or, given
     tokens(encoded_items) -> int, a sum that the loop divides by the tokens of this rank's whole accumulation window.
     encode(index) -> one encoded example (runs in workers).
-    meta: what config.json records besides the settings (base_model, merged adapters, data, ...).
+    meta: what config.json records besides the settings (base_model, the run it started from, data, ...).
     """
+    run = set_up(model, encode, num_items, config, d, meta, resume)
+    try:
+        loop(run, loss_fn, config, d, meta, tokens)
+    except KeyboardInterrupt:
+        raise Interrupted(checkpoint_note(config, run.saved)) from None
+    save_checkpoint(model, run.optimizer, run.steps, config, d, meta, final=True)
+    if config.grad_ckpt:
+        disable_activation_checkpointing(model)
+    model.eval()
+    return run.steps
+
+
+@dataclass
+class Run:
+    """What the loop works with: the model, its DDP wrapper, optimizer, data, and where it stands."""
+    model: torch.nn.Module
+    wrapped: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    trainable: list
+    batches: object  # iterator over this rank's micro-batches, in step order
+    start: int
+    steps: int
+    saved: int  # the step of the newest checkpoint (0: none yet)
+
+
+def set_up(model, encode, num_items, config, d, meta, resume):
     check_accumulation(config, d)
     check_shared_directory(config.out, d)
-    accumulation = config.global_batch // (d.world * config.micro_batch)
     steps = total_steps(num_items, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     for p in trainable:
@@ -465,68 +530,91 @@ def train(model, loss_fn, encode, num_items, config, d, meta, resume=False, toke
     model.train()
     start = load_checkpoint(model, optimizer, config, d) if resume else 0
     if start == 0:
+        # every rank its own dropout stream; the adapters' init (before this) used one seed on every rank
         torch.manual_seed(config.seed + d.rank)
         random.seed(config.seed + d.rank)
-    write_run_config(config, meta, d)
-    metrics_path = os.path.join(config.out, "metrics.jsonl")
+    write_run_config(config, meta, d, start)
     if d.main:
+        metrics_path = os.path.join(config.out, "metrics.jsonl")
         trim_metrics(metrics_path, start) if start else open(metrics_path, "w").close()
     wrapped = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
                                       find_unused_parameters=config.find_unused_parameters) if d.world > 1 else model
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and \
-        next(model.parameters()).dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
-
-    batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, d)]
-    loader = torch.utils.data.DataLoader(_Items(batches, encode, num_items), batch_size=None, shuffle=False,
-                                         num_workers=config.workers, collate_fn=lambda x: x,
+    micro_batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, d)]
+    loader = torch.utils.data.DataLoader(_Items(micro_batches, encode, num_items), batch_size=None, shuffle=False,
+                                         num_workers=config.workers, collate_fn=keep_as_is,
                                          generator=torch.Generator())  # own RNG: the global one drives dropout
+    return Run(model, wrapped, optimizer, trainable, iter(loader), start, steps, saved=start)
+
+
+def keep_as_is(items):
+    """The loader's collate_fn: a micro-batch stays a list of encoded examples (a module-level function pickles)."""
+    return items
+
+
+def loop(run, loss_fn, config, d, meta, tokens):
+    """The optimizer steps from run.start to run.steps, in the order of the module docstring."""
     from tqdm import tqdm
-    progress = tqdm(total=steps, initial=start, disable=not d.main, desc=os.path.basename(config.out) or "train")
-    loader_iter = iter(loader)
-    for step in range(start, steps):
-        lr = learning_rate(step, steps, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        window = [next(loader_iter) for _ in range(accumulation)]  # this rank's micro-batches of the step
-        # A mean loss counts every micro-batch alike; a summed one (SFT) is divided by the tokens of the whole
-        # window, so a long answer weighs as much in a small micro-batch as in a big one (ms-swift, HF Trainer)
-        divisor = sum(tokens(items) for items in window) if tokens else accumulation
-        if tokens and config.tokens_across_ranks:  # DDP averages gradients over ranks: divide by the mean count
-            divisor = all_sum(d, divisor) / d.world
-        sums = {}
-        for micro, items in enumerate(window):
-            last = micro == accumulation - 1
-            # DDP all-reduces gradients during backward; skip that on all but the last micro-batch
-            with wrapped.no_sync() if d.world > 1 and not last else contextlib.nullcontext():
-                with autocast:
-                    loss, metrics = loss_fn(wrapped, items)
-                (loss / divisor).backward()
-            sums["loss"] = sums.get("loss", 0.0) + loss.item() / divisor
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(v) / accumulation
-        logged = all_mean(d, sums)
-        if not math.isfinite(logged["loss"]):
-            raise ValueError(f"step {step + 1}: the loss is {logged['loss']}; stopped before updating the weights. "
-                             f"The last good checkpoint is in {config.out}/checkpoint (resume with --resume after "
-                             f"lowering --lr or checking the data)")
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if d.main:
-            record = {"step": step + 1, **{k: round(v, 6) for k, v in logged.items()},
-                      "grad_norm": round(grad_norm.item(), 6), "learning_rate": lr}
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            progress.set_postfix(loss=f"{logged['loss']:.4f}")
-            progress.update()
-        if (step + 1) % config.save_every == 0 and step + 1 < steps:
-            save_checkpoint(model, optimizer, step + 1, config, d, meta)
-    progress.close()
-    save_checkpoint(model, optimizer, steps, config, d, meta, final=True)
-    if config.grad_ckpt:
-        disable_activation_checkpointing(model)
-    model.eval()
-    return steps
+
+    accumulation = config.global_batch // (d.world * config.micro_batch)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and \
+        next(run.model.parameters()).dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
+    with tqdm(total=run.steps, initial=run.start, disable=not d.main,
+              desc=os.path.basename(config.out) or "train") as progress:  # closed before any message (Ctrl-C, NaN)
+        for step in range(run.start, run.steps):
+            rng_at_start = rng_state()  # this step's weights are checkpointed once their loss proves finite (below)
+            lr = learning_rate(step, run.steps, config)
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            window = [next(run.batches) for _ in range(accumulation)]  # this rank's micro-batches of the step
+            logged = forward_backward(run, window, loss_fn, config, d, tokens, autocast)
+            if not math.isfinite(logged["loss"]):
+                raise ValueError(f"step {step + 1}: the loss is {logged['loss']}; stopped before updating the "
+                                 f"weights. {checkpoint_note(config, run.saved)}, whose weights gave a finite loss: "
+                                 f"lower --lr or check the data, then continue with --resume")
+            if step > run.start and step % config.save_every == 0:
+                # saved only now: the weights after `step` updates have just given a finite loss, so a NaN stop
+                # never leaves behind a checkpoint that holds the update that blew up
+                save_checkpoint(run.model, run.optimizer, step, config, d, meta, rng=rng_at_start)
+                run.saved = step
+            grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, config.max_grad_norm)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            if d.main:
+                record = {"step": step + 1, **{k: round(v, 6) for k, v in logged.items()},
+                          "grad_norm": round(grad_norm.item(), 6), "learning_rate": lr}
+                with open(os.path.join(config.out, "metrics.jsonl"), "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                progress.set_postfix(loss=f"{logged['loss']:.4f}")
+                progress.update()
+
+
+def forward_backward(run, window, loss_fn, config, d, tokens, autocast):
+    """Gradients of one step's micro-batches, accumulated; returns the step's metrics averaged over ranks."""
+    accumulation = len(window)
+    # A mean loss counts every micro-batch alike; a summed one (SFT) is divided by the tokens of the whole window, so
+    # a long answer weighs as much in a small micro-batch as in a big one (ms-swift, HF Trainer)
+    divisor = sum(tokens(items) for items in window) if tokens else accumulation
+    if tokens and config.tokens_across_ranks:  # DDP averages gradients over ranks: divide by the mean count
+        divisor = all_sum(d, divisor) / d.world
+    sums = {}
+    for micro, items in enumerate(window):
+        last = micro == accumulation - 1
+        # DDP all-reduces gradients during backward; skip that on all but the last micro-batch
+        with run.wrapped.no_sync() if d.world > 1 and not last else contextlib.nullcontext():
+            with autocast:
+                loss, metrics = loss_fn(run.wrapped, items)
+            (loss / divisor).backward()
+        sums["loss"] = sums.get("loss", 0.0) + loss.item() / divisor
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v) / accumulation
+    return all_mean(d, sums)  # over ranks, so every rank takes the same decisions (NaN stop) with the same numbers
+
+
+def checkpoint_note(config, saved):
+    """Where a --resume continues from, in words."""
+    if saved == 0:
+        return f"no checkpoint yet (one every {config.save_every} steps), so --resume starts from step 0, the start"
+    return f"{config.out}/checkpoint holds step {saved}"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ def test_demo_videos_pass_the_selection_rules(demo):
     assert len(kept) == 6 and all(len(r["clips"]) == 5 for r in kept)
     [rejected] = [r for r in records if r["status"] == "rejected"]
     assert rejected["path"].endswith("one_shot.mp4") and rejected["reason"].startswith("too few shots")
-    assert shots.select_video(kept[0]["path"])["status"] == "kept"  # with the default rules, not just the demo's
+    assert shots.select_video(str(demo / kept[0]["path"]))["status"] == "kept"  # the default rules, not the demo's
+    # made with an absolute --out, the records hold paths relative to the demo directory: it can move as a whole
+    assert [r["path"] for r in records] == [f"videos/demo_{k}.mp4" for k in range(6)] + ["videos/one_shot.mp4"]
 
 
 def test_demo_makes_pairs_for_every_r_and_a_page_for_each(demo):
