@@ -1,6 +1,7 @@
 """dpo.py + train.py: the loss, the step, learning, DDP equivalence, resume, stage chaining, merge, bad input."""
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -355,6 +356,21 @@ def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
     # the next stage finds dpo_r4 in the moved runs/
     following = stage_args(data_dir, moved, r=2, max_steps=1, data=str(data_dir / "pairs_r16.jsonl"))
     assert train.read_run_config(dpo.run_stage(following))["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="PEFT is not installed (not a dependency)")
+def test_peft_loads_a_chained_stage_as_the_curriculum_made_it(data_dir, tmp_path):
+    from peft import PeftModel
+
+    first = dpo.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=2))
+    second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=2))
+    expected = vlm.load("tiny")
+    lora.load_adapter(expected.model, os.path.join(first, "stage"))
+    lora.merge_lora(expected.model)
+    lora.load_adapter(expected.model, os.path.join(second, "stage"))
+    base = vlm.load("tiny")
+    PeftModel.from_pretrained(base.model, second)  # wraps base.model's linears in place
+    assert torch.allclose(logps_of(base, data_dir), logps_of(expected, data_dir), atol=1e-4)
 
 
 def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path):
