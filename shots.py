@@ -348,9 +348,8 @@ class FrameChange:
         return colour, layout
 
     def __call__(self, i, j):
-        """change between frame i and frame(s) j."""
-        j = np.clip(np.atleast_1d(j), 0, self.num_frames - 1)
-        i = np.clip(i, 0, self.num_frames - 1)
+        """change between frames i and j: indices or index arrays, broadcast against each other (at least 1-d)."""
+        i, j = (np.clip(np.atleast_1d(k), 0, self.num_frames - 1) for k in (i, j))
         change = np.maximum(histogram_distance(self.histograms[i], self.histograms[j]) / self.colour_threshold,
                             layout_distance(self.tiles[i], self.tiles[j]) / self.layout_threshold)
         return np.where(self.blank[i] & self.blank[j], 0.0, change)
@@ -397,7 +396,7 @@ def lasting_change(change, t, reach=2):
     cut changes every frame after it from every frame before; an overlay flashed next to a cut changes only the
     pairs it is on, so where two jumps compete, the cut wins."""
     before, after = np.arange(t - 1 - reach, t), np.arange(t, t + 1 + reach)
-    return float(np.median(np.concatenate([change(i, after) for i in before])))
+    return float(np.median(change(before[:, None], after[None, :])))
 
 
 def hard_cuts(change, ratio=3.0, window=12, flash_frames=4):
@@ -451,23 +450,21 @@ def blend_fit(tiles):
 
 def moved_copy(a, b, max_shift=(4, 8)):
     """How much of the difference between tiles a and b (9, 16) is left when a is shifted onto b by whole tiles
-    (up to max_shift (rows, columns); the overlap is compared): near 0 when b is a moved copy of a (a camera pan),
+    (up to max_shift (rows, columns); where they overlap): near 0 when b is a moved copy of a (a camera pan), mostly
     0.2 or more between unrelated pictures."""
-    h, w = a.shape
-    plain = best = float(((a - b) ** 2).mean())
-    for dy in range(-max_shift[0], max_shift[0] + 1):
-        for dx in range(-max_shift[1], max_shift[1] + 1):
-            overlap_a = a[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
-            overlap_b = b[max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
-            best = min(best, float(((overlap_a - overlap_b) ** 2).mean()))
-    return best / max(plain, 1e-9)
+    rows, columns = max_shift
+    padded = np.pad(a.astype(np.float64), ((rows, rows), (columns, columns)), constant_values=np.nan)
+    moved = np.lib.stride_tricks.sliding_window_view(padded, a.shape)  # a under every shift, NaN where it moved off
+    errors = np.nanmean((moved - b) ** 2, axis=(-2, -1))
+    return float(errors.min() / max(errors[rows, columns], 1e-9))     # [rows, columns]: not shifted
 
 
-def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residual=0.08, min_moved=0.1):
+def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residual=0.08, min_moved=0.1, cuts=()):
     """Dissolves, each as one boundary at the frame where the new picture takes over, with its strength.
 
     A candidate is a peak of window_changes: >= threshold, the largest within +-frames and >= ratio x the level
-    around it (a long camera move keeps the level up). It is a dissolve if, over the 2 x frames frames around it:
+    around it (a long camera move keeps the level up), with none of the `cuts` already found in its windows (the
+    change there is the cut). It is a dissolve if, over the 2 x frames frames around it:
     - neither end is blank: fades from and to blank frames are the blank runs' boundaries;
     - the two ends differ in layout (>= the cut threshold): else it is one picture whose light changed;
     - every frame is a mix of the two ends (blend_fit residual <= max_residual): rules out pans and wipes from one
@@ -488,7 +485,7 @@ def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residua
     found = []
     for centre in np.flatnonzero(peak & (steps >= threshold) & (steps >= ratio * level)):
         first, last = centre - frames, centre + frames - 1
-        if change.blank[first] or change.blank[last]:
+        if change.blank[first] or change.blank[last] or any(first < cut <= last for cut in cuts):
             continue
         if layout_distance(tiles[first], tiles[last]) < change.layout_threshold:
             continue
@@ -540,7 +537,8 @@ def find_shots(scan, colour_threshold=0.2, layout_threshold=0.3, ratio=3.0, wind
     candidates = blank_cuts(change, min_shot_frames)
     cuts = sorted(hard_cuts(change, ratio, window, flash_frames), key=lambda cut: -cut[1])
     candidates += [frame for frame, _ in cuts]
-    candidates += [frame for frame, _ in gradual_transitions(change, fade_frames, fade_threshold)]
+    dissolves = gradual_transitions(change, fade_frames, fade_threshold, cuts=candidates)
+    candidates += [frame for frame, _ in dissolves]
     return cuts_to_shots(candidates, scan.num_frames, min_shot_frames)
 
 

@@ -27,9 +27,10 @@ A detection is the first frame of every shot but the first. Scoring, as issue 12
   gradual transitions, so it is printed for comparison only).
 F1 = 2 TP / (2 TP + FP + FN) over all videos together.
 
-The last line is `RESULT f1_strict=... f1_lenient=... f1_any=... shots_s=...` plus the same for every other detector
-installed (adaptive_, content_, transnet_), where *_s is the detector's time on the 720 frames of 1280x720 of
-testvideo.mp4 (fastest of 3, detectors taking turns; 2 cores shared with other work add noise).
+The last line is `RESULT videos=N f1_strict=... f1_lenient=... f1_any=... time_s=...` plus the same for every other
+detector installed (adaptive_, content_, transnet_), where time_s is the detector's time on the 720 frames of
+1280x720 of testvideo.mp4, decoding included (fastest of 3, detectors taking turns; other work on the machine only
+ever adds time).
 """
 
 import argparse
@@ -209,23 +210,27 @@ def main():
         detectors = {k: v for k, v in detectors.items() if k in args.only}
 
     totals = {name: dict(hits=0, missed=0, false_lenient=0, false_strict=0, false_any=0) for name in detectors}
-    print(f"{'video':28s} {'cuts':>4s} {'grad':>4s}  " + "  ".join(f"{n:>22s}" for n in detectors))
-    print(f"{'':28s} {'':4s} {'':4s}  " + "  ".join(f"{'found miss false(s/l)':>22s}" for _ in detectors))
+    print(f"{'video':26s} {'cuts':>4s} {'grad':>4s}  " + "  ".join(f"{n:>24s}" for n in detectors))
+    print(f"{'':26s} {'':4s} {'':4s}  " + "  ".join(f"{'found miss false s/l/any':>24s}" for _ in detectors))
+    scored = 0
     for name, video in truth.items():
         path = os.path.join(args.videos, name)
         if not os.path.exists(path):
-            print(f"{name:28s} missing from {args.videos}: skipped")
+            print(f"{name:26s} missing from {args.videos}: skipped")
             continue
+        scored += 1
         cells = []
         for detector, detect in detectors.items():
             result = score(detect(path), video)
             for key, value in result.items():
                 totals[detector][key] += value
-            cells.append(f"{result['hits']:5d} {result['missed']:4d} {result['false_strict']:5d}/"
-                         f"{result['false_lenient']:<5d}")
-        print(f"{name:28s} {len(video['cuts']):4d} {len(video['gradual']):4d}  " + "  ".join(f"{c:>22s}" for c in cells))
+            false = "/".join(str(result[f"false_{mode}"]) for mode in ("strict", "lenient", "any"))
+            cells.append(f"{result['hits']:5d} {result['missed']:4d} {false:>14s}")
+        print(f"{name:26s} {len(video['cuts']):4d} {len(video['gradual']):4d}  " + "  ".join(f"{c:>24s}" for c in cells))
 
-    fields = []
+    if not scored:
+        sys.exit(f"no video of {args.truth} is in {args.videos}: nothing scored")
+    fields = [f"videos={scored}"]
     for detector, t in totals.items():
         scores = {mode: f1(t["hits"], t["missed"], t[f"false_{mode}"]) for mode in ("strict", "lenient", "any")}
         print(f"{detector:10s} found {t['hits']}, missed {t['missed']}, false {t['false_strict']} strict / "
@@ -236,7 +241,7 @@ def main():
     if os.path.exists(timed) and not args.no_timing:
         for detector, seconds in timed_runs(detectors, timed).items():
             print(f"{detector:10s} {seconds:.2f} s on {TIMED_VIDEO} (720 frames of 1280x720)")
-            fields.append(f"{detector}_s={seconds:.2f}")
+            fields.append(f"{detector}_time_s={seconds:.2f}")
     print("RESULT " + " ".join(f.removeprefix("shots_") for f in fields))
 
 
