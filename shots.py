@@ -314,18 +314,25 @@ def histogram_distance(a, b):
     return 0.5 * np.abs(a - b).sum(-1).mean(-1)
 
 
-def layout_distance(a, b, noise=3.0):
-    """How differently two frames are laid out, from their tiles (..., 9, 16): the squared difference of the
-    zero-mean grey levels over their summed energy. 0 = same layout, about 1 = unrelated pictures, 2 = inverted.
+def layout_distance(a, b, noise=3.0, block=(3, 4)):
+    """How differently two frames are laid out, from their tiles (..., 9, 16): in each block of 3 x 4 tiles, the
+    squared difference of the zero-mean grey levels over their summed energy; the median over the 12 blocks.
+    0 = same layout, about 1 = unrelated pictures, 2 = inverted.
 
     Removing the mean makes it blind to brightness, and a change of contrast by a factor g only gives
     (1 - g)^2 / (1 + g^2): a fade or a flicker barely moves it, while a cut between two shots of one palette (two
-    faces in one room, a monitor and then its screen) moves it as much as any cut. `noise` (grey levels per tile)
-    keeps nearly flat frames, whose layout is mostly noise, from counting."""
-    a = a - a.mean(axis=(-2, -1), keepdims=True)
-    b = b - b.mean(axis=(-2, -1), keepdims=True)
-    energy = (a * a).sum(axis=(-2, -1)) + (b * b).sum(axis=(-2, -1)) + a.shape[-1] * a.shape[-2] * noise ** 2
-    return ((a - b) ** 2).sum(axis=(-2, -1)) / energy
+    faces in one room, a monitor and then its screen) moves it as much as any cut. The median over blocks wants the
+    change everywhere, as a cut makes it: subtitles, a logo or a box appearing change a few blocks only. `noise`
+    (grey levels per tile) keeps nearly flat blocks, whose layout is mostly noise, from counting."""
+    a, b = (x - np.median(x.reshape(*x.shape[:-2], -1), axis=-1)[..., None, None] for x in (a, b))
+    rows, columns = a.shape[-2] // block[0], a.shape[-1] // block[1]
+
+    def per_block(x):  # (..., 9, 16) -> (..., 12) sums over blocks of tiles
+        x = x.reshape(*x.shape[:-2], rows, block[0], columns, block[1]).sum(axis=(-3, -1))
+        return x.reshape(*x.shape[:-2], rows * columns)
+
+    energy = per_block(a * a + b * b) + block[0] * block[1] * noise ** 2
+    return np.median(per_block((a - b) ** 2) / energy, axis=-1)
 
 
 class FrameChange:

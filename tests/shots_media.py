@@ -95,3 +95,13 @@ def fade(frames, to=0, start=0.0, end=1.0):
 def panorama(seeds, height=216):
     """Scenes side by side: a camera panning across it goes from one place to another."""
     return np.concatenate([make_scene(seed, height, 384) for seed in seeds], axis=1)
+
+
+def subtitles(frames, at, seed=0):
+    """Two lines of white glyph blocks burnt into the bottom of frames[at:], like captions appearing."""
+    frames = frames.copy()
+    h, w = frames.shape[1:3]
+    glyphs = np.kron(np.random.default_rng(seed).random((2, 24)) < 0.6, np.ones((4, 3), bool))
+    top, left = int(0.8 * h), int(0.2 * w)
+    frames[at:, top:top + glyphs.shape[0], left:left + glyphs.shape[1]][:, glyphs] = 235
+    return frames

@@ -13,7 +13,7 @@ import pytest
 import shots
 from media import write_audio_only, write_video
 from shots_media import (camera, dissolve, edited_video, fade, flash, make_scene, overlay, palette_scene,
-                         panorama, uniform_ramp)
+                         panorama, subtitles, uniform_ramp)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLACK = np.zeros((12, 72, 128, 3), np.uint8)
@@ -133,6 +133,13 @@ def test_overlay_glitch_beside_a_cut_leaves_the_cut(same_palette, at, length, si
     frames, folder = same_palette
     path = write_video(folder / "glitch.mp4", overlay(frames, at, length, box=(0.1, 0.1, size, size)))
     assert cuts_of(shots.detect_shots(path)) == [40]
+
+
+@pytest.mark.parametrize("brightness", [1.0, 0.2])
+def test_subtitles_appearing_are_no_cut(tmp_path, brightness):
+    """On a dark scene the captions hold much of the frame's contrast; the layout test wants change everywhere."""
+    frames = subtitles((camera(make_scene(5), 60, velocity=(0.2, 0.5)) * brightness).astype(np.uint8), at=30)
+    assert shots.detect_shots(write_video(tmp_path / "captions.mp4", frames)) == [(0, 60)]
 
 
 def test_flat_fade_is_one_blank_shot(tmp_path):
