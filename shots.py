@@ -11,9 +11,11 @@ dependency-free methods on small decoded frames and keeps every selection rule:
 Shot detection works on 96x54 point-sampled frames, with two kinds of change between frames, each judged against
 its own local level (what the frames around it do), so that one setting works on film, animation, slideshows and
 hand-held footage:
-- colour (joint RGB histograms of a 2x2 grid) catches cuts to another place or light;
-- layout (a 16x9 grid of mean grey levels, compared without its mean and contrast) catches cuts within one palette
-  (two faces in one room, a monitor and then its screen), and stays still through fades and flicker;
+- colour (joint RGB histograms of a 2x2 grid) catches cuts to another place or light; a colour jump that is only
+  the old picture under other light (one exposure gain fits the 16x9 grid of mean colours) is no cut;
+- layout (a 16x9 grid of mean grey levels, compared without its median level and contrast, block by block, the
+  median of 12 blocks) catches cuts within one palette (two faces in one room, a monitor and then its screen),
+  stays still through fades and flicker, and ignores captions, logos and boxes that change a few blocks;
 - a jump whose old picture comes back within a few frames is a flash or an overlay glitch, not a cut; among jumps
   a few frames apart, the one whose change lasts (every frame before differs from every frame after) is the cut;
 - a frame whose grey levels span less than 10 is blank, whatever its level: runs of blank frames (black gaps, the
@@ -111,7 +113,7 @@ class Scan:
     fps: float
     num_frames: int
     histograms: np.ndarray   # (T, cells, bins) float32, each cell sums to 1
-    tiles: np.ndarray        # (T, 9, 16) float32, mean grey level of each 6x6 tile of the small frame
+    tiles: np.ndarray        # (T, 9, 16, 3) float32, mean R, G, B of each 6x6 tile of the small frame
     grey_min: np.ndarray     # (T,) uint8, of the small frame
     grey_max: np.ndarray     # (T,) uint8
     promised_frames: int = 0  # what the container says it holds, 0 = unknown
@@ -269,22 +271,22 @@ def grey_levels(rgb):
 
 
 TILE = 6  # side of a tile in pixels of the small frame: 96x54 -> a grid of 16 x 9 tiles
+GREY = np.array([0.299, 0.587, 0.114], np.float32)  # R, G, B -> grey, as grey_levels
 
 
 def grey_summary(frames):
-    """(T, H, W, 3) uint8 -> (tiles, grey min, grey max): the mean grey level of every TILE x TILE tile, and the
+    """(T, H, W, 3) uint8 -> (tiles, grey min, grey max): the mean R, G, B of every TILE x TILE tile, and the
     darkest and the brightest grey level of each frame exactly as grey_levels gives them, but several times faster:
     float32 holds the fixed-point sums exactly (they stay below 2**24), and since rounding keeps the order, only
     the minimum and maximum of each frame need rounding."""
     rgb = frames.astype(np.float32)
+    t, h, w, _ = rgb.shape
+    tiles = rgb.reshape(t, h // TILE, TILE, w // TILE, TILE, 3).mean(axis=(2, 4))
     grey = rgb[..., 0] * 9798
     grey += rgb[..., 1] * 19235
     grey += rgb[..., 2] * 3735
-    t, h, w = grey.shape
-    tiles = grey.reshape(t, h // TILE, TILE, w // TILE, TILE).mean(axis=(2, 4)) * (1 / (1 << 15))
     grey = grey.reshape(t, -1)
-    return [tiles.astype(np.float32)] + [((g + (1 << 14)) // (1 << 15)).astype(np.uint8)
-                                         for g in (grey.min(axis=1), grey.max(axis=1))]
+    return [tiles] + [((g + (1 << 14)) // (1 << 15)).astype(np.uint8) for g in (grey.min(axis=1), grey.max(axis=1))]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -340,8 +342,9 @@ class FrameChange:
     in units of its cut threshold. change(i, j) = max of the two: >= 1 means another picture. Blank frames (one
     grey level: black, white, any step of a uniform fade) all look alike: between two of them nothing changes."""
 
-    def __init__(self, histograms, tiles, blank, colour_threshold=0.2, layout_threshold=0.3):
-        self.histograms, self.tiles, self.blank = histograms, tiles, blank
+    def __init__(self, histograms, colour_tiles, blank, colour_threshold=0.2, layout_threshold=0.3):
+        self.histograms, self.colour_tiles, self.blank = histograms, colour_tiles, blank
+        self.tiles = colour_tiles @ GREY  # (T, 9, 16) mean grey levels: the layout
         self.colour_threshold, self.layout_threshold = colour_threshold, layout_threshold
         self.num_frames = len(histograms)
 
@@ -406,18 +409,39 @@ def lasting_change(change, t, reach=2):
     return float(np.median(change(before[:, None], after[None, :])))
 
 
+def light_change(a, b, gains=(0.5, 2.0), unexplained=0.1):
+    """Whether colour tiles b (9, 16, 3) are tiles a under other light: b = g a + o, one gain g within `gains` and
+    one offset for every tile and channel, leaves less than `unexplained` of the change (an exposure step, a lamp
+    switched on). Not so for a new picture, a change of colour (the gain would differ per channel) or a cut to
+    black (g near 0)."""
+    x, y = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    gain, offset = np.polyfit(x, y, 1)
+    left = ((y - gain * x - offset) ** 2).sum() / max(((y - x) ** 2).sum(), 1e-9)
+    return bool(gains[0] <= gain <= gains[1] and left < unexplained)
+
+
 def hard_cuts(change, ratio=3.0, window=12, flash_frames=4):
     """Frames t where a new shot starts abruptly, with their strength (lasting_change): the colours or the layout of
     frame t differ from frame t-1 by at least their threshold and by at least ratio x the local level of that kind
     of change, and the picture before does not come back within flash_frames (a flash).
 
-    Colour catches cuts between different places and light; layout catches cuts within one palette; each against
-    its own local level, so camera motion (which raises the layout steps for as long as it lasts) does not fire."""
+    Colour catches cuts between different places and light, but a 4-level histogram also jumps when the exposure
+    does: a colour jump with the layout unchanged must be more than a change of light (light_change). Layout
+    catches cuts within one palette. Each against its own local level, so camera motion (which raises the steps
+    for as long as it lasts) does not fire."""
     colour, layout = change.steps()
-    jumps = stands_out(colour, change.colour_threshold, ratio, window, change.blank) | \
-        stands_out(layout, change.layout_threshold, ratio, window, change.blank)
+    by_colour = stands_out(colour, change.colour_threshold, ratio, window, change.blank)
+    by_layout = stands_out(layout, change.layout_threshold, ratio, window, change.blank)
+    jumps = by_colour | by_layout
     jumps[1:] &= ~(change.blank[1:] | change.blank[:-1])  # into or out of blank frames: blank_cuts decides
-    return [(int(t), lasting_change(change, t)) for t in np.flatnonzero(jumps) if not is_flash(change, t, flash_frames)]
+    cuts = []
+    for t in np.flatnonzero(jumps):
+        if is_flash(change, t, flash_frames):
+            continue
+        if not by_layout[t] and light_change(change.colour_tiles[t - 1], change.colour_tiles[t]):
+            continue
+        cuts.append((int(t), lasting_change(change, t)))
+    return cuts
 
 
 def window_changes(change, frames):

@@ -142,6 +142,24 @@ def test_subtitles_appearing_are_no_cut(tmp_path, brightness):
     assert shots.detect_shots(write_video(tmp_path / "captions.mp4", frames)) == [(0, 60)]
 
 
+@pytest.mark.parametrize("gain", [1.3, 0.6])
+def test_exposure_step_is_no_cut(tmp_path, gain):
+    """The 4-level histograms jump when the exposure does; the colours are the old ones under other light."""
+    shot = camera(make_scene(5), 60, velocity=(0.2, 0.5)).astype(np.float32)
+    shot[30:] *= gain
+    scan = shots.scan_video(write_video(tmp_path / "exposure.mp4", np.clip(shot, 0, 255).astype(np.uint8)))
+    assert shots.histogram_distance(scan.histograms[30], scan.histograms[29]) > 0.4
+    assert shots.find_shots(scan) == [(0, 60)]
+
+
+def test_change_of_colour_with_the_same_layout_is_a_cut(tmp_path):
+    """Cards of one colour with the same white mark (PySceneDetect's counter.mp4): grey, then red."""
+    cards = np.empty((60, 72, 128, 3), np.uint8)
+    cards[:30], cards[30:] = (128, 128, 128), (200, 40, 40)
+    cards[:, 20:40, 50:80] = 255
+    assert cuts_of(shots.detect_shots(write_video(tmp_path / "cards.mp4", cards))) == [30]
+
+
 def test_flat_fade_is_one_blank_shot(tmp_path):
     """A uniform field ramping black -> white -> black: every frame is blank, whatever its level; no cut."""
     levels = np.concatenate([np.linspace(0, 255, 40), np.linspace(255, 0, 40), np.linspace(0, 255, 40)]).round()
