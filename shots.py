@@ -261,7 +261,7 @@ def scan_video(path, levels=4, grid=2, chunk=32):
 
 def summarise_frames(frames, levels=4, grid=2):
     """(T, H, W, 3) uint8 small frames -> colour histograms, tiles, grey min and grey max (the arrays of Scan)."""
-    return (colour_histograms(frames, levels, grid), *grey_summary(frames))
+    return (colour_histograms(frames, levels, grid), *tiles_and_grey_range(frames))
 
 
 def grey_levels(rgb):
@@ -274,19 +274,24 @@ TILE = 6  # side of a tile in pixels of the small frame: 96x54 -> a grid of 16 x
 GREY = np.array([0.299, 0.587, 0.114], np.float32)  # R, G, B -> grey, as grey_levels
 
 
-def grey_summary(frames):
+def tiles_and_grey_range(frames):
     """(T, H, W, 3) uint8 -> (tiles, grey min, grey max): the mean R, G, B of every TILE x TILE tile, and the
     darkest and the brightest grey level of each frame exactly as grey_levels gives them, but several times faster:
     float32 holds the fixed-point sums exactly (they stay below 2**24), and since rounding keeps the order, only
-    the minimum and maximum of each frame need rounding."""
-    rgb = frames.astype(np.float32)
-    t, h, w, _ = rgb.shape
-    tiles = rgb.reshape(t, h // TILE, TILE, w // TILE, TILE, 3).mean(axis=(2, 4))
-    grey = rgb[..., 0] * 9798
-    grey += rgb[..., 1] * 19235
-    grey += rgb[..., 2] * 3735
+    the minimum and maximum of each frame need rounding. Works on colour planes: numpy reduces contiguous runs of
+    one colour fastest."""
+    planes = np.moveaxis(frames, -1, 0).astype(np.float32, order="C")  # (3, T, H, W)
+    t = planes.shape[1]
+    # Tile sums as TILE strided adds along rows, then along columns: numpy adds long runs fast, while a sum over a
+    # short axis of a reshaped array goes element by element (5x slower here).
+    columns = sum(planes[..., k::TILE] for k in range(TILE))
+    tiles = sum(columns[..., k::TILE, :] for k in range(TILE)) * (1 / TILE ** 2)
+    grey = planes[0] * 9798
+    grey += planes[1] * 19235
+    grey += planes[2] * 3735
     grey = grey.reshape(t, -1)
-    return [tiles] + [((g + (1 << 14)) // (1 << 15)).astype(np.uint8) for g in (grey.min(axis=1), grey.max(axis=1))]
+    return [np.moveaxis(tiles, 0, -1)] + [((g + (1 << 14)) // (1 << 15)).astype(np.uint8)
+                                          for g in (grey.min(axis=1), grey.max(axis=1))]
 
 
 # ----------------------------------------------------------------------------------------------------------------
