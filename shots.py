@@ -552,12 +552,12 @@ def blank_cuts(change, min_frames=8):
 
 
 def cuts_to_shots(candidates, num_frames, min_shot_frames):
-    """Accept candidate cut frames in priority order, never closer than min_shot_frames to an accepted cut or to
-    either end of the video; the cuts split [0, num_frames) into shots."""
+    """Accept candidate cut frames in priority order, never closer than min_shot_frames to an accepted cut; the cuts
+    split [0, num_frames) into shots. Near the ends of the video a shot may be shorter: a clip taken from a longer
+    video often starts with the last frames of a shot, and cleaning drops them."""
     kept = []
     for frame in candidates:
-        if min_shot_frames <= frame <= num_frames - min_shot_frames and \
-                all(abs(frame - k) >= min_shot_frames for k in kept):
+        if 0 < frame < num_frames and all(abs(frame - k) >= min_shot_frames for k in kept):
             kept.append(frame)
     bounds = [0] + sorted(kept) + [num_frames]
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
