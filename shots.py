@@ -322,16 +322,20 @@ def histogram_distance(a, b):
 
 
 def layout_distance(a, b, noise=3.0, block=(3, 4)):
-    """How differently two frames are laid out, from their tiles (..., 9, 16): in each block of 3 x 4 tiles, the
-    squared difference of the zero-mean grey levels over their summed energy; the median over the 12 blocks.
-    0 = same layout, about 1 = unrelated pictures, 2 = inverted.
+    """How differently two frames are laid out, from their tiles (..., 9, 16) of grey levels, each less its median
+    tile: in each block of 3 x 4 tiles, the squared difference over the summed energy of the two; the median over
+    the 12 blocks. 0 = same layout, about 1 = unrelated pictures, 2 = inverted.
 
-    Removing the mean makes it blind to brightness, and a change of contrast by a factor g only gives
+    Removing the median level makes it blind to brightness, and a change of contrast by a factor g only gives
     (1 - g)^2 / (1 + g^2): a fade or a flicker barely moves it, while a cut between two shots of one palette (two
     faces in one room, a monitor and then its screen) moves it as much as any cut. The median over blocks wants the
-    change everywhere, as a cut makes it: subtitles, a logo or a box appearing change a few blocks only. `noise`
-    (grey levels per tile) keeps nearly flat blocks, whose layout is mostly noise, from counting."""
-    a, b = (x - np.median(x.reshape(*x.shape[:-2], -1), axis=-1)[..., None, None] for x in (a, b))
+    change everywhere, as a cut makes it: captions, a logo or a box appearing change a few blocks only (and the
+    median level, unlike the mean, does not follow them). `noise` (grey levels per tile) keeps nearly flat blocks,
+    whose layout is mostly noise, from counting."""
+    def centred(x):  # minus the median tile: blind to brightness, and to a small bright patch
+        return x - np.median(x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1]), axis=-1)[..., None, None]
+
+    a, b = centred(a), centred(b)
     rows, columns = a.shape[-2] // block[0], a.shape[-1] // block[1]
 
     def per_block(x):  # (..., 9, 16) -> (..., 12) sums over blocks of tiles

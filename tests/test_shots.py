@@ -171,6 +171,12 @@ def test_cuts_a_few_frames_from_either_end_are_kept(tmp_path):
     assert shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(4, 68)]
 
 
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_very_short_videos(tmp_path, length):
+    frames = camera(make_scene(1), length, velocity=(0.5, 1))
+    assert shots.detect_shots(write_video(tmp_path / "short.mp4", frames)) == [(0, length)]
+
+
 def test_flat_fade_is_one_blank_shot(tmp_path):
     """A uniform field ramping black -> white -> black: every frame is blank, whatever its level; no cut."""
     levels = np.concatenate([np.linspace(0, 255, 40), np.linspace(255, 0, 40), np.linspace(0, 255, 40)]).round()
