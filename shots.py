@@ -514,8 +514,9 @@ def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residua
     Dissolves with much motion in them fail too: missing one merges two shots; a false one splits one shot.
 
     One boundary, not a shot of its own: the released code drops the frames of a transition with the shots under
-    8 frames, but a dissolve of 0.5-1 s is long enough to pass cleaning as a shot of blended pictures; split at its
-    middle, each half stays with its shot, and keyframes (near 1/3 and 2/3 of a clip) rarely fall on it."""
+    8 frames, but a dissolve of 0.5-1 s is long enough to pass cleaning as a shot of blended pictures. Split where
+    the new picture takes over (its weight reaches 1/2, near the middle), each half stays with its shot, and
+    keyframes (near 1/3 and 2/3 of a clip) rarely fall on it."""
     n, tiles = change.num_frames, change.tiles
     if not frames or n < 2 * frames:
         return []
