@@ -17,8 +17,10 @@ is off on variable-frame-rate files), scaled as their own pipelines scale them:
 A detector whose package is not installed is skipped (none of them is a dependency of this project). --before
 adds another version of shots.py, loaded from a file, as detector "before".
 
-A detection is the first frame of every shot but the first. Scoring, as issue 12 defines it:
-- a detection within 1 frame of a true cut matches it, one to one, nearest first;
+A detection is the first frame of every shot but the first. Scoring as issue 12 defines it, with the one point it
+leaves open made explicit (whether a transition reported once is an error: "strict" says no, "any" says yes):
+- a detection within 1 frame of a true cut matches it, one to one, nearest first; a detection at a frame (or in a
+  [first, last] span) listed under "ignore" counts for nothing;
 - lenient: a detection inside a gradual transition's span [first - 1, last + 1] is neither a hit nor an error;
 - strict: a gradual transition may be reported once (one boundary in its span: a fade or dissolve is one
   transition); every further detection inside the span is an error, as is every detection elsewhere that matches
