@@ -8,10 +8,25 @@ dependency-free methods on small decoded frames and keeps every selection rule:
     -> group similar shots (average linkage over all shots) -> fuse consecutive shots of one group into clips
     -> >= 4 clips, no group revisited in more than min(3, N // 3) runs -> two sharp keyframes per clip
 
-Shot detection compares colour histograms of consecutive 96x54 frames. A cut is a jump that is large in absolute
-terms and large relative to the local level (so fast camera motion does not fire), after which the old content does
-not come back within a few frames (so flashes do not fire). Fades and dissolves are found by comparing the mean
-histograms of the windows before and after each frame.
+Shot detection works on 96x54 point-sampled frames, with two kinds of change between frames, each judged against
+its own local level (what the frames around it do), so that one setting works on film, animation, slideshows and
+hand-held footage:
+- colour (joint RGB histograms of a 2x2 grid) catches cuts to another place or light; a colour jump that is only
+  the old picture under other light (one exposure gain fits the 16x9 grid of mean colours) is no cut;
+- layout (a 16x9 grid of mean grey levels, compared without its median level and contrast, block by block, the
+  median of 12 blocks) catches cuts within one palette (two faces in one room, a monitor and then its screen),
+  stays still through fades and flicker, and ignores captions, logos and boxes that change a few blocks;
+- a jump whose old picture comes back within a few frames is a flash or an overlay glitch, not a cut; among jumps
+  a few frames apart, the one whose change lasts (every frame before differs from every frame after) is the cut;
+- a frame whose grey levels span less than 10 is blank, whatever its level: runs of blank frames (black gaps, the
+  black middle of a fade, a uniform fade) are shots of their own that cleaning drops, and nothing changes between
+  two blank frames, so a flat fade is no run of cuts;
+- a dissolve is found where the mean pictures of the windows before and after a frame differ, and kept only if the
+  frames in between are mixes of its two ends (a pan or a wipe sweeps across the frame instead), its ends differ
+  in layout (else the light changed) and the last is not a moved copy of the first (a slow pan). It is reported
+  once, as one boundary where the new picture takes over; a fade to or from black is the blank run's boundary.
+A file that decodes only in part (a truncated download) gives the shots of the frames that decode; select rejects
+it, since its clips would not be the video's.
 
 It imports numpy and PyAV only; copy it into another project as it is.
 
@@ -19,8 +34,10 @@ It imports numpy and PyAV only; copy it into another project as it is.
     python temple.py select videos/ --out data    # data/videos.jsonl: shots, clips, keyframes, kept or not
 """
 
+import inspect
 import math
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -65,14 +82,15 @@ def stream_fps(stream):
 
 
 def expected_frames(container, stream, fps):
-    """Frames the container promises: the stream's count, else duration x fps (webm/mkv have no count); 0 = unknown."""
+    """(frames the container promises, whether that is its own count): the stream's count, else duration x fps
+    (webm/mkv have no count); 0 = unknown."""
     if stream.frames:
-        return stream.frames
+        return stream.frames, True
     if stream.duration and stream.time_base:
-        return round(float(stream.duration * stream.time_base) * fps)
+        return round(float(stream.duration * stream.time_base) * fps), False
     if container.duration:
-        return round(container.duration / av.time_base * fps)
-    return 0
+        return round(container.duration / av.time_base * fps), False
+    return 0, False
 
 
 def decoded_frames(container, stream, errors):
@@ -90,13 +108,25 @@ def decoded_frames(container, stream, errors):
 
 @dataclass
 class Scan:
-    """What one decoding pass keeps per frame: colour histograms and the grey range (for blank shots)."""
+    """What one decoding pass keeps per frame: colour histograms, a coarse grid of mean colours (the picture's
+    layout and its light) and the grey range (blank frames and shots)."""
     fps: float
     num_frames: int
     histograms: np.ndarray   # (T, cells, bins) float32, each cell sums to 1
+    tiles: np.ndarray        # (T, 9, 16, 3) float32, mean R, G, B of each 6x6 tile of the small frame
     grey_min: np.ndarray     # (T,) uint8, of the small frame
     grey_max: np.ndarray     # (T,) uint8
+    promised_frames: int = 0  # what the container says it holds, 0 = unknown
+    exact_count: bool = True  # promised_frames is the container's own count, not duration x fps
     corrupt_packets: int = 0
+
+    def incomplete(self):
+        """'only N of M frames decode' when the file holds fewer frames than its container promises (a truncated
+        download, a damaged stretch), else ''. An estimate from the duration may be a few frames off: 3 % slack."""
+        slack = 0 if self.exact_count else max(2, round(0.03 * self.promised_frames))
+        if self.num_frames < self.promised_frames - slack:
+            return f"only {self.num_frames} of {self.promised_frames} frames decode"
+        return ""
 
 
 # (Kr, Kb) of the YUV -> RGB matrix swscale applies for a frame's colorspace tag (AVColorSpace): BT.709 (1), and
@@ -176,11 +206,13 @@ class SmallFrames:
         return np.clip(rgb, 0, 255, out=rgb).astype(np.uint8)
 
 
-def scan_video(path, levels=4, grid=2, chunk=32, min_decoded=0.9):
-    """Decode the whole video once, point-sample each frame to 96x54 and keep per-frame histograms and grey ranges.
+def scan_video(path, levels=4, grid=2, chunk=32):
+    """Decode the whole video once, point-sample each frame to 96x54 and keep what shot detection and selection
+    need per frame (see Scan).
 
-    Raises ValueError naming the file when nothing decodes or fewer than `min_decoded` of the promised frames do
-    (a truncated or badly damaged file); a few corrupt packets in an otherwise good video are skipped."""
+    Frames that do not decode are skipped: a damaged or truncated file gives the frames before (and after) the
+    damage, and Scan.incomplete() says how many are missing. Raises ValueError naming the file when no frame
+    decodes."""
     container, stream = open_video(path)
     fps = stream_fps(stream)
     # Point sampling, not area averaging: a histogram only needs a fair sample of the pixels, and averaging every
@@ -189,9 +221,9 @@ def scan_video(path, levels=4, grid=2, chunk=32, min_decoded=0.9):
     errors, pending, summaries = [0], [], []
 
     def summarise(chunk):
-        """Histograms and grey ranges of a chunk of sampled frames. Numpy works on whole chunks (per-frame calls
-        would cost more than the arithmetic), small enough to stay in the CPU cache from one step to the next, in
-        planes (each step reads one colour at a time)."""
+        """Summaries of a chunk of sampled frames. Numpy works on whole chunks (per-frame calls would cost more than
+        the arithmetic), small enough to stay in the CPU cache from one step to the next, in planes (each step
+        reads one colour at a time)."""
         rgb = np.empty((3, len(chunk), SMALL_HEIGHT * SMALL_WIDTH), np.uint8)
         keys = [key for key, _ in chunk]
         for key in set(keys):  # one key in practice; a stream can change pixel format midway
@@ -199,13 +231,13 @@ def scan_video(path, levels=4, grid=2, chunk=32, min_decoded=0.9):
             samples = np.stack([chunk[i][1] for i in at])
             rgb[:, at] = small.to_rgb(samples, *key) if key else samples.reshape(len(at), -1, 3).transpose(2, 0, 1)
         frames = np.moveaxis(rgb.reshape(3, -1, SMALL_HEIGHT, SMALL_WIDTH), 0, -1)  # (T, H, W, 3), a view
-        return colour_histograms(frames, levels, grid), *grey_range(frames)
+        return summarise_frames(frames, levels, grid)
 
     # Chunks are summarised in a second thread while this one goes on decoding: with frame threading, the decoder
     # only works ahead by a few frames, so work done here between two frames stalls it (numpy and the decoder
     # both release the GIL). At most a few chunks wait, so memory stays bounded on long videos.
     with container, ThreadPoolExecutor(1) as worker:
-        promised = expected_frames(container, stream, fps)
+        promised, exact = expected_frames(container, stream, fps)
         try:
             for frame in decoded_frames(container, stream, errors):
                 pending.append(small.take(frame))
@@ -214,20 +246,22 @@ def scan_video(path, levels=4, grid=2, chunk=32, min_decoded=0.9):
                     pending = []
                     if len(summaries) > 4:
                         summaries[-5].result()
-        except av.FFmpegError as e:  # the demuxer itself gave up: keep what decoded, judge below
+        except av.FFmpegError as e:  # the demuxer itself gave up: keep what decoded
             errors[0] += 1
             if not summaries and not pending:
                 raise ValueError(f"{path}: not a readable video ({e.strerror or e})") from None
         if pending:
             summaries.append(worker.submit(summarise, pending))
-        histograms, grey_min, grey_max = zip(*[summary.result() for summary in summaries]) if summaries else ([],) * 3
-    num_frames = sum(len(h) for h in histograms)
-    if num_frames == 0:
+        parts = list(zip(*[summary.result() for summary in summaries]))
+    if not parts:
         raise ValueError(f"{path}: truncated or corrupt: no frame could be decoded")
-    if promised and num_frames < min_decoded * promised:
-        raise ValueError(f"{path}: truncated or corrupt: only {num_frames} of {promised} frames could be decoded")
-    return Scan(fps, num_frames, np.concatenate(histograms), np.concatenate(grey_min), np.concatenate(grey_max),
-                errors[0])
+    histograms, tiles, grey_min, grey_max = (np.concatenate(p) for p in parts)
+    return Scan(fps, len(histograms), histograms, tiles, grey_min, grey_max, promised, exact, errors[0])
+
+
+def summarise_frames(frames, levels=4, grid=2):
+    """(T, H, W, 3) uint8 small frames -> colour histograms, tiles, grey min and grey max (the arrays of Scan)."""
+    return (colour_histograms(frames, levels, grid), *tiles_and_grey_range(frames))
 
 
 def grey_levels(rgb):
@@ -236,20 +270,33 @@ def grey_levels(rgb):
     return ((rgb[..., 0] * 9798 + rgb[..., 1] * 19235 + rgb[..., 2] * 3735 + (1 << 14)) >> 15).astype(np.uint8)
 
 
-def grey_range(frames):
-    """(T, H, W, 3) uint8 -> the darkest and the brightest grey level of each frame, exactly as grey_levels gives
-    them but several times faster: float32 holds the fixed-point sums exactly (they stay below 2**24), and since
-    rounding keeps the order, only the minimum and maximum of each frame need rounding."""
-    rgb = frames.astype(np.float32)
-    grey = rgb[..., 0] * 9798
-    grey += rgb[..., 1] * 19235
-    grey += rgb[..., 2] * 3735
-    grey = grey.reshape(len(grey), -1)
-    return [((g + (1 << 14)) // (1 << 15)).astype(np.uint8) for g in (grey.min(axis=1), grey.max(axis=1))]
+TILE = 6  # side of a tile in pixels of the small frame: 96x54 -> a grid of 16 x 9 tiles
+GREY = np.array([0.299, 0.587, 0.114], np.float32)  # R, G, B -> grey, as grey_levels
+
+
+def tiles_and_grey_range(frames):
+    """(T, H, W, 3) uint8 -> (tiles, grey min, grey max): the mean R, G, B of every TILE x TILE tile, and the
+    darkest and the brightest grey level of each frame exactly as grey_levels gives them, but several times faster:
+    float32 holds the fixed-point sums exactly (they stay below 2**24), and since rounding keeps the order, only
+    the minimum and maximum of each frame need rounding. Works on colour planes: numpy reduces contiguous runs of
+    one colour fastest."""
+    planes = np.moveaxis(frames, -1, 0).astype(np.float32, order="C")  # (3, T, H, W)
+    t = planes.shape[1]
+    # Tile sums as TILE strided adds along rows, then along columns: numpy adds long runs fast, while a sum over a
+    # short axis of a reshaped array goes element by element (5x slower here).
+    columns = sum(planes[..., k::TILE] for k in range(TILE))
+    tiles = sum(columns[..., k::TILE, :] for k in range(TILE)) * (1 / TILE ** 2)
+    grey = planes[0] * 9798
+    grey += planes[1] * 19235
+    grey += planes[2] * 3735
+    grey = grey.reshape(t, -1)
+    return [np.moveaxis(tiles, 0, -1)] + [((g + (1 << 14)) // (1 << 15)).astype(np.uint8)
+                                          for g in (grey.min(axis=1), grey.max(axis=1))]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Shot detection: histogram distances, a cut test relative to the local level, a flash test, fades
+# Shot detection: colour and layout changes between frames, each against its local level; flashes; blank frames;
+# dissolves
 
 
 def colour_histograms(frames, levels=4, grid=2):
@@ -274,105 +321,272 @@ def histogram_distance(a, b):
     return 0.5 * np.abs(a - b).sum(-1).mean(-1)
 
 
-def local_median(values, window):
-    """Median of values[t - window : t + window + 1] without values[t] itself, for every t."""
-    padded = np.pad(values, window, mode="reflect" if len(values) > 1 else "edge")
-    views = np.lib.stride_tricks.sliding_window_view(padded, 2 * window + 1)
-    return np.median(np.delete(views, window, axis=1), axis=1)
+def layout_distance(a, b, noise=3.0, block=(3, 4)):
+    """How differently two frames are laid out, from their tiles (..., 9, 16) of grey levels, each less its median
+    tile: in each block of 3 x 4 tiles, the squared difference over the summed energy of the two; the median over
+    the 12 blocks. 0 = same layout, about 1 = unrelated pictures, 2 = inverted.
+
+    Removing the median level makes it blind to brightness, and a change of contrast by a factor g only gives
+    (1 - g)^2 / (1 + g^2): a fade or a flicker barely moves it, while a cut between two shots of one palette (two
+    faces in one room, a monitor and then its screen) moves it as much as any cut. The median over blocks wants the
+    change everywhere, as a cut makes it: captions, a logo or a box appearing change a few blocks only (and the
+    median level, unlike the mean, does not follow them). `noise` (grey levels per tile) keeps nearly flat blocks,
+    whose layout is mostly noise, from counting."""
+    def centred(x):  # minus the median tile: blind to brightness, and to a small bright patch
+        return x - np.median(x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1]), axis=-1)[..., None, None]
+
+    a, b = centred(a), centred(b)
+    rows, columns = a.shape[-2] // block[0], a.shape[-1] // block[1]
+
+    def per_block(x):  # (..., 9, 16) -> (..., 12) sums over blocks of tiles
+        x = x.reshape(*x.shape[:-2], rows, block[0], columns, block[1]).sum(axis=(-3, -1))
+        return x.reshape(*x.shape[:-2], rows * columns)
+
+    energy = per_block(a * a + b * b) + block[0] * block[1] * noise ** 2
+    return np.median(per_block((a - b) ** 2) / energy, axis=-1)
 
 
-def is_flash(histograms, t, score, flash_frames, ratio=0.5):
-    """A jump at t is a flash edge if the content before it comes back soon after (or was there just before):
-    frame t-1 resembles one of t+1..t+F, or frame t resembles one of t-1-F..t-2."""
-    n = len(histograms)
-    after = histograms[t + 1:min(n, t + 1 + flash_frames)]
-    before = histograms[max(0, t - 1 - flash_frames):t - 1]
-    back = [histogram_distance(histograms[t - 1], after).min() if len(after) else 1.0,
-            histogram_distance(histograms[t], before).min() if len(before) else 1.0]
-    return min(back) < ratio * score
+class FrameChange:
+    """How different frames are, for the cut tests: colour (histogram distance) and layout (layout_distance), each
+    in units of its cut threshold. change(i, j) = max of the two: >= 1 means another picture. Blank frames (one
+    grey level: black, white, any step of a uniform fade) all look alike: between two of them nothing changes."""
+
+    def __init__(self, histograms, colour_tiles, blank, colour_threshold=0.2, layout_threshold=0.3):
+        self.histograms, self.colour_tiles, self.blank = histograms, colour_tiles, blank
+        self.tiles = colour_tiles @ GREY  # (T, 9, 16) mean grey levels: the layout
+        self.colour_threshold, self.layout_threshold = colour_threshold, layout_threshold
+        self.num_frames = len(histograms)
+
+    def steps(self):
+        """(colour, layout) distances of every frame t from frame t-1; 0 for frame 0 and between blank frames."""
+        colour, layout = np.zeros((2, self.num_frames), np.float32)
+        colour[1:] = histogram_distance(self.histograms[1:], self.histograms[:-1])
+        layout[1:] = layout_distance(self.tiles[1:], self.tiles[:-1])
+        still_blank = np.concatenate([[True], self.blank[1:] & self.blank[:-1]])
+        colour[still_blank] = layout[still_blank] = 0.0
+        return colour, layout
+
+    def __call__(self, i, j):
+        """change between frames i and j: indices or index arrays, broadcast against each other (at least 1-d)."""
+        i, j = (np.clip(np.atleast_1d(k), 0, self.num_frames - 1) for k in (i, j))
+        change = np.maximum(histogram_distance(self.histograms[i], self.histograms[j]) / self.colour_threshold,
+                            layout_distance(self.tiles[i], self.tiles[j]) / self.layout_threshold)
+        return np.where(self.blank[i] & self.blank[j], 0.0, change)
 
 
-def hard_cuts(histograms, threshold=0.2, ratio=3.0, window=12, flash_frames=4):
-    """Frames t where a new shot starts abruptly: dist(t-1, t) >= threshold and >= ratio x the local level.
+def around(values, window):
+    """values[t - window : t + window + 1] without values[t] itself, for every t: (T, 2 x window), ends mirrored."""
+    padded = np.pad(values, window, mode="reflect" if len(values) > window else "edge")
+    return np.delete(np.lib.stride_tricks.sliding_window_view(padded, 2 * window + 1), window, axis=1)
 
-    The level is the larger of two medians: over +-window frames (fast camera motion raises it for seconds) and over
-    +-3 frames (a fade raises it for a few frames: its steps are alike, a cut's single step stands out)."""
-    scores = np.zeros(len(histograms), np.float32)
-    scores[1:] = histogram_distance(histograms[1:], histograms[:-1])
-    if len(scores) > 1:
-        scores[0] = scores[1]  # no previous frame: borrow the next step so frame 0 does not pull medians down
-    level = np.maximum(local_median(scores, window), local_median(scores, 3)) if len(scores) > 3 else scores
-    scores[0] = 0.0
-    candidates = np.flatnonzero((scores >= threshold) & (scores >= ratio * level))
-    cuts = [(int(t), float(scores[t])) for t in candidates if not is_flash(histograms, t, scores[t], flash_frames)]
+
+def stands_out(steps, threshold, ratio, window, blank):
+    """steps >= threshold and >= ratio x the local level: the largest of the medians of the `window` steps before,
+    of the `window` steps after, and of the 3 steps on either side together. A cut is one large step among small
+    ones. Camera motion raises the steps for as long as it lasts, on the side where it is (the first frame of a
+    fast pan out of a still shot is no cut); a fade raises them for a few frames (its steps are alike, while an
+    overlay flashed next to a cut adds two large steps out of six). Steps between blank frames do not count: they
+    are no change, but no evidence of stillness either."""
+    if len(steps) < 2:
+        return np.zeros(len(steps), bool)
+    level = steps.copy()
+    level[0] = level[1]  # no step into frame 0: borrow the next one so it does not pull medians down
+    level[np.concatenate([[False], blank[1:] & blank[:-1]])] = np.nan
+    sides = around(level, window)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-blank neighbourhoods: no level, NaN
+        level = np.nanmax([np.nanmedian(sides[:, :window], axis=1), np.nanmedian(sides[:, window:], axis=1),
+                           np.nanmedian(around(level, 3), axis=1)], axis=0)
+    return (steps >= threshold) & (steps >= ratio * np.nan_to_num(level))
+
+
+def is_flash(change, t, flash_frames, ratio=0.5):
+    """A jump at t is a flash, or an overlay flashed onto a few frames, if the picture before it comes back soon:
+    frame t-1 resembles one of t+1..t+F, or frame t resembles one of t-1-F..t-2 (the jump back)."""
+    jump = change(t - 1, t)[0]
+    after = np.arange(t + 1, min(change.num_frames, t + 1 + flash_frames))
+    before = np.arange(max(0, t - 1 - flash_frames), t - 1)
+    back = [change(t - 1, after).min() if len(after) else np.inf, change(t, before).min() if len(before) else np.inf]
+    return min(back) < ratio * jump
+
+
+def lasting_change(change, t, reach=2):
+    """Strength of a cut at t: the median change between the frames t-1-reach..t-1 and t..t+reach, all pairs. A
+    cut changes every frame after it from every frame before; an overlay flashed next to a cut changes only the
+    pairs it is on, so where two jumps compete, the cut wins."""
+    before, after = np.arange(t - 1 - reach, t), np.arange(t, t + 1 + reach)
+    return float(np.median(change(before[:, None], after[None, :])))
+
+
+def light_change(a, b, gains=(0.5, 2.0), unexplained=0.1):
+    """Whether colour tiles b (9, 16, 3) are tiles a under other light: b = g a + o, one gain g within `gains` and
+    one offset for every tile and channel, leaves less than `unexplained` of the change (an exposure step, a lamp
+    switched on). Not so for a new picture, a change of colour (the gain would differ per channel) or a cut to
+    black (g near 0)."""
+    x, y = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    gain, offset = np.polyfit(x, y, 1)
+    left = ((y - gain * x - offset) ** 2).sum() / max(((y - x) ** 2).sum(), 1e-9)
+    return bool(gains[0] <= gain <= gains[1] and left < unexplained)
+
+
+def hard_cuts(change, ratio=3.0, window=12, flash_frames=4):
+    """Frames t where a new shot starts abruptly, with their strength (lasting_change): the colours or the layout of
+    frame t differ from frame t-1 by at least their threshold and by at least ratio x the local level of that kind
+    of change, and the picture before does not come back within flash_frames (a flash).
+
+    Colour catches cuts between different places and light, but a 4-level histogram also jumps when the exposure
+    does: a colour jump with the layout unchanged must be more than a change of light (light_change). Layout
+    catches cuts within one palette. Each against its own local level, so camera motion (which raises the steps
+    for as long as it lasts) does not fire."""
+    colour, layout = change.steps()
+    by_colour = stands_out(colour, change.colour_threshold, ratio, window, change.blank)
+    by_layout = stands_out(layout, change.layout_threshold, ratio, window, change.blank)
+    jumps = by_colour | by_layout
+    jumps[1:] &= ~(change.blank[1:] | change.blank[:-1])  # into or out of blank frames: blank_cuts decides
+    cuts = []
+    for t in np.flatnonzero(jumps):
+        if is_flash(change, t, flash_frames):
+            continue
+        if not by_layout[t] and light_change(change.colour_tiles[t - 1], change.colour_tiles[t]):
+            continue
+        cuts.append((int(t), lasting_change(change, t)))
     return cuts
 
 
-def gradual_cuts(histograms, frames=12, threshold=0.5, ratio=2.0):
-    """Centres of fades and dissolves: frames where the mean histogram of the `frames` frames before differs from
-    that of the `frames` frames after by >= threshold, a local maximum and >= ratio x the level around it.
-
-    Every single step of a dissolve is small, so the cut test misses it; the window means see the whole change."""
-    n = len(histograms)
+def window_changes(change, frames):
+    """How different the mean picture of frames t-frames..t-1 is from that of t..t+frames-1, for every t (0 where
+    the windows do not fit), in the units of FrameChange: max(colour / colour threshold, layout / layout
+    threshold) between the mean histograms and the mean tiles. Every step of a dissolve is small, so the cut test
+    misses it; the window means see the whole change."""
+    n = change.num_frames
+    score = np.zeros(n, np.float32)
     if n < 2 * frames:
-        return []
-    sums = np.concatenate([np.zeros_like(histograms[:1]), np.cumsum(histograms, axis=0, dtype=np.float64)])
+        return score
     t = np.arange(frames, n - frames + 1)
-    before = (sums[t] - sums[t - frames]) / frames
-    after = (sums[t + frames] - sums[t]) / frames
-    change = np.zeros(n, np.float32)
-    change[t] = histogram_distance(before, after)
-    peak = change == np.max(np.lib.stride_tricks.sliding_window_view(np.pad(change, frames), 2 * frames + 1), axis=1)
-    level = local_median(change, 4 * frames)
-    candidates = np.flatnonzero(peak & (change >= threshold) & (change >= ratio * level))
-    return [(int(i), float(change[i])) for i in candidates]
+
+    def means(values):  # (mean of the window before t, mean of the window after t) for every t
+        sums = np.concatenate([np.zeros_like(values[:1], np.float64), np.cumsum(values, axis=0, dtype=np.float64)])
+        return (sums[t] - sums[t - frames]) / frames, (sums[t + frames] - sums[t]) / frames
+
+    score[t] = np.maximum(histogram_distance(*means(change.histograms)) / change.colour_threshold,
+                          layout_distance(*means(change.tiles)) / change.layout_threshold)
+    return score
 
 
-def blank_edges(grey_min, grey_max, min_grey_range=10, min_frames=8):
-    """First and one-past-last frames of every run of >= min_frames frames that is blank as a whole (grey max - min
-    over the run < min_grey_range, the rule of clean_shots): black gaps and the black middle of a fade get shots of
-    their own, which clean_shots then drops."""
-    edges, start, low, high = [], None, 0, 0
-    for frame, (lo, hi) in enumerate(zip(grey_min.tolist() + [0], grey_max.tolist() + [255])):  # sentinel ends
-        if start is not None and max(high, hi) - min(low, lo) < min_grey_range:
-            low, high = min(low, lo), max(high, hi)
+def blend_fit(tiles):
+    """Fit every frame of a run as a mix of the first and the last, (1 - a) first + a last, from their tiles.
+    Returns the mixing weights a (clipped to 0..1) and the mean squared residual of the frames in between (0.05 <
+    a < 0.95) relative to the squared change first -> last: near 0 when the frames go straight from one picture to
+    the other (a dissolve; a cut has no frame in between), about 1/6 for a wipe or a pan from one region to
+    another (the change sweeps across the frame instead of happening everywhere at once), more for motion."""
+    x = tiles.reshape(len(tiles), -1).astype(np.float64)
+    first, change = x[0], x[-1] - x[0]
+    size = max(change @ change, 1e-9)
+    weights = np.clip((x - first) @ change / size, 0, 1)
+    residual = ((x - first - weights[:, None] * change) ** 2).sum(axis=1) / size
+    between = (weights > 0.05) & (weights < 0.95)
+    return weights, float(residual[between].mean()) if between.any() else 0.0
+
+
+def moved_copy(a, b, max_shift=(4, 8)):
+    """How much of the difference between tiles a and b (9, 16) is left when a is shifted onto b by whole tiles
+    (up to max_shift (rows, columns); where they overlap): near 0 when b is a moved copy of a (a camera pan), mostly
+    0.2 or more between unrelated pictures."""
+    rows, columns = max_shift
+    padded = np.pad(a.astype(np.float64), ((rows, rows), (columns, columns)), constant_values=np.nan)
+    moved = np.lib.stride_tricks.sliding_window_view(padded, a.shape)  # a under every shift, NaN where it moved off
+    errors = np.nanmean((moved - b) ** 2, axis=(-2, -1))
+    return float(errors.min() / max(errors[rows, columns], 1e-9))     # [rows, columns]: not shifted
+
+
+def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residual=0.08, min_moved=0.1, cuts=()):
+    """Dissolves, each as one boundary at the frame where the new picture takes over, with its strength.
+
+    A candidate is a peak of window_changes: >= threshold, the largest within +-frames and >= ratio x the level
+    around it (a long camera move keeps the level up), with none of the `cuts` already found in its windows (the
+    change there is the cut). It is a dissolve if, over the 2 x frames frames around it:
+    - neither end is blank: fades from and to blank frames are the blank runs' boundaries;
+    - the two ends differ in layout (>= the cut threshold): else it is one picture whose light changed;
+    - every frame is a mix of the two ends (blend_fit residual <= max_residual): rules out pans and wipes from one
+      region to another, and motion;
+    - the last frame is not a moved copy of the first (moved_copy >= min_moved): rules out slow pans, whose frames
+      look like mixes at the scale of tiles.
+    Dissolves with much motion in them fail too: missing one merges two shots; a false one splits one shot.
+
+    One boundary, not a shot of its own: the released code drops the frames of a transition with the shots under
+    8 frames, but a dissolve of 0.5-1 s is long enough to pass cleaning as a shot of blended pictures. Split where
+    the new picture takes over (its weight reaches 1/2, near the middle), each half stays with its shot, and
+    keyframes (near 1/3 and 2/3 of a clip) rarely fall on it."""
+    n, tiles = change.num_frames, change.tiles
+    if not frames or n < 2 * frames:
+        return []
+    steps = window_changes(change, frames)
+    peak = steps == np.max(np.lib.stride_tricks.sliding_window_view(np.pad(steps, frames), 2 * frames + 1), axis=1)
+    level = np.quantile(around(steps, 4 * frames), 0.25, axis=1)  # transitions close together leave it low
+    found = []
+    for centre in np.flatnonzero(peak & (steps >= threshold) & (steps >= ratio * level)):
+        first, last = centre - frames, centre + frames - 1
+        if change.blank[first] or change.blank[last] or any(first < cut <= last for cut in cuts):
             continue
-        if start is not None and frame - start >= min_frames:
-            edges += [start, frame]
-        start, low, high = (frame, lo, hi) if hi - lo < min_grey_range else (None, 0, 0)
-    return edges
+        if layout_distance(tiles[first], tiles[last]) < change.layout_threshold:
+            continue
+        weights, residual = blend_fit(tiles[first:last + 1])
+        if residual <= max_residual and moved_copy(tiles[first], tiles[last]) >= min_moved:
+            found.append((int(first + np.argmax(weights >= 0.5)), float(steps[centre])))
+    return found
+
+
+def runs(flags):
+    """[(start, end)] of the runs of True in a boolean array, end exclusive."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def blank_cuts(change, min_frames=8):
+    """Boundaries at blank frames. A run of >= min_frames blank frames becomes a shot of its own, which cleaning
+    drops: a black gap, the black middle of a fade through black, the black after a final fade-out. A fade to or
+    from black thus ends or starts its shot where the picture has faded out, once. A shorter run starts a new shot
+    if the pictures on its two sides differ (a quick dip to black between two shots)."""
+    n, cuts = change.num_frames, []
+    for start, end in runs(change.blank):
+        if end - start >= min_frames:
+            cuts += [frame for frame in (start, end) if 0 < frame < n]
+        elif 0 < start and end < n and change(start - min_frames, end - 1 + min_frames)[0] >= 1:
+            cuts.append(start)
+    return cuts
 
 
 def cuts_to_shots(candidates, num_frames, min_shot_frames):
-    """Accept candidate cut frames in priority order, never closer than min_shot_frames to an accepted cut or to
-    either end of the video; the cuts split [0, num_frames) into shots."""
+    """Accept candidate cut frames in priority order, never closer than min_shot_frames to an accepted cut; the cuts
+    split [0, num_frames) into shots. Near the ends of the video a shot may be shorter: a clip taken from a longer
+    video often starts with the last frames of a shot, and cleaning drops them."""
     kept = []
     for frame in candidates:
-        if min_shot_frames <= frame <= num_frames - min_shot_frames and \
-                all(abs(frame - k) >= min_shot_frames for k in kept):
+        if 0 < frame < num_frames and all(abs(frame - k) >= min_shot_frames for k in kept):
             kept.append(frame)
     bounds = [0] + sorted(kept) + [num_frames]
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def find_shots(histograms, grey_min=None, grey_max=None, threshold=0.2, ratio=3.0, window=12, flash_frames=4,
-               min_shot_frames=8, fade_frames=12, fade_threshold=0.5, min_grey_range=10):
-    """Frame ranges [start, end) covering the video. Priority when two candidates are too close: the edges of blank
-    runs (certain, and they keep the steps of a fade to black out of the cuts), then hard cuts, strongest first,
-    then the centres of fades and dissolves."""
-    candidates = blank_edges(grey_min, grey_max, min_grey_range, min_shot_frames) if grey_min is not None else []
-    cuts = sorted(hard_cuts(histograms, threshold, ratio, window, flash_frames), key=lambda c: -c[1])
+def find_shots(scan, colour_threshold=0.2, layout_threshold=0.3, ratio=3.0, window=12, flash_frames=4,
+               min_shot_frames=8, fade_frames=16, fade_threshold=1.5, min_grey_range=10):
+    """Frame ranges [start, end) covering the video, from a Scan. A frame is blank when its grey levels span less
+    than min_grey_range. Priority when two candidates are too close: the boundaries at blank frames (certain, and
+    they keep the steps of a fade to black out of the cuts), then hard cuts, strongest first, then dissolves."""
+    blank = scan.grey_max.astype(np.int16) - scan.grey_min < min_grey_range
+    change = FrameChange(scan.histograms, scan.tiles, blank, colour_threshold, layout_threshold)
+    candidates = blank_cuts(change, min_shot_frames)
+    cuts = sorted(hard_cuts(change, ratio, window, flash_frames), key=lambda cut: -cut[1])
     candidates += [frame for frame, _ in cuts]
-    if fade_frames:
-        candidates += [frame for frame, _ in gradual_cuts(histograms, fade_frames, fade_threshold)]
-    return cuts_to_shots(candidates, len(histograms), min_shot_frames)
+    dissolves = gradual_transitions(change, fade_frames, fade_threshold, cuts=candidates)
+    candidates += [frame for frame, _ in dissolves]
+    return cuts_to_shots(candidates, scan.num_frames, min_shot_frames)
 
 
 def detect_shots(path, **options):
     """Shots of a video file as [(start, end), ...] frame ranges, end exclusive, covering every decoded frame.
     Options: the keyword arguments of find_shots."""
-    scan = scan_video(path)
-    return find_shots(scan.histograms, scan.grey_min, scan.grey_max, **options)
+    return find_shots(scan_video(path), **options)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -380,13 +594,15 @@ def detect_shots(path, **options):
 
 
 def clean_shots(shots, fps, grey_min, grey_max, min_seconds=0.2, min_frames=8, min_grey_range=10):
-    """Drop shots shorter than min_seconds or min_frames, and near-constant ones (grey max - min < min_grey_range
-    over all their frames: black or blank shots)."""
+    """Drop shots shorter than min_seconds or min_frames, and blank ones: every frame one grey level (grey max - min
+    < min_grey_range within each frame). The released code takes max - min over all frames of the shot together,
+    which drops the same black or white shots but keeps a uniform field fading from black to white, and a black gap
+    whose first frames are the last of a fade-out."""
     kept = []
     for start, end in shots:
         if end - start < min_seconds * fps or end - start < min_frames:
             continue
-        if int(grey_max[start:end].max()) - int(grey_min[start:end].min()) < min_grey_range:
+        if (grey_max[start:end].astype(np.int16) - grey_min[start:end]).max() < min_grey_range:
             continue
         kept.append((start, end))
     return kept
@@ -526,15 +742,17 @@ def clip_keyframes(path, clips, per_clip=2):
 # One video, end to end
 
 
-DETECT_DEFAULTS = dict(threshold=0.2, ratio=3.0, window=12, flash_frames=4, min_shot_frames=8, fade_frames=12,
-                       fade_threshold=0.5)
-SELECT_DEFAULTS = dict(min_shot_seconds=0.2, min_shot_len=8, min_grey_range=10, min_shots=4, max_shots=32,
-                       max_shot_seconds=16.0, group_threshold=0.8, min_clips=4, max_runs=3)
+# Every option of find_shots with its default; the cleaning and the filters that select_video applies after it.
+DETECT_DEFAULTS = {name: p.default for name, p in inspect.signature(find_shots).parameters.items()
+                   if p.default is not inspect.Parameter.empty}
+SELECT_DEFAULTS = dict(min_shot_seconds=0.2, min_shot_len=8, min_shots=4, max_shots=32, max_shot_seconds=16.0,
+                       group_threshold=0.8, min_clips=4, max_runs=3)
 
 
 def select_video(path, **options):
     """The record of one video for videos.jsonl: status "kept", "rejected" or "error" and a reason.
-    Never raises for a bad file; options are DETECT_DEFAULTS and SELECT_DEFAULTS keys."""
+    Never raises for a bad file; options are DETECT_DEFAULTS and SELECT_DEFAULTS keys. A video that does not fully
+    decode is rejected, not training data: its clips would not be the video's."""
     detect = {k: options.get(k, v) for k, v in DETECT_DEFAULTS.items()}
     rules = {k: options.get(k, v) for k, v in SELECT_DEFAULTS.items()}
     record = dict(path=str(path), fps=None, num_frames=None, shots=[], clips=[], clip_shots=[], clip_groups=[],
@@ -542,9 +760,12 @@ def select_video(path, **options):
     try:
         scan = scan_video(path)
         record.update(fps=scan.fps, num_frames=scan.num_frames)
-        shots = find_shots(scan.histograms, scan.grey_min, scan.grey_max, min_grey_range=rules["min_grey_range"], **detect)
+        if scan.incomplete():
+            record.update(status="rejected", reason=f"does not fully decode: {scan.incomplete()}")
+            return record
+        shots = find_shots(scan, **detect)
         shots = clean_shots(shots, scan.fps, scan.grey_min, scan.grey_max, rules["min_shot_seconds"],
-                            rules["min_shot_len"], rules["min_grey_range"])
+                            rules["min_shot_len"], detect["min_grey_range"])
         record["shots"] = [list(s) for s in shots]
         reason = shot_filter(shots, scan.fps, rules["min_shots"], rules["max_shots"], rules["max_shot_seconds"])
         if reason is None:

@@ -59,19 +59,21 @@ def cmd_describe(args):
 
 
 def add_detector_options(p):
-    p.add_argument("--threshold", type=float, default=0.2, help="a cut needs this histogram distance between frames (0..1)")
-    p.add_argument("--ratio", type=float, default=3.0, help="... and this many times the local median distance")
-    p.add_argument("--window", type=positive_int, default=12, help="frames each side for the local median")
-    p.add_argument("--flash-frames", type=int, default=4, help="a jump whose old content returns within this many frames is a flash")
+    p.add_argument("--colour-threshold", type=float, default=0.2, help="a cut: the colour histograms of two frames differ by this much (0..1) ...")
+    p.add_argument("--layout-threshold", type=float, default=0.3, help="... or their layouts (coarse grey grids, 0..2) by this much ...")
+    p.add_argument("--ratio", type=float, default=3.0, help="... and by this many times the local level of that change")
+    p.add_argument("--window", type=positive_int, default=12, help="frames on each side for the local level")
+    p.add_argument("--flash-frames", type=int, default=4, help="a jump whose old picture returns within this many frames is a flash")
     p.add_argument("--min-shot-frames", type=positive_int, default=8, help="no two cuts closer than this")
-    p.add_argument("--fade-frames", type=int, default=12, help="window each side for fades and dissolves (0 = hard cuts only)")
-    p.add_argument("--fade-threshold", type=float, default=0.5, help="distance between the windows' mean histograms for a fade")
+    p.add_argument("--fade-frames", type=int, default=16, help="window each side for dissolves (0 = hard cuts only)")
+    p.add_argument("--fade-threshold", type=float, default=1.5, help="a dissolve: the windows' mean pictures differ by this many times what a cut needs")
+    p.add_argument("--min-grey-range", type=int, default=10, help="a frame whose grey levels span less than this is blank (black, white, a uniform fade); select drops shots of blank frames")
 
 
 def detector_options(args):
-    return dict(threshold=args.threshold, ratio=args.ratio, window=args.window, flash_frames=args.flash_frames,
-                min_shot_frames=args.min_shot_frames, fade_frames=args.fade_frames,
-                fade_threshold=args.fade_threshold)
+    return dict(colour_threshold=args.colour_threshold, layout_threshold=args.layout_threshold, ratio=args.ratio,
+                window=args.window, flash_frames=args.flash_frames, min_shot_frames=args.min_shot_frames,
+                fade_frames=args.fade_frames, fade_threshold=args.fade_threshold, min_grey_range=args.min_grey_range)
 
 
 def add_shots(sub):
@@ -87,9 +89,11 @@ def cmd_shots(args):
     import shots
 
     scan = shots.scan_video(args.video)
-    found = shots.find_shots(scan.histograms, scan.grey_min, scan.grey_max, **detector_options(args))
-    if scan.corrupt_packets:
-        print(f"temple.py shots: warning: {args.video}: {scan.corrupt_packets} corrupt packet(s) skipped", file=sys.stderr)
+    found = shots.find_shots(scan, **detector_options(args))
+    damage = [f"{scan.incomplete()}: the shots cover those" if scan.incomplete() else "",
+              f"{scan.corrupt_packets} corrupt packet(s) skipped" if scan.corrupt_packets else ""]
+    if any(damage):
+        print(f"temple.py shots: warning: {args.video}: {'; '.join(d for d in damage if d)}", file=sys.stderr)
     print(json.dumps({"video": args.video, "fps": scan.fps, "num_frames": scan.num_frames,
                       "shots": [list(s) for s in found]}))
 
@@ -104,7 +108,6 @@ def add_select(sub):
     add_detector_options(p)
     p.add_argument("--min-shot-seconds", type=float, default=0.2, help="cleaning: drop shots shorter than this")
     p.add_argument("--min-shot-len", type=int, default=8, help="cleaning: drop shots of fewer frames")
-    p.add_argument("--min-grey-range", type=int, default=10, help="cleaning: drop shots whose grey max - min is below this (blank)")
     p.add_argument("--min-shots", type=int, default=4, help="keep videos with at least this many shots")
     p.add_argument("--max-shots", type=int, default=32, help="... and at most this many")
     p.add_argument("--max-shot-seconds", type=float, default=16.0, help="... and no shot longer than this")
@@ -179,7 +182,7 @@ def cmd_select(args):
             todo.append(path)
             done.add(os.path.abspath(path))
     options = dict(detector_options(args), min_shot_seconds=args.min_shot_seconds, min_shot_len=args.min_shot_len,
-                   min_grey_range=args.min_grey_range, min_shots=args.min_shots, max_shots=args.max_shots,
+                   min_shots=args.min_shots, max_shots=args.max_shots,
                    max_shot_seconds=args.max_shot_seconds, group_threshold=args.group_threshold,
                    min_clips=args.min_clips, max_runs=args.max_runs)
     select = functools.partial(shots.select_video, **options)

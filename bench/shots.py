@@ -1,13 +1,16 @@
 """Shot detection speed: detect_shots vs decoding alone, and `temple.py shots` as a whole process.
 
-    python bench/shots.py            # generates bench/out/shots_768x576.mp4 (800 frames, 16 shots) once, then measures
+    python bench/shots.py            # generates bench/out/shots_1280x720.mp4 (720 frames, 16 shots) once, then measures
     python bench/shots.py VIDEO      # measures on your video (accuracy is only reported for the generated one)
+    SCENEDETECT=/path/to/scenedetect python bench/shots.py    # PySceneDetect from another environment
 
 1. decode alone: the same PyAV settings detect_shots uses (threaded), every frame decoded, nothing converted;
-2. detect_shots: decode + scale to 96x54 + histograms + cuts. Goal: time_ratio = 2 / 1 <= 1.3;
+2. detect_shots: decode + scale to 96x54 + histograms, tiles, grey ranges + shots. Goal: time_ratio = 2 / 1 <= 1.3;
 3. `python temple.py shots VIDEO` as a subprocess: interpreter start, imports, decode, detection. The bar is
-   PySceneDetect's `scenedetect -i VIDEO detect-content list-scenes` (1.5 s on this video size, 2 cores, when we
-   measured); if a `scenedetect` executable is on PATH (or given in $SCENEDETECT) it is timed here too.
+   PySceneDetect's `scenedetect -i VIDEO detect-content list-scenes` as a whole process (3.0 s on this video, 2
+   cores, when we measured); if a `scenedetect` executable is on PATH (or given in $SCENEDETECT) it is timed here
+   too, the two processes taking turns.
+Times are the fastest of several runs, the contenders taking turns: other work on the machine only ever adds time.
 The last line is `RESULT key=value ...`.
 """
 
@@ -27,11 +30,11 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 import shots  # noqa: E402
 from shots_media import camera, make_scene  # noqa: E402
 
-WIDTH, HEIGHT, FRAMES, SHOT_FRAMES = 768, 576, 800, 50
+WIDTH, HEIGHT, FRAMES, SHOT_FRAMES = 1280, 720, 720, 45
 
 
 def bench_video(path):
-    """800 frames of 768x576 at 25 fps: 16 shots of a camera panning over textured scenes, x264 'veryfast'."""
+    """720 frames of 1280x720 at 25 fps: 16 shots of a camera panning over textured scenes, x264 'veryfast'."""
     if os.path.exists(path):
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -56,20 +59,10 @@ def decode_alone(path):
         return sum(1 for _ in shots.decoded_frames(container, stream, [0]))
 
 
-def best_time(fn, repeats=5):
-    """Fastest of `repeats` runs after a warm-up: other processes on the machine only ever add time."""
-    fn()  # warm the file cache and the libraries
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def best_times(fns, repeats=7):
-    """best_time of each function, the functions taking turns: a ratio of two times measured minutes apart would
-    mostly measure how the load of the machine changed in between."""
+    """Fastest of `repeats` runs of each function after a warm-up (file cache, libraries), the functions taking
+    turns: a ratio of two times measured minutes apart would mostly measure how the load of the machine changed
+    in between."""
     for fn in fns:
         fn()
     times = [[] for _ in fns]
@@ -81,16 +74,14 @@ def best_times(fns, repeats=7):
     return [min(kept) for kept in times]
 
 
-def process_time(command, repeats=3):
-    with tempfile.TemporaryDirectory() as scratch:  # scenedetect may write files into its working directory
-        def run():
-            subprocess.run(command, check=True, capture_output=True, cwd=scratch)
-        return best_time(run, repeats)
+def process(command, scratch):
+    """A function running the command as a process (in scratch: scenedetect may write files there)."""
+    return lambda: subprocess.run(command, check=True, capture_output=True, cwd=scratch)
 
 
 def main():
     generated = len(sys.argv) < 2
-    path = bench_video(os.path.join(ROOT, "bench", "out", "shots_768x576.mp4")) if generated else sys.argv[1]
+    path = bench_video(os.path.join(ROOT, "bench", "out", "shots_1280x720.mp4")) if generated else sys.argv[1]
     container, stream = shots.open_video(path)
     print(f"video: {path} ({stream.width}x{stream.height}, {stream.codec_context.name}), {os.cpu_count()} CPU cores")
     container.close()
@@ -106,16 +97,19 @@ def main():
         hits = sum(any(abs(f - t) <= 1 for f in found) for t in truth)
         print(f"cuts: {hits} of {len(truth)} found within +-1 frame, {len(found) - hits} false")
 
-    process_s = process_time([sys.executable, os.path.join(ROOT, "temple.py"), "shots", path])
-    print(f"temple.py shots (whole process): {process_s:.3f} s")
+    temple = [sys.executable, os.path.join(ROOT, "temple.py"), "shots", os.path.abspath(path)]
     scenedetect = os.environ.get("SCENEDETECT") or shutil.which("scenedetect")
-    if scenedetect:
-        scenedetect_s = process_time([scenedetect, "-i", os.path.abspath(path), "detect-content", "list-scenes"])
-        print(f"scenedetect detect-content list-scenes: {scenedetect_s:.3f} s")
-        reference = f"scenedetect_s={scenedetect_s:.2f}"
+    with tempfile.TemporaryDirectory() as scratch:
+        commands = [temple] + ([[scenedetect, "-i", os.path.abspath(path), "detect-content", "list-scenes"]]
+                               if scenedetect else [])
+        process_s, *scenedetect_s = best_times([process(c, scratch) for c in commands], repeats=3)
+    print(f"temple.py shots (whole process): {process_s:.3f} s")
+    if scenedetect_s:
+        print(f"scenedetect detect-content list-scenes: {scenedetect_s[0]:.3f} s")
+        reference = f"scenedetect_s={scenedetect_s[0]:.2f}"
     else:
-        print("scenedetect not installed: comparing with the measured reference, 1.5 s for 800 frames of 768x576")
-        reference = "scenedetect_ref_s=1.5"
+        print("scenedetect not installed: comparing with the measured reference, 3.0 s for 720 frames of 1280x720")
+        reference = "scenedetect_ref_s=3.0"
     print(f"RESULT time_ratio={detect_s / decode_s:.2f} fps={frames / detect_s:.0f} decode_fps={frames / decode_s:.0f} "
           f"process_s={process_s:.2f} {reference}")
 

@@ -59,3 +59,49 @@ def edited_video(num_shots=6, shot_frames=30, seed=0, same_scene_every=3, height
         shots.append(camera(scene, shot_frames, start, velocity, height, width))
         cuts.append(i * shot_frames)
     return np.concatenate(shots), cuts[1:]
+
+
+def palette_scene(seed, palette_seed=0, height=216, width=384, cells=(36, 64)):
+    """A scene of small patches, each one of four colours of a palette: scenes of one palette_seed share their
+    colours (what a histogram sees) and differ in layout (two faces in one warmly lit room)."""
+    palette = np.random.default_rng(palette_seed).integers(40, 220, (4, 3))
+    rng = np.random.default_rng(seed)
+    coarse = palette[rng.integers(0, len(palette), cells)].astype(np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float32)
+    return np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
+
+
+def overlay(frames, at, length=1, box=(0.3, 0.3, 0.4, 0.4), value=245):
+    """A box of one colour drawn onto frames[at:at + length] (a graphics glitch); box = (top, left, height, width)
+    as fractions of the frame."""
+    frames = frames.copy()
+    h, w = frames.shape[1:3]
+    top, left, height, width = box
+    frames[at:at + length, int(top * h):int((top + height) * h), int(left * w):int((left + width) * w)] = value
+    return frames
+
+
+def uniform_ramp(levels, height=72, width=128):
+    """Frames that are each one uniform grey level: a flat fade (no picture at all, whatever the level)."""
+    return np.broadcast_to(np.asarray(levels, np.uint8)[:, None, None, None], (len(levels), height, width, 3)).copy()
+
+
+def fade(frames, to=0, start=0.0, end=1.0):
+    """frames mixed with a uniform level `to`, its weight going from start to end: a fade-out (0 -> 1) or in."""
+    w = np.linspace(start, end, len(frames))[:, None, None, None]
+    return (frames * (1 - w) + to * w).astype(np.uint8)
+
+
+def panorama(seeds, height=216):
+    """Scenes side by side: a camera panning across it goes from one place to another."""
+    return np.concatenate([make_scene(seed, height, 384) for seed in seeds], axis=1)
+
+
+def subtitles(frames, at, seed=0):
+    """Two lines of white glyph blocks burnt into the bottom of frames[at:], like captions appearing."""
+    frames = frames.copy()
+    h, w = frames.shape[1:3]
+    glyphs = np.kron(np.random.default_rng(seed).random((2, 24)) < 0.6, np.ones((4, 3), bool))
+    top, left = int(0.8 * h), int(0.2 * w)
+    frames[at:, top:top + glyphs.shape[0], left:left + glyphs.shape[1]][:, glyphs] = 235
+    return frames
