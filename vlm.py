@@ -12,11 +12,12 @@ The rest of the project never touches a processor, a chat template or a token id
     score answers         model.score_options([video, question], options)   -> summed log p and length per option
 
 Video preprocessing is written here because every transformers video processor needs torchvision. It follows
-qwen_vl_utils + Qwen2VLImageProcessorPil (spec.md section 5 gives the released run's settings: 1 fps, at most 600
-frames, 9,000,000 pixels per video):
-    1. sample frames at `fps` (at least 4, at most `max_frames`, an even count, spread uniformly),
-    2. give each frame an equal share of the total pixel budget and resize it (PIL bicubic) to multiples of
-       patch_size * merge_size (28 for Qwen2/2.5-VL, 32 for Qwen3-VL),
+qwen_vl_utils, which the released run used (spec.md section 5: 1 fps, at most 600 frames, 9,000,000 pixels per video):
+    1. sample duration x fps frames, at least 4 and at most `max_frames`, rounded down to an even count, spread
+       evenly over the video; the rate actually sampled (frames kept / frames x the file's fps) is Video.fps,
+    2. give each frame an equal share of the total pixel budget and resize it to multiples of patch_size *
+       merge_size (28 for Qwen2/2.5-VL, 32 for Qwen3-VL): decoded video with torchvision's antialiased bicubic
+       (resize_video, bit-exact), a list of frames (keyframes, stills) with PIL's bicubic as images are,
     3. rescale to [0, 1], normalise (CLIP mean/std; 0.5/0.5 for Qwen3-VL),
     4. pad the frame count to a multiple of the temporal patch (2) with the last frame and cut into patches of
        channels x 2 frames x patch x patch, grouped merge x merge so the merger sees neighbours together.
@@ -146,14 +147,20 @@ def write_jsonl(path, records):
 # Reading video with PyAV
 
 BAD_VIDEO = (OSError, ValueError, av.FFmpegError)  # what reading a vanished, unreadable or too short file raises
+FRAME_LIST_FPS = 2.0  # qwen_vl_utils' rate for a list of frames given without one (its sample_fps default)
 
 
 @dataclass
 class Video:
-    """Decoded RGB frames (T, H, W, 3) uint8 and the time of each frame in seconds."""
+    """Decoded RGB frames (T, H, W, 3) uint8, the time of each frame in seconds, and the rate they were sampled at.
+
+    `fps` is qwen_vl_utils' sample_fps: frames kept / frames in the file x the file's frame rate (read_video sets
+    it). None means a list of frames (keyframes, a still image): qwen_vl_utils resizes those as images and gives them
+    a nominal FRAME_LIST_FPS."""
     frames: np.ndarray
     times: list
     path: str = ""
+    fps: float | None = None
 
 
 def open_video(path):
@@ -205,11 +212,14 @@ def decoded_frames(container, stream):
 
 
 def sample_indices(num_frames, video_fps, fps, max_frames, min_frames=4):
-    """qwen_vl_utils' rule: round(duration * fps) frames, clamped, even, spread uniformly over the video."""
-    wanted = round(num_frames / video_fps * fps)
-    count = min(max(wanted, min_frames), max_frames, num_frames)
-    count = max(2, count - count % 2) if num_frames >= 2 else 1
-    return np.linspace(0, num_frames - 1, count).round().astype(int).tolist()
+    """qwen_vl_utils' smart_nframes: duration x fps frames, clamped to [min_frames, max_frames] and to the video,
+    rounded *down* to an even count, spread evenly (torch.linspace, rounded) over the whole video."""
+    if num_frames < 2:
+        return [0] * num_frames
+    low, high = math.ceil(min_frames / 2) * 2, math.floor(min(max_frames, num_frames) / 2) * 2
+    count = min(max(num_frames / video_fps * fps, low), high, num_frames)
+    count = max(2, math.floor(count / 2) * 2)
+    return torch.linspace(0, num_frames - 1, count).round().long().tolist()
 
 
 def read_frames(path, indices):
@@ -232,13 +242,16 @@ def read_frames(path, indices):
 
 
 def read_video(path, fps=1.0, max_frames=600, min_frames=4):
-    """Frames sampled at `fps` (the released run: 1 fps, at most 600 frames)."""
+    """Frames sampled at `fps` (the released run: 1 fps, at most 600 frames), with the rate actually sampled."""
     num_frames = count_frames(path)
     if num_frames == 0:
         raise ValueError(f"{path}: the video stream has no frames")
     container, stream = open_video(path)
     container.close()
-    return read_frames(path, sample_indices(num_frames, stream_fps(stream), fps, max_frames, min_frames))
+    video_fps = stream_fps(stream)
+    video = read_frames(path, sample_indices(num_frames, video_fps, fps, max_frames, min_frames))
+    video.fps = len(video.frames) / num_frames * video_fps  # the rate actually sampled, not `fps` (ms-swift #5110)
+    return video
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -246,10 +259,11 @@ def read_video(path, fps=1.0, max_frames=600, min_frames=4):
 
 
 def smart_resize(height, width, factor, min_pixels, max_pixels):
-    """Closest size with both sides multiples of `factor` and the area within [min_pixels, max_pixels]."""
+    """Closest size with both sides multiples of `factor` (never below one) and the area within [min_pixels,
+    max_pixels] (qwen_vl_utils and transformers agree on this)."""
     if max(height, width) / min(height, width) > 200:
         raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} is over 200")
-    h, w = round(height / factor) * factor, round(width / factor) * factor
+    h, w = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
     if h * w > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
         h = max(factor, math.floor(height / beta / factor) * factor)
@@ -266,9 +280,27 @@ def frame_max_pixels(num_frames, total_pixels, min_pixels, max_pixels, temporal_
 
 
 def resize_frames(frames, height, width):
+    """PIL bicubic, frame by frame: what qwen_vl_utils (fetch_image) and Qwen2VLImageProcessorPil do to images, and
+    so to lists of frames (keyframes)."""
     if frames.shape[1:3] == (height, width):
         return frames
     return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in frames])
+
+
+def resize_video(frames, height, width, chunk=32):
+    """What qwen_vl_utils' fetch_video does to decoded video: torchvision's resize of a uint8 (T, C, H, W) tensor with
+    bicubic interpolation and antialiasing, which is torch's own interpolate on float32 copies, clamped to [0, 255]
+    and rounded back to uint8. (PIL's bicubic differs by up to ~15 levels on a few per cent of the values.)
+    `chunk` frames at a time bound the float32 copy; every frame is computed alone, so the result is the same."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    out = []
+    for start in range(0, len(frames), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + chunk])).permute(0, 3, 1, 2).float()
+        x = torch.nn.functional.interpolate(x, size=(height, width), mode="bicubic", align_corners=False,
+                                            antialias=True)
+        out.append(x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
 
 
 def patchify(frames, mean, std, patch, merge, temporal_patch):
@@ -427,7 +459,8 @@ class Prepared:
     """A video already resized and patchified: encode it into several prompts without redoing the work."""
     pixels: np.ndarray
     grid: tuple
-    times: list
+    times: list  # of every frame, in seconds (Qwen3-VL's timestamps)
+    seconds_per_grid: float  # time covered by one temporal patch (Qwen2.5-VL's M-RoPE time step)
 
 
 @dataclass
@@ -476,19 +509,23 @@ class VideoLM:
     # -- encoding ------------------------------------------------------------------------------------------------
 
     def preprocess(self, video, total_pixels=9_000_000, min_pixels=None, max_pixels=None):
-        """A Video (or (T, H, W, 3) array) -> (patches, grid (t, h, w))."""
+        """A Video (or (T, H, W, 3) array) -> (patches, grid (t, h, w)). Decoded video (a Video that knows its sampling
+        rate) is resized as qwen_vl_utils resizes video, a list of frames as it resizes images (resize_video and
+        resize_frames)."""
         frames = video.frames if isinstance(video, Video) else np.asarray(video)
         min_pixels = min_pixels or self.min_pixels
         limit = frame_max_pixels(len(frames), total_pixels, min_pixels, max_pixels or self.max_pixels)
         height, width = smart_resize(frames.shape[1], frames.shape[2], self.factor, min_pixels, limit)
-        return patchify(resize_frames(frames, height, width), self.family.mean, self.family.std,
+        resize = resize_video if isinstance(video, Video) and video.fps is not None else resize_frames
+        return patchify(resize(frames, height, width), self.family.mean, self.family.std,
                         self.patch, self.merge, self.temporal_patch)
 
     def prepare(self, video, **pixel_options):
         """Preprocess once, encode many times (e.g. the chosen and the rejected answer of one DPO pair)."""
         pixels, grid = self.preprocess(video, **pixel_options)
         times = list(video.times) if isinstance(video, Video) else list(range(grid[0] * self.temporal_patch))
-        return Prepared(pixels, grid, times)
+        fps = video.fps if isinstance(video, Video) and video.fps else FRAME_LIST_FPS
+        return Prepared(pixels, grid, times, seconds_per_grid=self.temporal_patch / fps)
 
     def encode(self, prompt, response=None, system=None, **pixel_options):
         """One user turn (a string or a list of strings and Videos) and optionally the assistant's answer."""
@@ -536,8 +573,7 @@ class VideoLM:
         sample.grids.append(prepared.grid)
         times = list(prepared.times)
         if self.family.seconds_per_grid:
-            step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 1.0
-            sample.seconds_per_grid.append(self.temporal_patch * step)
+            sample.seconds_per_grid.append(prepared.seconds_per_grid)
         pads = [self.ids["video"]] * (h * w // self.merge ** 2)
         start, end = [self.ids["vision_start"]], [self.ids["vision_end"]]
         if not self.family.frame_timestamps:

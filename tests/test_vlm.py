@@ -59,6 +59,33 @@ def test_smart_resize_respects_budget():
     assert vlm.frame_max_pixels(600, 9_000_000, 3136, 768 * 28 * 28) == 30_000
 
 
+def test_video_frames_are_resized_as_torchvision_does(tiny):
+    frame = (np.arange(24) * 97 % 256).astype(np.uint8).reshape(1, 4, 6, 1).repeat(3, -1)
+    # torchvision 0.28's resize of the uint8 tensor (BICUBIC, antialias=True), as qwen_vl_utils calls it
+    assert vlm.resize_video(frame, 3, 4)[0, :, :, 0].tolist() == [[46, 127, 91, 177], [149, 103, 119, 82],
+                                                                  [161, 131, 166, 124]]
+    up = vlm.resize_video(frame, 6, 8)
+    assert up[0, :, :, 0].tolist() == [[0, 48, 147, 196, 41, 78, 177, 247], [24, 91, 127, 97, 62, 138, 169, 135],
+                                       [76, 157, 123, 5, 103, 175, 134, 32], [122, 211, 183, 64, 160, 79, 50, 102],
+                                       [183, 159, 127, 127, 216, 98, 72, 160], [224, 96, 61, 167, 250, 143, 116, 193]]
+    assert not np.array_equal(vlm.resize_frames(frame, 6, 8), up)  # PIL's bicubic is another kernel
+    frames = random_video(3, 60, 80).frames  # -> 56 x 84
+    assert np.array_equal(vlm.resize_video(frames, 56, 84, chunk=2), vlm.resize_video(frames, 56, 84))
+    # decoded video (a Video with its sampling rate) goes the torchvision way, a list of frames the PIL way
+    pixels, _ = tiny.preprocess(vlm.Video(frames, [0.0, 0.5, 1.0], fps=2.0), **SMALL)
+    expected, _ = vlm.patchify(vlm.resize_video(frames, 56, 84), vlm.CLIP_MEAN, vlm.CLIP_STD, 14, 2, 2)
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_sample_indices_follow_qwen_vl_utils():
+    # 121.5 s at 30 fps sampled at 1 fps: 121.5 frames, rounded down to an even 120, spread by torch.linspace
+    indices = vlm.sample_indices(3645, 30.0, fps=1.0, max_frames=600)
+    assert len(indices) == 120 and indices[:3] == [0, 31, 61] and indices[-1] == 3644
+    assert len(vlm.sample_indices(3645, 30.0, fps=1.0, max_frames=99)) == 98  # the cap, made even
+    assert vlm.sample_indices(30, 30.0, fps=1.0, max_frames=600) == [0, 10, 19, 29]  # at least 4 frames
+    assert vlm.sample_indices(3, 30.0, fps=1.0, max_frames=600) == [0, 2]  # never more than the video, even
+
+
 def test_odd_frame_count_is_padded_with_last_frame(tiny):
     video = random_video(frames=3)
     pixels, (t, h, w) = tiny.preprocess(video, **SMALL)
@@ -119,11 +146,14 @@ def test_qwen3_timestamps_one_block_per_temporal_patch():
     assert text.count("<|vision_start|>") == 3  # the template's slot + one per temporal patch
 
 
-def test_qwen25_seconds_per_grid():
+def test_qwen25_seconds_per_grid_follow_the_sampled_rate():
     model = vlm.load("tiny-qwen2.5")
-    video = vlm.Video(random_video(frames=4).frames, [0.0, 0.5, 1.0, 1.5])
+    # 122 of 3645 frames at 30 fps: sampled at 1.0041 fps, 1.9918 s per temporal patch (not 2 s, nor the frame gaps)
+    video = vlm.Video(random_video(frames=4).frames, [0.0, 1.0, 2.0, 3.0], fps=122 / 3645 * 30)
     batch = model.collate([model.encode([video, "Hi"], **SMALL)])
-    assert batch["second_per_grid_ts"].tolist() == [1.0]
+    assert batch["second_per_grid_ts"].tolist() == [pytest.approx(1.99180, abs=1e-5)]
+    frame_list = vlm.Video(video.frames, video.times)  # keyframes: qwen_vl_utils' nominal 2 fps
+    assert model.collate([model.encode([frame_list, "Hi"], **SMALL)])["second_per_grid_ts"].tolist() == [1.0]
 
 
 def test_collate_padding_sides(tiny):
@@ -237,8 +267,9 @@ def test_flash_attention_without_its_package_is_a_clear_error():
 
 def test_read_video_samples_at_fps_with_a_cap(clip_file):
     video = vlm.read_video(clip_file, fps=2.0, max_frames=600)  # 40 frames at 10 fps = 4 s -> 8 frames
-    assert video.frames.shape == (8, 64, 96, 3) and video.times[0] == 0.0
-    assert len(vlm.read_video(clip_file, fps=10.0, max_frames=6).frames) == 6
+    assert video.frames.shape == (8, 64, 96, 3) and video.times[0] == 0.0 and video.fps == 2.0
+    capped = vlm.read_video(clip_file, fps=10.0, max_frames=6)
+    assert len(capped.frames) == 6 and capped.fps == 1.5  # the rate actually sampled: 6 frames over 4 s
     assert len(vlm.read_video(clip_file, fps=0.1).frames) == 4  # at least 4 frames
 
 
