@@ -7,6 +7,7 @@ The rest of the project never touches a processor, a chat template or a token id
     load a model          model = load("Qwen/Qwen2.5-VL-7B-Instruct" | "runs/merged" | "tiny" | "tiny-qwen3")
     encode a sample       model.encode([video, "Describe the video."], response="The video opens ...")
     batch samples         model.collate(samples, padding="right")      (left for generation)
+    model inputs          model.model_inputs(batch)   -> keyword arguments of the transformers model
     generate              model.generate(samples, max_new_tokens=..., temperature=...)
     score responses       model.response_logps(batch)   -> summed log p(response | prompt, video) per row
     score answers         model.score_options([video, question], options)   -> summed log p and length per option
@@ -22,6 +23,13 @@ qwen_vl_utils, which the released run used (spec.md section 5: 1 fps, at most 60
     4. pad the frame count to a multiple of the temporal patch (2) with the last frame and cut into patches of
        channels x 2 frames x patch x patch, grouped merge x merge so the merger sees neighbours together.
 A single image is a video of one frame; this is bit-exact with Qwen2VLImageProcessorPil (tests/test_vlm.py).
+
+Positions are ours too (mrope_positions): every forward and generate gets position_ids (3, batch, length) made
+here, because transformers 5.x computes them wrongly after a video with more time steps than rows and columns,
+and differently in each version. Text counts up; a video's patches sit at (start + time, start + row, start +
+column); the text after it resumes one past the largest. Time is the temporal patch number for Qwen2-VL, its start
+in 1/tokens_per_second-second ticks for Qwen2.5-VL, and 0 for Qwen3-VL, whose frames are separate blocks led by
+"<t seconds>" text. The rule and the versions are in mrope_positions and VideoLM.time_steps.
 
 Built-in random tiny models (`tiny` = Qwen2-VL layout, `tiny-qwen2.5`, `tiny-qwen3`) are made from a config and an
 in-process byte-level tokenizer, so tests and the demo need no download.
@@ -451,6 +459,54 @@ def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Positions: Qwen's multimodal rotary embedding (M-RoPE), computed here and handed to the model in every forward
+
+
+def mrope_positions(token_types, blocks):
+    """The (3, L) int64 positions (time, height, width) of one sequence's tokens, by the rule the Qwen-VL checkpoints
+    were trained with.
+
+    Text counts up as in any LLM: a text token at position p gets (p, p, p) and the next token gets p + 1. A vision
+    block (a run of image or video tokens; `blocks` lists (times, rows, cols) for each run, in order) laid out from
+    the next free position s puts its merged patch at time step k, row i, column j at (s + times[k], s + i, s + j).
+    The text after the block resumes one past the largest position the block used:
+    s + max(times[-1], rows - 1, cols - 1) + 1.
+
+    Example with Qwen2-VL's times 0, 1, 2, ...: two text tokens, a video of 3 temporal patches on a 1 x 2 grid, text:
+        text   (0,0,0) (1,1,1)
+        video  (2,2,2) (2,2,3)  (3,2,2) (3,2,3)  (4,2,2) (4,2,3)        s = 2, largest = 2 + max(2, 0, 1) = 4
+        text   (5,5,5) ...
+    transformers 5.x (5.17 and 5.24 at least) resumes at s + max(rows, cols) = 4 instead, inside the video's time
+    span, whenever a video has more time steps than rows and columns: that is why we never let it compute positions.
+    """
+    positions = np.zeros((3, len(token_types)), dtype=np.int64)
+    blocks = iter(blocks)
+    start = 0  # the next free position
+    for kind, first, end in type_runs(token_types):
+        if kind == TEXT:
+            positions[:, first:end] = start + np.arange(end - first)
+            start += end - first
+            continue
+        times, rows, cols = next(blocks)
+        grid = np.meshgrid(np.asarray(times), np.arange(rows), np.arange(cols), indexing="ij")
+        if grid[0].size != end - first:
+            raise ValueError(f"a vision block of {end - first} tokens does not fill a {len(times)}x{rows}x{cols} grid")
+        positions[:, first:end] = start + np.stack([axis.ravel() for axis in grid])
+        start += max(max(times), rows - 1, cols - 1) + 1
+    return positions
+
+
+def type_runs(token_types):
+    """(type, first, end) of every run of equal token types."""
+    runs, first = [], 0
+    for i in range(1, len(token_types) + 1):
+        if i == len(token_types) or token_types[i] != token_types[first]:
+            runs.append((token_types[first], first, i))
+            first = i
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The interface
 
 
@@ -471,7 +527,10 @@ class Sample:
     token_types: list
     pixels: list = field(default_factory=list)  # one float32 array per video
     grids: list = field(default_factory=list)  # (t, h, w) per video
-    seconds_per_grid: list = field(default_factory=list)
+    blocks: list = field(default_factory=list)  # (times, rows, cols) per vision block, for mrope_positions
+
+    def positions(self):
+        return mrope_positions(self.token_types, self.blocks)
 
 
 def truncate(sample, max_length, where):
@@ -486,6 +545,13 @@ def truncate(sample, max_length, where):
     sample.input_ids, sample.labels, sample.token_types = (
         x[:max_length] for x in (sample.input_ids, sample.labels, sample.token_types))
     return sample
+
+
+def patch_seconds(times, temporal_patch):
+    """Qwen3-VL's timestamp of each temporal patch: the mean time of its first and last frame, the last frame repeated
+    to fill the last patch (what its processor computes from frame indices / the file's fps)."""
+    times = list(times) + [times[-1]] * (-len(times) % temporal_patch)
+    return [(times[k] + times[k + temporal_patch - 1]) / 2 for k in range(0, len(times), temporal_patch)]
 
 
 class VideoLM:
@@ -569,53 +635,68 @@ class VideoLM:
     def _add_video(self, sample, video, **pixel_options):
         prepared = video if isinstance(video, Prepared) else self.prepare(video, **pixel_options)
         t, h, w = prepared.grid
+        rows, cols = h // self.merge, w // self.merge
         sample.pixels.append(prepared.pixels)
         sample.grids.append(prepared.grid)
-        times = list(prepared.times)
-        if self.family.seconds_per_grid:
-            sample.seconds_per_grid.append(prepared.seconds_per_grid)
-        pads = [self.ids["video"]] * (h * w // self.merge ** 2)
-        start, end = [self.ids["vision_start"]], [self.ids["vision_end"]]
+        start, pads, end = [self.ids["vision_start"]], [self.ids["video"]] * (rows * cols), [self.ids["vision_end"]]
         if not self.family.frame_timestamps:
             self._add(sample, start)
             self._add(sample, pads * t, token_type=VIDEO)
+            sample.blocks.append((self.time_steps(prepared), rows, cols))
             self._add(sample, end)
             return
-        # Qwen3-VL: the processor expands the template's video slot into one timestamped block per temporal patch
-        times += [times[-1]] * (-len(times) % self.temporal_patch)
-        self._add(sample, start)
-        for k in range(t):
-            pair = times[k * self.temporal_patch:(k + 1) * self.temporal_patch]
-            self._add(sample, self._text_ids(f"<{(pair[0] + pair[-1]) / 2:.1f} seconds>") + start)
+        # Qwen3-VL: every temporal patch is its own block "<t seconds><|vision_start|>...<|vision_end|>" at time step 0;
+        # the timestamps, as text, carry the time. Its released processor (transformers 4.57, as vLLM reproduces it)
+        # replaces the chat template's whole "<|vision_start|><|video_pad|><|vision_end|>" with these blocks;
+        # transformers 5.x replaces only the pad and leaves an outer start/end pair around them, which we do not.
+        for seconds in patch_seconds(prepared.times, self.temporal_patch):
+            self._add(sample, self._text_ids(f"<{seconds:.1f} seconds>") + start)
             self._add(sample, pads, token_type=VIDEO)
+            sample.blocks.append(([0], rows, cols))
             self._add(sample, end)
-        self._add(sample, end)
+
+    def time_steps(self, prepared):
+        """The M-RoPE time index of each temporal patch of a video. Qwen2-VL: 0, 1, 2, ... Qwen2.5-VL: the patch's
+        start in ticks of 1 / tokens_per_second seconds, k * seconds_per_grid * tokens_per_second, multiplied in
+        float32 as Qwen's code did with the processor's float32 seconds_per_grid and rounded down only at the end
+        (transformers 4.5x cast seconds_per_grid to an integer first, so 1.99 s counted as 1 s: Qwen3-VL #1282)."""
+        steps = torch.arange(prepared.grid[0], dtype=torch.float32)
+        if self.family.seconds_per_grid:
+            seconds = torch.tensor(prepared.seconds_per_grid, dtype=torch.float32)
+            steps = steps * seconds * self.model.config.vision_config.tokens_per_second
+        return steps.long().tolist()
 
     # -- batching ------------------------------------------------------------------------------------------------
 
     def collate(self, samples, padding="right"):
-        """Pad to one tensor batch: right padding for training, left padding for generation."""
+        """Pad to one tensor batch: right padding for training, left padding for generation.
+
+        The batch holds the model's inputs with our position_ids (3, B, L) (padding gets 0; it is masked); pass it to
+        the model through model_inputs().
+        """
         length = max(len(s.input_ids) for s in samples)
+
+        def span(row_length):  # the columns a row of this length fills
+            return slice(0, row_length) if padding == "right" else slice(length - row_length, length)
 
         def pad(rows, value):
             out = torch.full((len(rows), length), value, dtype=torch.long)
             for i, row in enumerate(rows):
-                if padding == "right":
-                    out[i, :len(row)] = torch.tensor(row)
-                else:
-                    out[i, length - len(row):] = torch.tensor(row)
+                out[i, span(len(row))] = torch.tensor(row, dtype=torch.long)
             return out
 
+        positions = torch.zeros((3, len(samples), length), dtype=torch.long)
+        for i, sample in enumerate(samples):
+            positions[:, i, span(len(sample.input_ids))] = torch.from_numpy(sample.positions())
         batch = {"input_ids": pad([s.input_ids for s in samples], self.ids["pad"]),
                  "attention_mask": pad([[1] * len(s.input_ids) for s in samples], 0),
                  "labels": pad([s.labels for s in samples], IGNORE),
-                 "mm_token_type_ids": pad([s.token_types for s in samples], TEXT)}
+                 "mm_token_type_ids": pad([s.token_types for s in samples], TEXT),
+                 "position_ids": positions}
         pixels = [p for s in samples for p in s.pixels]
         if pixels:
             batch["pixel_values_videos"] = torch.from_numpy(np.concatenate(pixels))
             batch["video_grid_thw"] = torch.tensor([g for s in samples for g in s.grids], dtype=torch.long)
-            if self.family.seconds_per_grid:
-                batch["second_per_grid_ts"] = torch.tensor([x for s in samples for x in s.seconds_per_grid])
         return batch
 
     def to_device(self, batch):
@@ -623,19 +704,31 @@ class VideoLM:
         return {k: v.to(self.device, dtype=dtype if v.is_floating_point() and k == "pixel_values_videos" else None)
                 for k, v in batch.items()}
 
+    def model_inputs(self, batch):
+        """The transformers model's keyword arguments for a collated batch: its tokens and videos, and always our
+        position_ids (see mrope_positions)."""
+        keys = ("input_ids", "attention_mask", "mm_token_type_ids", "position_ids", "pixel_values_videos",
+                "video_grid_thw")
+        return {k: batch[k] for k in keys if k in batch}
+
     # -- generation ----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, samples, max_new_tokens=256, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0):
-        """Answers for prompts encoded without a response; greedy when temperature is 0."""
+    def generate(self, samples, max_new_tokens=256, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0,
+                 logits_processor=None):
+        """Answers for prompts encoded without a response; greedy when temperature is 0.
+
+        The prompt's positions are ours; transformers' generate extends position_ids by one per new token on all three
+        axes (5.17 and 5.24 alike), so the answer continues at the prompt's last position + 1, as when it was trained.
+        Left padding keeps every row's last prompt token in the last column."""
         batch = self.to_device(self.collate(samples, padding="left"))
-        batch.pop("labels")
         # top_k=0: the checkpoint's generation_config (Qwen: top_k=1) would otherwise make "sampling" greedy
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else \
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
-            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+            out = self.model.generate(**self.model_inputs(batch), max_new_tokens=max_new_tokens,
+                                      repetition_penalty=repetition_penalty, logits_processor=logits_processor,
                                       eos_token_id=[self.ids["im_end"], self.ids["pad"]],
                                       pad_token_id=self.ids["pad"], **sampling)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
@@ -654,8 +747,7 @@ class VideoLM:
         targets = batch["labels"][:, 1:]
         mask = targets != IGNORE
         positions = mask.any(0).nonzero().squeeze(1)  # position p predicts token p + 1
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs, logits_to_keep=positions, use_cache=False).logits  # (B, P, V)
+        logits = model(**self.model_inputs(batch), logits_to_keep=positions, use_cache=False).logits
         targets, mask = targets[:, positions], mask[:, positions]
         token_logps = selective_log_softmax(logits, targets.clamp(min=0))
         return (token_logps * mask).sum(-1), mask.sum(-1)
