@@ -7,7 +7,7 @@ The rest of the project never touches a processor, a chat template or a token id
     load a model          model = load("Qwen/Qwen2.5-VL-7B-Instruct" | "runs/merged" | "tiny" | "tiny-qwen3")
     encode a sample       model.encode([video, "Describe the video."], response="The video opens ...")
     batch samples         model.collate(samples, padding="right")      (left for generation)
-    model inputs          model.model_inputs(batch)   -> keyword arguments of the transformers model
+    model inputs          model.model_inputs(batch, features)   -> keyword arguments of the transformers model
     generate              model.generate(samples, max_new_tokens=..., temperature=...)
     score responses       model.response_logps(batch)   -> summed log p(response | prompt, video) per row
     score answers         model.score_options([video, question], options)   -> summed log p and length per option
@@ -31,18 +31,27 @@ column); the text after it resumes one past the largest. Time is the temporal pa
 in 1/tokens_per_second-second ticks for Qwen2.5-VL, and 0 for Qwen3-VL, whose frames are separate blocks led by
 "<t seconds>" text. The rule and the versions are in mrope_positions and VideoLM.time_steps.
 
+One vision pass per batch: a Prepared video encoded into several rows (the chosen and rejected answers of a DPO
+pair, the options of a question) is stored once in the batch, and vision_features runs the vision tower on it once,
+without gradient; reuse_vision then hands those features to every forward over the batch (the DPO reference pass
+too). With a trainable tower (SFT with LoRA on the ViT) each forward encodes its videos itself, keeping the graph.
+    features = model.vision_features(batch)                 # None: nothing to share, or the tower needs gradients
+    logps, counts = model.response_logps(batch, features=features)
+
 Built-in random tiny models (`tiny` = Qwen2-VL layout, `tiny-qwen2.5`, `tiny-qwen3`) are made from a config and an
 in-process byte-level tokenizer, so tests and the demo need no download.
 
     python temple.py describe VIDEO --model tiny
 """
 
+import contextlib
 import importlib.util
 import json
 import math
 import os
 import socket
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 
 import av
@@ -512,11 +521,13 @@ def type_runs(token_types):
 
 @dataclass
 class Prepared:
-    """A video already resized and patchified: encode it into several prompts without redoing the work."""
+    """A video already resized and patchified: encode it into several prompts without redoing the work. Samples made
+    from one Prepared share its `key`, so a batch stores its pixels once and the vision tower encodes them once."""
     pixels: np.ndarray
     grid: tuple
     times: list  # of every frame, in seconds (Qwen3-VL's timestamps)
     seconds_per_grid: float  # time covered by one temporal patch (Qwen2.5-VL's M-RoPE time step)
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass
@@ -527,6 +538,7 @@ class Sample:
     token_types: list
     pixels: list = field(default_factory=list)  # one float32 array per video
     grids: list = field(default_factory=list)  # (t, h, w) per video
+    video_keys: list = field(default_factory=list)  # Prepared.key per video
     blocks: list = field(default_factory=list)  # (times, rows, cols) per vision block, for mrope_positions
 
     def positions(self):
@@ -545,6 +557,29 @@ def truncate(sample, max_length, where):
     sample.input_ids, sample.labels, sample.token_types = (
         x[:max_length] for x in (sample.input_ids, sample.labels, sample.token_types))
     return sample
+
+
+@dataclass
+class VisionFeatures:
+    """What the vision tower made of a batch's videos: each distinct video encoded once, without gradient, then laid
+    out for every video of the batch in order (vlm.VideoLM.vision_features)."""
+    output_type: type  # the class of the tower's own output
+    pooled: torch.Tensor  # (video tokens of the batch, hidden): merged patch features, placed at the video tokens
+    deepstack: list | None  # Qwen3-VL: features of early ViT layers, added after the first decoder layers
+    grids: torch.Tensor  # (t, h, w) of every video of the batch: what the model's forward asks the tower for
+
+    def output(self):
+        """A fresh output object as the tower returns it (the model splits its fields in place: one per forward)."""
+        extra = {} if self.deepstack is None else {"deepstack_features": list(self.deepstack)}
+        return self.output_type(pooler_output=self.pooled, **extra)
+
+
+def slot_rows(sizes, slots):
+    """Indices of the rows of blocks `slots`, in that order, in a tensor that stores blocks of `sizes` rows one after
+    another (the patches or merged features of a batch's distinct videos)."""
+    sizes = [int(n) for n in sizes]
+    starts = np.cumsum([0] + sizes)
+    return torch.cat([torch.arange(starts[s], starts[s] + sizes[s]) for s in slots.tolist()])
 
 
 def patch_seconds(times, temporal_patch):
@@ -571,6 +606,11 @@ class VideoLM:
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+    @property
+    def vision_tower(self):
+        """The ViT and its merger (transformers calls it `visual`)."""
+        return self.model.model.visual
 
     # -- encoding ------------------------------------------------------------------------------------------------
 
@@ -638,6 +678,7 @@ class VideoLM:
         rows, cols = h // self.merge, w // self.merge
         sample.pixels.append(prepared.pixels)
         sample.grids.append(prepared.grid)
+        sample.video_keys.append(prepared.key)
         start, pads, end = [self.ids["vision_start"]], [self.ids["video"]] * (rows * cols), [self.ids["vision_end"]]
         if not self.family.frame_timestamps:
             self._add(sample, start)
@@ -671,8 +712,10 @@ class VideoLM:
     def collate(self, samples, padding="right"):
         """Pad to one tensor batch: right padding for training, left padding for generation.
 
-        The batch holds the model's inputs with our position_ids (3, B, L) (padding gets 0; it is masked); pass it to
-        the model through model_inputs().
+        The batch holds the model's inputs with our position_ids (3, B, L) (padding gets 0; it is masked), and each
+        distinct video (Prepared.key) once in pixel_values_videos / video_grid_thw. When one video is shown in several
+        places (both rows of a DPO pair, the options of a question), `video_slots` says for every video of the batch,
+        in order, which stored one it is: such a batch goes to the model through model_inputs().
         """
         length = max(len(s.input_ids) for s in samples)
 
@@ -693,10 +736,16 @@ class VideoLM:
                  "labels": pad([s.labels for s in samples], IGNORE),
                  "mm_token_type_ids": pad([s.token_types for s in samples], TEXT),
                  "position_ids": positions}
-        pixels = [p for s in samples for p in s.pixels]
-        if pixels:
-            batch["pixel_values_videos"] = torch.from_numpy(np.concatenate(pixels))
-            batch["video_grid_thw"] = torch.tensor([g for s in samples for g in s.grids], dtype=torch.long)
+        stored = {}  # key -> (index, pixels, grid) of every distinct video, in order of first appearance
+        for sample in samples:
+            for key, pixels, grid in zip(sample.video_keys, sample.pixels, sample.grids):
+                stored.setdefault(key, (len(stored), pixels, grid))
+        if stored:
+            batch["pixel_values_videos"] = torch.from_numpy(np.concatenate([p for _, p, _ in stored.values()]))
+            batch["video_grid_thw"] = torch.tensor([g for _, _, g in stored.values()], dtype=torch.long)
+            slots = [stored[key][0] for sample in samples for key in sample.video_keys]
+            if len(slots) > len(stored):
+                batch["video_slots"] = torch.tensor(slots)
         return batch
 
     def to_device(self, batch):
@@ -704,12 +753,62 @@ class VideoLM:
         return {k: v.to(self.device, dtype=dtype if v.is_floating_point() and k == "pixel_values_videos" else None)
                 for k, v in batch.items()}
 
-    def model_inputs(self, batch):
-        """The transformers model's keyword arguments for a collated batch: its tokens and videos, and always our
-        position_ids (see mrope_positions)."""
-        keys = ("input_ids", "attention_mask", "mm_token_type_ids", "position_ids", "pixel_values_videos",
-                "video_grid_thw")
-        return {k: batch[k] for k in keys if k in batch}
+    def model_inputs(self, batch, features=None):
+        """The transformers model's keyword arguments for a collated batch: always our position_ids; the videos as
+        pixels for the model's own forward to encode (a video shown twice is then encoded twice), or, given
+        `features` (vision_features), for the forward to take from the tower inside reuse_vision()."""
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "position_ids")}
+        if "pixel_values_videos" in batch:
+            pixels, grids, slots = batch["pixel_values_videos"], batch["video_grid_thw"], batch.get("video_slots")
+            if slots is not None and features is None:
+                pixels = pixels[slot_rows(grids.prod(-1), slots).to(pixels.device)]
+            inputs["pixel_values_videos"] = pixels
+            inputs["video_grid_thw"] = grids if slots is None else grids[slots]
+        return inputs
+
+    # -- one vision pass per batch -------------------------------------------------------------------------------
+
+    def vision_features(self, batch):
+        """Encode the batch's distinct videos once, without gradient, for every forward over the batch (see
+        reuse_vision): both rows of a DPO pair and its reference pass, every option of a question, every row of a
+        generate call that shares a clip. None when the batch has no video, or when the tower has trainable
+        parameters and gradients are on (SFT with LoRA on the ViT): its features must keep their graph, so each
+        forward runs the tower itself."""
+        if "pixel_values_videos" not in batch:
+            return None
+        tower = self.vision_tower
+        if torch.is_grad_enabled() and any(p.requires_grad for p in tower.parameters()):
+            return None
+        grids = batch["video_grid_thw"]
+        slots = batch.get("video_slots", torch.arange(len(grids), device=grids.device))
+        with torch.no_grad():
+            output = tower(batch["pixel_values_videos"].type(tower.dtype), grid_thw=grids)
+        rows = slot_rows(grids.prod(-1) // self.merge ** 2, slots).to(output.pooler_output.device)
+        deepstack = getattr(output, "deepstack_features", None)
+        return VisionFeatures(type(output), output.pooler_output[rows],
+                              None if deepstack is None else [f[rows] for f in deepstack], grids[slots])
+
+    @contextlib.contextmanager
+    def reuse_vision(self, features):
+        """Inside the block the vision tower hands back `features` instead of running, and the model's own forward
+        places them (with Qwen3-VL's deepstack features) exactly as if it had just encoded the pixels. One mechanism
+        for all three families and for transformers 5.17 and 5.24 alike: inputs_embeds cannot carry Qwen3-VL's
+        deepstack features, and 5.24's mm_encoder_outputs argument does not exist in 5.17."""
+        if features is None:
+            yield
+            return
+        tower = self.vision_tower
+
+        def encoded(pixels, grid_thw=None, **kwargs):
+            if grid_thw.tolist() != features.grids.tolist():
+                raise RuntimeError("the model asked the vision tower for other videos than the features were made of")
+            return features.output()
+
+        tower.forward = encoded  # an instance attribute shadows the class's forward until deleted
+        try:
+            yield
+        finally:
+            del tower.forward
 
     # -- generation ----------------------------------------------------------------------------------------------
 
@@ -722,12 +821,14 @@ class VideoLM:
         axes (5.17 and 5.24 alike), so the answer continues at the prompt's last position + 1, as when it was trained.
         Left padding keeps every row's last prompt token in the last column."""
         batch = self.to_device(self.collate(samples, padding="left"))
+        features = self.vision_features(batch)
         # top_k=0: the checkpoint's generation_config (Qwen: top_k=1) would otherwise make "sampling" greedy
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else \
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
+                self.reuse_vision(features):
             torch.manual_seed(seed)
-            out = self.model.generate(**self.model_inputs(batch), max_new_tokens=max_new_tokens,
+            out = self.model.generate(**self.model_inputs(batch, features), max_new_tokens=max_new_tokens,
                                       repetition_penalty=repetition_penalty, logits_processor=logits_processor,
                                       eos_token_id=[self.ids["im_end"], self.ids["pad"]],
                                       pad_token_id=self.ids["pad"], **sampling)
@@ -736,18 +837,22 @@ class VideoLM:
 
     # -- scoring -------------------------------------------------------------------------------------------------
 
-    def response_logps(self, batch, model=None):
+    def response_logps(self, batch, model=None, features=None):
         """Summed log-probability of each row's labelled tokens, and their count.
 
         Logits are computed only at the positions that predict a label (the union over the batch), never for the
         whole sequence x vocabulary: with a 151k vocabulary that is most of the memory of a DPO step.
-        `model` overrides self.model (e.g. the DDP-wrapped module, so its gradient hooks run).
+        `model` overrides self.model (e.g. the DDP-wrapped module, so its gradient hooks run). `features`
+        (vision_features) are the videos already encoded; by default each distinct video is encoded once here.
         """
         model = model or self.model
+        if features is None:
+            features = self.vision_features(batch)
         targets = batch["labels"][:, 1:]
         mask = targets != IGNORE
         positions = mask.any(0).nonzero().squeeze(1)  # position p predicts token p + 1
-        logits = model(**self.model_inputs(batch), logits_to_keep=positions, use_cache=False).logits
+        with self.reuse_vision(features):
+            logits = model(**self.model_inputs(batch, features), logits_to_keep=positions, use_cache=False).logits
         targets, mask = targets[:, positions], mask[:, positions]
         token_logps = selective_log_softmax(logits, targets.clamp(min=0))
         return (token_logps * mask).sum(-1), mask.sum(-1)
@@ -756,9 +861,9 @@ class VideoLM:
         """How likely each candidate answer is after one prompt (multiple-choice QA): summed log p(option | prompt)
         and the option's token count, as tensors, from one forward over all options without gradient.
 
-        `prompt` is a user turn as encode() takes it; a Prepared video in it is preprocessed once for all options.
-        The answer's closing <|im_end|> counts too: an option must end the answer. With max_length, each row is cut
-        as truncate() cuts it, `where` naming the item in its error.
+        `prompt` is a user turn as encode() takes it; a Prepared video in it is preprocessed once and encoded by the
+        vision tower once for all options. The answer's closing <|im_end|> counts too: an option must end the answer.
+        With max_length, each row is cut as truncate() cuts it, `where` naming the item in its error.
         """
         samples = [self.encode(prompt, response=option) for option in options]
         if max_length is not None:

@@ -282,13 +282,13 @@ def test_generation_after_a_long_video_continues_our_positions(name, monkeypatch
                model.encode([long_video(model), "What happens in this long clip, in order?"], **small)]
     generated = model.generate(samples, max_new_tokens=5)
     for row, sample in enumerate(samples):
-        answer = []
+        answer, features = [], model.vision_features(model.collate([sample]))
         for step, logits in enumerate(steps[0][row]):
             grown = dataclasses.replace(sample, input_ids=sample.input_ids + answer,
                                         labels=sample.labels + [vlm.IGNORE] * len(answer),
                                         token_types=sample.token_types + [vlm.TEXT] * len(answer))
-            with torch.no_grad():
-                full = model.model(**model.model_inputs(model.collate([grown]))).logits[0, -1]
+            with torch.no_grad(), model.reuse_vision(features):
+                full = model.model(**model.model_inputs(model.collate([grown]), features)).logits[0, -1]
             assert torch.allclose(logits, full, atol=2e-5), (row, step, (logits - full).abs().max())
             answer.append(int(full.argmax()))
             if answer[-1] in (model.ids["im_end"], model.ids["pad"]):
@@ -302,7 +302,7 @@ def test_generation_after_a_long_video_continues_our_positions(name, monkeypatch
 @pytest.mark.parametrize("name", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
 def test_batched_generation_equals_one_at_a_time(name):
     model = vlm.load(name)
-    clip = model.prepare(random_video(4, 64, 80, seed=1), **SMALL)  # two rows show it
+    clip = model.prepare(random_video(4, 64, 80, seed=1), **SMALL)  # two rows show it: stored and encoded once
     samples = [model.encode([clip, "Describe."]),
                model.encode([random_video(2, 96, 64, seed=2), "What happens in this clip?"], **SMALL),
                model.encode("Text only, no video at all."),
