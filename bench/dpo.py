@@ -15,9 +15,11 @@ costs per patch about a tenth of what the language model costs per token, as Qwe
     ours, --precompute-ref   the same with the reference log-probs read from the cache (no reference pass)
 
 All four are timed in turns (A, B, C, D, A, B, ...) and compared by their fastest turn, so that load from other
-processes hits every side alike; peak memory comes from one more run of each.
+processes hits every side alike; peak memory comes from one more run of each. On the CPU model the 151k-vocabulary
+head dominates a step, so one tower pass instead of four barely shows there (vision_time_ratio ~ 1); the 2B sizes
+on a GPU show it.
 
-    python bench/dpo.py                 # ~3 min on 2 CPU cores
+    python bench/dpo.py                 # ~5 min on 2 CPU cores
     python bench/dpo.py --gpu-size 2b   # on a GPU: real Qwen2-VL-2B dimensions in bf16 (random weights)
 Last line: RESULT time_ratio=<ours/naive> mem_ratio=<ours/naive> precomputed_time_ratio=... ckpt_mem_ratio=...
            vit_passes=<tower passes per step, ours> vit_videos=<videos encoded per step, ours> per_row_vit_videos=...
