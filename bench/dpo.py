@@ -16,8 +16,9 @@ costs per patch about a tenth of what the language model costs per token, as Qwe
 
 All four are timed in turns (A, B, C, D, A, B, ...) and compared by their fastest turn, so that load from other
 processes hits every side alike; peak memory comes from one more run of each. On the CPU model the 151k-vocabulary
-head dominates a step, so one tower pass instead of four barely shows there (vision_time_ratio ~ 1); the 2B sizes
-on a GPU show it.
+head dominates a step, so one tower pass instead of four barely shows there (vision_time_ratio ~ 1). With the 2B
+sizes one pass of the tower over the 4,096 patches (2 x 0.67 G parameters x 4,096 ~ 5.5 TFLOP) costs about as much
+as the language model's forward over the pair (2 x 1.5 G x 1,429 x 2 rows ~ 8.6 TFLOP).
 
     python bench/dpo.py                 # ~5 min on 2 CPU cores
     python bench/dpo.py --gpu-size 2b   # on a GPU: real Qwen2-VL-2B dimensions in bf16 (random weights)
