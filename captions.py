@@ -470,15 +470,9 @@ def sample_texts(model, samples, seeds, max_new_tokens, temperature=0.7, top_p=1
         return model.generate(samples, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
     from transformers import LogitsProcessorList
 
-    batch = model.to_device(model.collate(samples, padding="left"))
-    batch.pop("labels")
-    sampler = RowSampler(seeds, temperature, top_p, model.device)
-    out = model.model.generate(**batch, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-                               do_sample=False, temperature=None, top_p=None, top_k=None,
-                               logits_processor=LogitsProcessorList([sampler]),
-                               eos_token_id=[model.ids["im_end"], model.ids["pad"]], pad_token_id=model.ids["pad"])
-    return [model.tokenizer.decode(row, skip_special_tokens=True).strip()
-            for row in out[:, batch["input_ids"].shape[1]:]]
+    sampler = RowSampler(seeds, temperature, top_p, model.device)  # picks the token; generate itself stays greedy
+    return model.generate(samples, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                          logits_processor=LogitsProcessorList([sampler]))
 
 
 @dataclass

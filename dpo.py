@@ -121,7 +121,8 @@ def _normalise_pair(record):
 
 
 def encode_pair(model, pair, video_options, max_length):
-    """(chosen Sample, rejected Sample) for one pair, each truncated to max_length tokens (answer end cut).
+    """(chosen Sample, rejected Sample) for one pair, each truncated to max_length tokens (answer end cut). Both rows
+    hold the one Prepared video: a batch stores it once and the vision tower encodes it once (policy_and_reference).
     A video that cannot be read raises train.BadItem: training uses another pair in its place."""
     import train
     import vlm
@@ -146,13 +147,18 @@ def collate_pairs(model, encoded):
 
 
 def policy_and_reference(model, module, batch, reference=None):
-    """Policy log-probs (with gradient) and reference log-probs (LoRA off, no gradient) of a pairs batch."""
+    """Policy log-probs (with gradient) and reference log-probs (LoRA off, no gradient) of a pairs batch.
+
+    The vision tower runs once for the whole batch, each pair's video once: its features serve the chosen and the
+    rejected row and the reference pass, since a tower without adapters (DPO leaves it frozen) gives the same
+    features with LoRA on or off. A tower with adapters (an SFT run being evaluated) is run per pass instead."""
     import lora
 
-    policy, counts = model.response_logps(batch, model=module)
+    features = None if lora.lora_modules(model.vision_tower) else model.vision_features(batch)
+    policy, counts = model.response_logps(batch, model=module, features=features)
     if reference is None:
         with torch.no_grad(), lora.disable_lora(model.model):
-            reference, _ = model.response_logps(batch)
+            reference, _ = model.response_logps(batch, features=features)
     return policy, reference, counts
 
 

@@ -7,20 +7,36 @@ The rest of the project never touches a processor, a chat template or a token id
     load a model          model = load("Qwen/Qwen2.5-VL-7B-Instruct" | "runs/merged" | "tiny" | "tiny-qwen3")
     encode a sample       model.encode([video, "Describe the video."], response="The video opens ...")
     batch samples         model.collate(samples, padding="right")      (left for generation)
+    model inputs          model.model_inputs(batch, features)   -> keyword arguments of the transformers model
     generate              model.generate(samples, max_new_tokens=..., temperature=...)
     score responses       model.response_logps(batch)   -> summed log p(response | prompt, video) per row
     score answers         model.score_options([video, question], options)   -> summed log p and length per option
 
 Video preprocessing is written here because every transformers video processor needs torchvision. It follows
-qwen_vl_utils + Qwen2VLImageProcessorPil (spec.md section 5 gives the released run's settings: 1 fps, at most 600
-frames, 9,000,000 pixels per video):
-    1. sample frames at `fps` (at least 4, at most `max_frames`, an even count, spread uniformly),
-    2. give each frame an equal share of the total pixel budget and resize it (PIL bicubic) to multiples of
-       patch_size * merge_size (28 for Qwen2/2.5-VL, 32 for Qwen3-VL),
+qwen_vl_utils, which the released run used (spec.md section 5: 1 fps, at most 600 frames, 9,000,000 pixels per video):
+    1. sample duration x fps frames, at least 4 and at most `max_frames`, rounded down to an even count, spread
+       evenly over the video; the rate actually sampled (frames kept / frames x the file's fps) is Video.fps,
+    2. give each frame an equal share of the total pixel budget and resize it to multiples of patch_size *
+       merge_size (28 for Qwen2/2.5-VL, 32 for Qwen3-VL): decoded video with torchvision's antialiased bicubic
+       (resize_video, bit-exact), a list of frames (keyframes, stills) with PIL's bicubic as images are,
     3. rescale to [0, 1], normalise (CLIP mean/std; 0.5/0.5 for Qwen3-VL),
     4. pad the frame count to a multiple of the temporal patch (2) with the last frame and cut into patches of
        channels x 2 frames x patch x patch, grouped merge x merge so the merger sees neighbours together.
 A single image is a video of one frame; this is bit-exact with Qwen2VLImageProcessorPil (tests/test_vlm.py).
+
+Positions are ours too (mrope_positions): every forward and generate gets position_ids (3, batch, length) made
+here, because transformers 5.x computes them wrongly after a video with more time steps than rows and columns,
+and differently in each version. Text counts up; a video's patches sit at (start + time, start + row, start +
+column); the text after it resumes one past the largest. Time is the temporal patch number for Qwen2-VL, its start
+in 1/tokens_per_second-second ticks for Qwen2.5-VL, and 0 for Qwen3-VL, whose frames are separate blocks led by
+"<t seconds>" text. The rule and the versions are in mrope_positions and VideoLM.time_steps.
+
+One vision pass per batch: a Prepared video encoded into several rows (the chosen and rejected answers of a DPO
+pair, the options of a question) is stored once in the batch, and vision_features runs the vision tower on it once,
+without gradient; reuse_vision then hands those features to every forward over the batch (the DPO reference pass
+too). With a trainable tower (SFT with LoRA on the ViT) each forward encodes its videos itself, keeping the graph.
+    features = model.vision_features(batch)                 # None: nothing to share, or the tower needs gradients
+    logps, counts = model.response_logps(batch, features=features)
 
 Built-in random tiny models (`tiny` = Qwen2-VL layout, `tiny-qwen2.5`, `tiny-qwen3`) are made from a config and an
 in-process byte-level tokenizer, so tests and the demo need no download.
@@ -28,12 +44,14 @@ in-process byte-level tokenizer, so tests and the demo need no download.
     python temple.py describe VIDEO --model tiny
 """
 
+import contextlib
 import importlib.util
 import json
 import math
 import os
 import socket
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 
 import av
@@ -146,14 +164,20 @@ def write_jsonl(path, records):
 # Reading video with PyAV
 
 BAD_VIDEO = (OSError, ValueError, av.FFmpegError)  # what reading a vanished, unreadable or too short file raises
+FRAME_LIST_FPS = 2.0  # qwen_vl_utils' rate for a list of frames given without one (its sample_fps default)
 
 
 @dataclass
 class Video:
-    """Decoded RGB frames (T, H, W, 3) uint8 and the time of each frame in seconds."""
+    """Decoded RGB frames (T, H, W, 3) uint8, the time of each frame in seconds, and the rate they were sampled at.
+
+    `fps` is qwen_vl_utils' sample_fps: frames kept / frames in the file x the file's frame rate (read_video sets
+    it). None means a list of frames (keyframes, a still image): qwen_vl_utils resizes those as images and gives them
+    a nominal FRAME_LIST_FPS."""
     frames: np.ndarray
     times: list
     path: str = ""
+    fps: float | None = None
 
 
 def open_video(path):
@@ -205,11 +229,14 @@ def decoded_frames(container, stream):
 
 
 def sample_indices(num_frames, video_fps, fps, max_frames, min_frames=4):
-    """qwen_vl_utils' rule: round(duration * fps) frames, clamped, even, spread uniformly over the video."""
-    wanted = round(num_frames / video_fps * fps)
-    count = min(max(wanted, min_frames), max_frames, num_frames)
-    count = max(2, count - count % 2) if num_frames >= 2 else 1
-    return np.linspace(0, num_frames - 1, count).round().astype(int).tolist()
+    """qwen_vl_utils' smart_nframes: duration x fps frames, clamped to [min_frames, max_frames] and to the video,
+    rounded *down* to an even count, spread evenly (torch.linspace, rounded) over the whole video."""
+    if num_frames < 2:
+        return [0] * num_frames
+    low, high = math.ceil(min_frames / 2) * 2, math.floor(min(max_frames, num_frames) / 2) * 2
+    count = min(max(num_frames / video_fps * fps, low), high, num_frames)
+    count = max(2, math.floor(count / 2) * 2)
+    return torch.linspace(0, num_frames - 1, count).round().long().tolist()
 
 
 def read_frames(path, indices):
@@ -232,13 +259,16 @@ def read_frames(path, indices):
 
 
 def read_video(path, fps=1.0, max_frames=600, min_frames=4):
-    """Frames sampled at `fps` (the released run: 1 fps, at most 600 frames)."""
+    """Frames sampled at `fps` (the released run: 1 fps, at most 600 frames), with the rate actually sampled."""
     num_frames = count_frames(path)
     if num_frames == 0:
         raise ValueError(f"{path}: the video stream has no frames")
     container, stream = open_video(path)
     container.close()
-    return read_frames(path, sample_indices(num_frames, stream_fps(stream), fps, max_frames, min_frames))
+    video_fps = stream_fps(stream)
+    video = read_frames(path, sample_indices(num_frames, video_fps, fps, max_frames, min_frames))
+    video.fps = len(video.frames) / num_frames * video_fps  # the rate actually sampled, not `fps` (ms-swift #5110)
+    return video
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -246,10 +276,11 @@ def read_video(path, fps=1.0, max_frames=600, min_frames=4):
 
 
 def smart_resize(height, width, factor, min_pixels, max_pixels):
-    """Closest size with both sides multiples of `factor` and the area within [min_pixels, max_pixels]."""
+    """Closest size with both sides multiples of `factor` (never below one) and the area within [min_pixels,
+    max_pixels] (qwen_vl_utils and transformers agree on this)."""
     if max(height, width) / min(height, width) > 200:
         raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} is over 200")
-    h, w = round(height / factor) * factor, round(width / factor) * factor
+    h, w = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
     if h * w > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
         h = max(factor, math.floor(height / beta / factor) * factor)
@@ -266,9 +297,27 @@ def frame_max_pixels(num_frames, total_pixels, min_pixels, max_pixels, temporal_
 
 
 def resize_frames(frames, height, width):
+    """PIL bicubic, frame by frame: what qwen_vl_utils (fetch_image) and Qwen2VLImageProcessorPil do to images, and
+    so to lists of frames (keyframes)."""
     if frames.shape[1:3] == (height, width):
         return frames
     return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in frames])
+
+
+def resize_video(frames, height, width, chunk=32):
+    """What qwen_vl_utils' fetch_video does to decoded video: torchvision's resize of a uint8 (T, C, H, W) tensor with
+    bicubic interpolation and antialiasing, which is torch's own interpolate on float32 copies, clamped to [0, 255]
+    and rounded back to uint8. (PIL's bicubic differs by up to ~15 levels on a few per cent of the values.)
+    `chunk` frames at a time bound the float32 copy; every frame is computed alone, so the result is the same."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    out = []
+    for start in range(0, len(frames), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + chunk])).permute(0, 3, 1, 2).float()
+        x = torch.nn.functional.interpolate(x, size=(height, width), mode="bicubic", align_corners=False,
+                                            antialias=True)
+        out.append(x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
 
 
 def patchify(frames, mean, std, patch, merge, temporal_patch):
@@ -422,15 +471,66 @@ def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Positions: Qwen's multimodal rotary embedding (M-RoPE), computed here and handed to the model in every forward
+
+
+def mrope_positions(token_types, blocks):
+    """The (3, L) int64 positions (time, height, width) of one sequence's tokens, by the rule the Qwen-VL checkpoints
+    were trained with.
+
+    Text counts up as in any LLM: a text token at position p gets (p, p, p) and the next token gets p + 1. A vision
+    block (a run of image or video tokens; `blocks` lists (times, rows, cols) for each run, in order) laid out from
+    the next free position s puts its merged patch at time step k, row i, column j at (s + times[k], s + i, s + j).
+    The text after the block resumes one past the largest position the block used:
+    s + max(times[-1], rows - 1, cols - 1) + 1.
+
+    Example with Qwen2-VL's times 0, 1, 2, ...: two text tokens, a video of 3 temporal patches on a 1 x 2 grid, text:
+        text   (0,0,0) (1,1,1)
+        video  (2,2,2) (2,2,3)  (3,2,2) (3,2,3)  (4,2,2) (4,2,3)        s = 2, largest = 2 + max(2, 0, 1) = 4
+        text   (5,5,5) ...
+    transformers 5.x (5.17 and 5.24 at least) resumes at s + max(rows, cols) = 4 instead, inside the video's time
+    span, whenever a video has more time steps than rows and columns: that is why we never let it compute positions.
+    """
+    positions = np.zeros((3, len(token_types)), dtype=np.int64)
+    blocks = iter(blocks)
+    start = 0  # the next free position
+    for kind, first, end in type_runs(token_types):
+        if kind == TEXT:
+            positions[:, first:end] = start + np.arange(end - first)
+            start += end - first
+            continue
+        times, rows, cols = next(blocks)
+        grid = np.meshgrid(np.asarray(times), np.arange(rows), np.arange(cols), indexing="ij")
+        if grid[0].size != end - first:
+            raise ValueError(f"a vision block of {end - first} tokens does not fill a {len(times)}x{rows}x{cols} grid")
+        positions[:, first:end] = start + np.stack([axis.ravel() for axis in grid])
+        start += max(max(times), rows - 1, cols - 1) + 1
+    return positions
+
+
+def type_runs(token_types):
+    """(type, first, end) of every run of equal token types."""
+    runs, first = [], 0
+    for i in range(1, len(token_types) + 1):
+        if i == len(token_types) or token_types[i] != token_types[first]:
+            runs.append((token_types[first], first, i))
+            first = i
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The interface
 
 
 @dataclass
 class Prepared:
-    """A video already resized and patchified: encode it into several prompts without redoing the work."""
+    """A video already resized and patchified: encode it into several prompts without redoing the work. Samples made
+    from one Prepared share its `key`, so a batch stores its pixels once and the vision tower encodes them once."""
     pixels: np.ndarray
     grid: tuple
-    times: list
+    times: list  # of every frame, in seconds (Qwen3-VL's timestamps)
+    seconds_per_grid: float  # time covered by one temporal patch (Qwen2.5-VL's M-RoPE time step)
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass
@@ -441,7 +541,11 @@ class Sample:
     token_types: list
     pixels: list = field(default_factory=list)  # one float32 array per video
     grids: list = field(default_factory=list)  # (t, h, w) per video
-    seconds_per_grid: list = field(default_factory=list)
+    video_keys: list = field(default_factory=list)  # Prepared.key per video
+    blocks: list = field(default_factory=list)  # (times, rows, cols) per vision block, for mrope_positions
+
+    def positions(self):
+        return mrope_positions(self.token_types, self.blocks)
 
 
 def truncate(sample, max_length, where):
@@ -456,6 +560,36 @@ def truncate(sample, max_length, where):
     sample.input_ids, sample.labels, sample.token_types = (
         x[:max_length] for x in (sample.input_ids, sample.labels, sample.token_types))
     return sample
+
+
+@dataclass
+class VisionFeatures:
+    """What the vision tower made of a batch's videos: each distinct video encoded once, without gradient, then laid
+    out for every video of the batch in order (vlm.VideoLM.vision_features)."""
+    output_type: type  # the class of the tower's own output
+    pooled: torch.Tensor  # (video tokens of the batch, hidden): merged patch features, placed at the video tokens
+    deepstack: list | None  # Qwen3-VL: features of early ViT layers, added after the first decoder layers
+    grids: torch.Tensor  # (t, h, w) of every video of the batch: what the model's forward asks the tower for
+
+    def output(self):
+        """A fresh output object as the tower returns it (the model splits its fields in place: one per forward)."""
+        extra = {} if self.deepstack is None else {"deepstack_features": list(self.deepstack)}
+        return self.output_type(pooler_output=self.pooled, **extra)
+
+
+def slot_rows(sizes, slots):
+    """Indices of the rows of blocks `slots`, in that order, in a tensor that stores blocks of `sizes` rows one after
+    another (the patches or merged features of a batch's distinct videos)."""
+    sizes = [int(n) for n in sizes]
+    starts = np.cumsum([0] + sizes)
+    return torch.cat([torch.arange(starts[s], starts[s] + sizes[s]) for s in slots.tolist()])
+
+
+def patch_seconds(times, temporal_patch):
+    """Qwen3-VL's timestamp of each temporal patch: the mean time of its first and last frame, the last frame repeated
+    to fill the last patch (what its processor computes from frame indices / the file's fps)."""
+    times = list(times) + [times[-1]] * (-len(times) % temporal_patch)
+    return [(times[k] + times[k + temporal_patch - 1]) / 2 for k in range(0, len(times), temporal_patch)]
 
 
 class VideoLM:
@@ -476,22 +610,31 @@ class VideoLM:
     def device(self):
         return next(self.model.parameters()).device
 
+    @property
+    def vision_tower(self):
+        """The ViT and its merger (transformers calls it `visual`)."""
+        return self.model.model.visual
+
     # -- encoding ------------------------------------------------------------------------------------------------
 
     def preprocess(self, video, total_pixels=9_000_000, min_pixels=None, max_pixels=None):
-        """A Video (or (T, H, W, 3) array) -> (patches, grid (t, h, w))."""
+        """A Video (or (T, H, W, 3) array) -> (patches, grid (t, h, w)). Decoded video (a Video that knows its sampling
+        rate) is resized as qwen_vl_utils resizes video, a list of frames as it resizes images (resize_video and
+        resize_frames)."""
         frames = video.frames if isinstance(video, Video) else np.asarray(video)
         min_pixels = min_pixels or self.min_pixels
         limit = frame_max_pixels(len(frames), total_pixels, min_pixels, max_pixels or self.max_pixels)
         height, width = smart_resize(frames.shape[1], frames.shape[2], self.factor, min_pixels, limit)
-        return patchify(resize_frames(frames, height, width), self.family.mean, self.family.std,
+        resize = resize_video if isinstance(video, Video) and video.fps is not None else resize_frames
+        return patchify(resize(frames, height, width), self.family.mean, self.family.std,
                         self.patch, self.merge, self.temporal_patch)
 
     def prepare(self, video, **pixel_options):
         """Preprocess once, encode many times (e.g. the chosen and the rejected answer of one DPO pair)."""
         pixels, grid = self.preprocess(video, **pixel_options)
         times = list(video.times) if isinstance(video, Video) else list(range(grid[0] * self.temporal_patch))
-        return Prepared(pixels, grid, times)
+        fps = video.fps if isinstance(video, Video) and video.fps else FRAME_LIST_FPS
+        return Prepared(pixels, grid, times, seconds_per_grid=self.temporal_patch / fps)
 
     def encode(self, prompt, response=None, system=None, **pixel_options):
         """One user turn (a string or a list of strings and Videos) and optionally the assistant's answer."""
@@ -535,54 +678,77 @@ class VideoLM:
     def _add_video(self, sample, video, **pixel_options):
         prepared = video if isinstance(video, Prepared) else self.prepare(video, **pixel_options)
         t, h, w = prepared.grid
+        rows, cols = h // self.merge, w // self.merge
         sample.pixels.append(prepared.pixels)
         sample.grids.append(prepared.grid)
-        times = list(prepared.times)
-        if self.family.seconds_per_grid:
-            step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 1.0
-            sample.seconds_per_grid.append(self.temporal_patch * step)
-        pads = [self.ids["video"]] * (h * w // self.merge ** 2)
-        start, end = [self.ids["vision_start"]], [self.ids["vision_end"]]
+        sample.video_keys.append(prepared.key)
+        start, pads, end = [self.ids["vision_start"]], [self.ids["video"]] * (rows * cols), [self.ids["vision_end"]]
         if not self.family.frame_timestamps:
             self._add(sample, start)
             self._add(sample, pads * t, token_type=VIDEO)
+            sample.blocks.append((self.time_steps(prepared), rows, cols))
             self._add(sample, end)
             return
-        # Qwen3-VL: the processor expands the template's video slot into one timestamped block per temporal patch
-        times += [times[-1]] * (-len(times) % self.temporal_patch)
-        self._add(sample, start)
-        for k in range(t):
-            pair = times[k * self.temporal_patch:(k + 1) * self.temporal_patch]
-            self._add(sample, self._text_ids(f"<{(pair[0] + pair[-1]) / 2:.1f} seconds>") + start)
+        # Qwen3-VL: every temporal patch is its own block "<t seconds><|vision_start|>...<|vision_end|>" at time step 0;
+        # the timestamps, as text, carry the time. Its released processor (transformers 4.57, as vLLM reproduces it)
+        # replaces the chat template's whole "<|vision_start|><|video_pad|><|vision_end|>" with these blocks;
+        # transformers 5.x replaces only the pad and leaves an outer start/end pair around them, which we do not.
+        for seconds in patch_seconds(prepared.times, self.temporal_patch):
+            self._add(sample, self._text_ids(f"<{seconds:.1f} seconds>") + start)
             self._add(sample, pads, token_type=VIDEO)
+            sample.blocks.append(([0], rows, cols))
             self._add(sample, end)
-        self._add(sample, end)
+
+    def time_steps(self, prepared):
+        """The M-RoPE time index of each temporal patch of a video. Qwen2-VL: 0, 1, 2, ... Qwen2.5-VL: the patch's
+        start in ticks of 1 / tokens_per_second seconds, k * seconds_per_grid * tokens_per_second, multiplied in
+        float32 as Qwen's code did with the processor's float32 seconds_per_grid and rounded down only at the end
+        (transformers 4.5x cast seconds_per_grid to an integer first, so 1.99 s counted as 1 s: Qwen3-VL #1282)."""
+        steps = torch.arange(prepared.grid[0], dtype=torch.float32)
+        if self.family.seconds_per_grid:
+            seconds = torch.tensor(prepared.seconds_per_grid, dtype=torch.float32)
+            steps = steps * seconds * self.model.config.vision_config.tokens_per_second
+        return steps.long().tolist()
 
     # -- batching ------------------------------------------------------------------------------------------------
 
     def collate(self, samples, padding="right"):
-        """Pad to one tensor batch: right padding for training, left padding for generation."""
+        """Pad to one tensor batch: right padding for training, left padding for generation.
+
+        The batch holds the model's inputs with our position_ids (3, B, L) (padding gets 0; it is masked), and each
+        distinct video (Prepared.key) once in pixel_values_videos / video_grid_thw. When one video is shown in several
+        places (both rows of a DPO pair, the options of a question), `video_slots` says for every video of the batch,
+        in order, which stored one it is: such a batch goes to the model through model_inputs().
+        """
         length = max(len(s.input_ids) for s in samples)
+
+        def span(row_length):  # the columns a row of this length fills
+            return slice(0, row_length) if padding == "right" else slice(length - row_length, length)
 
         def pad(rows, value):
             out = torch.full((len(rows), length), value, dtype=torch.long)
             for i, row in enumerate(rows):
-                if padding == "right":
-                    out[i, :len(row)] = torch.tensor(row)
-                else:
-                    out[i, length - len(row):] = torch.tensor(row)
+                out[i, span(len(row))] = torch.tensor(row, dtype=torch.long)
             return out
 
+        positions = torch.zeros((3, len(samples), length), dtype=torch.long)
+        for i, sample in enumerate(samples):
+            positions[:, i, span(len(sample.input_ids))] = torch.from_numpy(sample.positions())
         batch = {"input_ids": pad([s.input_ids for s in samples], self.ids["pad"]),
                  "attention_mask": pad([[1] * len(s.input_ids) for s in samples], 0),
                  "labels": pad([s.labels for s in samples], IGNORE),
-                 "mm_token_type_ids": pad([s.token_types for s in samples], TEXT)}
-        pixels = [p for s in samples for p in s.pixels]
-        if pixels:
-            batch["pixel_values_videos"] = torch.from_numpy(np.concatenate(pixels))
-            batch["video_grid_thw"] = torch.tensor([g for s in samples for g in s.grids], dtype=torch.long)
-            if self.family.seconds_per_grid:
-                batch["second_per_grid_ts"] = torch.tensor([x for s in samples for x in s.seconds_per_grid])
+                 "mm_token_type_ids": pad([s.token_types for s in samples], TEXT),
+                 "position_ids": positions}
+        stored = {}  # key -> (index, pixels, grid) of every distinct video, in order of first appearance
+        for sample in samples:
+            for key, pixels, grid in zip(sample.video_keys, sample.pixels, sample.grids):
+                stored.setdefault(key, (len(stored), pixels, grid))
+        if stored:
+            batch["pixel_values_videos"] = torch.from_numpy(np.concatenate([p for _, p, _ in stored.values()]))
+            batch["video_grid_thw"] = torch.tensor([g for _, _, g in stored.values()], dtype=torch.long)
+            slots = [stored[key][0] for sample in samples for key in sample.video_keys]
+            if len(slots) > len(stored):
+                batch["video_slots"] = torch.tensor(slots)
         return batch
 
     def to_device(self, batch):
@@ -590,19 +756,83 @@ class VideoLM:
         return {k: v.to(self.device, dtype=dtype if v.is_floating_point() and k == "pixel_values_videos" else None)
                 for k, v in batch.items()}
 
+    def model_inputs(self, batch, features=None):
+        """The transformers model's keyword arguments for a collated batch: always our position_ids; the videos as
+        pixels for the model's own forward to encode (a video shown twice is then encoded twice), or, given
+        `features` (vision_features), for the forward to take from the tower inside reuse_vision()."""
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "position_ids")}
+        if "pixel_values_videos" in batch:
+            pixels, grids, slots = batch["pixel_values_videos"], batch["video_grid_thw"], batch.get("video_slots")
+            if slots is not None and features is None:
+                pixels = pixels[slot_rows(grids.prod(-1), slots).to(pixels.device)]
+            inputs["pixel_values_videos"] = pixels
+            inputs["video_grid_thw"] = grids if slots is None else grids[slots]
+        return inputs
+
+    # -- one vision pass per batch -------------------------------------------------------------------------------
+
+    def vision_features(self, batch):
+        """Encode the batch's distinct videos once, without gradient, for every forward over the batch (see
+        reuse_vision): both rows of a DPO pair and its reference pass, every option of a question, every row of a
+        generate call that shares a clip. None when the batch has no video, or when the tower has trainable
+        parameters and gradients are on (SFT with LoRA on the ViT): its features must keep their graph, so each
+        forward runs the tower itself."""
+        if "pixel_values_videos" not in batch:
+            return None
+        tower = self.vision_tower
+        if torch.is_grad_enabled() and any(p.requires_grad for p in tower.parameters()):
+            return None
+        grids = batch["video_grid_thw"]
+        slots = batch.get("video_slots", torch.arange(len(grids), device=grids.device))
+        with torch.no_grad():
+            output = tower(batch["pixel_values_videos"].type(tower.dtype), grid_thw=grids)
+        rows = slot_rows(grids.prod(-1) // self.merge ** 2, slots).to(output.pooler_output.device)
+        deepstack = getattr(output, "deepstack_features", None)
+        return VisionFeatures(type(output), output.pooler_output[rows],
+                              None if deepstack is None else [f[rows] for f in deepstack], grids[slots])
+
+    @contextlib.contextmanager
+    def reuse_vision(self, features):
+        """Inside the block the vision tower hands back `features` instead of running, and the model's own forward
+        places them (with Qwen3-VL's deepstack features) exactly as if it had just encoded the pixels. One mechanism
+        for all three families and for transformers 5.17 and 5.24 alike: inputs_embeds cannot carry Qwen3-VL's
+        deepstack features, and 5.24's mm_encoder_outputs argument does not exist in 5.17."""
+        if features is None:
+            yield
+            return
+        tower = self.vision_tower
+
+        def encoded(pixels, grid_thw=None, **kwargs):
+            if grid_thw.tolist() != features.grids.tolist():
+                raise RuntimeError("the model asked the vision tower for other videos than the features were made of")
+            return features.output()
+
+        tower.forward = encoded  # an instance attribute shadows the class's forward until deleted
+        try:
+            yield
+        finally:
+            del tower.forward
+
     # -- generation ----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, samples, max_new_tokens=256, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0):
-        """Answers for prompts encoded without a response; greedy when temperature is 0."""
+    def generate(self, samples, max_new_tokens=256, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0,
+                 logits_processor=None):
+        """Answers for prompts encoded without a response; greedy when temperature is 0.
+
+        The prompt's positions are ours; transformers' generate extends position_ids by one per new token on all three
+        axes (5.17 and 5.24 alike), so the answer continues at the prompt's last position + 1, as when it was trained.
+        Left padding keeps every row's last prompt token in the last column."""
         batch = self.to_device(self.collate(samples, padding="left"))
-        batch.pop("labels")
+        features = self.vision_features(batch)
         # top_k=0: the checkpoint's generation_config (Qwen: top_k=1) would otherwise make "sampling" greedy
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else \
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
+                self.reuse_vision(features):
             torch.manual_seed(seed)
-            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+            out = self.model.generate(**self.model_inputs(batch, features), max_new_tokens=max_new_tokens,
+                                      repetition_penalty=repetition_penalty, logits_processor=logits_processor,
                                       eos_token_id=[self.ids["im_end"], self.ids["pad"]],
                                       pad_token_id=self.ids["pad"], **sampling)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
@@ -610,19 +840,22 @@ class VideoLM:
 
     # -- scoring -------------------------------------------------------------------------------------------------
 
-    def response_logps(self, batch, model=None):
+    def response_logps(self, batch, model=None, features=None):
         """Summed log-probability of each row's labelled tokens, and their count.
 
         Logits are computed only at the positions that predict a label (the union over the batch), never for the
         whole sequence x vocabulary: with a 151k vocabulary that is most of the memory of a DPO step.
-        `model` overrides self.model (e.g. the DDP-wrapped module, so its gradient hooks run).
+        `model` overrides self.model (e.g. the DDP-wrapped module, so its gradient hooks run). `features`
+        (vision_features) are the videos already encoded; by default each distinct video is encoded once here.
         """
         model = model or self.model
+        if features is None:
+            features = self.vision_features(batch)
         targets = batch["labels"][:, 1:]
         mask = targets != IGNORE
         positions = mask.any(0).nonzero().squeeze(1)  # position p predicts token p + 1
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs, logits_to_keep=positions, use_cache=False).logits  # (B, P, V)
+        with self.reuse_vision(features):
+            logits = model(**self.model_inputs(batch, features), logits_to_keep=positions, use_cache=False).logits
         targets, mask = targets[:, positions], mask[:, positions]
         token_logps = selective_log_softmax(logits, targets.clamp(min=0))
         return (token_logps * mask).sum(-1), mask.sum(-1)
@@ -631,9 +864,9 @@ class VideoLM:
         """How likely each candidate answer is after one prompt (multiple-choice QA): summed log p(option | prompt)
         and the option's token count, as tensors, from one forward over all options without gradient.
 
-        `prompt` is a user turn as encode() takes it; a Prepared video in it is preprocessed once for all options.
-        The answer's closing <|im_end|> counts too: an option must end the answer. With max_length, each row is cut
-        as truncate() cuts it, `where` naming the item in its error.
+        `prompt` is a user turn as encode() takes it; a Prepared video in it is preprocessed once and encoded by the
+        vision tower once for all options. The answer's closing <|im_end|> counts too: an option must end the answer.
+        With max_length, each row is cut as truncate() cuts it, `where` naming the item in its error.
         """
         samples = [self.encode(prompt, response=option) for option in options]
         if max_length is not None:

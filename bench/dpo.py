@@ -1,22 +1,36 @@
-"""One DPO step, ours vs the naive layout: time and peak memory; and peak memory with vs without --grad-ckpt.
+"""One DPO step, ours vs the naive layout: time and peak memory; vision tower passes per step; and peak memory with
+vs without --grad-ckpt.
 
 The pair: a 32-frame 224x224 video (1,024 video tokens) with two ~300-token answers, on a Qwen2-VL-layout model
-with Qwen's real vocabulary size (151,669) and random weights, LoRA rank 32 on the language model.
+with Qwen's real vocabulary size (151,669) and random weights, LoRA rank 32 on the language model. Its vision tower
+costs per patch about a tenth of what the language model costs per token, as Qwen2-VL-7B's does.
 
-    naive  chosen and rejected as two separate sequences, each with its own copy of the video, each run through
-           the policy (kept for backward) and again through the reference; full-vocabulary logits everywhere
-    ours   dpo.dpo_step: chosen + rejected in one forward, the video preprocessed once, logits only at answer
-           positions, the reference pass under no_grad with LoRA switched off
+    naive    chosen and rejected as two separate sequences, each with its own copy of the video, each run through
+             the policy (kept for backward) and again through the reference; full-vocabulary logits everywhere
+    per-row  our step as it was before the vision tower ran once per pair: one forward for chosen + rejected, but
+             every row's copy of the video encoded again in the policy and in the reference pass (4 videos)
+    ours     dpo.dpo_step: chosen + rejected in one forward, the video preprocessed once and encoded once for both
+             rows and the reference pass (vlm.VideoLM.vision_features), logits only at answer positions, the
+             reference pass under no_grad with LoRA switched off
     ours, --precompute-ref   the same with the reference log-probs read from the cache (no reference pass)
 
-    python bench/dpo.py                 # ~2 min on 2 CPU cores
+All four are timed in turns (A, B, C, D, A, B, ...) and compared by their fastest turn, so that load from other
+processes hits every side alike; peak memory comes from one more run of each. On the CPU model the 151k-vocabulary
+head dominates a step, so one tower pass instead of four barely shows there (vision_time_ratio ~ 1). With the 2B
+sizes one pass of the tower over the 4,096 patches (2 x 0.67 G parameters x 4,096 ~ 5.5 TFLOP) costs about as much
+as the language model's forward over the pair (2 x 1.5 G x 1,429 x 2 rows ~ 8.6 TFLOP).
+
+    python bench/dpo.py                 # ~5 min on 2 CPU cores
     python bench/dpo.py --gpu-size 2b   # on a GPU: real Qwen2-VL-2B dimensions in bf16 (random weights)
 Last line: RESULT time_ratio=<ours/naive> mem_ratio=<ours/naive> precomputed_time_ratio=... ckpt_mem_ratio=...
+           vit_passes=<tower passes per step, ours> vit_videos=<videos encoded per step, ours> per_row_vit_videos=...
+           naive_vit_passes=... vision_time_ratio=<ours/per-row, fastest turns>
 """
 
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -31,7 +45,7 @@ from common import measure, mib  # noqa: E402
 VOCAB = 151_669
 SIZES = {  # text / vision overrides of vlm.tiny_config
     "cpu": (dict(vocab_size=VOCAB, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-                 num_attention_heads=4, num_key_value_heads=2), dict(depth=2, embed_dim=64, num_heads=2)),
+                 num_attention_heads=4, num_key_value_heads=2), dict(depth=4, embed_dim=80, num_heads=2)),
     "2b": (dict(vocab_size=VOCAB, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
                 num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
            dict(depth=32, embed_dim=1280, num_heads=16)),
@@ -59,7 +73,7 @@ def naive_step(model, video, instruction, chosen, rejected, beta=0.1):
     def full_logps(module_call, answer):
         sample = model.encode([video, instruction], response=answer, total_pixels=10 ** 9)
         batch = model.to_device(model.collate([sample]))
-        logits = module_call(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
+        logits = module_call(**model.model_inputs(batch)).logits[:, :-1].float()
         targets = batch["labels"][:, 1:]
         logps = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return (logps * (targets != vlm.IGNORE)).sum(-1)
@@ -70,6 +84,44 @@ def naive_step(model, video, instruction, chosen, rejected, beta=0.1):
     losses, _, _ = dpo.dpo_loss(policy_c, policy_r, ref_c, ref_r, beta=beta)
     nll = -policy_c.sum() / (len(chosen))  # same amount of work as ours' NLL term
     return losses.mean() + nll
+
+
+def per_row_step(model, pair, settings):
+    """Our step with every forward encoding each row's video itself (no shared vision features)."""
+    model.vision_features = lambda batch: None  # an instance attribute: the class's method is back after del
+    try:
+        return dpo.dpo_step(model, model.model, [pair], settings)[0]
+    finally:
+        del model.vision_features
+
+
+def vision_passes(model, fn):
+    """(tower passes, patches encoded) during fn(): the patch embedding runs once per pass, on all its videos."""
+    patches = []
+    hook = model.vision_tower.patch_embed.register_forward_hook(lambda m, args, out: patches.append(len(args[0])))
+    try:
+        fn()
+    finally:
+        hook.remove()
+    return len(patches), sum(patches)
+
+
+def fastest_in_turns(*fns, turns=3):
+    """Fastest of `turns` runs of each function, run in turns (a, b, c, a, b, c, ...) after one warm-up each: load
+    from other processes then slows every side alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(turns):
+        for fn, spent in zip(fns, times):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            spent.append(time.perf_counter() - start)
+    return [min(spent) for spent in times]
 
 
 def main():
@@ -83,12 +135,12 @@ def main():
     model.model.train()
     rng = np.random.default_rng(0)
     video = vlm.Video(rng.integers(0, 256, (args.frames, 224, 224, 3), dtype=np.uint8),
-                      [float(i) for i in range(args.frames)])
+                      [float(i) for i in range(args.frames)], fps=1.0)
     words = "the person walks into the scene and then picks up a clip of video with the other hand".split()
     chosen, rejected = (" ".join(rng.choice(words, 150)) for _ in range(2))
     instruction = "Describe the video in detail."
-    pair = {"rows": [model.encode([model.prepare(video, total_pixels=10 ** 9), instruction], response=a)
-                     for a in (chosen, rejected)]}
+    prepared = model.prepare(video, total_pixels=10 ** 9)  # as dpo.encode_pair: one video for both rows
+    pair = {"rows": [model.encode([prepared, instruction], response=a) for a in (chosen, rejected)]}
     settings = {"beta": 0.1, "loss_type": "sigmoid", "nll_weight": 1.0, "precomputed": False}
     batch = model.collate(pair["rows"])
     print(f"{size} model, sequence {batch['input_ids'].shape[1]} tokens, answers "
@@ -107,19 +159,24 @@ def main():
         return fn
 
     ours = run(lambda: dpo.dpo_step(model, model.model, [pair], settings)[0])
+    per_row = run(lambda: per_row_step(model, pair, settings))
     cached = run(lambda: dpo.dpo_step(model, model.model, [pair], {**settings, "precomputed": True})[0])
     naive = run(lambda: naive_step(model, video, instruction, chosen, rejected))
-    t_ours, m_ours = measure(ours)
-    t_cached, m_cached = measure(cached)
-    t_naive, m_naive = measure(naive)
+    video_patches = int(batch["video_grid_thw"][0].prod())
+    passes = {name: vision_passes(model, fn) for name, fn in [("ours", ours), ("per-row", per_row), ("naive", naive)]}
+    t_ours, t_per_row, t_cached, t_naive = fastest_in_turns(ours, per_row, cached, naive)
+    m_ours, m_cached, m_naive = (measure(fn, repeats=1)[1] for fn in (ours, cached, naive))
     train.enable_activation_checkpointing(model.model)
-    t_ckpt, m_ckpt = measure(ours)
+    t_ckpt, m_ckpt = measure(ours, repeats=1)
     model.model.gradient_checkpointing_disable()
     tokens = batch["input_ids"].numel()
     print(f"naive:                 {t_naive:.3f} s  peak +{mib(m_naive)}")
     print(f"ours:                  {t_ours:.3f} s  peak +{mib(m_ours)}  ({tokens / t_ours:.0f} tokens/s)")
+    print(f"per-row vision:        {t_per_row:.3f} s  (times: the fastest of 3 turns each)")
     print(f"ours, precomputed ref: {t_cached:.3f} s  peak +{mib(m_cached)}")
     print(f"ours, --grad-ckpt:     {t_ckpt:.3f} s  peak +{mib(m_ckpt)}")
+    for name, (calls, patches) in passes.items():
+        print(f"vision tower, {name + ':':9s} {calls} pass(es) per step, {patches // video_patches} video(s) encoded")
     if device.type == "cuda":
         params = sum(p.numel() for p in model.model.parameters())
         # policy forward 2PT; its backward computes input gradients only (the base is frozen; LoRA's weight
@@ -130,7 +187,9 @@ def main():
               f"peak GPU memory {mib(torch.cuda.max_memory_allocated())}")
     print(f"RESULT time_ratio={t_ours / t_naive:.2f} mem_ratio={m_ours / m_naive:.2f} "
           f"precomputed_time_ratio={t_cached / t_naive:.2f} precomputed_mem_ratio={m_cached / m_naive:.2f} "
-          f"ckpt_mem_ratio={m_ckpt / m_ours:.2f}")
+          f"ckpt_mem_ratio={m_ckpt / m_ours:.2f} vit_passes={passes['ours'][0]} "
+          f"vit_videos={passes['ours'][1] // video_patches} per_row_vit_videos={passes['per-row'][1] // video_patches} "
+          f"naive_vit_passes={passes['naive'][0]} vision_time_ratio={t_ours / t_per_row:.2f}")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,7 @@ def build(device):
 
 def full_logits_logps(model, batch):
     """The naive way: logits for every position, log_softmax over the whole (B, L, V) tensor, then gather."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model.model(**inputs, use_cache=False).logits[:, :-1]
+    logits = model.model(**model.model_inputs(batch), use_cache=False).logits[:, :-1]
     targets = batch["labels"][:, 1:]
     mask = targets != vlm.IGNORE
     token_logps = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)

@@ -144,7 +144,7 @@ def test_load_pairs_skip_bad_reports_malformed_records_instead_of_raising(data_d
 def encoded_pairs(model, data_dir, count=2):
     pairs, _ = dpo.load_pairs(str(data_dir / "pairs_r16.jsonl"))
     video = {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}
-    return [{"rows": dpo.encode_pair(model, p, video, 4096)} for p in pairs[:count]]
+    return [{"rows": dpo.encode_pair(model, p, video, 4096), "video": p["video"]} for p in pairs[:count]]
 
 
 def test_step_zero_rewards_are_zero_and_loss_is_ln2(data_dir):
@@ -191,6 +191,64 @@ def test_checkpointing_runs_no_backward_through_the_frozen_vision_tower(data_dir
         grads[checkpointing] = {n: p.grad for n, p in model.model.named_parameters() if p.requires_grad}
     for name, grad in grads[False].items():
         assert torch.allclose(grad, grads[True][name], atol=1e-6), name
+
+
+class VisionPasses:
+    """Counts the vision tower's real passes (its patch embedding runs only then) and the patches of each."""
+
+    def __init__(self, model):
+        self.patches = []
+        model.vision_tower.patch_embed.register_forward_hook(lambda m, args, out: self.patches.append(len(args[0])))
+
+
+def plain_logps(model, batch):
+    """Summed answer log-probs the plain way: the model's own forward encodes every row's copy of its video."""
+    logits = model.model(**model.model_inputs(batch)).logits[:, :-1].log_softmax(-1)
+    targets = batch["labels"][:, 1:]
+    return (logits.gather(-1, targets.clamp(min=0)[..., None])[..., 0] * (targets != vlm.IGNORE)).sum(-1)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
+def test_one_vision_pass_gives_the_log_probs_and_gradients_of_the_plain_path(name, data_dir):
+    model = vlm.load(name)
+    lora.apply_lora(model.model, r=8, alpha=16)
+    with torch.no_grad():  # B != 0: the policy differs from the reference
+        for m in lora.lora_modules(model.model).values():
+            m.lora_B.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    encoded = encoded_pairs(model, data_dir, 2)
+    batch = model.to_device(dpo.collate_pairs(model, [e["rows"] for e in encoded]))
+    passes = VisionPasses(model)
+    policy, reference, _ = dpo.policy_and_reference(model, model.model, batch)
+    video_patches = [int(g.prod()) for g in batch["video_grid_thw"]]
+    assert passes.patches == [sum(video_patches)] and len(video_patches) == 2  # once, each pair's video once
+    policy.sum().backward()
+    shared = {n: p.grad.clone() for n, p in model.model.named_parameters() if p.requires_grad}
+    model.model.zero_grad(set_to_none=True)
+
+    plain = plain_logps(model, batch)  # 4 rows, 4 videos encoded
+    with torch.no_grad(), lora.disable_lora(model.model):
+        plain_reference = plain_logps(model, batch)
+    assert len(passes.patches) == 3 and passes.patches[1] == 2 * sum(video_patches)
+    assert torch.allclose(policy, plain, atol=1e-5) and torch.allclose(reference, plain_reference, atol=1e-5)
+    assert not torch.allclose(policy, reference, atol=1e-3)
+    plain.sum().backward()
+    for n, p in model.model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(shared[n], p.grad, atol=1e-6, rtol=1e-4), n
+    assert any(g.abs().sum() > 0 for g in shared.values())
+
+
+def test_a_dpo_step_and_a_question_run_the_vision_tower_once(data_dir):
+    model = vlm.load("tiny")
+    lora.apply_lora(model.model, r=8, alpha=16)
+    settings = {"beta": 0.1, "loss_type": "sigmoid", "nll_weight": 1.0, "precomputed": False}
+    encoded = encoded_pairs(model, data_dir, 1)
+    passes = VisionPasses(model)
+    dpo.dpo_step(model, model.model, encoded, settings)[0].backward()  # chosen, rejected, reference: one pass
+    assert len(passes.patches) == 1
+    video = model.prepare(vlm.read_video(encoded[0]["video"], fps=1.0, max_frames=4), total_pixels=64 * 96 * 4)
+    model.score_options([video, "What happens?"], ["a person", "the scene", "a clip"])  # three rows, one pass
+    assert len(passes.patches) == 2
 
 
 def read_metrics(run_dir):

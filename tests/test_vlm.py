@@ -1,5 +1,6 @@
 """vlm.py: preprocessing vs transformers, prompt layout and labels, batching, generation, log-probs, loading."""
 
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -59,6 +60,33 @@ def test_smart_resize_respects_budget():
     assert vlm.frame_max_pixels(600, 9_000_000, 3136, 768 * 28 * 28) == 30_000
 
 
+def test_video_frames_are_resized_as_torchvision_does(tiny):
+    frame = (np.arange(24) * 97 % 256).astype(np.uint8).reshape(1, 4, 6, 1).repeat(3, -1)
+    # torchvision 0.28's resize of the uint8 tensor (BICUBIC, antialias=True), as qwen_vl_utils calls it
+    assert vlm.resize_video(frame, 3, 4)[0, :, :, 0].tolist() == [[46, 127, 91, 177], [149, 103, 119, 82],
+                                                                  [161, 131, 166, 124]]
+    up = vlm.resize_video(frame, 6, 8)
+    assert up[0, :, :, 0].tolist() == [[0, 48, 147, 196, 41, 78, 177, 247], [24, 91, 127, 97, 62, 138, 169, 135],
+                                       [76, 157, 123, 5, 103, 175, 134, 32], [122, 211, 183, 64, 160, 79, 50, 102],
+                                       [183, 159, 127, 127, 216, 98, 72, 160], [224, 96, 61, 167, 250, 143, 116, 193]]
+    assert not np.array_equal(vlm.resize_frames(frame, 6, 8), up)  # PIL's bicubic is another kernel
+    frames = random_video(3, 60, 80).frames  # -> 56 x 84
+    assert np.array_equal(vlm.resize_video(frames, 56, 84, chunk=2), vlm.resize_video(frames, 56, 84))
+    # decoded video (a Video with its sampling rate) goes the torchvision way, a list of frames the PIL way
+    pixels, _ = tiny.preprocess(vlm.Video(frames, [0.0, 0.5, 1.0], fps=2.0), **SMALL)
+    expected, _ = vlm.patchify(vlm.resize_video(frames, 56, 84), vlm.CLIP_MEAN, vlm.CLIP_STD, 14, 2, 2)
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_sample_indices_follow_qwen_vl_utils():
+    # 121.5 s at 30 fps sampled at 1 fps: 121.5 frames, rounded down to an even 120, spread by torch.linspace
+    indices = vlm.sample_indices(3645, 30.0, fps=1.0, max_frames=600)
+    assert len(indices) == 120 and indices[:3] == [0, 31, 61] and indices[-1] == 3644
+    assert len(vlm.sample_indices(3645, 30.0, fps=1.0, max_frames=99)) == 98  # the cap, made even
+    assert vlm.sample_indices(30, 30.0, fps=1.0, max_frames=600) == [0, 10, 19, 29]  # at least 4 frames
+    assert vlm.sample_indices(3, 30.0, fps=1.0, max_frames=600) == [0, 2]  # never more than the video, even
+
+
 def test_odd_frame_count_is_padded_with_last_frame(tiny):
     video = random_video(frames=3)
     pixels, (t, h, w) = tiny.preprocess(video, **SMALL)
@@ -115,15 +143,20 @@ def test_qwen3_timestamps_one_block_per_temporal_patch():
     model = vlm.load("tiny-qwen3")
     video = vlm.Video(random_video(frames=4).frames, [0.0, 1.0, 2.0, 3.0])
     text = model.tokenizer.decode(model.encode([video, "Hi"], **SMALL).input_ids)
-    assert "<0.5 seconds><|vision_start|>" in text and "<2.5 seconds><|vision_start|>" in text
-    assert text.count("<|vision_start|>") == 3  # the template's slot + one per temporal patch
+    # transformers 4.57's processor (the released one) and vLLM: no <|vision_start|> ... <|vision_end|> around them
+    block = "<|vision_start|>" + "<|video_pad|>" * 4 + "<|vision_end|>"
+    assert f"<|im_start|>user\n<0.5 seconds>{block}<2.5 seconds>{block}Hi<|im_end|>" in text
 
 
-def test_qwen25_seconds_per_grid():
+def test_qwen25_time_steps_follow_the_sampled_rate_in_float():
     model = vlm.load("tiny-qwen2.5")
-    video = vlm.Video(random_video(frames=4).frames, [0.0, 0.5, 1.0, 1.5])
-    batch = model.collate([model.encode([video, "Hi"], **SMALL)])
-    assert batch["second_per_grid_ts"].tolist() == [1.0]
+    model.model.config.vision_config.tokens_per_second = 2  # Qwen2.5-VL-7B's value
+    # 122 of 3645 frames at 30 fps: sampled at 1.0041 fps, 1.9918 s per temporal patch, 3.98 ticks per patch
+    video = vlm.Video(random_video(frames=8).frames, [float(i) for i in range(8)], fps=122 / 3645 * 30)
+    prepared = model.prepare(video, **SMALL)
+    assert prepared.seconds_per_grid == pytest.approx(1.99180, abs=1e-5)
+    assert model.time_steps(prepared) == [0, 3, 7, 11]  # transformers 4.53-4.57 (int cast): [0, 2, 4, 6]
+    assert model.prepare(vlm.Video(video.frames, video.times), **SMALL).seconds_per_grid == 1.0  # a frame list: 2 fps
 
 
 def test_collate_padding_sides(tiny):
@@ -135,15 +168,145 @@ def test_collate_padding_sides(tiny):
     assert (right["labels"][0, n:] == vlm.IGNORE).all()
 
 
+
+# ---- positions (M-RoPE) -----------------------------------------------------------------------------------------
+
+T, V = vlm.TEXT, vlm.VIDEO
+
+
+def test_positions_text_video_text_by_hand():
+    # 2 text tokens, a video of 3 temporal patches on a 1 x 2 grid (Qwen2-VL's times 0, 1, 2), 2 text tokens
+    positions = vlm.mrope_positions([T, T] + [V] * 6 + [T, T], [([0, 1, 2], 1, 2)])
+    assert positions.tolist() == [[0, 1, 2, 2, 3, 3, 4, 4, 5, 6],   # time: the video spans 2..4, text resumes at 5
+                                  [0, 1, 2, 2, 2, 2, 2, 2, 5, 6],   # height: one row
+                                  [0, 1, 2, 3, 2, 3, 2, 3, 5, 6]]   # width: two columns
+    # transformers 5.24 resumes at 2 + max(rows, cols) = 4, inside the video's time span
+
+
+def test_positions_two_videos_by_hand():
+    # text, video A (2 time steps on 2 rows x 1 column), text, video B (1 time step, 1 row x 3 columns), text
+    types = [T] + [V] * 4 + [T] + [V] * 3 + [T]
+    positions = vlm.mrope_positions(types, [([0, 1], 2, 1), ([0], 1, 3)])
+    assert positions.tolist() == [[0, 1, 1, 2, 2, 3, 4, 4, 4, 7],   # A from 1: 1 + max(1, 1, 0) + 1 = 3 next
+                                  [0, 1, 2, 1, 2, 3, 4, 4, 4, 7],   # B from 4: 4 + max(0, 0, 2) + 1 = 7 next
+                                  [0, 1, 1, 1, 1, 3, 4, 5, 6, 7]]
+    with pytest.raises(ValueError, match="does not fill a 2x2x1 grid"):
+        vlm.mrope_positions([T] + [V] * 3 + [T], [([0, 1], 2, 1)])
+
+
+def test_positions_of_an_odd_frame_count(tiny):
+    # 5 frames of 28 x 28: padded to 6, 3 temporal patches of one merged token each
+    sample = tiny.encode([random_video(5, 28, 28), "Hi"], min_pixels=28 * 28)
+    assert sample.grids == [(3, 2, 2)]
+    positions, video = sample.positions(), np.flatnonzero(np.array(sample.token_types) == vlm.VIDEO)
+    s = positions[0, video[0]]
+    assert positions[:, video].T.tolist() == [[s, s, s], [s + 1, s, s], [s + 2, s, s]]
+    assert positions[:, video[-1] + 1].tolist() == [s + 3] * 3  # the <|vision_end|> after it (5.24: s + 1)
+
+
+def test_left_padding_shifts_positions_and_pads_with_zero(tiny):
+    short, long = tiny.encode([random_video(4, 28, 56), "Hi"], **SMALL), tiny.encode("a much longer text prompt here")
+    batch = tiny.collate([short, long], padding="left")
+    pad = batch["input_ids"].shape[1] - len(short.input_ids)
+    assert pad > 0 and (batch["position_ids"][:, 0, :pad] == 0).all()
+    assert batch["position_ids"][:, 0, pad:].tolist() == short.positions().tolist()
+    assert batch["position_ids"][:, 1].tolist() == [list(range(len(long.input_ids)))] * 3
+    right = tiny.collate([short, long])
+    assert right["position_ids"][:, 0, :len(short.input_ids)].tolist() == short.positions().tolist()
+
+
+def long_video(model, fps=2.0):
+    """16 frames of 2 x 3 merged patches: 8 time steps, more than the grid's rows and columns."""
+    f = model.factor
+    return vlm.Video(random_video(16, 2 * f, 3 * f).frames, [i / 2 for i in range(16)], fps=fps)
+
+
+def landmarks(model, prompt):
+    """Positions of the video's first and last token, of the token after it and of the sequence's last token."""
+    sample = model.encode(prompt, response="the person walks in", min_pixels=model.factor ** 2, total_pixels=10 ** 9)
+    positions, video = sample.positions(), np.flatnonzero(np.array(sample.token_types) == vlm.VIDEO)
+    return [positions[:, i].tolist() for i in (video[0], video[-1], video[-1] + 1, -1)]
+
+
+# transformers 4.57.1's get_rope_index (as 4.53.2 and 4.49.0) on the same token ids and grids, tokens_per_second 2
+EXPECTED_4_57 = {("tiny", 2.0): [[42] * 3, [49, 43, 44], [50] * 3, [84] * 3],
+                 ("tiny-qwen2.5", 2.0): [[42] * 3, [56, 43, 44], [57] * 3, [91] * 3],
+                 ("tiny-qwen2.5", 120 / 3645 * 30): [[42] * 3, [70, 43, 44], [71] * 3, [105] * 3],  # 2.025 s / patch
+                 ("tiny-qwen3", 2.0): [[19] * 3, [138, 139, 140], [141] * 3, [175] * 3]}
+
+
+@pytest.mark.parametrize("name,fps", list(EXPECTED_4_57))
+def test_positions_equal_transformers_4_57(name, fps):
+    model = vlm.load(name)
+    model.model.config.vision_config.tokens_per_second = 2  # Qwen2.5-VL-7B's value
+    assert landmarks(model, [long_video(model, fps), "Describe."]) == EXPECTED_4_57[(name, fps)]
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
+def test_positions_equal_transformers_5_where_it_is_right(name):
+    model = vlm.load(name)
+    f = model.factor
+    still = random_video(1, 3 * f, 2 * f)  # an image: one time step
+    short = vlm.Video(random_video(4, 4 * f, 5 * f).frames, [0.0, 0.5, 1.0, 1.5], fps=2.0)  # 2 steps, 2 x 2 merged
+    small = dict(min_pixels=f * f, total_pixels=10 ** 9)
+    samples = [model.encode([still, "What is it?"], response="a cat", **small),
+               model.encode(["First", short, "then", still, "compare."], response="same", **small),
+               model.encode([long_video(model), "Describe."], response="a clip", **small)]
+    batch = model.collate(samples, padding="left")
+    theirs, _ = model.model.model.get_rope_index(
+        batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"], video_grid_thw=batch["video_grid_thw"],
+        attention_mask=batch["attention_mask"], second_per_grid_ts=torch.ones(len(batch["video_grid_thw"])))
+    real = batch["attention_mask"].bool()
+    same = [torch.equal(batch["position_ids"][:, i, real[i]], theirs[:, i, real[i]]) for i in range(3)]
+    # Qwen3-VL's blocks are one time step each, so transformers 5 is right there; a long video breaks Qwen2/2.5-VL
+    assert same == [True, True, name == "tiny-qwen3"]
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
+def test_generation_after_a_long_video_continues_our_positions(name, monkeypatch):
+    """Greedy generate (left padded, KV cache) gives, step by step, the logits of a full forward with our positions.
+    (transformers' own positions move these logits by ~1e-3 on the tiny Qwen2/2.5-VL: their text after a video
+    starts inside the video's time span.)"""
+    model = vlm.load(name)
+    steps = []
+    original = model.model.generate
+
+    def recording(**kwargs):  # what VideoLM.generate gets from transformers, plus the logits of every step
+        out = original(**kwargs, return_dict_in_generate=True, output_logits=True)
+        steps.append(torch.stack(out.logits, 1))
+        return out.sequences
+
+    monkeypatch.setattr(model.model, "generate", recording)
+    small = dict(min_pixels=model.factor ** 2, total_pixels=10 ** 9)
+    samples = [model.encode([long_video(model), "Describe."], **small),
+               model.encode([long_video(model), "What happens in this long clip, in order?"], **small)]
+    generated = model.generate(samples, max_new_tokens=5)
+    for row, sample in enumerate(samples):
+        answer, features = [], model.vision_features(model.collate([sample]))
+        for step, logits in enumerate(steps[0][row]):
+            grown = dataclasses.replace(sample, input_ids=sample.input_ids + answer,
+                                        labels=sample.labels + [vlm.IGNORE] * len(answer),
+                                        token_types=sample.token_types + [vlm.TEXT] * len(answer))
+            with torch.no_grad(), model.reuse_vision(features):
+                full = model.model(**model.model_inputs(model.collate([grown]), features)).logits[0, -1]
+            assert torch.allclose(logits, full, atol=2e-5), (row, step, (logits - full).abs().max())
+            answer.append(int(full.argmax()))
+            if answer[-1] in (model.ids["im_end"], model.ids["pad"]):
+                break
+        assert model.tokenizer.decode(answer, skip_special_tokens=True).strip() == generated[row]
+
+
 # ---- generation and scoring -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
 def test_batched_generation_equals_one_at_a_time(name):
     model = vlm.load(name)
-    samples = [model.encode([random_video(4, 64, 80, seed=1), "Describe."], **SMALL),
+    clip = model.prepare(random_video(4, 64, 80, seed=1), **SMALL)  # two rows show it: stored and encoded once
+    samples = [model.encode([clip, "Describe."]),
                model.encode([random_video(2, 96, 64, seed=2), "What happens in this clip?"], **SMALL),
-               model.encode("Text only, no video at all.")]
+               model.encode("Text only, no video at all."),
+               model.encode(["Look:", clip, "What colour is it?"])]
     batched = model.generate(samples, max_new_tokens=12)
     singles = [model.generate([s], max_new_tokens=12)[0] for s in samples]
     assert batched == singles
@@ -237,8 +400,9 @@ def test_flash_attention_without_its_package_is_a_clear_error():
 
 def test_read_video_samples_at_fps_with_a_cap(clip_file):
     video = vlm.read_video(clip_file, fps=2.0, max_frames=600)  # 40 frames at 10 fps = 4 s -> 8 frames
-    assert video.frames.shape == (8, 64, 96, 3) and video.times[0] == 0.0
-    assert len(vlm.read_video(clip_file, fps=10.0, max_frames=6).frames) == 6
+    assert video.frames.shape == (8, 64, 96, 3) and video.times[0] == 0.0 and video.fps == 2.0
+    capped = vlm.read_video(clip_file, fps=10.0, max_frames=6)
+    assert len(capped.frames) == 6 and capped.fps == 1.5  # the rate actually sampled: 6 frames over 4 s
     assert len(vlm.read_video(clip_file, fps=0.1).frames) == 4  # at least 4 frames
 
 
