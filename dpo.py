@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -135,6 +136,31 @@ def encode_pair(model, pair, video_options, max_length):
     rows = [model.encode([prepared, pair["instruction"]], response=answer) for answer in (pair["chosen"],
                                                                                         pair["rejected"])]
     return [vlm.truncate(row, max_length, pair["video"]) for row in rows]
+
+
+@dataclass
+class PairEncoder:
+    """encode(index) for the training loop: pair `index` as {"rows", "index"} (and "ref", its cached reference
+    log-probs, with --precompute-ref). It runs in data-loader workers, so it holds the weightless vlm.Processor,
+    never the model: it pickles when the workers are started by spawn or forkserver."""
+    processor: object  # vlm.Processor
+    pairs: list
+    video_options: dict
+    max_length: int
+    references: list | None = None  # per pair [chosen, rejected]; None for a pair unreadable when cached
+    cache: str = ""
+
+    def __call__(self, index):
+        import train
+
+        encoded = {"rows": encode_pair(self.processor, self.pairs[index], self.video_options, self.max_length),
+                   "index": index}
+        if self.references is not None:
+            if self.references[index] is None:  # its video did not decode when the cache was made
+                raise train.BadItem(f"pair {index} has no cached reference (its video was unreadable when "
+                                    f"{self.cache} was made; delete it to recompute)")
+            encoded["ref"] = self.references[index]
+        return encoded
 
 
 def collate_pairs(model, encoded):
@@ -352,22 +378,14 @@ def run_stage(args):
     torch.manual_seed(args.seed)  # the adapters' random init: the same on every rank and every run
     lora.apply_lora(model.model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
 
-    def encode(index):
-        return {"rows": encode_pair(model, pairs[index], video, args.max_length), "index": index}
-
+    encode = PairEncoder(model.processor, pairs, video, args.max_length)
     settings = {"beta": args.beta, "loss_type": args.loss_type, "nll_weight": args.nll_weight,
                 "precomputed": args.precompute_ref}
     if args.precompute_ref:
         train.check_shared_directory(os.path.dirname(os.path.abspath(data)), d, "the reference cache's directory")
         with lora.disable_lora(model.model):
-            cache = reference_cache_path(data, pairs, meta)
-            refs = precompute_reference(model, encode, len(pairs), cache, d)
-
-        def encode(index, plain=encode):  # noqa: F811 - the same encoding, plus the cached reference
-            if refs[index] is None:  # its video did not decode when the cache was made
-                raise train.BadItem(f"pair {index} has no cached reference (its video was unreadable when "
-                                    f"{cache} was made; delete it to recompute)")
-            return {**plain(index), "ref": refs[index]}
+            encode.cache = reference_cache_path(data, pairs, meta)
+            encode.references = precompute_reference(model, encode, len(pairs), encode.cache, d)
 
     config = train.TrainConfig(
         out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs, global_batch=args.global_batch,

@@ -17,6 +17,7 @@ without a video trains text-only.
 """
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -108,6 +109,19 @@ def encode_example(model, example, video_options, max_length):
     return vlm.truncate(sample, max_length, example["video"] or "a text-only record")
 
 
+@dataclass
+class ExampleEncoder:
+    """encode(index) for the training loop; it holds the weightless vlm.Processor, not the model, so it pickles to
+    data-loader workers started by spawn or forkserver."""
+    processor: object  # vlm.Processor
+    examples: list
+    video_options: dict
+    max_length: int
+
+    def __call__(self, index):
+        return encode_example(self.processor, self.examples[index], self.video_options, self.max_length)
+
+
 def sft_step(model, module, samples):
     """Summed NLL of every assistant token of the micro-batch; train() divides it by the answer tokens of the whole
     accumulation window (answer_tokens), as ms-swift does with transformers >= 4.46, not by this micro-batch's."""
@@ -159,7 +173,7 @@ def run_sft(args):
         workers=args.workers, tokens_across_ranks=args.tokens_across_ranks,
         find_unused_parameters=not args.freeze_vit and any(e["video"] is None for e in examples))
     train.train(model.model, lambda module, items: sft_step(model, module, items),
-                lambda i: encode_example(model, examples[i], video, args.max_length), len(examples), config, d, meta,
+                ExampleEncoder(model.processor, examples, video, args.max_length), len(examples), config, d, meta,
                 resume=args.resume, tokens=answer_tokens)
     if d.main:
         print(f"sft: {len(examples)} records -> {run_dir}")

@@ -592,30 +592,22 @@ def patch_seconds(times, temporal_patch):
     return [(times[k] + times[k + temporal_patch - 1]) / 2 for k in range(0, len(times), temporal_patch)]
 
 
-class VideoLM:
-    """A loaded model + tokenizer + family; see the module docstring for the tour."""
+class Processor:
+    """The half of a VideoLM that turns videos and conversations into model inputs: the family, the patch sizes, the
+    tokenizer and its special-token ids. It holds no weights, so it travels cheaply to data-loader workers (it pickles
+    when they are started by spawn or forkserver, the default on macOS and, from Python 3.14, on Linux)."""
 
-    def __init__(self, model, tokenizer, name=""):
-        self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.family = FAMILIES[model.config.model_type]
-        vision = model.config.vision_config
+    def __init__(self, config, tokenizer):
+        self.tokenizer = tokenizer
+        self.family = FAMILIES[config.model_type]
+        vision = config.vision_config
         self.patch, self.merge = vision.patch_size, vision.spatial_merge_size
         self.temporal_patch = vision.temporal_patch_size
+        self.tokens_per_second = getattr(vision, "tokens_per_second", None)  # Qwen2.5-VL's M-RoPE time scale
         self.factor = self.patch * self.merge
         self.min_pixels, self.max_pixels = 4 * self.factor ** 2, 768 * self.factor ** 2  # qwen_vl_utils defaults
         ids = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
         self.ids = dict(zip(["pad", "im_start", "im_end", "vision_start", "vision_end", "image", "video"], ids))
-
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
-
-    @property
-    def vision_tower(self):
-        """The ViT and its merger (transformers calls it `visual`)."""
-        return self.model.model.visual
-
-    # -- encoding ------------------------------------------------------------------------------------------------
 
     def preprocess(self, video, total_pixels=9_000_000, min_pixels=None, max_pixels=None):
         """A Video (or (T, H, W, 3) array) -> (patches, grid (t, h, w)). Decoded video (a Video that knows its sampling
@@ -707,7 +699,7 @@ class VideoLM:
         steps = torch.arange(prepared.grid[0], dtype=torch.float32)
         if self.family.seconds_per_grid:
             seconds = torch.tensor(prepared.seconds_per_grid, dtype=torch.float32)
-            steps = steps * seconds * self.model.config.vision_config.tokens_per_second
+            steps = steps * seconds * self.tokens_per_second
         return steps.long().tolist()
 
     # -- batching ------------------------------------------------------------------------------------------------
@@ -750,6 +742,37 @@ class VideoLM:
             if len(slots) > len(stored):
                 batch["video_slots"] = torch.tensor(slots)
         return batch
+
+
+class VideoLM:
+    """A loaded model and its Processor; see the module docstring for the tour."""
+
+    def __init__(self, model, tokenizer, name=""):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.processor = Processor(model.config, tokenizer)
+        self.family, self.ids, self.merge = self.processor.family, self.processor.ids, self.processor.merge
+
+    # encoding and batching are the processor's
+    def prepare(self, video, **pixel_options):
+        return self.processor.prepare(video, **pixel_options)
+
+    def encode(self, prompt, response=None, system=None, **pixel_options):
+        return self.processor.encode(prompt, response, system, **pixel_options)
+
+    def encode_chat(self, messages, system=None, **pixel_options):
+        return self.processor.encode_chat(messages, system, **pixel_options)
+
+    def collate(self, samples, padding="right"):
+        return self.processor.collate(samples, padding)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def vision_tower(self):
+        """The ViT and its merger (transformers calls it `visual`)."""
+        return self.model.model.visual
 
     def to_device(self, batch):
         dtype = next(self.model.parameters()).dtype

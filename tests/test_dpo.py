@@ -559,3 +559,20 @@ def test_a_run_directory_that_not_every_rank_sees_is_refused_naming_the_rank(dat
     assert set(messages) == {"0", "1"}  # every rank stops, with the same line
     assert "the run directory runs/dpo_r16 is not shared: rank 1 (" in messages["0"] == messages["1"]
     assert not os.path.exists(tmp_path / "work" / "0" / "runs" / "dpo_r16" / "config.json")  # nothing trained
+
+
+def test_loader_workers_started_by_forkserver_train_the_same(data_dir, tmp_path):
+    """--workers > 0 where workers are started by forkserver or spawn (macOS, Python >= 3.14 on Linux): what they run
+    must pickle; the result equals loading in the main process."""
+    import multiprocessing
+
+    before = multiprocessing.get_start_method()
+    multiprocessing.set_start_method("forkserver", force=True)
+    try:
+        forked = dpo.run_stage(stage_args(data_dir, tmp_path / "workers", max_steps=2, workers=1,
+                                          precompute_ref=True))
+    finally:
+        multiprocessing.set_start_method(before, force=True)
+    inline = dpo.run_stage(stage_args(data_dir, tmp_path / "inline", max_steps=2, workers=0, precompute_ref=True))
+    a, b = adapter_tensors(forked), adapter_tensors(inline)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -187,3 +187,15 @@ def test_loss_is_normalised_by_the_answer_tokens_of_the_whole_accumulation_windo
     per_micro_mean = gradient([2 * c for c in counts])
     assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(captured["grads"], window))
     assert not all(torch.allclose(a, b, atol=1e-7) for a, b in zip(captured["grads"], per_micro_mean))
+
+
+def test_loader_workers_started_by_forkserver(data, tmp_path):
+    import multiprocessing
+
+    before = multiprocessing.get_start_method()
+    multiprocessing.set_start_method("forkserver", force=True)
+    try:
+        run = sft.run_sft(sft_args(data, tmp_path, max_steps=1, workers=1))
+    finally:
+        multiprocessing.set_start_method(before, force=True)
+    assert train.finished(run)

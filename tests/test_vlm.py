@@ -47,7 +47,7 @@ def test_preprocess_equals_hf_image_processor(name, patch, mean, size):
     hf = Qwen2VLImageProcessorPil(patch_size=patch, image_mean=list(mean), image_std=list(std),
                                   size={"shortest_edge": 56 * 56, "longest_edge": 128 * 128})
     expected = hf(images=Image.fromarray(image), return_tensors="np")
-    pixels, grid = model.preprocess(image[None], min_pixels=56 * 56, max_pixels=128 * 128, total_pixels=10 ** 9)
+    pixels, grid = model.processor.preprocess(image[None], min_pixels=56 * 56, max_pixels=128 * 128, total_pixels=10 ** 9)
     assert tuple(expected["image_grid_thw"][0]) == grid
     np.testing.assert_array_equal(pixels, expected["pixel_values"])  # bit-exact
 
@@ -73,7 +73,7 @@ def test_video_frames_are_resized_as_torchvision_does(tiny):
     frames = random_video(3, 60, 80).frames  # -> 56 x 84
     assert np.array_equal(vlm.resize_video(frames, 56, 84, chunk=2), vlm.resize_video(frames, 56, 84))
     # decoded video (a Video with its sampling rate) goes the torchvision way, a list of frames the PIL way
-    pixels, _ = tiny.preprocess(vlm.Video(frames, [0.0, 0.5, 1.0], fps=2.0), **SMALL)
+    pixels, _ = tiny.processor.preprocess(vlm.Video(frames, [0.0, 0.5, 1.0], fps=2.0), **SMALL)
     expected, _ = vlm.patchify(vlm.resize_video(frames, 56, 84), vlm.CLIP_MEAN, vlm.CLIP_STD, 14, 2, 2)
     np.testing.assert_array_equal(pixels, expected)
 
@@ -89,8 +89,8 @@ def test_sample_indices_follow_qwen_vl_utils():
 
 def test_odd_frame_count_is_padded_with_last_frame(tiny):
     video = random_video(frames=3)
-    pixels, (t, h, w) = tiny.preprocess(video, **SMALL)
-    padded, grid = tiny.preprocess(vlm.Video(np.concatenate([video.frames, video.frames[-1:]]), []), **SMALL)
+    pixels, (t, h, w) = tiny.processor.preprocess(video, **SMALL)
+    padded, grid = tiny.processor.preprocess(vlm.Video(np.concatenate([video.frames, video.frames[-1:]]), []), **SMALL)
     assert t == 2 and grid == (t, h, w)
     np.testing.assert_array_equal(pixels, padded)
 
@@ -150,12 +150,12 @@ def test_qwen3_timestamps_one_block_per_temporal_patch():
 
 def test_qwen25_time_steps_follow_the_sampled_rate_in_float():
     model = vlm.load("tiny-qwen2.5")
-    model.model.config.vision_config.tokens_per_second = 2  # Qwen2.5-VL-7B's value
+    model.processor.tokens_per_second = 2  # Qwen2.5-VL-7B's value (the tiny config has another)
     # 122 of 3645 frames at 30 fps: sampled at 1.0041 fps, 1.9918 s per temporal patch, 3.98 ticks per patch
     video = vlm.Video(random_video(frames=8).frames, [float(i) for i in range(8)], fps=122 / 3645 * 30)
     prepared = model.prepare(video, **SMALL)
     assert prepared.seconds_per_grid == pytest.approx(1.99180, abs=1e-5)
-    assert model.time_steps(prepared) == [0, 3, 7, 11]  # transformers 4.53-4.57 (int cast): [0, 2, 4, 6]
+    assert model.processor.time_steps(prepared) == [0, 3, 7, 11]  # transformers 4.53-4.57 (int cast): [0, 2, 4, 6]
     assert model.prepare(vlm.Video(video.frames, video.times), **SMALL).seconds_per_grid == 1.0  # a frame list: 2 fps
 
 
@@ -217,13 +217,13 @@ def test_left_padding_shifts_positions_and_pads_with_zero(tiny):
 
 def long_video(model, fps=2.0):
     """16 frames of 2 x 3 merged patches: 8 time steps, more than the grid's rows and columns."""
-    f = model.factor
+    f = model.processor.factor
     return vlm.Video(random_video(16, 2 * f, 3 * f).frames, [i / 2 for i in range(16)], fps=fps)
 
 
 def landmarks(model, prompt):
     """Positions of the video's first and last token, of the token after it and of the sequence's last token."""
-    sample = model.encode(prompt, response="the person walks in", min_pixels=model.factor ** 2, total_pixels=10 ** 9)
+    sample = model.encode(prompt, response="the person walks in", min_pixels=model.processor.factor ** 2, total_pixels=10 ** 9)
     positions, video = sample.positions(), np.flatnonzero(np.array(sample.token_types) == vlm.VIDEO)
     return [positions[:, i].tolist() for i in (video[0], video[-1], video[-1] + 1, -1)]
 
@@ -238,14 +238,14 @@ EXPECTED_4_57 = {("tiny", 2.0): [[42] * 3, [49, 43, 44], [50] * 3, [84] * 3],
 @pytest.mark.parametrize("name,fps", list(EXPECTED_4_57))
 def test_positions_equal_transformers_4_57(name, fps):
     model = vlm.load(name)
-    model.model.config.vision_config.tokens_per_second = 2  # Qwen2.5-VL-7B's value
+    model.processor.tokens_per_second = 2  # Qwen2.5-VL-7B's value (the tiny config has another)
     assert landmarks(model, [long_video(model, fps), "Describe."]) == EXPECTED_4_57[(name, fps)]
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
 def test_positions_equal_transformers_5_where_it_is_right(name):
     model = vlm.load(name)
-    f = model.factor
+    f = model.processor.factor
     still = random_video(1, 3 * f, 2 * f)  # an image: one time step
     short = vlm.Video(random_video(4, 4 * f, 5 * f).frames, [0.0, 0.5, 1.0, 1.5], fps=2.0)  # 2 steps, 2 x 2 merged
     small = dict(min_pixels=f * f, total_pixels=10 ** 9)
@@ -277,7 +277,7 @@ def test_generation_after_a_long_video_continues_our_positions(name, monkeypatch
         return out.sequences
 
     monkeypatch.setattr(model.model, "generate", recording)
-    small = dict(min_pixels=model.factor ** 2, total_pixels=10 ** 9)
+    small = dict(min_pixels=model.processor.factor ** 2, total_pixels=10 ** 9)
     samples = [model.encode([long_video(model), "Describe."], **small),
                model.encode([long_video(model), "What happens in this long clip, in order?"], **small)]
     generated = model.generate(samples, max_new_tokens=5)
