@@ -168,7 +168,7 @@ def main():
     m_ours, m_cached, m_naive = (measure(fn, repeats=1)[1] for fn in (ours, cached, naive))
     train.enable_activation_checkpointing(model.model)
     t_ckpt, m_ckpt = measure(ours, repeats=1)
-    model.model.gradient_checkpointing_disable()
+    train.disable_activation_checkpointing(model.model)
     tokens = batch["input_ids"].numel()
     print(f"naive:                 {t_naive:.3f} s  peak +{mib(m_naive)}")
     print(f"ours:                  {t_ours:.3f} s  peak +{mib(m_ours)}  ({tokens / t_ours:.0f} tokens/s)")
