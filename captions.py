@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import datafiles
 import vlm
 from perturb import KINDS, perturb
 
@@ -93,7 +94,7 @@ FILTER_REASONS = ("video_error", "video_missing", "unperturbed", "empty", "chose
 
 def kept_videos(path):
     """The records of videos.jsonl with status "kept" (a record without a status counts as kept), one per path."""
-    numbered = vlm.numbered_jsonl(path)
+    numbered = datafiles.numbered_jsonl(path)
     for where, record in numbered:
         if not isinstance(record.get("path"), str):
             raise ValueError(f"{where}: no \"path\"")
@@ -110,22 +111,6 @@ def kept_videos(path):
     return kept
 
 
-def clip_keyframes(record):
-    """(clips, keyframes) of a videos.jsonl record, checked: one [k1, k2] pair of frame indices per clip."""
-    clips, keyframes = record.get("clips"), record.get("keyframes")
-    if isinstance(clips, list) and clips and isinstance(clips[0], dict):  # clips given as dicts
-        keyframes = keyframes or [c.get("keyframes") for c in clips]
-        clips = [[c.get("start"), c.get("end")] for c in clips]
-    if not isinstance(clips, list) or not clips:
-        raise ValueError("malformed record: no clips")
-    if not isinstance(keyframes, list) or len(keyframes) != len(clips):
-        raise ValueError(f"malformed record: {len(clips)} clips but keyframes for "
-                         f"{len(keyframes) if isinstance(keyframes, list) else 0}")
-    for pair in keyframes:
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(k, int) and k >= 0 for k in pair)):
-            raise ValueError(f"malformed record: keyframes {pair!r} is not two frame indices")
-    return clips, keyframes
-
 
 def read_keyframes(path, keyframes):
     """A Video of the 2N keyframes, clip after clip."""
@@ -135,7 +120,7 @@ def read_keyframes(path, keyframes):
 def pair_inputs(path, need_captions=True):
     """Videos ready for step B: from captions.jsonl (status "ok"), or for the frames route also from videos.jsonl.
     Returns records {video, clips, keyframes, captions}."""
-    records = vlm.numbered_jsonl(path)
+    records = datafiles.numbered_jsonl(path)
     videos = []
     for where, record in records:
         if "video" in record:  # captions.jsonl
@@ -204,7 +189,7 @@ class Journal:
         return sorted(glob.glob(glob.escape(self.path) + ".part*of*"))
 
     def records(self):
-        final = vlm.read_jsonl(self.path) if os.path.exists(self.path) else []
+        final = datafiles.read_jsonl(self.path) if os.path.exists(self.path) else []
         return final + [r for part in self.part_paths() for r in read_part(part)]
 
     def done(self):
@@ -244,7 +229,7 @@ class Journal:
             time.sleep(poll_seconds)
         records = [by_key[k] for k in wanted]
         others = [r for k, r in by_key.items() if k not in set(wanted) and keep and keep(r)]
-        vlm.write_jsonl(self.path, records + others)
+        datafiles.write_jsonl(self.path, records + others)
         for part in self.part_paths():
             os.remove(part)
         return records
@@ -264,7 +249,7 @@ def check_settings(path, settings, out_option="--out"):
             raise ValueError(f"{path} was made with other settings ({changed}); give another {out_option}, or "
                              f"delete it and its .part files to start over")
     else:
-        vlm.write_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
+        datafiles.write_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
 
 
 def caption_settings(model_name, max_new_tokens, pixel_options):
@@ -348,7 +333,7 @@ def open_clips(model, video, pixel_options):
     record = {"video": video["path"], "clips": video.get("clips"), "keyframes": video.get("keyframes"),
               "source": caption_source(video)}
     try:
-        record["clips"], record["keyframes"] = clip_keyframes(video)
+        record["clips"], record["keyframes"] = datafiles.clips_and_keyframes(video)
         frames = read_keyframes(video["path"], record["keyframes"])
     except vlm.BAD_VIDEO as e:
         return {**record, "status": "error", "reason": str(e).removeprefix(f"{video['path']}: ")}, None
@@ -515,7 +500,7 @@ def open_description_jobs(video, rs, kinds, seed, route, done):
         return [DescriptionJob(video["video"], kind, r, order, source, prompt)
                 for (kind, r, order), prompt in zip(todo, prompts)], []
     try:
-        keyframes = read_keyframes(video["video"], clip_keyframes(video)[1]) if todo else None
+        keyframes = read_keyframes(video["video"], datafiles.clips_and_keyframes(video)[1]) if todo else None
     except vlm.BAD_VIDEO as e:
         reason = str(e).removeprefix(f"{video['video']}: ")
         return [], [{"video": video["video"], "kind": kind, "r": r, "order": order, "source": source,
@@ -626,9 +611,6 @@ def pairs_path(out_dir, r, route="captions"):
     return os.path.join(out_dir, f"pairs_r{r}.jsonl" if route == "captions" else f"pairs_{route}_r{r}.jsonl")
 
 
-def stats_path(pairs_file):
-    return re.sub(r"\.jsonl?$", "", pairs_file) + ".stats.json"
-
 
 def write_pairs(descriptions, out_dir, rs, kinds=KINDS, route="captions", seed=0, max_length_ratio=1.5):
     """pairs_r{r}.jsonl and pairs_r{r}.stats.json for every r; returns [(path, stats)]."""
@@ -637,47 +619,11 @@ def write_pairs(descriptions, out_dir, rs, kinds=KINDS, route="captions", seed=0
         pairs, stats = make_pairs(descriptions, r, kinds, seed, max_length_ratio)
         stats.update(perturb_input=route, seed=seed, max_length_ratio=max_length_ratio)
         path = pairs_path(out_dir, r, route)
-        vlm.write_jsonl(path, pairs)
-        vlm.write_atomic(stats_path(path), json.dumps(stats, indent=2) + "\n")
+        datafiles.write_jsonl(path, pairs)
+        datafiles.write_atomic(datafiles.stats_path(path), json.dumps(stats, indent=2) + "\n")
         written.append((path, stats))
     return written
 
-
-PAIR_TEXTS = ("video", "instruction", "chosen", "rejected")
-
-
-def read_pairs(path):
-    """The records of a pairs_r{r}.jsonl file, checked, so that view and export fail on a bad record with one line
-    naming file and line instead of a traceback halfway through. kind and r are optional (only shown)."""
-    pairs = []
-    for where, record in vlm.numbered_jsonl(path):
-        problem = pair_problem(record)
-        if problem:
-            raise ValueError(f"{where}: {problem}")
-        pairs.append(record)
-    return pairs
-
-
-def pair_problem(record):
-    """What is wrong with one pairs record, or None."""
-    for field in PAIR_TEXTS:
-        if field not in record:
-            return f"missing field {field!r} (a text)"
-        if not isinstance(record[field], str):
-            return f"{field!r} must be a text, got {brief_json(record[field])}"
-    order = record.get("order")
-    if order is not None and not (isinstance(order, list) and all(is_clip_index(i) for i in order)):
-        return f"'order' must be a list of clip indices (0, 1, ...), got {brief_json(order)}"
-    return None
-
-
-def is_clip_index(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0  # JSON true is no clip 1
-
-
-def brief_json(value, limit=60):
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def summary_line(path, stats):
@@ -689,139 +635,7 @@ def summary_line(path, stats):
 # ms-swift RLHF format (the released training data): messages, rejected_response, videos
 
 
-def export_swift(pairs):
-    """Our pair records -> ms-swift DPO records (kind, r and order have no place there and are left out).
-    dpo.load_pairs reads them back, so pairs made here or by the released code train alike."""
-    return [{"messages": [{"role": "user", "content": "<video>" + p["instruction"]},
-                          {"role": "assistant", "content": p["chosen"]}],
-             "rejected_response": p["rejected"], "videos": [p["video"]]} for p in pairs]
-
-
-def export_file(path, out=None, fmt="swift"):
-    if fmt != "swift":
-        raise ValueError(f"unknown export format {fmt!r} (known: swift)")
-    pairs = read_pairs(path)
-    if not pairs:
-        raise ValueError(f"{path}: no pairs to export")
-    out = out or re.sub(r"\.jsonl?$", "", path) + ".swift.json"
-    vlm.write_atomic(out, json.dumps(export_swift(pairs), ensure_ascii=False, indent=1) + "\n")
-    return out, len(pairs)
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # The viewer: one static HTML page to read pairs before training on them
 
-PAGE_STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; width: 100%; table-layout: fixed; }
-td, th { border-top: 1px solid #ccc; padding: .6em; vertical-align: top; text-align: left; overflow-wrap: anywhere; }
-th.text { width: 34%; } .pair td.text { white-space: pre-wrap; }
-.chosen { background: #f1f8f1; } .rejected { background: #fbf1f1; }
-.strip { margin: .3em 0; white-space: nowrap; overflow-x: auto; }
-.t { display: inline-block; position: relative; margin-right: 2px; background: #ddd center / cover; }
-.t b { position: absolute; left: 2px; top: 1px; color: #fff; font-size: 11px; text-shadow: 0 0 2px #000; }
-.kind { font-weight: bold; } .note { color: #888; } details { margin-top: .4em; }
-.stats td, .stats th { border: 1px solid #ccc; padding: .2em .6em; }
-"""
-
-
-def thumbnail_css(video, keyframes, height, css_class):
-    """CSS rules with the first keyframe of every clip as an inline JPEG (each clip stored once on the page)."""
-    frames = vlm.read_frames(video, [pair[0] for pair in keyframes]).frames
-    from PIL import Image
-
-    width = max(1, round(frames.shape[2] * height / frames.shape[1]))
-    rules = [f".{css_class} {{ width: {width}px; height: {height}px; }}"]
-    for i, frame in enumerate(frames):
-        buffer = io.BytesIO()
-        Image.fromarray(frame).resize((width, height), Image.BILINEAR).save(buffer, "JPEG", quality=70)
-        data = base64.b64encode(buffer.getvalue()).decode()
-        rules.append(f".{css_class}c{i} {{ background-image: url(data:image/jpeg;base64,{data}); }}")
-    return "\n".join(rules)
-
-
-def strip_html(order, css_class, label, captions=None):
-    """A row of thumbnails in `order`, each labelled with its clip number; hovering shows the clip's caption."""
-    titles = [f"clip {i + 1}" + (f": {captions[i]}" if captions else "") for i in order]
-    cells = "".join(f'<span class="t {css_class} {css_class}c{i}" title="{html.escape(title)}"><b>{i + 1}</b></span>'
-                    for i, title in zip(order, titles))
-    return f'<div class="strip"><span class="note">{label}</span><br>{cells}</div>'
-
-
-def pair_row(number, pair, video_info, css_class):
-    """One <tr class="pair">: what was shown (clean vs perturbed clip order), then chosen | rejected."""
-    order = pair.get("order")
-    meta = (f'<b>#{number}</b> <span class="kind">{html.escape(str(pair.get("kind")))}</span> '
-            f'r={html.escape(str(pair.get("r")))}<br><span class="note">{html.escape(pair["video"])}</span><br>'
-            f'<i>{html.escape(pair["instruction"])}</i>')
-    if video_info and css_class:  # css_class: the captions record has checked clips and keyframes
-        n, captions = len(video_info["clips"]), video_info.get("captions")
-        meta += strip_html(range(n), css_class, "clean order", captions)
-        if order is not None and all(i < n for i in order):
-            label = f"{pair.get('kind')} r={pair.get('r')}: {len(order)} of {n} clips"
-            meta += strip_html(order, css_class, label, captions)
-        elif order is not None:  # captions.jsonl was made again since the pairs
-            meta += order_note(order, f"the captions file has {n} clips for this video")
-    elif order is not None:
-        meta += order_note(order, "no thumbnails")
-    if video_info and video_info.get("captions"):
-        items = "".join(f"<li>{html.escape(c)}</li>" for c in video_info["captions"])
-        meta += f"<details><summary>clip captions</summary><ol>{items}</ol></details>"
-    return (f'<tr class="pair"><td>{meta}</td><td class="text chosen">{html.escape(pair["chosen"])}</td>'
-            f'<td class="text rejected">{html.escape(pair["rejected"])}</td></tr>')
-
-
-def order_note(order, why):
-    return f'<div class="note">clip order: {" ".join(str(i + 1) for i in order)} ({why})</div>'
-
-
-def stats_html(stats):
-    if not stats:
-        return '<p class="note">no .stats.json beside the pairs file: filter counts unknown</p>'
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in stats.get("dropped", {}).items())
-    return (f'<p>{stats.get("kept")} of {stats.get("candidates")} candidate pairs kept from {stats.get("videos")} '
-            f'videos (input: {html.escape(str(stats.get("perturb_input")))}).</p>'
-            f'<table class="stats"><tr><th>dropped because</th><th>pairs</th></tr>{rows}</table>')
-
-
-def render_page(title, pairs, numbers, stats, videos, thumbnails):
-    """The whole page; `videos` maps a video path to its captions record, `thumbnails` to (css class, rules)."""
-    css = "\n".join(rules for _, rules in thumbnails.values())
-    rows = "\n".join(pair_row(n, p, videos.get(p["video"]), thumbnails.get(p["video"], (None, ""))[0])
-                     for n, p in zip(numbers, pairs))
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{PAGE_STYLE}\n{css}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{stats_html(stats)}\n"
-            f"<p>{len(pairs)} pairs shown. Look for: a chosen description that follows the clean clip order, a "
-            f"rejected one that visibly suffers from the perturbation, and no pair where both are the same.</p>\n"
-            f'<table><tr><th>pair and its clips</th><th class="text">chosen (clean)</th>'
-            f'<th class="text">rejected (perturbed)</th></tr>\n'
-            f"{rows}\n</table></body></html>\n")
-
-
-def view(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_height=64):
-    """Write the HTML page for (a seeded sample of `limit`) pairs; returns the number of rows."""
-    pairs = read_pairs(pairs_file)
-    if not pairs:
-        raise ValueError(f"{pairs_file}: no pairs to show")
-    numbers = list(range(1, len(pairs) + 1))
-    if limit and len(pairs) > limit:
-        numbers = sorted(random.Random(seed).sample(numbers, limit))
-    shown = [pairs[n - 1] for n in numbers]
-    stats = None
-    if os.path.exists(stats_path(pairs_file)):
-        with open(stats_path(pairs_file), encoding="utf-8") as f:
-            stats = json.load(f)
-    captions_file = captions_file or os.path.join(os.path.dirname(pairs_file), "captions.jsonl")
-    videos = {}
-    if os.path.exists(captions_file):
-        for record in vlm.read_jsonl(captions_file):
-            videos[record.get("video") or record.get("path")] = record
-    thumbnails = {}
-    for k, video in enumerate(dict.fromkeys(p["video"] for p in shown)):
-        try:
-            keyframes = clip_keyframes(videos[video])[1]
-            thumbnails[video] = (f"v{k}", thumbnail_css(video, keyframes, thumb_height, f"v{k}"))
-        except (KeyError, *vlm.BAD_VIDEO):  # no keyframes known, or the video cannot be read
-            pass
-    vlm.write_atomic(out, render_page(os.path.basename(pairs_file), shown, numbers, stats, videos, thumbnails))
-    return len(shown)

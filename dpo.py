@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import datafiles
+
 # ----------------------------------------------------------------------------------------------------------------
 # The loss (torch only: copy this function on its own)
 
@@ -71,50 +73,6 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 # ----------------------------------------------------------------------------------------------------------------
 # Pairs on disk: ours (pairs_r{r}.jsonl) or ms-swift's RLHF format ({"messages", "rejected_response", "videos"})
 
-
-def load_pairs(path, video_root=None, skip_bad=False):
-    """Pairs as dicts {video, instruction, chosen, rejected, kind, r}, and the number skipped because their
-    video file is missing. A malformed record is an error naming the file and line (or record of a JSON list):
-    training stops before it starts on bad data. With skip_bad (eval, on pairs from elsewhere) it is skipped
-    instead, and a third value lists (where, reason) for each; a .json file that is not JSON is an error either way."""
-    import vlm
-
-    pairs, missing, bad = [], 0, []
-    for where, record in vlm.read_records(path, "pairs", bad if skip_bad else None):
-        try:
-            pair = _normalise_pair(record)
-        except ValueError as e:
-            if not skip_bad:
-                raise ValueError(f"{where}: {e}") from None
-            bad.append((where, str(e)))
-            continue
-        pair["video"] = os.path.join(video_root or "", pair["video"])  # an absolute path stays as it is
-        if not os.path.exists(pair["video"]):
-            missing += 1
-            continue
-        pairs.append(pair)
-    return (pairs, missing, bad) if skip_bad else (pairs, missing)
-
-
-def _normalise_pair(record):
-    """Our pair or an ms-swift record as our pair; ValueError says what is wrong with it."""
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    if "messages" in record:  # ms-swift
-        try:
-            user = next(m["content"] for m in record["messages"] if m["role"] == "user")
-            chosen = next(m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant")
-            record = {"video": record["videos"][0], "instruction": user.replace("<video>", "", 1).strip(),
-                      "chosen": chosen, "rejected": record["rejected_response"], "kind": record.get("kind", ""),
-                      "r": record.get("r", 0)}
-        except (KeyError, IndexError, StopIteration, TypeError, AttributeError):
-            raise ValueError("an ms-swift record needs messages (user + assistant), rejected_response and "
-                             "videos") from None
-    missing = [k for k in ("video", "instruction", "chosen", "rejected") if not isinstance(record.get(k), str)]
-    if missing:
-        raise ValueError(f"missing or non-text field(s) {', '.join(missing)}")
-    return {k: record[k] for k in ("video", "instruction", "chosen", "rejected")} | \
-        {"kind": record.get("kind", ""), "r": record.get("r", 0)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -324,7 +282,7 @@ def precompute_reference(model, encode, num_items, path, d):
     merged = {k: v for part in train.all_gather(d, mine) for k, v in part.items()}
     values = [merged[i] for i in range(num_items)]
     if d.main:
-        vlm.write_atomic(path, json.dumps(values))
+        datafiles.write_atomic(path, json.dumps(values))
     train.barrier(d)
     return values
 
@@ -367,7 +325,8 @@ def run_stage(args):
         train.check_resume(run_dir, meta)  # before the model loads
     if not os.path.exists(data):
         raise FileNotFoundError(f"{data}: no such file; make the pairs with `temple.py pairs` first, or pass --data FILE")
-    pairs, missing = load_pairs(data, args.video_root)
+    pairs, skipped = datafiles.read_pairs(data, args.video_root)
+    missing = len(skipped)  # their video files; a malformed record stopped read_pairs with its file:line
     if d.main and missing:
         print(f"{data}: skipped {missing} pair(s) whose video file is missing")
     if not pairs:

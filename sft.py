@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+import datafiles
+
 MARKERS = ("<video>", "<image>")
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -30,7 +32,7 @@ def load_conversations(path, video_root=None):
     import vlm
 
     examples, missing = [], 0
-    for where, record in vlm.read_records(path):
+    for where, record in datafiles.read_records(path):
         example = normalise(record, where)
         if example["video"] is not None:
             example["video"] = os.path.join(video_root or "", example["video"])  # absolute stays absolute

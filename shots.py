@@ -55,6 +55,9 @@ SMALL_WIDTH, SMALL_HEIGHT = 96, 54
 # Decoding: threaded PyAV, frames scaled down as they come out of the decoder
 
 
+BAD_VIDEO = (OSError, ValueError, av.FFmpegError)  # what reading a vanished, unreadable or too short file raises
+
+
 def open_video(path):
     """Open a file with PyAV and return (container, video stream); every error names the file."""
     path = str(path)
@@ -96,7 +99,8 @@ def expected_frames(container, stream, fps):
 def decoded_frames(container, stream, errors):
     """Yield every frame that decodes, in order. A corrupt packet is counted in errors[0] and skipped, not fatal.
 
-    Frame indices everywhere in this project are positions in this sequence (vlm.read_frames counts the same way)."""
+    Frame indices everywhere in this project are positions in this sequence: read_frames below (which vlm.py and the
+    pair view use too) counts the same way."""
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
@@ -104,6 +108,34 @@ def decoded_frames(container, stream, errors):
             errors[0] += 1
             continue
         yield from frames
+
+
+def count_frames(path):
+    """Frames in the first video stream, cheaply: the header's count, or the packets (webm/mkv have no count). A
+    file may promise more than decode (select rejects those); read_frames then says which frames are missing."""
+    container, stream = open_video(path)
+    with container:
+        if stream.frames:
+            return stream.frames
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def read_frames(path, indices):
+    """(RGB frames (len(indices), H, W, 3) uint8 at the given frame indices, in the order given; the file's fps).
+    An index is a position in decoded_frames' sequence, the numbering every frame index in this project uses."""
+    wanted = set(int(i) for i in indices)
+    container, stream = open_video(path)
+    found = {}
+    with container:
+        for index, frame in enumerate(decoded_frames(container, stream, [0])):
+            if index in wanted:
+                found[index] = frame.to_ndarray(format="rgb24")
+            if index >= max(wanted):
+                break
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise ValueError(f"{path}: could not decode frame(s) {missing[:5]} (video has fewer frames or is corrupt)")
+    return np.stack([found[int(i)] for i in indices]), stream_fps(stream)
 
 
 @dataclass

@@ -20,6 +20,8 @@ import os
 import shlex
 import sys
 
+import datafiles
+
 
 class Defaults(argparse.ArgumentDefaultsHelpFormatter):
     """Show every default in --help."""
@@ -301,10 +303,10 @@ def add_view(sub):
 
 
 def cmd_view(args):
-    import captions
+    import views
 
     out = args.out or os.path.splitext(args.pairs)[0] + ".html"
-    rows = captions.view(args.pairs, out, args.captions, args.limit, args.seed, args.thumb_height)
+    rows = views.pair_page(args.pairs, out, args.captions, args.limit, args.seed, args.thumb_height)
     print(f"{out}: {rows} pairs")
 
 
@@ -317,9 +319,7 @@ def add_export(sub):
 
 
 def cmd_export(args):
-    import captions
-
-    out, count = captions.export_file(args.pairs, args.out, args.format)
+    out, count = datafiles.export_pairs(args.pairs, args.out, args.format)
     print(f"{out}: {count} pairs")
 
 
@@ -498,7 +498,7 @@ def cmd_eval(args):
               "mcq": [evaluate_mcq(model, path, args) for path in args.mcq],
               "pairs": [evaluate_pairs(model, path, args, has_reference) for path in args.pairs]}
     out = eval_out(args)
-    vlm.write_atomic(out, json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    datafiles.write_atomic(out, json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     print(eval_table(report))
     print(f"report: {out}")
     if not any(part["evaluated"] for part in report["mcq"] + report["pairs"]):
@@ -578,7 +578,7 @@ def read_mcq(path, video_root):
     import vlm
 
     items, bad = [], []
-    for where, record in vlm.numbered_jsonl(path, bad):
+    for where, record in datafiles.numbered_jsonl(path, bad):
         try:
             items.append({"where": where, **mcq_item(record, video_root)})
         except ValueError as e:
@@ -651,9 +651,8 @@ def evaluate_pairs(model, path, args, has_reference):
     and counted, not fatal."""
     import dpo
 
-    pairs, missing, bad = dpo.load_pairs(path, args.video_root, skip_bad=True)
-    skipped = [skip(where, reason) for where, reason in bad]
-    skipped += [skip(path, "video missing")] * missing  # load_pairs counts them without naming them
+    pairs, left_out = datafiles.read_pairs(path, args.video_root, skip_bad=True)
+    skipped = [skip(where, reason) for where, reason in left_out]
     scored = dpo.preference_accuracy(model, pairs, video_settings(args), args.max_length, beta=args.beta,
                                      use_reference=has_reference, desc=f"pairs {os.path.basename(path)}")
     skipped += [skip(f"{path}: {video}", reason) for video, reason in scored["unreadable"]]
@@ -710,10 +709,10 @@ def add_plot(sub):
 
 
 def cmd_plot(args):
-    import train
+    import views
 
-    curves = train.read_curves(args.runs)
-    image = train.plot_curves(curves, args.width, args.panel_height)
+    curves = views.read_curves(args.runs)
+    image = views.plot_curves(curves, args.width, args.panel_height)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     root, extension = os.path.splitext(args.out)
     partial = f"{root}.partial{extension or '.png'}"  # written whole, then renamed: a reader never sees half an image
@@ -805,7 +804,7 @@ def demo_data(args, data, model):
     demo_stage(4, "pairs: clean vs perturbed descriptions, filtered, for every r", f"{data}/pairs_r*.jsonl")
     run_command(["pairs", "--captions", f"{data}/captions.jsonl", *model, *keyframes, "--max-new-tokens", "48"])
     for r in (16, 8, 4, 2):
-        if not vlm.read_jsonl(f"{data}/pairs_r{r}.jsonl"):
+        if not datafiles.read_jsonl(f"{data}/pairs_r{r}.jsonl"):
             raise ValueError(f"{data}/pairs_r{r}.jsonl: the filters kept no pair; run the demo with more --videos")
     demo_stage(5, "view: an HTML page per pairs file", f"{data}/pairs_r*.html")
     for r in (16, 8, 4, 2):
@@ -873,8 +872,8 @@ def write_demo_data(videos_dir, data_dir, count):
     one_shot = os.path.join(videos_dir, "one_shot.mp4")
     if not os.path.exists(one_shot):
         write_demo_video(one_shot, ["blue"], seed=count, frames_per_shot=40)
-    vlm.write_jsonl(os.path.join(data_dir, "mcq.jsonl"), questions)
-    vlm.write_jsonl(os.path.join(data_dir, "sft.jsonl"), conversations)
+    datafiles.write_jsonl(os.path.join(data_dir, "mcq.jsonl"), questions)
+    datafiles.write_jsonl(os.path.join(data_dir, "sft.jsonl"), conversations)
     print(f"{videos_dir}: {count} videos of 5 shots and one single-shot video\n"
           f"{data_dir}/mcq.jsonl: {len(questions)} questions, {data_dir}/sft.jsonl: {len(conversations)} conversations")
 

@@ -46,18 +46,17 @@ in-process byte-level tokenizer, so tests and the demo need no download.
 
 import contextlib
 import importlib.util
-import json
 import math
 import os
 import socket
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 
-import av
 import numpy as np
 import torch
 from PIL import Image
+
+import shots
 
 IGNORE = -100  # label of tokens the loss skips (prompt, video, padding)
 
@@ -93,77 +92,9 @@ TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Plain files: every stage reads and writes JSON lines (errors name the file and line; writes are atomic)
-
-
-def read_jsonl(path):
-    """All records of a JSON-lines file; blank lines are skipped; a bad line is an error naming file and line."""
-    return [record for _, record in numbered_jsonl(path)]
-
-
-def numbered_jsonl(path, bad=None):
-    """[(where, record)] of a JSON-lines file, where = "FILE:LINE" for messages about the record. A line that is not
-    a JSON object is an error naming file and line; given a list `bad`, it is skipped and noted there as
-    (where, reason) instead, for jobs that count bad items and carry on."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                reason = f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e)
-                if bad is None:
-                    raise ValueError(f"{where}: {reason}") from None
-                bad.append((where, reason))
-                continue
-            records.append((where, record))
-    return records
-
-
-def read_records(path, what="records", bad=None):
-    """[(where, record)] of a JSON file holding a list (LLaVA, ms-swift; where = "FILE: record N") or of a
-    JSON-lines file (ours; where = "FILE:LINE", `bad` as in numbered_jsonl), told apart by the ending."""
-    if not os.fspath(path).endswith(".json"):
-        return numbered_jsonl(path, bad)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        try:
-            records = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list of {what}")
-    return [(f"{path}: record {number}", record) for number, record in enumerate(records, 1)]
-
-
-def write_atomic(path, text):
-    """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, encoding="utf-8", suffix=".tmp") as f:
-        f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(f.name, 0o666 & ~umask)  # a temp file is private (0600); give it the mode a plain open() would
-    os.replace(f.name, path)
-
-
-def write_jsonl(path, records):
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Reading video with PyAV
 
-BAD_VIDEO = (OSError, ValueError, av.FFmpegError)  # what reading a vanished, unreadable or too short file raises
+BAD_VIDEO = shots.BAD_VIDEO  # what read_video / read_frames raise for a vanished, unreadable or too short file
 FRAME_LIST_FPS = 2.0  # qwen_vl_utils' rate for a list of frames given without one (its sample_fps default)
 
 
@@ -180,53 +111,6 @@ class Video:
     fps: float | None = None
 
 
-def open_video(path):
-    """Open a file with PyAV and return (container, video stream); errors name the file."""
-    path = str(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise ValueError(f"{path}: is a directory, not a video file")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path}: empty file (0 bytes)")
-    try:
-        container = av.open(path)
-    except av.FFmpegError as e:
-        raise ValueError(f"{path}: not a readable video ({e.strerror or e})") from None
-    if not container.streams.video:
-        container.close()
-        raise ValueError(f"{path}: has no video stream")
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"  # frame + slice threads: several times faster on long videos
-    return container, stream
-
-
-def stream_fps(stream):
-    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
-    return float(rate) if rate else 25.0
-
-
-def count_frames(path):
-    """Frames in the first video stream: from the header, or by counting packets (webm/mkv have no count)."""
-    container, stream = open_video(path)
-    with container:
-        if stream.frames:
-            return stream.frames
-        return sum(1 for packet in container.demux(stream) if packet.size)
-
-
-def decoded_frames(container, stream):
-    """Yield (index, frame) for every frame that decodes; a corrupt packet is skipped, not fatal."""
-    index = 0
-    for packet in container.demux(stream):
-        try:
-            frames = packet.decode()
-        except av.FFmpegError:
-            continue
-        for frame in frames:
-            yield index, frame
-            index += 1
-
 
 def sample_indices(num_frames, video_fps, fps, max_frames, min_frames=4):
     """qwen_vl_utils' smart_nframes: duration x fps frames, clamped to [min_frames, max_frames] and to the video,
@@ -240,32 +124,20 @@ def sample_indices(num_frames, video_fps, fps, max_frames, min_frames=4):
 
 
 def read_frames(path, indices):
-    """Decode the frames at the given indices (e.g. keyframes), in the order given."""
-    wanted = set(int(i) for i in indices)
-    container, stream = open_video(path)
-    fps = stream_fps(stream)
-    found = {}
-    with container:
-        for index, frame in decoded_frames(container, stream):
-            if index in wanted:
-                found[index] = frame.to_ndarray(format="rgb24")
-            if index >= max(wanted):
-                break
-    missing = sorted(wanted - found.keys())
-    if missing:
-        raise ValueError(f"{path}: could not decode frame(s) {missing[:5]} (video has fewer frames or is corrupt)")
-    frames = np.stack([found[int(i)] for i in indices])
+    """The frames at the given indices (e.g. keyframes), in the order given: shots.py decodes and numbers them, so a
+    keyframe index chosen there is the same frame here."""
+    frames, fps = shots.read_frames(path, indices)
     return Video(frames, [int(i) / fps for i in indices], str(path))
 
 
 def read_video(path, fps=1.0, max_frames=600, min_frames=4):
     """Frames sampled at `fps` (the released run: 1 fps, at most 600 frames), with the rate actually sampled."""
-    num_frames = count_frames(path)
+    num_frames = shots.count_frames(path)
     if num_frames == 0:
         raise ValueError(f"{path}: the video stream has no frames")
-    container, stream = open_video(path)
+    container, stream = shots.open_video(path)
     container.close()
-    video_fps = stream_fps(stream)
+    video_fps = shots.stream_fps(stream)
     video = read_frames(path, sample_indices(num_frames, video_fps, fps, max_frames, min_frames))
     video.fps = len(video.frames) / num_frames * video_fps  # the rate actually sampled, not `fps` (ms-swift #5110)
     return video

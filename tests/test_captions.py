@@ -12,8 +12,10 @@ import pytest
 import torch
 
 import captions
+import datafiles
 import temple
 import vlm
+import views
 from media import scene_frames, write_video
 from perturb import CURRICULUM, KINDS, perturb
 
@@ -46,7 +48,7 @@ def dataset(tmp_path_factory):
     records.append(video_record(root / "broken.mp4", 4))
     records.append({**video_record(records[0]["path"].replace("good0", "odd"), 4), "keyframes": [[1, 2]]})
     path = root / "videos.jsonl"
-    vlm.write_jsonl(path, records)
+    datafiles.write_jsonl(path, records)
     return str(path)
 
 
@@ -93,7 +95,7 @@ def test_prompts_show_the_previous_clip_as_context():
 
 
 def test_captions_for_kept_videos_and_bad_entries_recorded(captioned, dataset):
-    kept = [r for r in vlm.read_jsonl(dataset) if r["status"] == "kept"]
+    kept = [r for r in datafiles.read_jsonl(dataset) if r["status"] == "kept"]
     assert [r["video"] for r in captioned] == [r["path"] for r in kept]  # input order, rejected one left out
     ok = [r for r in captioned if r["status"] == "ok"]
     assert len(ok) == 3
@@ -124,7 +126,7 @@ def test_resume_after_an_interrupted_run(tiny, dataset, captioned, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         caption(tiny, dataset, out, batch_size=3)
     part = str(out) + ".part0of1"
-    finished = vlm.read_jsonl(part)
+    finished = datafiles.read_jsonl(part)
     assert not out.exists() and 1 <= len(finished) < len(captioned)
     with open(part, "a") as f:
         f.write('{"video": "half a line')  # killed in the middle of a write
@@ -134,7 +136,7 @@ def test_resume_after_an_interrupted_run(tiny, dataset, captioned, tmp_path, mon
     assert caption(tiny, dataset, out, batch_size=3) == captioned
     clips_done_before = sum(len(r["clips"]) for r in finished if r["status"] == "ok")
     assert sum(calls) == sum(len(r["clips"]) for r in captioned if r["status"] == "ok") - clips_done_before
-    assert vlm.read_jsonl(out) == captioned and not os.path.exists(part)
+    assert datafiles.read_jsonl(out) == captioned and not os.path.exists(part)
     calls.clear()
     assert caption(tiny, dataset, out) == captioned and calls == []  # all done: nothing is generated again
 
@@ -142,11 +144,11 @@ def test_resume_after_an_interrupted_run(tiny, dataset, captioned, tmp_path, mon
 def test_two_ranks_share_the_videos_and_rank0_merges(tiny, dataset, captioned, tmp_path):
     out = tmp_path / "captions.jsonl"
     assert caption(tiny, dataset, out, rank=1, world_size=2) is None
-    rank1 = vlm.read_jsonl(str(out) + ".part1of2")
+    rank1 = datafiles.read_jsonl(str(out) + ".part1of2")
     kept = captions.kept_videos(dataset)
     assert sorted(r["video"] for r in rank1) == sorted(v["path"] for v in kept[1::2])  # in order of completion
     assert caption(tiny, dataset, out, rank=0, world_size=2) == captioned
-    assert vlm.read_jsonl(out) == captioned and not list(tmp_path.glob("*.part*"))
+    assert datafiles.read_jsonl(out) == captioned and not list(tmp_path.glob("*.part*"))
 
 
 def test_resuming_with_other_settings_is_an_error(tiny, dataset, tmp_path):
@@ -167,16 +169,16 @@ def test_a_video_whose_clips_changed_is_captioned_again(tiny, dataset, captioned
     again = captions.caption_videos(tiny, videos, str(out), max_new_tokens=8, batch_size=8, **SMALL)
     assert sum(calls) == len(videos[1]["clips"])  # only that video's clips
     assert again[1]["keyframes"] == videos[1]["keyframes"] and again[0] == captioned[0]
-    assert vlm.read_jsonl(out) == again  # the stale record is gone from the file
+    assert datafiles.read_jsonl(out) == again  # the stale record is gone from the file
 
 
 def test_clip_records_as_lists_or_dicts():
     as_lists = {"clips": [[0, 6], [6, 12]], "keyframes": [[1, 4], [7, 10]]}
     as_dicts = {"clips": [{"start": 0, "end": 6, "keyframes": [1, 4]}, {"start": 6, "end": 12, "keyframes": [7, 10]}]}
-    assert captions.clip_keyframes(as_lists) == captions.clip_keyframes(as_dicts) == tuple(as_lists.values())
+    assert datafiles.clips_and_keyframes(as_lists) == datafiles.clips_and_keyframes(as_dicts) == tuple(as_lists.values())
     for bad in [{}, {"clips": [[0, 6]], "keyframes": []}, {"clips": [[0, 6]], "keyframes": [[1, "x"]]}]:
         with pytest.raises(ValueError, match="malformed"):
-            captions.clip_keyframes(bad)
+            datafiles.clips_and_keyframes(bad)
 
 
 # ---- step B + C: descriptions and pairs ----------------------------------------------------------------------
@@ -201,8 +203,8 @@ def check_pairs_files(out_dir, videos, rs, route="captions"):
     found = {}
     for r in rs:
         path = captions.pairs_path(out_dir, r, route)
-        pairs = vlm.read_jsonl(path) if os.path.getsize(path) else []
-        with open(captions.stats_path(path)) as f:
+        pairs = datafiles.read_jsonl(path) if os.path.getsize(path) else []
+        with open(datafiles.stats_path(path)) as f:
             stats = json.load(f)
         assert stats["candidates"] == len(videos) * len(KINDS)
         assert stats["kept"] + sum(stats["dropped"].values()) == stats["candidates"]
@@ -230,7 +232,7 @@ def test_pairs_end_to_end_with_the_tiny_model(tiny, dataset, captioned, tmp_path
 
 def write_captions(records, directory):
     path = directory / "captions.jsonl"
-    vlm.write_jsonl(path, records)
+    datafiles.write_jsonl(path, records)
     return str(path)
 
 
@@ -273,7 +275,7 @@ def test_clean_description_is_made_once_and_reused_for_the_next_r(tiny, tmp_path
     later = captions.describe_videos(tiny, videos, out, [8])
     assert len(calls) == 3 * len(videos)  # no new clean description
     assert {d["r"] for d in later} == {None, 8}
-    assert {d["r"] for d in vlm.read_jsonl(out)} == {None, 16, 8}  # the r=16 descriptions stay in the file
+    assert {d["r"] for d in datafiles.read_jsonl(out)} == {None, 16, 8}  # the r=16 descriptions stay in the file
 
 
 def test_descriptions_are_made_again_when_the_captions_changed(tiny, tmp_path, monkeypatch):
@@ -288,7 +290,7 @@ def test_descriptions_are_made_again_when_the_captions_changed(tiny, tmp_path, m
     later = captions.describe_videos(tiny, videos, out, [8])
     assert len(calls) == 4  # video 2: the clean description and one per kind at r=8
     assert all("occurs" in d["text"] for d in later if d["video"] == videos[2]["video"] and d["order"])
-    on_disk = vlm.read_jsonl(out)
+    on_disk = datafiles.read_jsonl(out)
     assert len(on_disk) == len(videos) * 7  # clean + 3 kinds x (16, 8); the stale r=8 and clean ones replaced
     assert {d["source"] for d in on_disk if d["video"] == videos[2]["video"] and d["r"] != 16} == \
         {captions.description_source(videos[2], "captions")}
@@ -342,10 +344,10 @@ def test_view_writes_one_row_per_pair(captioned, tmp_path, monkeypatch):
     videos = captions.pair_inputs(captions_file)
     descriptions = captions.describe_videos(vlm.load("tiny"), videos, str(tmp_path / "d.jsonl"), [2])
     [(path, stats)] = captions.write_pairs(descriptions, str(tmp_path), [2])
-    pairs = vlm.read_jsonl(path)
+    pairs = datafiles.read_jsonl(path)
     assert pairs
     page = tmp_path / "pairs.html"
-    assert captions.view(path, str(page), limit=0) == len(pairs)
+    assert views.pair_page(path, str(page), limit=0) == len(pairs)
     parser = Rows()
     parser.feed(page.read_text())
     assert parser.rows == len(pairs)
@@ -354,70 +356,18 @@ def test_view_writes_one_row_per_pair(captioned, tmp_path, monkeypatch):
     assert page.read_text().count("base64,") == sum(clips[v] for v in {p["video"] for p in pairs})
     assert f"{stats['kept']} of {stats['candidates']}" in page.read_text()
     parser = Rows()
-    captions.view(path, str(page), limit=2)
+    views.pair_page(path, str(page), limit=2)
     parser.feed(page.read_text())
     assert parser.rows == 2
 
 
-def test_export_import_round_trip(tmp_path):
-    pairs = [{"video": f"v{k}.mp4", "instruction": captions.INSTRUCTIONS[k], "chosen": f"good {k}",
-              "rejected": f"bad {k} <video>", "kind": "drop", "r": 16, "order": [k]} for k in range(3)]
-    path = tmp_path / "pairs_r16.jsonl"
-    vlm.write_jsonl(path, pairs)
-    assert temple.main(["export", "--format", "swift", str(path)]) == 0
-    with open(tmp_path / "pairs_r16.swift.json") as f:
-        swift = json.load(f)
-    assert isinstance(swift, list) and set(swift[0]) == {"messages", "rejected_response", "videos"}
-    assert swift[0]["messages"] == [{"role": "user", "content": "<video>" + captions.INSTRUCTIONS[0]},
-                                    {"role": "assistant", "content": "good 0"}]
-    dpo = pytest.importorskip("dpo")  # the import is the trainer's reader: it takes the exported file as it is
-    for p in pairs:
-        (tmp_path / p["video"]).write_bytes(b"")
-    loaded, missing = dpo.load_pairs(str(tmp_path / "pairs_r16.swift.json"), video_root=str(tmp_path))
-    keep = ("instruction", "chosen", "rejected")
-    assert missing == 0 and [{k: p[k] for k in keep} for p in loaded] == [{k: p[k] for k in keep} for p in pairs]
-    assert [p["video"] for p in loaded] == [str(tmp_path / p["video"]) for p in pairs]
-
-
-GOOD_PAIR = {"video": "good.mp4", "instruction": "Describe the video in detail.", "chosen": "a", "rejected": "b",
-             "kind": "drop", "r": 2, "order": [0]}
-
-
-@pytest.mark.parametrize("bad, problem", [
-    ({"video": "good.mp4", "chosen": 5}, "missing field 'instruction'"),
-    ({**GOOD_PAIR, "chosen": 5}, "'chosen' must be a text, got 5"),
-    ({**GOOD_PAIR, "video": None}, "'video' must be a text"),
-    ({**GOOD_PAIR, "order": "zz"}, "'order' must be a list of clip indices"),
-    ({**GOOD_PAIR, "order": [0, -1]}, "'order' must be a list of clip indices"),
-    ({**GOOD_PAIR, "order": [0, True]}, "'order' must be a list of clip indices"),
-])
-def test_view_and_export_name_the_bad_pairs_line(tmp_path, capsys, bad, problem):
-    path = tmp_path / "bad.jsonl"
-    vlm.write_jsonl(path, [GOOD_PAIR, bad])
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: " + re.escape(problem)):
-        captions.read_pairs(str(path))
-    for command in (["view", str(path), "--out", str(tmp_path / "x.html")], ["export", str(path)]):
-        assert temple.main(command) == 1
-        err = capsys.readouterr().err
-        assert f"{path}:2: {problem}" in err and "Traceback" not in err
-    assert not (tmp_path / "x.html").exists() and not (tmp_path / "bad.swift.json").exists()
-
-
-def test_pairs_without_order_kind_or_r_are_fine(tmp_path):
-    path = tmp_path / "pairs_r2.jsonl"
-    plain = {k: GOOD_PAIR[k] for k in captions.PAIR_TEXTS}
-    vlm.write_jsonl(path, [plain, {**plain, "order": None}])
-    assert captions.read_pairs(str(path)) == [plain, {**plain, "order": None}]
-    assert captions.view(str(path), str(tmp_path / "x.html")) == 2
-    assert captions.export_file(str(path))[1] == 2
-
-
 def test_view_row_when_the_order_does_not_fit_the_captions():
     """A captions.jsonl made again since the pairs may have fewer clips than the order names: a note, no crash."""
-    pair = {**GOOD_PAIR, "order": [5, 0]}
-    row = captions.pair_row(1, pair, {"clips": [[0, 6], [6, 12]], "captions": ["one", "two"]}, "v0")
+    pair = {"video": "good.mp4", "instruction": "Describe.", "chosen": "a", "rejected": "b", "kind": "drop", "r": 2,
+            "order": [5, 0]}
+    row = views.pair_row(1, pair, {"clips": [[0, 6], [6, 12]], "captions": ["one", "two"]}, "v0")
     assert "clip order: 6 1 (the captions file has 2 clips for this video)" in row
-    assert "clip order: 6 1 (no thumbnails)" in captions.pair_row(1, pair, None, None)
+    assert "clip order: 6 1 (no thumbnails)" in views.pair_row(1, pair, None, None)
 
 
 # ---- command line ----------------------------------------------------------------------------------------------
@@ -425,7 +375,7 @@ def test_view_row_when_the_order_does_not_fit_the_captions():
 
 def test_empty_selection_and_malformed_lines_exit_nonzero(tmp_path, capsys):
     path = tmp_path / "videos.jsonl"
-    vlm.write_jsonl(path, [{"path": "a.mp4", "status": "rejected"}, {"path": "b.mp4", "status": "error"}])
+    datafiles.write_jsonl(path, [{"path": "a.mp4", "status": "rejected"}, {"path": "b.mp4", "status": "error"}])
     assert temple.main(["captions", "--videos", str(path), "--model", "tiny"]) == 1
     assert "no video with status 'kept'" in capsys.readouterr().err
     path.write_text('{"path": "a.mp4", "status": "kept"}\n{"path": broken\n')
@@ -445,16 +395,16 @@ def test_cli_under_two_ranks(dataset, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (1, 0)]
     results = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), results
-    records = vlm.read_jsonl(out)
+    records = datafiles.read_jsonl(out)
     assert len(records) == len(captions.kept_videos(dataset)) and "videos captioned" in results[1][0]
 
 
 def test_nothing_captioned_is_an_error_but_the_reasons_are_written(tiny, dataset, captioned, tmp_path):
     path = tmp_path / "videos.jsonl"
-    vlm.write_jsonl(path, [{"path": "x.mp4", "clips": "x", "status": "kept"}])
+    datafiles.write_jsonl(path, [{"path": "x.mp4", "clips": "x", "status": "kept"}])
     out = tmp_path / "captions.jsonl"
     records = captions.caption_videos(tiny, captions.kept_videos(str(path)), str(out), max_new_tokens=4, **SMALL)
-    assert [r["status"] for r in vlm.read_jsonl(out)] == ["error"]
+    assert [r["status"] for r in datafiles.read_jsonl(out)] == ["error"]
     with pytest.raises(ValueError, match=re.escape(f"{path}: nothing could be captioned, 1 of 1 videos are errors")):
         captions.caption_summary(str(path), str(out), records)
     assert temple.main(["captions", "--videos", str(path), "--model", "tiny"]) == 1  # the command exits non-zero
@@ -468,8 +418,8 @@ def test_view_wraps_a_long_unbroken_answer(tmp_path):
     """One 3000-character word must not push the rejected column off the page: fixed columns, wrap anywhere."""
     pairs = [{"video": "a.mp4", "instruction": "Describe.", "chosen": "fine", "rejected": "x" * 3000,
               "kind": "drop", "r": 16, "order": [0]}]
-    vlm.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
-    captions.view(str(tmp_path / "pairs_r16.jsonl"), str(tmp_path / "p.html"))
+    datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
+    views.pair_page(str(tmp_path / "pairs_r16.jsonl"), str(tmp_path / "p.html"))
     page = (tmp_path / "p.html").read_text()
     style = page[page.index("<style>"):page.index("</style>")]
     assert "table-layout: fixed" in style and "overflow-wrap: anywhere" in style and "x" * 3000 in page

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+import datafiles
 import shots
 import temple
 import train
@@ -22,7 +23,7 @@ def demo(tmp_path_factory):
 
 
 def test_demo_videos_pass_the_selection_rules(demo):
-    records = vlm.read_jsonl(demo / "data" / "videos.jsonl")
+    records = datafiles.read_jsonl(demo / "data" / "videos.jsonl")
     kept = [r for r in records if r["status"] == "kept"]
     assert len(kept) == 6 and all(len(r["clips"]) == 5 for r in kept)
     [rejected] = [r for r in records if r["status"] == "rejected"]
@@ -34,7 +35,7 @@ def test_demo_videos_pass_the_selection_rules(demo):
 
 def test_demo_makes_pairs_for_every_r_and_a_page_for_each(demo):
     for r in (16, 8, 4, 2):
-        pairs = vlm.read_jsonl(demo / "data" / f"pairs_r{r}.jsonl")
+        pairs = datafiles.read_jsonl(demo / "data" / f"pairs_r{r}.jsonl")
         assert pairs and {p["r"] for p in pairs} == {r}
         assert (demo / "data" / f"pairs_r{r}.html").read_text().count('<tr class="pair">') == len(pairs)
 
@@ -45,7 +46,7 @@ def test_demo_trains_every_stage_and_chains_them(demo):
     assert train.read_run_config(runs / "dpo_r2")["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4"]
     assert train.read_run_config(runs / "sft")["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2"]
     for name in STAGES:
-        assert len(vlm.read_jsonl(runs / name / "metrics.jsonl")) == 1  # --steps 1
+        assert len(datafiles.read_jsonl(runs / name / "metrics.jsonl")) == 1  # --steps 1
 
 
 def test_demo_evaluates_and_plots(demo):

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+import datafiles
 import dpo
 import lora
 import temple
@@ -68,8 +69,8 @@ def data_dir(tmp_path_factory):
     videos = [write_video(root / f"v{i}.mp4", scene_frames(4, 5, seed=i), fps=5) for i in range(2)]
     pairs = [{"video": videos[i % 2], "instruction": "Describe the video.", "chosen": c, "rejected": r,
               "kind": "shuffle", "r": 16, "order": [1, 0]} for i, (c, r) in enumerate(ANSWERS)]
-    vlm.write_jsonl(root / "pairs_r16.jsonl", pairs)
-    vlm.write_jsonl(root / "pairs_r8.jsonl", pairs[::-1])
+    datafiles.write_jsonl(root / "pairs_r16.jsonl", pairs)
+    datafiles.write_jsonl(root / "pairs_r8.jsonl", pairs[::-1])
     return root
 
 
@@ -86,63 +87,11 @@ def stage_args(data_dir, runs, r=16, **overrides):
     return args
 
 
-def test_load_pairs_reads_ours_and_swift_and_counts_missing_videos(data_dir, tmp_path):
-    ours, missing = dpo.load_pairs(str(data_dir / "pairs_r16.jsonl"))
-    assert len(ours) == 4 and missing == 0
-    swift = [{"messages": [{"role": "user", "content": "<video>" + p["instruction"]},
-                           {"role": "assistant", "content": p["chosen"]}],
-              "rejected_response": p["rejected"], "videos": [os.path.basename(p["video"])]} for p in ours]
-    swift.append({**swift[0], "videos": ["gone.mp4"]})
-    (tmp_path / "swift.json").write_text(json.dumps(swift))
-    loaded, missing = dpo.load_pairs(str(tmp_path / "swift.json"), video_root=str(data_dir))
-    assert missing == 1
-    assert [(p["instruction"], p["chosen"], p["rejected"]) for p in loaded] == \
-        [(p["instruction"], p["chosen"], p["rejected"]) for p in ours]
-
-
-def test_load_pairs_errors_name_the_file_and_record(tmp_path):
-    (tmp_path / "bad.jsonl").write_text('{"video": "a.mp4", "instruction": "x", "chosen": "y"}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing or non-text field\(s\) rejected"):
-        dpo.load_pairs(str(tmp_path / "bad.jsonl"))
-    (tmp_path / "broken.jsonl").write_text('{"video": \n')
-    with pytest.raises(ValueError, match=r"broken.jsonl:1: invalid JSON"):
-        dpo.load_pairs(str(tmp_path / "broken.jsonl"))
-    with pytest.raises(FileNotFoundError, match="nothing.jsonl: no such file"):
-        dpo.load_pairs(str(tmp_path / "nothing.jsonl"))
-    swift = {"messages": [{"role": "user", "content": "<video>Describe."}, {"role": "assistant", "content": "a"}],
-             "rejected_response": "b", "videos": ["v.mp4"]}
-    for change, problem in [({"videos": [5]}, r"non-text field\(s\) video"), ({"rejected_response": 7}, "rejected"),
-                            ({"messages": [{"role": "user", "content": 3}]}, "an ms-swift record needs"),
-                            ({"messages": "hi"}, "an ms-swift record needs")]:
-        vlm.write_jsonl(tmp_path / "swift.jsonl", [swift, {**swift, **change}])
-        with pytest.raises(ValueError, match=rf"swift.jsonl:2: .*{problem}"):
-            dpo.load_pairs(str(tmp_path / "swift.jsonl"))
-
-
-
-def test_load_pairs_skip_bad_reports_malformed_records_instead_of_raising(data_dir, tmp_path):
-    good = (data_dir / "pairs_r16.jsonl").read_text().splitlines()
-    records = [good[0], '{"video": "a.mp4", "instruction": "x", "chosen": "y"}', "", good[1], '{"messages": []}',
-               '{"video": ']
-    (tmp_path / "mixed.jsonl").write_text("\n".join(records) + "\n")
-    pairs, missing, bad = dpo.load_pairs(str(tmp_path / "mixed.jsonl"), skip_bad=True)
-    assert len(pairs) == 2 and missing == 0
-    where = str(tmp_path / "mixed.jsonl")
-    assert sorted(bad) == [(f"{where}:2", "missing or non-text field(s) rejected"),
-                           (f"{where}:5", "an ms-swift record needs messages (user + assistant), rejected_response "
-                                          "and videos"),
-                           (f"{where}:6", "invalid JSON (Expecting value)")]
-    (tmp_path / "list.json").write_text('[1, "two"]')
-    assert dpo.load_pairs(str(tmp_path / "list.json"), skip_bad=True)[2][1][1] == "expected a JSON object, got str"
-    with pytest.raises(ValueError, match=r"list.json: record 1: expected a JSON object, got int"):
-        dpo.load_pairs(str(tmp_path / "list.json"))
-
-
 # ---- the step ---------------------------------------------------------------------------------------------------
 
 
 def encoded_pairs(model, data_dir, count=2):
-    pairs, _ = dpo.load_pairs(str(data_dir / "pairs_r16.jsonl"))
+    pairs, _ = datafiles.read_pairs(str(data_dir / "pairs_r16.jsonl"))
     video = {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}
     return [{"rows": dpo.encode_pair(model, p, video, 4096), "video": p["video"]} for p in pairs[:count]]
 
@@ -295,7 +244,7 @@ def test_precomputed_reference_gives_the_same_training(data_dir, tmp_path):
 
 
 def test_reference_cache_follows_the_pairs_in_use(data_dir):
-    pairs, _ = dpo.load_pairs(str(data_dir / "pairs_r16.jsonl"))
+    pairs, _ = datafiles.read_pairs(str(data_dir / "pairs_r16.jsonl"))
     meta = {"base_model": "tiny", "model_seed": 0, "start": None, "video": {}, "max_length": 100}
     path = str(data_dir / "pairs_r16.jsonl")
     start = {"run": "../dpo_r16", "stages": ["dpo_r16"], "adapter_sha256": "ab"}
@@ -311,9 +260,9 @@ def test_reference_cache_follows_the_pairs_in_use(data_dir):
 
 def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, capfd):
     (tmp_path / "broken.mp4").write_text("not a video")
-    pairs = vlm.read_jsonl(data_dir / "pairs_r16.jsonl")
+    pairs = datafiles.read_jsonl(data_dir / "pairs_r16.jsonl")
     pairs.insert(1, {**pairs[0], "video": str(tmp_path / "broken.mp4")})
-    vlm.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
+    datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
     for precompute_ref in (False, True):
         run = dpo.run_stage(stage_args(tmp_path, tmp_path / f"runs_{precompute_ref}", global_batch=1,
                                        precompute_ref=precompute_ref))
@@ -485,7 +434,7 @@ def test_bad_input_messages(data_dir, tmp_path):
     with pytest.raises(ValueError, match="pairs_r16.jsonl: no usable pairs"):
         dpo.run_stage(stage_args(tmp_path, tmp_path / "runs"))
     gone = [{"video": str(tmp_path / "gone.mp4"), "instruction": "x", "chosen": "a", "rejected": "b"}]
-    vlm.write_jsonl(tmp_path / "pairs_r16.jsonl", gone)
+    datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", gone)
     with pytest.raises(ValueError, match=r"no usable pairs \(1 with a missing video\)"):
         dpo.run_stage(stage_args(tmp_path, tmp_path / "runs"))
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))

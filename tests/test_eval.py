@@ -10,10 +10,12 @@ import sys
 import pytest
 import torch
 
+import datafiles
 import dpo
 import temple
 import train
 import vlm
+import views
 from media import scene_frames, write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +91,7 @@ def test_scoring_picks_the_option_the_model_was_taught(videos, tmp_path, monkeyp
     letter = "ABCD"[target]
     records = [mcq_record(videos[0], OPTIONS[target], category="taught"), mcq_record(videos[0], letter, category="taught"),
                mcq_record(videos[0], (target + 1) % 4, category="other")]
-    vlm.write_jsonl(tmp_path / "mcq.jsonl", records)
+    datafiles.write_jsonl(tmp_path / "mcq.jsonl", records)
     monkeypatch.setattr(temple, "load_eval_model", lambda args: (model, False))
     report = run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"))
     [part] = report["mcq"]
@@ -102,7 +104,7 @@ def test_scoring_picks_the_option_the_model_was_taught(videos, tmp_path, monkeyp
 
 def test_normalize_picks_by_mean_log_prob(videos, tmp_path):
     record = mcq_record(videos[0], 0)
-    vlm.write_jsonl(tmp_path / "mcq.jsonl", [record])
+    datafiles.write_jsonl(tmp_path / "mcq.jsonl", [record])
     for flag, rule in [([], "sum"), (["--normalize"], "mean")]:
         report = run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"), "--out", str(tmp_path / "r.json"),
                           *flag)
@@ -137,7 +139,7 @@ def test_bad_items_are_skipped_and_counted_with_file_and_line(videos, tmp_path, 
 
 
 def test_nothing_evaluable_is_an_error_with_exit_1(tmp_path):
-    vlm.write_jsonl(tmp_path / "mcq.jsonl", [mcq_record(str(tmp_path / "gone.mp4"), "rain")])
+    datafiles.write_jsonl(tmp_path / "mcq.jsonl", [mcq_record(str(tmp_path / "gone.mp4"), "rain")])
     with pytest.raises(ValueError, match="nothing could be evaluated"):
         run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"))
     assert json.load(open(tmp_path / "mcq.eval.json"))["mcq"][0]["skipped"] == 1  # the report says why
@@ -156,7 +158,7 @@ SHORT, TAIL = "the person walks in", " and then the scene is dark and the video 
 
 def write_pairs(path, videos, pairs):
     """pairs: (chosen, rejected, kind, r) tuples."""
-    vlm.write_jsonl(path, [{"video": videos[i % len(videos)], "instruction": "Describe the video.", "chosen": c,
+    datafiles.write_jsonl(path, [{"video": videos[i % len(videos)], "instruction": "Describe the video.", "chosen": c,
                             "rejected": r, "kind": kind, "r": rr} for i, (c, r, kind, rr) in enumerate(pairs)])
 
 
@@ -179,9 +181,9 @@ def test_base_model_preference_is_the_raw_log_prob(videos, tmp_path):
 
 def test_a_bad_pair_record_is_skipped_and_counted(videos, tmp_path, capsys):
     write_pairs(tmp_path / "pairs.jsonl", videos, [(SHORT, SHORT + TAIL, "drop", 16)] * 2)
-    records = vlm.read_jsonl(tmp_path / "pairs.jsonl")
+    records = datafiles.read_jsonl(tmp_path / "pairs.jsonl")
     del records[1]["rejected"]
-    vlm.write_jsonl(tmp_path / "pairs.jsonl", records)
+    datafiles.write_jsonl(tmp_path / "pairs.jsonl", records)
     with open(tmp_path / "pairs.jsonl", "a") as f:
         f.write('{"video": \n')  # an interrupted write
     [part] = run_eval("--model", "tiny", "--pairs", str(tmp_path / "pairs.jsonl"))["pairs"]
@@ -236,7 +238,7 @@ def test_unfinished_run_is_refused(tmp_path):
 
 def write_metrics(run_dir, records):
     os.makedirs(run_dir, exist_ok=True)
-    vlm.write_jsonl(os.path.join(run_dir, "metrics.jsonl"), records)
+    datafiles.write_jsonl(os.path.join(run_dir, "metrics.jsonl"), records)
     return str(run_dir)
 
 
@@ -254,27 +256,27 @@ def test_plot_writes_a_png_with_every_run(tmp_path, capsys):
     image = Image.open(out).convert("RGB")
     assert image.width == 600
     colours = {colour for _, colour in image.getcolors(maxcolors=1 << 20)}
-    for hex_colour in train.PLOT_COLOURS[:2]:  # both runs drew something
+    for hex_colour in views.PLOT_COLOURS[:2]:  # both runs drew something
         assert tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)) in colours
     assert "dpo_r16 4, sft 3" in capsys.readouterr().out
-    curves = train.read_curves([dpo_run, sft_run])
+    curves = views.read_curves([dpo_run, sft_run])
     assert [r["x"] for r in curves[1][1]] == [5, 6, 7]  # the second run continues after the first
 
 
 def test_plot_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl: no such file"):
-        train.read_curves([str(tmp_path)])
+        views.read_curves([str(tmp_path)])
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": \n')
     with pytest.raises(ValueError, match=r"metrics.jsonl:2: invalid JSON"):
-        train.read_curves([str(tmp_path)])
+        views.read_curves([str(tmp_path)])
     (tmp_path / "metrics.jsonl").write_text("")
     with pytest.raises(ValueError, match="no metrics yet"):
-        train.read_curves([str(tmp_path)])
+        views.read_curves([str(tmp_path)])
 
 
 def test_nice_axis_ranges():
-    assert train.nice_range(0.03, 0.97) == pytest.approx((0.0, 1.0, 0.2))
-    assert train.nice_range(0, 17) == (0, 20, 5)
-    low, high, step = train.nice_range(0.5, 0.5)  # a flat line still gets an axis
+    assert views.nice_range(0.03, 0.97) == pytest.approx((0.0, 1.0, 0.2))
+    assert views.nice_range(0, 17) == (0, 20, 5)
+    low, high, step = views.nice_range(0.5, 0.5)  # a flat line still gets an axis
     assert low < 0.5 < high and step > 0
-    assert train.tick_values(0.0, 1.0, 0.2) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert views.tick_values(0.0, 1.0, 0.2) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]

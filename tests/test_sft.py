@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+import datafiles
 import dpo
 import lora
 import sft
@@ -31,7 +32,7 @@ def data(tmp_path_factory):
     swift = [{"messages": [{"role": "user", "content": "Describe <video> in detail."},
                            {"role": "assistant", "content": "the video ends"}], "videos": ["a.mp4"]}]
     (root / "llava.json").write_text(json.dumps(llava))
-    vlm.write_jsonl(root / "swift.jsonl", swift)
+    datafiles.write_jsonl(root / "swift.jsonl", swift)
     return root
 
 
@@ -86,7 +87,7 @@ def test_sft_trains_lora_on_vision_and_language_and_lowers_the_loss(data, tmp_pa
 
 def test_sft_starts_from_a_dpo_run(data, tmp_path):
     pairs = [{"video": str(data / "a.mp4"), "instruction": "Describe.", "chosen": "a person", "rejected": "the end"}]
-    vlm.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
+    datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
     parser = argparse.ArgumentParser()
     temple.add_dpo_options(parser)
     dpo_args = parser.parse_args(["--model", "tiny", "--runs", str(tmp_path), "--data-dir", str(tmp_path),
@@ -115,7 +116,7 @@ def test_bad_records_name_the_file_and_record(tmp_path):
                             ({"video": 5, "conversations": turns}, "the video must be a path"),
                             ({"video": "a.mp4", "conversations": turns[1:]}, "a video but no user turn"),
                             ({"messages": [turns[0]]}, "a turn needs a role")]:
-        vlm.write_jsonl(tmp_path / "typed.jsonl", [{"conversations": turns}, record])
+        datafiles.write_jsonl(tmp_path / "typed.jsonl", [{"conversations": turns}, record])
         with pytest.raises(ValueError, match=rf"typed.jsonl:2: {problem}"):
             sft.load_conversations(str(tmp_path / "typed.jsonl"))
     gone = [{"video": "gone.mp4", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]

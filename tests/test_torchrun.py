@@ -21,6 +21,7 @@ import pytest
 import torch
 from torch.distributed.run import get_args_parser
 
+import datafiles
 import temple
 import vlm
 from media import scene_frames, write_video
@@ -106,7 +107,7 @@ def pairs_dir(tmp_path_factory):
     pairs = [{"video": videos[i % 2], "instruction": "Describe the video.", "chosen": c, "rejected": r,
               "kind": "shuffle", "r": 16, "order": [1, 0]} for i, (c, r) in enumerate(answers)]
     for r in (16, 8, 4, 2):
-        vlm.write_jsonl(root / f"pairs_r{r}.jsonl", pairs)
+        datafiles.write_jsonl(root / f"pairs_r{r}.jsonl", pairs)
     return root
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import datafiles
 import vlm
 from media import scene_frames, write_audio_only, write_video
 
@@ -465,46 +466,3 @@ def test_describe_bad_input_is_one_clear_line(args, message, tmp_path, clip_file
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-
-
-# ---- plain files ------------------------------------------------------------------------------------------------
-
-
-def test_read_jsonl_names_file_and_line(tmp_path):
-    path = tmp_path / "records.jsonl"
-    vlm.write_jsonl(path, [{"a": 1}, {"b": "é"}])
-    assert vlm.read_jsonl(path) == [{"a": 1}, {"b": "é"}]
-    path.write_text('{"a": 1}\n\n{"b": oops}\n')
-    with pytest.raises(ValueError, match=rf"{path}:3: invalid JSON"):
-        vlm.read_jsonl(path)
-    path.write_text('{"a": 1}\n[1, 2]\n')
-    with pytest.raises(ValueError, match=rf"{path}:2: expected a JSON object"):
-        vlm.read_jsonl(path)
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        vlm.read_jsonl(tmp_path / "missing.jsonl")
-
-
-def test_numbered_jsonl_can_set_bad_lines_aside(tmp_path):
-    path = tmp_path / "records.jsonl"
-    path.write_text('{"a": 1}\n\n[1]\n{"b": oops}\n{"c": 3}\n')
-    bad = []
-    assert vlm.numbered_jsonl(path, bad) == [(f"{path}:1", {"a": 1}), (f"{path}:5", {"c": 3})]
-    assert bad == [(f"{path}:3", "expected a JSON object, got list"), (f"{path}:4", "invalid JSON (Expecting value)")]
-    with pytest.raises(ValueError, match=rf"{path}:3: expected a JSON object, got list"):
-        vlm.numbered_jsonl(path)
-
-
-def test_read_records_takes_a_json_list_or_json_lines(tmp_path):
-    lines, listing = tmp_path / "records.jsonl", tmp_path / "records.json"
-    vlm.write_jsonl(lines, [{"a": 1}, {"b": 2}])
-    listing.write_text('[{"a": 1}, {"b": 2}]')
-    assert vlm.read_records(lines) == [(f"{lines}:1", {"a": 1}), (f"{lines}:2", {"b": 2})]
-    assert vlm.read_records(listing) == [(f"{listing}: record 1", {"a": 1}), (f"{listing}: record 2", {"b": 2})]
-    listing.write_text('{"a": 1}')
-    with pytest.raises(ValueError, match=rf"{listing}: expected a JSON list of pairs"):
-        vlm.read_records(listing, "pairs")
-    listing.write_text('[{"a": 1},\n oops]')
-    with pytest.raises(ValueError, match=rf"{listing}:2: invalid JSON"):
-        vlm.read_records(listing)
-    with pytest.raises(FileNotFoundError, match="missing.json: no such file"):
-        vlm.read_records(tmp_path / "missing.json")

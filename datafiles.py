@@ -1,0 +1,207 @@
+"""datafiles.py - the plain files that flow between the stages: JSON lines in and out, and the preference-pairs format.
+
+Every stage reads and writes records a person can open (docs/method.md, "The data flow"): videos.jsonl, captions.jsonl,
+descriptions.jsonl, pairs_r{r}.jsonl, metrics.jsonl. This module reads them so that a bad line is one error naming
+the file and the line (or, for jobs that count bad items and carry on, is set aside with its reason), and writes them
+atomically: a reader never sees half a file.
+
+Pairs come in two formats, told apart per record:
+    ours      {"video", "instruction", "chosen", "rejected", "kind", "r", "order"}          (temple.py pairs)
+    ms-swift  {"messages": [user "<video>...", assistant chosen], "rejected_response", "videos": [path]}
+              (the released run's training data; `temple.py export` writes it)
+
+No torch here: `temple.py view` and `export` start fast.
+
+    datafiles.read_jsonl("data/videos.jsonl")
+    pairs, skipped = datafiles.read_pairs("data/pairs_r16.jsonl", video_root=None, skip_bad=False)
+"""
+
+import json
+import os
+import tempfile
+
+# ----------------------------------------------------------------------------------------------------------------
+# JSON lines (ours) and JSON lists (LLaVA, ms-swift)
+
+
+def read_jsonl(path):
+    """All records of a JSON-lines file; blank lines are skipped; a bad line is an error naming file and line."""
+    return [record for _, record in numbered_jsonl(path)]
+
+
+def numbered_jsonl(path, bad=None):
+    """[(where, record)] of a JSON-lines file, where = "FILE:LINE" for messages about the record. A line that is not
+    a JSON object is an error naming file and line; given a list `bad`, it is skipped and noted there as
+    (where, reason) instead, for jobs that count bad items and carry on."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+            except ValueError as e:  # json.JSONDecodeError is a ValueError
+                reason = f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e)
+                if bad is None:
+                    raise ValueError(f"{where}: {reason}") from None
+                bad.append((where, reason))
+                continue
+            records.append((where, record))
+    return records
+
+
+def read_records(path, what="records", bad=None):
+    """[(where, record)] of a JSON file holding a list (LLaVA, ms-swift; where = "FILE: record N") or of a
+    JSON-lines file (ours; where = "FILE:LINE", `bad` as in numbered_jsonl), told apart by the ending."""
+    if not os.fspath(path).endswith(".json"):
+        return numbered_jsonl(path, bad)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        try:
+            records = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of {what}")
+    return [(f"{path}: record {number}", record) for number, record in enumerate(records, 1)]
+
+
+def write_atomic(path, text):
+    """Write `text` to a temporary file beside `path`, then rename: readers never see a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, encoding="utf-8", suffix=".tmp") as f:
+        f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)  # a temp file is private (0600); give it the mode a plain open() would
+    os.replace(f.name, path)
+
+
+def write_jsonl(path, records):
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# videos.jsonl (select): the clips and keyframes of a video
+
+
+def clips_and_keyframes(record):
+    """(clips, keyframes) of a videos.jsonl record, checked: one [k1, k2] pair of frame indices per clip."""
+    clips, keyframes = record.get("clips"), record.get("keyframes")
+    if isinstance(clips, list) and clips and isinstance(clips[0], dict):  # clips given as dicts
+        keyframes = keyframes or [c.get("keyframes") for c in clips]
+        clips = [[c.get("start"), c.get("end")] for c in clips]
+    if not isinstance(clips, list) or not clips:
+        raise ValueError("malformed record: no clips")
+    if not isinstance(keyframes, list) or len(keyframes) != len(clips):
+        raise ValueError(f"malformed record: {len(clips)} clips but keyframes for "
+                         f"{len(keyframes) if isinstance(keyframes, list) else 0}")
+    for pair in keyframes:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(k, int) and k >= 0 for k in pair)):
+            raise ValueError(f"malformed record: keyframes {pair!r} is not two frame indices")
+    return clips, keyframes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preference pairs: ours or ms-swift's, in; ms-swift's, out
+
+
+def read_pairs(path, video_root=None, skip_bad=False, need_video=True):
+    """(pairs, skipped) of a pairs file. Each pair is {video, instruction, chosen, rejected, kind, r, order}, its
+    video path joined to `video_root` (an absolute path stays as it is); `skipped` lists (where, reason) for every
+    record left out.
+
+    A malformed record is an error naming its file and line (or record of a JSON list): training stops before it
+    starts on bad data. With skip_bad (eval, on pairs from elsewhere) it is left out instead. A pair whose video file
+    is missing is left out and listed unless need_video is False (view and export show and convert the records)."""
+    pairs, skipped = [], []
+    for where, record in read_records(path, "pairs", skipped if skip_bad else None):
+        try:
+            pair = pair_from_record(record)
+        except ValueError as e:
+            if not skip_bad:
+                raise ValueError(f"{where}: {e}") from None
+            skipped.append((where, str(e)))
+            continue
+        pair["video"] = os.path.join(video_root or "", pair["video"])
+        if need_video and not os.path.exists(pair["video"]):
+            skipped.append((where, f"video missing: {pair['video']}"))
+            continue
+        pairs.append(pair)
+    return pairs, skipped
+
+
+def pair_from_record(record):
+    """Our pair or an ms-swift record as our pair; ValueError says what is wrong with it."""
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    if "messages" in record:  # ms-swift
+        try:
+            user = next(m["content"] for m in record["messages"] if m["role"] == "user")
+            chosen = next(m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant")
+            record = {"video": record["videos"][0], "instruction": user.replace("<video>", "", 1).strip(),
+                      "chosen": chosen, "rejected": record["rejected_response"], "kind": record.get("kind", ""),
+                      "r": record.get("r", 0)}
+        except (KeyError, IndexError, StopIteration, TypeError, AttributeError):
+            raise ValueError("an ms-swift record needs messages (user + assistant), rejected_response and "
+                             "videos") from None
+    missing = [k for k in PAIR_TEXTS if not isinstance(record.get(k), str)]
+    if missing:
+        raise ValueError(f"missing or non-text field(s) {', '.join(missing)}")
+    order = record.get("order")
+    if order is not None and not (isinstance(order, list) and all(is_clip_index(i) for i in order)):
+        raise ValueError(f"'order' must be a list of clip indices (0, 1, ...), got {brief_json(order)}")
+    return {k: record[k] for k in PAIR_TEXTS} | {"kind": record.get("kind", ""), "r": record.get("r", 0),
+                                                 "order": order}
+
+
+PAIR_TEXTS = ("video", "instruction", "chosen", "rejected")
+
+
+def is_clip_index(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0  # JSON true is no clip 1
+
+
+def brief_json(value, limit=60):
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def swift_records(pairs):
+    """Our pairs as ms-swift DPO records (kind, r and order have no place there and are left out). read_pairs reads
+    them back, so pairs made here or by the released code train alike."""
+    return [{"messages": [{"role": "user", "content": "<video>" + p["instruction"]},
+                          {"role": "assistant", "content": p["chosen"]}],
+             "rejected_response": p["rejected"], "videos": [p["video"]]} for p in pairs]
+
+
+def export_pairs(path, out=None, fmt="swift"):
+    """`temple.py export`: a pairs file in ms-swift's RLHF format (a JSON list); returns (out, count)."""
+    if fmt != "swift":
+        raise ValueError(f"unknown export format {fmt!r} (known: swift)")
+    pairs, _ = read_pairs(path, need_video=False)
+    if not pairs:
+        raise ValueError(f"{path}: no pairs to export")
+    out = out or swap_ending(path, ".swift.json")
+    write_atomic(out, json.dumps(swift_records(pairs), ensure_ascii=False, indent=1) + "\n")
+    return out, len(pairs)
+
+
+def stats_path(pairs_file):
+    """pairs_r16.jsonl -> pairs_r16.stats.json: how many candidate pairs each filter dropped (temple.py pairs)."""
+    return swap_ending(pairs_file, ".stats.json")
+
+
+def swap_ending(path, ending):
+    """data/pairs_r16.jsonl -> data/pairs_r16{ending}: the files made from a pairs file sit beside it."""
+    for old in (".jsonl", ".json"):
+        if path.endswith(old):
+            return path[:-len(old)] + ending
+    return path + ending

@@ -1,0 +1,256 @@
+"""views.py - the pictures a person looks at: the HTML page of preference pairs, and the training curves as a PNG.
+
+Neither needs torch (pillow, PyAV, the standard library), so `temple.py view` and `plot` start in a moment.
+
+    python temple.py view data/pairs_r16.jsonl --out pairs.html     # pair_page: read 20-30 pairs per r before training
+    python temple.py plot runs/dpo_r16 runs/dpo_r8 --out curves.png # plot_curves: metrics.jsonl of runs, end to end
+
+The pair page shows, per pair, the keyframe thumbnails of the video's clips in the clean order and in the order the
+perturbation left (drop / shuffle / reverse at difficulty r), then the chosen and the rejected description side by
+side, and the filter counts of the pairs file (pairs_r{r}.stats.json). The curves are loss, rewards/accuracies and
+rewards/margins against step, with the runs of a curriculum drawn one after the other.
+"""
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import random
+
+from PIL import Image, ImageDraw, ImageFont
+
+import datafiles
+import shots
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pair page: one static HTML file (thumbnails inline), to read pairs before training on them
+
+PAGE_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; width: 100%; table-layout: fixed; }
+td, th { border-top: 1px solid #ccc; padding: .6em; vertical-align: top; text-align: left; overflow-wrap: anywhere; }
+th.text { width: 34%; } .pair td.text { white-space: pre-wrap; }
+.chosen { background: #f1f8f1; } .rejected { background: #fbf1f1; }
+.strip { margin: .3em 0; white-space: nowrap; overflow-x: auto; }
+.t { display: inline-block; position: relative; margin-right: 2px; background: #ddd center / cover; }
+.t b { position: absolute; left: 2px; top: 1px; color: #fff; font-size: 11px; text-shadow: 0 0 2px #000; }
+.kind { font-weight: bold; } .note { color: #888; } details { margin-top: .4em; }
+.stats td, .stats th { border: 1px solid #ccc; padding: .2em .6em; }
+"""
+
+
+def thumbnail_css(video, keyframes, height, css_class):
+    """CSS rules with the first keyframe of every clip as an inline JPEG (each clip stored once on the page)."""
+    frames, _ = shots.read_frames(video, [pair[0] for pair in keyframes])
+    width = max(1, round(frames.shape[2] * height / frames.shape[1]))
+    rules = [f".{css_class} {{ width: {width}px; height: {height}px; }}"]
+    for i, frame in enumerate(frames):
+        buffer = io.BytesIO()
+        Image.fromarray(frame).resize((width, height), Image.BILINEAR).save(buffer, "JPEG", quality=70)
+        data = base64.b64encode(buffer.getvalue()).decode()
+        rules.append(f".{css_class}c{i} {{ background-image: url(data:image/jpeg;base64,{data}); }}")
+    return "\n".join(rules)
+
+
+def strip_html(order, css_class, label, captions=None):
+    """A row of thumbnails in `order`, each labelled with its clip number; hovering shows the clip's caption."""
+    titles = [f"clip {i + 1}" + (f": {captions[i]}" if captions else "") for i in order]
+    cells = "".join(f'<span class="t {css_class} {css_class}c{i}" title="{html.escape(title)}"><b>{i + 1}</b></span>'
+                    for i, title in zip(order, titles))
+    return f'<div class="strip"><span class="note">{label}</span><br>{cells}</div>'
+
+
+def pair_row(number, pair, video_info, css_class):
+    """One <tr class="pair">: what was shown (clean vs perturbed clip order), then chosen | rejected."""
+    order = pair.get("order")
+    meta = (f'<b>#{number}</b> <span class="kind">{html.escape(str(pair.get("kind")))}</span> '
+            f'r={html.escape(str(pair.get("r")))}<br><span class="note">{html.escape(pair["video"])}</span><br>'
+            f'<i>{html.escape(pair["instruction"])}</i>')
+    if video_info and css_class:  # css_class: the captions record has checked clips and keyframes
+        n, captions = len(video_info["clips"]), video_info.get("captions")
+        meta += strip_html(range(n), css_class, "clean order", captions)
+        if order is not None and all(i < n for i in order):
+            label = f"{pair.get('kind')} r={pair.get('r')}: {len(order)} of {n} clips"
+            meta += strip_html(order, css_class, label, captions)
+        elif order is not None:  # captions.jsonl was made again since the pairs
+            meta += order_note(order, f"the captions file has {n} clips for this video")
+    elif order is not None:
+        meta += order_note(order, "no thumbnails")
+    if video_info and video_info.get("captions"):
+        items = "".join(f"<li>{html.escape(c)}</li>" for c in video_info["captions"])
+        meta += f"<details><summary>clip captions</summary><ol>{items}</ol></details>"
+    return (f'<tr class="pair"><td>{meta}</td><td class="text chosen">{html.escape(pair["chosen"])}</td>'
+            f'<td class="text rejected">{html.escape(pair["rejected"])}</td></tr>')
+
+
+def order_note(order, why):
+    return f'<div class="note">clip order: {" ".join(str(i + 1) for i in order)} ({why})</div>'
+
+
+def stats_html(stats):
+    if not stats:
+        return '<p class="note">no .stats.json beside the pairs file: filter counts unknown</p>'
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in stats.get("dropped", {}).items())
+    return (f'<p>{stats.get("kept")} of {stats.get("candidates")} candidate pairs kept from {stats.get("videos")} '
+            f'videos (input: {html.escape(str(stats.get("perturb_input")))}).</p>'
+            f'<table class="stats"><tr><th>dropped because</th><th>pairs</th></tr>{rows}</table>')
+
+
+def render_page(title, pairs, numbers, stats, videos, thumbnails):
+    """The whole page; `videos` maps a video path to its captions record, `thumbnails` to (css class, rules)."""
+    css = "\n".join(rules for _, rules in thumbnails.values())
+    rows = "\n".join(pair_row(n, p, videos.get(p["video"]), thumbnails.get(p["video"], (None, ""))[0])
+                     for n, p in zip(numbers, pairs))
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{PAGE_STYLE}\n{css}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{stats_html(stats)}\n"
+            f"<p>{len(pairs)} pairs shown. Look for: a chosen description that follows the clean clip order, a "
+            f"rejected one that visibly suffers from the perturbation, and no pair where both are the same.</p>\n"
+            f'<table><tr><th>pair and its clips</th><th class="text">chosen (clean)</th>'
+            f'<th class="text">rejected (perturbed)</th></tr>\n'
+            f"{rows}\n</table></body></html>\n")
+
+
+def pair_page(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_height=64):
+    """Write the HTML page for (a seeded sample of `limit`) pairs; returns the number of rows."""
+    pairs, _ = datafiles.read_pairs(pairs_file, need_video=False)
+    if not pairs:
+        raise ValueError(f"{pairs_file}: no pairs to show")
+    numbers = list(range(1, len(pairs) + 1))
+    if limit and len(pairs) > limit:
+        numbers = sorted(random.Random(seed).sample(numbers, limit))
+    shown = [pairs[n - 1] for n in numbers]
+    stats = None
+    if os.path.exists(datafiles.stats_path(pairs_file)):
+        with open(datafiles.stats_path(pairs_file), encoding="utf-8") as f:
+            stats = json.load(f)
+    captions_file = captions_file or os.path.join(os.path.dirname(pairs_file), "captions.jsonl")
+    videos = {}
+    if os.path.exists(captions_file):
+        for record in datafiles.read_jsonl(captions_file):
+            videos[record.get("video") or record.get("path")] = record
+    thumbnails = {}
+    for k, video in enumerate(dict.fromkeys(p["video"] for p in shown)):
+        try:
+            keyframes = datafiles.clips_and_keyframes(videos[video])[1]
+            thumbnails[video] = (f"v{k}", thumbnail_css(video, keyframes, thumb_height, f"v{k}"))
+        except (KeyError, *shots.BAD_VIDEO):  # no keyframes known, or the video cannot be read
+            pass
+    datafiles.write_atomic(out, render_page(os.path.basename(pairs_file), shown, numbers, stats, videos, thumbnails))
+    return len(shown)
+
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training curves: metrics.jsonl of one or several runs as a PNG
+
+PLOT_METRICS = ("loss", "rewards/accuracies", "rewards/margins")
+PLOT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+                "#17becf")
+
+
+def read_curves(runs):
+    """[(run name, metric records)]; each record gets "x", its global step: a run continues where the one before it
+    in the list ended, so the stages of a curriculum read as one training."""
+    curves, offset = [], 0
+    for run in runs:
+        path = os.path.join(run, "metrics.jsonl") if os.path.isdir(run) else run
+        records = datafiles.read_jsonl(path)
+        if not records:
+            raise ValueError(f"{path}: no metrics yet (no optimizer step finished)")
+        steps = [r["step"] if isinstance(r.get("step"), (int, float)) else i for i, r in enumerate(records, 1)]
+        curves.append((run_name(run), [{**r, "x": offset + s} for r, s in zip(records, steps)]))
+        offset += max(steps)
+    return curves
+
+
+def run_name(run):
+    path = os.path.normpath(run)
+    return os.path.basename(os.path.dirname(path) if path.endswith(".jsonl") else path)
+
+
+def plot_curves(curves, width, panel_height):
+    """One panel per PLOT_METRICS entry, a legend on top; a run without a metric (SFT: no rewards) is left out of
+    that panel."""
+    font = plot_font(13)
+    legend_height = 30
+    image = Image.new("RGB", (width, legend_height + panel_height * len(PLOT_METRICS) + 20), "white")
+    draw = ImageDraw.Draw(image)
+    x = 70
+    for k, (name, _) in enumerate(curves):  # the legend: a colour swatch and the run's name
+        draw.rectangle((x, 10, x + 14, 22), fill=PLOT_COLOURS[k % len(PLOT_COLOURS)])
+        draw.text((x + 20, 9), name, fill="black", font=font)
+        x += 40 + draw.textlength(name, font=font)
+    x_range = (0, max(r["x"] for _, records in curves for r in records))
+    starts = [records[0]["x"] - 0.5 for _, records in curves[1:]]  # where one run hands over to the next
+    for k, metric in enumerate(PLOT_METRICS):
+        top = legend_height + k * panel_height
+        box = (70, top + 24, width - 20, top + panel_height - 28)
+        draw_panel(draw, box, metric, curves, x_range, starts, font)
+    label = "step (the runs end to end)"
+    draw.text(((width - draw.textlength(label, font=font)) / 2, image.height - 20), label, fill="black", font=font)
+    return image
+
+
+def plot_font(size):
+    try:
+        return ImageFont.load_default(size=size)  # a scalable font when pillow has FreeType
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def draw_panel(draw, box, metric, curves, x_range, starts, font):
+    left, top, right, bottom = box
+    draw.text((left, top - 20), metric, fill="black", font=font)
+    series = [[(r["x"], r[metric]) for r in records
+               if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])] for _, records in curves]
+    points = [p for s in series for p in s]
+    if not points:
+        draw.rectangle(box, outline="#888888")
+        draw.text((left + 10, top + 10), "no data: these runs do not log this metric", fill="#888888", font=font)
+        return
+    y_low, y_high, y_step = nice_range(min(y for _, y in points), max(y for _, y in points))
+    x_low, x_high, x_step = nice_range(*x_range)
+    x_low = max(x_low, 0)
+
+    def to_pixel(x, y):
+        return (left + (x - x_low) / (x_high - x_low) * (right - left),
+                bottom - (y - y_low) / (y_high - y_low) * (bottom - top))
+
+    for y in tick_values(y_low, y_high, y_step):
+        py = to_pixel(x_low, y)[1]
+        draw.line((left, py, right, py), fill="#e6e6e6")
+        label = f"{y:.6g}"
+        draw.text((left - 6 - draw.textlength(label, font=font), py - 7), label, fill="black", font=font)
+    for x in tick_values(x_low, x_high, x_step):
+        px = to_pixel(x, y_low)[0]
+        draw.line((px, bottom, px, bottom + 4), fill="#888888")
+        label = f"{x:.6g}"
+        draw.text((px - draw.textlength(label, font=font) / 2, bottom + 6), label, fill="black", font=font)
+    for x in starts:
+        px = to_pixel(x, y_low)[0]
+        draw.line((px, top, px, bottom), fill="#bbbbbb")
+    draw.rectangle(box, outline="#888888")
+    for k, line in enumerate(series):
+        pixels = [to_pixel(x, y) for x, y in line]
+        colour = PLOT_COLOURS[k % len(PLOT_COLOURS)]
+        if len(pixels) > 1:
+            draw.line(pixels, fill=colour, width=2, joint="curve")
+        for px, py in pixels if len(pixels) <= 40 else []:  # few points: mark each step
+            draw.ellipse((px - 2.5, py - 2.5, px + 2.5, py + 2.5), fill=colour)
+
+
+def nice_range(low, high, ticks=5):
+    """An axis range around [low, high] that starts and ends on a round tick, and the tick step (1, 2 or 5 x 10^k)."""
+    if high - low < 1e-12:  # a flat line: give it some room
+        low, high = low - max(abs(low) * 0.1, 0.5), high + max(abs(high) * 0.1, 0.5)
+    raw = (high - low) / ticks
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    return math.floor(low / step) * step, math.ceil(high / step) * step, step
+
+
+def tick_values(low, high, step):
+    count = round((high - low) / step)
+    return [round(low + i * step, 12) for i in range(count + 1)]
