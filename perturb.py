@@ -24,14 +24,14 @@ repeats a clip or so). Its r keeps the chunk grid of the other kinds; mind the d
 into the curriculum.
 
 Where they coincide: with exactly two chunks (r = 2 and N even, or N = 2) swap, reverse and the only shuffle
-all exchange the two halves. speed and drop both keep ~N / r clips; speed picks them evenly and keeps the ends.
+all exchange the two halves; with more chunks a shuffle may still draw swap's order by chance. speed and drop both
+keep ~N / r clips; speed spaces them evenly and keeps the ends, drop draws them at random.
 
 Never the original list when another result exists: for r >= 2 every kind changes every list of N >= 2 clips
-(speed: N >= 3; with two clips both are endpoints). r = 1 is the released code's magnitude 1, the clean input:
-one chunk, nothing dropped, every clip kept, so every kind returns the list unchanged. A one-clip list is always
-returned unchanged. The pairs stage drops unchanged results as "unperturbed".
-One improvement over the released code: a shuffle never returns the original order when another order exists
-(the released code leaves half of the r=2 shuffles with two chunks unchanged, giving pairs with no perturbation).
+(speed: N >= 3; of two clips both are endpoints). The released code leaves half of its r=2 shuffles with two chunks
+unchanged; here a shuffle redraws the original order. r = 1 is the clean input (the released code files it as
+magnitude 1): one chunk, nothing dropped, every clip kept, so every kind returns the list unchanged, as it does a
+one-clip list. The pairs stage drops unchanged results as "unperturbed".
 
 Standard library only; copy this file anywhere.
 
