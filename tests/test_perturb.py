@@ -1,12 +1,23 @@
-"""perturb.py: the properties of drop / shuffle / reverse (spec.md section 3) for N = 1..40 and every r."""
+"""perturb.py: the properties of the released drop / shuffle / reverse (the official inference/generator_base.py)
+and of our swap / repeat / speed, for N = 1..40 and every r."""
 
+import ast
+import glob
 import itertools
+import os
 import random
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections import Counter
 
 import pytest
 
-from perturb import CURRICULUM, KINDS, chunks, perturb
+import perturb as perturb_module
+from perturb import ALL_KINDS, CURRICULUM, KINDS, NEW_KINDS, chunks, perturb
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SIZES = range(1, 41)
 DIFFICULTIES = sorted(set(CURRICULUM) | {1, 3, 5, 32, 64})
@@ -53,7 +64,7 @@ def test_reverse_reverses_the_chunk_order(n):
         assert order == expected and new == [items[i] for i in order]
 
 
-def test_examples_from_the_spec():
+def test_examples_of_the_released_kinds():
     # r=16 and N < 32: chunk size 1, i.e. a full clip-level reversal; drop keeps one clip.
     assert perturb(range(10), "reverse", 16, random.Random(0))[1] == list(range(9, -1, -1))
     assert len(perturb(range(10), "drop", 16, random.Random(0))[1]) == 1
@@ -76,11 +87,12 @@ def test_shuffle_is_uniform_over_the_other_orders():
 
 
 def test_deterministic_for_a_seeded_rng():
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         a = [perturb(range(20), kind, r, random.Random(7)) for r in CURRICULUM]
         b = [perturb(range(20), kind, r, random.Random(7)) for r in CURRICULUM]
         assert a == b
     assert perturb(range(20), "shuffle", 16, random.Random(1)) != perturb(range(20), "shuffle", 16, random.Random(2))
+    assert perturb(range(20), "repeat", 16, random.Random(1)) != perturb(range(20), "repeat", 16, random.Random(2))
 
 
 def test_curriculum_goes_from_easy_to_hard():
@@ -88,7 +100,156 @@ def test_curriculum_goes_from_easy_to_hard():
 
 
 @pytest.mark.parametrize("kind,r", [("flip", 2), ("none", 2), ("drop", 0), ("drop", -2), ("shuffle", 2.0),
-                                    ("reverse", "4"), ("drop", True), ("shuffle", None)])
+                                    ("reverse", "4"), ("drop", True), ("shuffle", None), ("swap", 0),
+                                    ("repeat", 1.5), ("speed", -1), ("Speed", 2)])
 def test_invalid_kind_or_r_is_a_clear_error(kind, r):
     with pytest.raises(ValueError, match="perturbation|positive integer"):
         perturb(range(8), kind, r, random.Random(0))
+
+
+# ---- swap / repeat / speed (ours, not in the paper or the released code) --------------------------------------------
+
+
+def test_kinds_the_released_three_are_the_default_and_all_six_are_accepted():
+    assert KINDS == ("drop", "shuffle", "reverse")
+    assert NEW_KINDS == ("swap", "repeat", "speed") and ALL_KINDS == KINDS + NEW_KINDS
+    for kind in ALL_KINDS:
+        perturb(range(8), kind, 2, random.Random(0))
+    with pytest.raises(ValueError, match="drop, shuffle, reverse, swap, repeat, speed"):
+        perturb(range(8), "loop", 2, random.Random(0))
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_swap_exchanges_each_pair_of_neighbouring_chunks(n):
+    items = [f"clip {i}" for i in range(n)]
+    for r in DIFFICULTIES:
+        size = max(1, n // r)
+        parts = chunks(n, size)
+        new, order = perturb(items, "swap", r, random.Random(0))
+        assert sorted(order) == list(range(n)) and new == [items[i] for i in order]
+        swapped = []
+        for i in range(0, len(parts), 2):  # each pair second-first; an odd last chunk stays put
+            swapped += parts[i + 1:i + 2] + parts[i:i + 1]
+        assert runs(order, size) == swapped
+        assert all(abs(position - i) <= size for position, i in enumerate(order))  # neighbours only
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_repeat_shows_one_chunk_twice_in_place_of_its_successor(n):
+    items = list(range(100, 100 + n))
+    for r in DIFFICULTIES:
+        parts = chunks(n, max(1, n // r))
+        for seed in range(5):
+            new, order = perturb(items, "repeat", r, random.Random(seed))
+            assert len(order) == n and all(0 <= i < n for i in order) and new == [items[i] for i in order]
+            if len(parts) == 1:
+                assert order == list(range(n))
+                continue
+            missing = sorted(set(range(n)) - set(order))
+            gone = [j for j, part in enumerate(parts) if part == missing]
+            assert len(gone) == 1 and gone[0] >= 1  # exactly one chunk, never the first, is gone ...
+            j = gone[0]
+            replay = parts[j - 1][:len(parts[j])]  # ... and its slot replays its predecessor, cut to its length
+            assert order == list(range(parts[j][0])) + replay + list(range(parts[j][-1] + 1, n))
+            assert sorted(i for i, count in Counter(order).items() if count == 2) == replay
+            assert max(Counter(order).values()) == 2
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_speed_keeps_every_rth_clip_and_both_endpoints(n):
+    items = [str(i) for i in range(n)]
+    for r in DIFFICULTIES:
+        new, order = perturb(items, "speed", r, random.Random(0))
+        assert new == [items[i] for i in order]
+        assert order[0] == 0 and order[-1] == n - 1  # the same endpoints
+        assert order[:-1] == list(range(0, n - 1, r))  # every r-th clip before the last
+        steps = [b - a for a, b in zip(order, order[1:])]
+        assert all(step == r for step in steps[:-1]) and all(1 <= step <= r for step in steps[-1:])
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_no_kind_returns_the_clip_list_unchanged_when_it_can_change_it(kind):
+    """For r >= 2 every kind changes every list of two or more clips (speed: three; two clips are both endpoints).
+    r = 1 is the released code's magnitude 1, the clean input, for every kind."""
+    for n in SIZES:
+        changeable = n >= (3 if kind == "speed" else 2)
+        for r in DIFFICULTIES:
+            for seed in range(5):
+                order = perturb(range(n), kind, r, random.Random(seed))[1]
+                assert (order != list(range(n))) == (changeable and r >= 2), (n, r, seed)
+
+
+def test_every_kind_of_an_empty_list_is_empty():
+    for kind in ALL_KINDS:
+        for r in DIFFICULTIES:
+            assert perturb([], kind, r, random.Random(0)) == ([], [])
+
+
+def test_examples_of_the_new_kinds():
+    def order(kind, r, n=8, seed=0):
+        return perturb(range(n), kind, r, random.Random(seed))[1]
+
+    # swap, N = 8: chunks of 8 // r, each neighbouring pair exchanged
+    assert order("swap", 2) == [4, 5, 6, 7, 0, 1, 2, 3]  # two chunks: the halves, as reverse at r = 2
+    assert order("swap", 4) == [2, 3, 0, 1, 6, 7, 4, 5]
+    assert order("swap", 8) == order("swap", 16) == [1, 0, 3, 2, 5, 4, 7, 6]
+    assert order("swap", 2, n=7) == [3, 4, 5, 0, 1, 2, 6]  # chunks 012 345 6: the odd last chunk stays put
+    assert order("swap", 4, n=16) == [4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11]
+    # repeat, N = 8, r = 4: chunks 01 23 45 67; one of the first three is shown again in place of the next
+    outcomes = {tuple(order("repeat", 4, seed=seed)) for seed in range(50)}
+    assert outcomes == {(0, 1, 0, 1, 4, 5, 6, 7), (0, 1, 2, 3, 2, 3, 6, 7), (0, 1, 2, 3, 4, 5, 4, 5)}
+    assert order("repeat", 2) == [0, 1, 2, 3, 0, 1, 2, 3]  # two chunks: the first half replays
+    # N = 5, r = 2: chunks 01 23 4; the shorter last chunk is replaced by the first clip of 23 only
+    assert {tuple(order("repeat", 2, n=5, seed=seed)) for seed in range(50)} == {(0, 1, 0, 1, 4), (0, 1, 2, 3, 2)}
+    # speed: every r-th clip and the last one
+    assert [order("speed", r) for r in (2, 4, 8, 16)] == [[0, 2, 4, 6, 7], [0, 4, 7], [0, 7], [0, 7]]
+    assert [order("speed", r, n=16) for r in (2, 4, 8, 16)] == [
+        [0, 2, 4, 6, 8, 10, 12, 14, 15], [0, 4, 8, 12, 15], [0, 8, 15], [0, 15]]
+    assert order("speed", 2, n=5) == [0, 2, 4]  # the last clip on the grid: nothing added
+
+
+def test_module_docstring_examples():
+    rng = random.Random(0)
+    assert perturb(["a", "b", "c", "d", "e"], "reverse", 2, rng) == (["e", "c", "d", "a", "b"], [4, 2, 3, 0, 1])
+    assert perturb(["a", "b", "c", "d", "e"], "speed", 2, rng) == (["a", "c", "e"], [0, 2, 4])
+
+
+def test_repeat_draws_the_chunk_uniformly():
+    counts = Counter(tuple(perturb(range(8), "repeat", 4, random.Random(seed))[1]) for seed in range(3000))
+    assert len(counts) == 3 and min(counts.values()) > 900  # 1000 expected each
+
+
+def test_r_sets_the_strength_of_swap_speed_and_repeat():
+    for n in SIZES:
+        rs = sorted(CURRICULUM)  # 2, 4, 8, 16
+
+        def broken(order):  # transitions that are not "the next clip"
+            return sum(b != a + 1 for a, b in zip(order, order[1:]))
+
+        swaps = [broken(perturb(range(n), "swap", r, random.Random(0))[1]) for r in rs]
+        kept = [len(perturb(range(n), "speed", r, random.Random(0))[1]) for r in rs]
+        replaced = [max(n - len(set(perturb(range(n), "repeat", r, random.Random(seed))[1])) for seed in range(20))
+                    for r in rs]  # the longest loop drawn (a shorter last chunk makes a shorter one)
+        assert swaps == sorted(swaps)  # larger r: more order errors, as shuffle and reverse
+        assert kept == sorted(kept, reverse=True)  # larger r: fewer clips, as drop
+        assert replaced == sorted(replaced, reverse=True)  # larger r: a shorter loop, the other way (see perturb.py)
+
+
+# ---- standing alone -------------------------------------------------------------------------------------------------
+
+def test_perturb_py_imports_nothing_from_this_project():
+    source = open(perturb_module.__file__).read()
+    tree = ast.parse(source)
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= sys.stdlib_module_names
+    project = {os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, "*.py"))}
+    with tempfile.TemporaryDirectory() as alone:  # perturb.py by itself, in a directory with nothing else
+        shutil.copy(perturb_module.__file__, alone)
+        script = (f"import sys; sys.path.insert(0, {alone!r}); import random, perturb\n"
+                  f"print(perturb.perturb(range(8), 'swap', 4, random.Random(0))[1],"
+                  f" sorted(set(sys.modules) & {project!r} - {{'perturb'}}))")
+        result = subprocess.run([sys.executable, "-I", "-c", script], cwd=alone, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[2, 3, 0, 1, 6, 7, 4, 5] []"
