@@ -1,51 +1,44 @@
-"""captions.py - TEMPLE's self-generated preference pairs: clip captions, video descriptions, pair filters, viewer.
+"""captions.py - TEMPLE's self-generated preference pairs: clip captions, video descriptions, pair filters.
 
-Implements spec.md section 4 (the released generate_meta_data.py, generate_dpo_data.py and convert_to_swift.py):
+The model makes its own training data (docs/method.md, "Captions, descriptions, pairs"; the released code's
+generate_meta_data.py, generate_dpo_data.py and convert_to_swift.py):
     A. clip captions   the model captions every clip from its two keyframes; clip i >= 2 is shown with clip i-1 as
                        context ("describe, relate, then caption"); the answer's last line is kept and cleaned.
     B. descriptions    the model turns the list of clip captions into one video description (text only, sampled):
-                       the clean list gives "chosen", the list perturbed by drop / shuffle / reverse at difficulty r
-                       (perturb.py, spec section 3) gives "rejected".
-    C. pairs           the released filters (substring, drop must be shorter, 1.5x length ratio, video present),
-                       a caption instruction drawn from six, and the count of every pair dropped and why.
-Also: ms-swift export (the released training data format), and a static HTML page to look at pairs before training.
+                       the clean list gives "chosen", the list perturbed at difficulty r (perturb.py: drop, shuffle,
+                       reverse, and the new swap, repeat, speed) gives "rejected".
+    C. pairs           the released filters (substring, a shortened video must give a shorter answer, 1.5x length
+                       ratio, video present), a caption instruction drawn from six, and the count of every pair
+                       dropped and why.
 
     python temple.py captions --videos data/videos.jsonl --model M         -> data/captions.jsonl
-    python temple.py pairs --captions data/captions.jsonl --r 16 8 4 2 --model M
+    python temple.py pairs --captions data/captions.jsonl -r 16 8 4 2 --model M
                                       -> data/descriptions.jsonl, data/pairs_r{16,8,4,2}.jsonl (+ .stats.json)
-    python temple.py view data/pairs_r16.jsonl --out pairs.html
-    python temple.py export --format swift data/pairs_r16.jsonl              -> data/pairs_r16.swift.json
 
 `pairs --perturb-input frames` perturbs the keyframe sequence itself and lets the model describe it (the paper's
 wording) instead of the caption list (the released code); its files are named descriptions_frames.jsonl and
 pairs_frames_r{r}.jsonl so the two routes can be compared.
 
-Both generation steps are batch jobs: batched across clips and videos, resumable (finished records are appended to
-a part file as they complete and skipped on re-runs), and sharded under torchrun (each rank takes every
-WORLD_SIZE-th video; rank 0 merges). Randomness (perturbation, sampling, instruction) is derived from --seed and the
+Both generation steps are batch jobs (jobs.py): batched across clips and videos, resumable, and sharded under
+torchrun (each rank takes every WORLD_SIZE-th video; rank 0 merges). Randomness (perturbation, sampling, instruction) is derived from --seed and the
 video path, and every description is sampled with its own generator, so a re-run, a resume, another batch size or
 another number of GPUs gives the same data.
 """
 
-import base64
-import glob
 import hashlib
-import html
-import io
 import json
 import os
 import random
 import re
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import datafiles
+import jobs
 import vlm
 from perturb import KINDS, perturb
 
@@ -111,7 +104,6 @@ def kept_videos(path):
     return kept
 
 
-
 def read_keyframes(path, keyframes):
     """A Video of the 2N keyframes, clip after clip."""
     return vlm.read_frames(path, [k for pair in keyframes for k in pair])
@@ -142,114 +134,13 @@ def pair_inputs(path, need_captions=True):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Batch jobs that survive interruptions and run on several GPUs
-
-
-def distributed_env():
-    """(rank, world_size, local_rank) as torchrun sets them; a plain `python` run is rank 0 of 1."""
-    return tuple(int(os.environ.get(name, default)) for name, default in
-                 (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
-
-
-def rank_device(local_rank):
-    return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-
-
-def fingerprint(value):
-    """A short hash of what a record was made from, stored in it as "source": a re-run redoes the records whose
-    input changed (other clips after a new `select`, other captions) instead of reusing them."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+# The same inputs give the same data: randomness derived from --seed, settings stored beside each output
 
 
 def derived_seed(seed, *parts):
     """A 63-bit seed from --seed and e.g. (video, kind, r): the same inputs always give the same randomness."""
     digest = hashlib.sha256(json.dumps([seed, *parts]).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-class Journal:
-    """The output file of a resumable, sharded batch job.
-
-    Each rank appends its finished records to its own part file (OUT.part{rank}of{world}), a line at a time and
-    flushed, so an interruption loses only the batch in flight. A re-run reads the final file and all part files
-    and skips what they hold. Rank 0 waits until every wanted record is there, writes the final file atomically in
-    input order, and removes the part files. Completion is judged from the records themselves, not from marker
-    files, so nothing left behind by a crashed run can make rank 0 merge early. `settings` are stored beside the
-    file: resuming with other settings (another model, seed, ...) is an error instead of a silent mix.
-    """
-
-    def __init__(self, path, key, rank=0, world_size=1, settings=None):
-        self.path, self.key, self.rank, self.world_size = path, key, rank, world_size
-        self.part = f"{path}.part{rank}of{world_size}"
-        self.file = None
-        if settings is not None:
-            check_settings(path, settings)
-
-    def part_paths(self):
-        return sorted(glob.glob(glob.escape(self.path) + ".part*of*"))
-
-    def records(self):
-        final = datafiles.read_jsonl(self.path) if os.path.exists(self.path) else []
-        return final + [r for part in self.part_paths() for r in read_part(part)]
-
-    def done(self):
-        return {self.key(r) for r in self.records()}
-
-    def append(self, record):
-        if self.file is None:
-            drop_torn_line(self.part)
-            self.file = open(self.part, "a", encoding="utf-8")
-        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.file.flush()
-
-    def close(self):
-        if self.file:
-            self.file.close()
-            self.file = None
-
-    def merge(self, wanted, keep=None, poll_seconds=5.0):
-        """Rank 0: wait for the records of all `wanted` keys, write them in that order (then the records of other
-        keys the file held for which keep(record) is true) and return the wanted ones. Other ranks: None."""
-        self.close()
-        if self.rank != 0:
-            return None
-        wanted, waiting = list(dict.fromkeys(wanted)), False
-        while True:
-            by_key = {}
-            for record in self.records():
-                by_key.setdefault(self.key(record), record)
-            missing = [k for k in wanted if k not in by_key]
-            if not missing:
-                break
-            if self.world_size == 1:  # nobody else will write them (e.g. a merge without a run)
-                raise ValueError(f"{self.path}: {len(missing)} records are missing (first: {missing[0]})")
-            if not waiting:
-                print(f"waiting for the other ranks: {len(missing)} records to go", file=sys.stderr)
-                waiting = True
-            time.sleep(poll_seconds)
-        records = [by_key[k] for k in wanted]
-        others = [r for k, r in by_key.items() if k not in set(wanted) and keep and keep(r)]
-        datafiles.write_jsonl(self.path, records + others)
-        for part in self.part_paths():
-            os.remove(part)
-        return records
-
-
-def check_settings(path, settings, out_option="--out"):
-    """A journal's settings are stored beside it (OUT.settings.json); going on with other ones is an error naming
-    the option that picks another output. Called before the model loads, and again by the Journal."""
-    settings_path = re.sub(r"\.jsonl?$", "", path) + ".settings.json"
-    started = os.path.exists(path) or glob.glob(glob.escape(path) + ".part*of*")
-    if os.path.exists(settings_path) and started:
-        with open(settings_path, encoding="utf-8") as f:
-            before = json.load(f)
-        if before != json.loads(json.dumps(settings)):
-            changed = ", ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}"
-                                for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k))
-            raise ValueError(f"{path} was made with other settings ({changed}); give another {out_option}, or "
-                             f"delete it and its .part files to start over")
-    else:
-        datafiles.write_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
 
 
 def caption_settings(model_name, max_new_tokens, pixel_options):
@@ -260,31 +151,6 @@ def description_settings(model_name, route, seed, temperature, top_p, repetition
                          pixel_options):
     return dict(model=model_name, route=route, seed=seed, temperature=temperature, top_p=top_p,
                 repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, **pixel_options)
-
-
-def read_part(path):
-    """Records of a part file; an unfinished last line (a rank still writing, or killed mid-line) is ignored."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    records = []
-    for number, line in enumerate(text.split("\n")[:-1], 1):  # the piece after the last newline is unfinished
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: invalid JSON ({e.msg})") from None
-    return records
-
-
-def drop_torn_line(path):
-    """Cut a half-written last line (from an interrupted run) so new records start on a line of their own."""
-    if not os.path.exists(path):
-        return
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -343,18 +209,18 @@ def open_clips(model, video, pixel_options):
 
 
 def caption_source(video):
-    return fingerprint([video.get("clips"), video.get("keyframes")])
+    return jobs.fingerprint([video.get("clips"), video.get("keyframes")])
 
 
 def caption_key(record):
     return record["video"], record.get("source")
 
 
-def caption_batch(model, jobs, journal, max_new_tokens):
-    samples = [model.encode(clip_prompt(job.clips, job.index)) for job in jobs]
+def caption_batch(model, batch, journal, max_new_tokens):
+    samples = [model.encode(clip_prompt(job.clips, job.index)) for job in batch]
     texts = model.generate(samples, max_new_tokens=max_new_tokens, temperature=0.0,
                            repetition_penalty=CAPTION_REPETITION_PENALTY)
-    for job, text in zip(jobs, texts):
+    for job, text in zip(batch, texts):
         job.record["captions"][job.index] = clean_caption(text)
         if None not in job.record["captions"]:  # the video's last clip: the record is finished
             journal.append(job.record)
@@ -368,7 +234,7 @@ def caption_videos(model, videos, out_path, batch_size=8, max_new_tokens=2048, r
     only when the queue needs more clips, so memory holds about one batch of videos.
     """
     settings = caption_settings(model.name, max_new_tokens, pixel_options)
-    journal = Journal(out_path, key=caption_key, rank=rank, world_size=world_size, settings=settings)
+    journal = jobs.Journal(out_path, key=caption_key, rank=rank, world_size=world_size, settings=settings)
     done = journal.done()  # a video whose clips changed since (a new `select`) is captioned again
     mine = [v for v in videos[rank::world_size] if (v["path"], caption_source(v)) not in done]
     finished = sum(caption_key({"video": v["path"], "source": caption_source(v)}) in done for v in videos)
@@ -376,21 +242,19 @@ def caption_videos(model, videos, out_path, batch_size=8, max_new_tokens=2048, r
         print(f"resuming: {finished} videos already captioned", file=sys.stderr)
     progress = tqdm(total=sum(len(v.get("clips") or []) for v in mine), unit="clip", desc="clip captions",
                     disable=rank != 0)
-    queue = []
-    for video in mine:
-        record, clips = open_clips(model, video, pixel_options)
-        if clips is None:
-            journal.append(record)
-            progress.update(len(video.get("clips") or []))
-            continue
-        queue += [ClipJob(record, clips, i) for i in range(len(clips))]
-        while len(queue) >= batch_size:
-            caption_batch(model, queue[:batch_size], journal, max_new_tokens)
-            progress.update(batch_size)
-            del queue[:batch_size]
-    if queue:
-        caption_batch(model, queue, journal, max_new_tokens)
-        progress.update(len(queue))
+
+    def clip_jobs():  # a video's keyframes are read only when the next batch needs its clips
+        for video in mine:
+            record, clips = open_clips(model, video, pixel_options)
+            if clips is None:  # unreadable: its record says why
+                journal.append(record)
+                progress.update(len(video.get("clips") or []))
+                continue
+            yield [ClipJob(record, clips, i) for i in range(len(clips))]
+
+    for batch in jobs.in_batches(clip_jobs(), batch_size):
+        caption_batch(model, batch, journal, max_new_tokens)
+        progress.update(len(batch))
     progress.close()
     return journal.merge([(v["path"], caption_source(v)) for v in videos])
 
@@ -430,35 +294,6 @@ def description_jobs(video, rs, kinds, seed):
     return jobs
 
 
-class RowSampler:
-    """A logits processor that samples every row with its own torch.Generator and returns a one-hot choice, which
-    greedy decoding then takes. A row's text then depends on its seed alone, not on the batch it was in."""
-
-    def __init__(self, seeds, temperature, top_p, device):
-        self.temperature, self.top_p = temperature, top_p
-        self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
-
-    def __call__(self, input_ids, scores):
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        if self.top_p < 1.0:  # nucleus: the smallest set of tokens whose mass reaches top_p
-            sorted_probs, index = probs.sort(dim=-1, descending=True)
-            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p
-            probs = probs.scatter(-1, index, sorted_probs.masked_fill(outside, 0.0))
-        picks = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
-        return torch.full_like(scores, float("-inf")).scatter(-1, picks[:, None], 0.0)
-
-
-@torch.no_grad()
-def sample_texts(model, samples, seeds, max_new_tokens, temperature=0.7, top_p=1.0, repetition_penalty=1.05):
-    """vlm.VideoLM.generate, with one seed per row (greedy when temperature is 0)."""
-    if temperature <= 0:
-        return model.generate(samples, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
-    from transformers import LogitsProcessorList
-
-    sampler = RowSampler(seeds, temperature, top_p, model.device)  # picks the token; generate itself stays greedy
-    return model.generate(samples, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-                          logits_processor=LogitsProcessorList([sampler]))
-
 
 @dataclass
 class DescriptionJob:
@@ -476,7 +311,7 @@ def description_key(record):
 
 def description_source(video, route):
     """What a video's descriptions are made from: its captions, or for the frames route its keyframes."""
-    return fingerprint(video["captions"] if route == "captions" else [video["clips"], video["keyframes"]])
+    return jobs.fingerprint(video["captions"] if route == "captions" else [video["clips"], video["keyframes"]])
 
 
 def journal_key(record):
@@ -509,12 +344,12 @@ def open_description_jobs(video, rs, kinds, seed, route, done):
             for kind, r, order in todo], []
 
 
-def describe_batch(model, jobs, journal, settings, pixel_options):
-    samples = [model.encode(job.prompt, **pixel_options) for job in jobs]
-    seeds = [derived_seed(settings["seed"], job.video, "sample", job.kind, job.r) for job in jobs]
-    texts = sample_texts(model, samples, seeds, settings["max_new_tokens"], settings["temperature"],
-                         settings["top_p"], settings["repetition_penalty"])
-    for job, text in zip(jobs, texts):
+def describe_batch(model, batch, journal, settings, pixel_options):
+    samples = [model.encode(job.prompt, **pixel_options) for job in batch]
+    seeds = [derived_seed(settings["seed"], job.video, "sample", job.kind, job.r) for job in batch]
+    texts = model.generate(samples, max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
+                           top_p=settings["top_p"], repetition_penalty=settings["repetition_penalty"], seeds=seeds)
+    for job, text in zip(batch, texts):
         journal.append({"video": job.video, "kind": job.kind, "r": job.r, "order": job.order, "source": job.source,
                         "text": strip_reasoning(text)})
 
@@ -526,26 +361,24 @@ def describe_videos(model, videos, out_path, rs, kinds=KINDS, route="captions", 
     made for `--r 16` is reused by a later `--r 8`. Rank 0 returns the merged records (others: None)."""
     settings = description_settings(model.name, route, seed, temperature, top_p, repetition_penalty, max_new_tokens,
                                     pixel_options)
-    journal = Journal(out_path, key=journal_key, rank=rank, world_size=world_size, settings=settings)
+    journal = jobs.Journal(out_path, key=journal_key, rank=rank, world_size=world_size, settings=settings)
     done = journal.done()
     mine = videos[rank::world_size]
     todo_count = sum(1 for v in mine for kind, r, _ in description_jobs(v, rs, kinds, seed)
                      if (v["video"], kind, r, description_source(v, route)) not in done)
     progress = tqdm(total=todo_count, unit="description", desc="descriptions", disable=rank != 0)
-    queue = []
-    for video in mine:
-        jobs, errors = open_description_jobs(video, rs, kinds, seed, route, done)
-        for record in errors:
-            journal.append(record)
-        progress.update(len(errors))
-        queue += jobs
-        while len(queue) >= batch_size:
-            describe_batch(model, queue[:batch_size], journal, settings, pixel_options)
-            progress.update(batch_size)
-            del queue[:batch_size]
-    if queue:
-        describe_batch(model, queue, journal, settings, pixel_options)
-        progress.update(len(queue))
+
+    def video_jobs():  # the frames route reads a video's keyframes only when the next batch needs them
+        for video in mine:
+            todo, errors = open_description_jobs(video, rs, kinds, seed, route, done)
+            for record in errors:  # unreadable keyframes: the records say why
+                journal.append(record)
+            progress.update(len(errors))
+            yield todo
+
+    for batch in jobs.in_batches(video_jobs(), batch_size):
+        describe_batch(model, batch, journal, settings, pixel_options)
+        progress.update(len(batch))
     progress.close()
     wanted = [(v["video"], kind, r, description_source(v, route))
               for v in videos for kind, r, _ in description_jobs(v, rs, kinds, seed)]

@@ -38,8 +38,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import try_to_load_from_cache
+from tqdm import tqdm
 
 import datafiles
+import lora
+import train
+import vlm
 
 # ----------------------------------------------------------------------------------------------------------------
 # The loss (torch only: copy this function on its own)
@@ -83,9 +88,6 @@ def encode_pair(model, pair, video_options, max_length):
     """(chosen Sample, rejected Sample) for one pair, each truncated to max_length tokens (answer end cut). Both rows
     hold the one Prepared video: a batch stores it once and the vision tower encodes it once (policy_and_reference).
     A video that cannot be read raises train.BadItem: training uses another pair in its place."""
-    import train
-    import vlm
-
     try:
         video = vlm.read_video(pair["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
     except vlm.BAD_VIDEO as e:
@@ -136,8 +138,6 @@ def policy_and_reference(model, module, batch, reference=None):
     The vision tower runs once for the whole batch, each pair's video once: its features serve the chosen and the
     rejected row and the reference pass, since a tower without adapters (DPO leaves it frozen) gives the same
     features with LoRA on or off. A tower with adapters (an SFT run being evaluated) is run per pass instead."""
-    import lora
-
     features = None if lora.lora_modules(model.vision_tower) else model.vision_features(batch)
     policy, counts = model.response_logps(batch, model=module, features=features)
     if reference is None:
@@ -169,38 +169,6 @@ def dpo_step(model, module, encoded, settings, reference=None):
 # ----------------------------------------------------------------------------------------------------------------
 # Preference accuracy: the direct measure of what DPO learned (`temple.py eval --pairs`)
 
-PREFERENCE_MEASURES = {
-    "reward_margin": "implicit reward, margin = beta * (r+ - r-), r = log pi - log pi_ref, pi_ref = the run with its "
-                     "adapter switched off (what DPO trained)",
-    "logp_margin": "raw log-prob, margin = logp(chosen) - logp(rejected) (a base or merged model is its own "
-                   "reference: its rewards would all be 0)",
-}
-
-
-def preference_accuracy(model, pairs, video_options, max_length, beta=0.1, use_reference=False, desc="pairs"):
-    """How often the model prefers the chosen answer over the rejected one, over all pairs and per kind and r.
-
-    use_reference (the model carries a run's LoRA adapter): a pair counts when the implicit reward margin
-    beta * (r+ - r-) > 0 against the adapter switched off, what DPO optimised. Without (a base or merged model):
-    when logp(chosen) > logp(rejected). Returns {"measure", "groups", "items", "unreadable"}: the measure in words,
-    accuracy and mean margin per group, one result per scored pair, and (video, reason) per pair not scored.
-    """
-    from tqdm import tqdm
-
-    import vlm
-
-    results, unreadable = [], []
-    for pair in tqdm(pairs, desc=desc, unit="pair"):
-        try:
-            policy, reference = pair_logps(model, pair, video_options, max_length, use_reference)
-        except vlm.BAD_VIDEO as e:
-            unreadable.append((pair["video"], f"unreadable video: {e}"))
-            continue
-        results.append(preference_result(pair, policy, reference, beta))
-    measure = "reward_margin" if use_reference else "logp_margin"
-    groups = {name: preference_stats(rows, measure) for name, rows in preference_groups(results).items()}
-    return {"measure": PREFERENCE_MEASURES[measure], "groups": groups, "items": results, "unreadable": unreadable}
-
 
 def pair_logps(model, pair, video_options, max_length, use_reference):
     """Policy [chosen, rejected] log-probs and, with use_reference, the reference's (LoRA off); no gradient."""
@@ -211,34 +179,6 @@ def pair_logps(model, pair, video_options, max_length, use_reference):
         policy, reference, _ = policy_and_reference(model, None, batch)
         return policy.tolist(), reference.tolist()
 
-
-def preference_result(pair, policy, reference, beta):
-    result = {"video": pair["video"], "kind": pair["kind"], "r": pair["r"], "logps": policy,
-              "logp_margin": policy[0] - policy[1]}
-    if reference is not None:
-        result["ref_logps"] = reference
-        result["reward_margin"] = beta * ((policy[0] - reference[0]) - (policy[1] - reference[1]))
-    return result
-
-
-def preference_groups(results):
-    """"all", then one group per kind and r (larger r first); ms-swift pairs carry neither and are only in "all"."""
-    groups = {"all": results}
-    for result in sorted(results, key=lambda x: (str(x["kind"]), -x["r"] if isinstance(x["r"], int) else 0)):
-        if result["kind"] or result["r"]:
-            groups.setdefault(f"{result['kind']} r={result['r']}", []).append(result)
-    return groups
-
-
-def preference_stats(rows, measure):
-    """Accuracy (margin > 0) and the mean margin of one group; the raw log-prob ones too for comparison."""
-    if not rows:
-        return {"pairs": 0}
-    stats = {"pairs": len(rows), "accuracy": sum(r[measure] > 0 for r in rows) / len(rows),
-             "mean_margin": sum(r[measure] for r in rows) / len(rows)}
-    if measure != "logp_margin":
-        stats["logp_accuracy"] = sum(r["logp_margin"] > 0 for r in rows) / len(rows)
-    return stats
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,13 +200,9 @@ def reference_cache_path(data_path, pairs, meta):
 def precompute_reference(model, encode, num_items, path, d):
     """[[ref chosen, ref rejected], ...] for every pair (None for a pair whose video cannot be read; training
     uses another in its place): each rank scores its share, rank 0 writes the cache."""
-    import train
-    import vlm
-
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    from tqdm import tqdm
     mine = {}
     for index in tqdm(range(d.rank, num_items, d.world), desc="reference log-probs", disable=not d.main):
         try:
@@ -293,8 +229,6 @@ def precompute_reference(model, encode, num_items, path, d):
 
 def stage_init(args):
     """The finished run this stage starts from (None: the base model): --init, else the stage before, r * 2."""
-    import train
-
     init = args.init
     if init is None and args.r < 16:
         init = os.path.join(args.runs, f"dpo_r{args.r * 2}")
@@ -306,10 +240,6 @@ def stage_init(args):
 
 def run_stage(args):
     """`temple.py dpo`: train one curriculum stage; returns the run directory."""
-    import lora
-    import train
-    import vlm
-
     d = train.setup_distributed()
     run_dir = args.out or os.path.join(args.runs, f"dpo_r{args.r}")
     data = args.data or os.path.join(args.data_dir, f"pairs_r{args.r}.jsonl")
@@ -376,8 +306,6 @@ def base_model_file(base_model, name):
     if os.path.isdir(base_model):
         path = os.path.join(base_model, name)
         return path if os.path.isfile(path) else None
-    from huggingface_hub import try_to_load_from_cache
-
     path = try_to_load_from_cache(base_model, name)
     return path if isinstance(path, str) else None
 
@@ -385,9 +313,6 @@ def base_model_file(base_model, name):
 def merge_run(run_dir, out, model_name=None):
     """`temple.py merge`: the base model with the run's whole chain folded in (one float32 sum, rounded once),
     saved as a transformers model directory with the base model's processor and chat-template files beside it."""
-    import train
-    import vlm
-
     out = os.path.normpath(out)
     if os.path.isdir(out) and os.listdir(out) and not is_merged_model(out):
         raise ValueError(f"--out {out}: exists and is not a merged model (a run, or other files); give a new or "

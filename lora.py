@@ -250,8 +250,6 @@ def save_adapter(model, path, base_model=None, task_type="CAUSAL_LM"):
     for name, m in modules.items():
         tensors[f"{PREFIX}{name}.lora_A.weight"] = m.lora_A.detach().cpu().contiguous()
         tensors[f"{PREFIX}{name}.lora_B.weight"] = m.lora_B.detach().cpu().contiguous()
-    r = most_common(m.r for m in modules.values())
-    alpha = most_common(m.alpha for m in modules.values())
     others = [n for n, _ in model.named_modules() if n not in modules and n.rpartition(".")[0] not in modules]
     base_model = base_model or getattr(getattr(model, "config", None), "_name_or_path", None) or None
     config = peft_config(

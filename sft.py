@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import torch
 
 import datafiles
+import lora
+import train
+import vlm
 
 MARKERS = ("<video>", "<image>")
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -29,8 +32,6 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
 
 def load_conversations(path, video_root=None):
     """Records as {"video": path or None, "messages": [{"role", "content"}]}; errors name the file and record."""
-    import vlm
-
     examples, missing = [], 0
     for where, record in datafiles.read_records(path):
         example = normalise(record, where)
@@ -97,9 +98,6 @@ def with_video(messages, video):
 
 
 def encode_example(model, example, video_options, max_length):
-    import train
-    import vlm
-
     video = None
     if example["video"] is not None:
         try:
@@ -134,17 +132,11 @@ def sft_step(model, module, samples):
 
 def answer_tokens(samples):
     """The tokens the loss covers: labelled positions after the first (position p predicts token p + 1)."""
-    import vlm
-
     return sum(sum(label != vlm.IGNORE for label in s.labels[1:]) for s in samples)
 
 
 def run_sft(args):
     """`temple.py sft`: returns the run directory."""
-    import lora
-    import train
-    import vlm
-
     d = train.setup_distributed()
     run_dir = args.out or os.path.join(args.runs, "sft")
     train.check_run_dir(run_dir, args.resume)

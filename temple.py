@@ -1,30 +1,45 @@
-"""temple.py - the command line of the TEMPLE reference implementation.
+"""temple.py - the command line of the TEMPLE reference implementation: options and wiring, nothing else.
 
 TEMPLE (arXiv 2503.16929) teaches a video LLM temporal understanding with DPO on preference pairs the model makes
 itself: its description of a clean video is "chosen", its description of a temporally perturbed video (clips
 dropped, shuffled or reversed at difficulty r) is "rejected". Training runs r = 16 -> 8 -> 4 -> 2 before SFT.
+docs/method.md tells the method; README.md gives every command.
 
-Every subcommand is one arrow of the data flow (see README.md). Heavy modules (torch, transformers) are imported
-inside the command that needs them, so `temple.py shots` stays fast.
+Every subcommand is one arrow of the data flow, and each calls one module. The modules that load torch and
+transformers (about 5 s) are imported inside the commands that need a model, so `shots`, `select`, `view`, `export`
+and `plot` start in a moment.
 
     python temple.py --help
     python temple.py describe VIDEO --model tiny
 
-Expected failures (a missing file, a bad model name, malformed data) print one line and exit 1; set
-TEMPLE_DEBUG=1 to see the traceback instead.
+Expected failures (a missing file, a bad model name, malformed data) print one line and exit 1, Ctrl-C one line and
+130; set TEMPLE_DEBUG=1 to see the traceback instead.
 """
 
 import argparse
-import functools
+import json
 import os
 import shlex
 import sys
 
 import datafiles
+import jobs
+import shots
+import views
+
+RELEASED_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"  # the model of the released run (docs/method.md, "Training")
+ATTENTION = ("sdpa", "eager", "flash_attention_2")  # transformers' names; flash_attention_2 needs flash-attn
 
 
 class Defaults(argparse.ArgumentDefaultsHelpFormatter):
     """Show every default in --help."""
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -86,10 +101,6 @@ def add_shots(sub):
 
 
 def cmd_shots(args):
-    import json
-
-    import shots
-
     scan = shots.scan_video(args.video)
     found = shots.find_shots(scan, **detector_options(args))
     damage = [f"{scan.incomplete()}: the shots cover those" if scan.incomplete() else "",
@@ -119,90 +130,15 @@ def add_select(sub):
     p.set_defaults(func=cmd_select)
 
 
-def read_selection(path, retry_errors=False):
-    """Records already in videos.jsonl. A half-written last line (a crash mid-write) is cut off; with retry_errors
-    the error records are removed so their videos run again. Both rewrites are atomic (temp file + rename)."""
-    import json
-
-    if not os.path.exists(path):
-        return []
-    text = open(path, encoding="utf-8").read()
-    lines = text.split("\n")
-    complete, partial = lines[:-1], lines[-1]  # the text after the last newline is partial (or empty)
-    records = []
-    for number, line in enumerate(complete, 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number}: not a JSON line ({e.msg})") from None
-    kept = [r for r in records if not (retry_errors and r.get("status") == "error")]
-    if partial.strip() or len(kept) < len(records):
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-        os.replace(path + ".tmp", path)
-    return kept
-
-
-def selection_summary(records):
-    """kept / rejected by reason / errors by reason, one line each."""
-    from collections import Counter
-
-    def kind(record):  # "too few shots: 2 after ..." -> "too few shots"; "a.mp4: empty file (0 bytes)" -> "empty file"
-        reason = record.get("reason", "")
-        if record.get("status") == "error":
-            reason = reason.removeprefix(f"{record.get('path')}: ")
-        return reason.split(":")[0].split(" (")[0]
-
-    by_status = Counter(r.get("status") for r in records)
-    lines = [f"{len(records)} videos: {by_status['kept']} kept, {by_status['rejected']} rejected, {by_status['error']} errors"]
-    for status in ("rejected", "error"):
-        for reason, count in Counter(kind(r) for r in records if r.get("status") == status).most_common():
-            lines.append(f"  {status}: {reason}: {count}")
-    return "\n".join(lines)
-
 
 def cmd_select(args):
-    import functools
-    import json
-    import multiprocessing
-
-    from tqdm import tqdm
-
-    import shots
-
-    missing = [path for path in args.inputs if not os.path.exists(path)]
-    if missing:  # a mistyped path is a usage error: nothing is written
-        raise FileNotFoundError(f"{', '.join(missing)}: no such file or directory")
-    os.makedirs(args.out, exist_ok=True)
-    out = os.path.join(args.out, "videos.jsonl")
-    records = read_selection(out, args.retry_errors)
-    done = {os.path.abspath(r["path"]) for r in records if isinstance(r.get("path"), str)}
-    todo = []
-    for path in shots.list_videos(args.inputs):
-        if os.path.abspath(path) not in done:
-            todo.append(path)
-            done.add(os.path.abspath(path))
     options = dict(detector_options(args), min_shot_seconds=args.min_shot_seconds, min_shot_len=args.min_shot_len,
-                   min_shots=args.min_shots, max_shots=args.max_shots,
-                   max_shot_seconds=args.max_shot_seconds, group_threshold=args.group_threshold,
-                   min_clips=args.min_clips, max_runs=args.max_runs)
-    select = functools.partial(shots.select_video, **options)
-    pool = multiprocessing.Pool(args.workers) if args.workers > 1 and len(todo) > 1 else None
-    results = pool.imap_unordered(select, todo) if pool else map(select, todo)
-    try:
-        with open(out, "a", encoding="utf-8") as f, tqdm(total=len(todo), unit="video", desc="select") as bar:
-            for record in results:  # one complete line per video, flushed: a crash loses at most the videos in flight
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-                records.append(record)
-                bar.update()
-    finally:
-        if pool:
-            pool.terminate()
-    skipped = f" ({len(records) - len(todo)} already recorded, skipped)" if len(records) > len(todo) else ""
-    print(f"{out}: {selection_summary(records)}{skipped}")
+                   min_shots=args.min_shots, max_shots=args.max_shots, max_shot_seconds=args.max_shot_seconds,
+                   group_threshold=args.group_threshold, min_clips=args.min_clips, max_runs=args.max_runs)
+    out = os.path.join(args.out, "videos.jsonl")
+    records, before = jobs.select_videos(args.inputs, out, args.workers, args.retry_errors, **options)
+    skipped = f" ({before} already recorded, skipped)" if before else ""
+    print(f"{out}: {jobs.selection_summary(records)}{skipped}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -236,11 +172,11 @@ def cmd_captions(args):
     import vlm
 
     videos = captions.kept_videos(args.videos)  # an empty selection fails here, before the model loads
-    rank, world_size, local_rank = captions.distributed_env()
+    rank, world_size, local_rank = jobs.distributed_env()
     out = args.out or os.path.join(os.path.dirname(args.videos), "captions.jsonl")
     settings = captions.caption_settings(args.model, args.max_new_tokens, keyframe_pixel_options(args))
-    captions.check_settings(out, settings, "--out")  # before the model loads
-    model = vlm.load(args.model, device=captions.rank_device(local_rank))
+    jobs.check_settings(out, settings, "--out")  # before the model loads
+    model = vlm.load(args.model, device=vlm.rank_device(local_rank))
     records = captions.caption_videos(model, videos, out, batch_size=args.batch_size,
                                       max_new_tokens=args.max_new_tokens, rank=rank, world_size=world_size,
                                       **keyframe_pixel_options(args))
@@ -272,13 +208,13 @@ def cmd_pairs(args):
 
     route = args.perturb_input
     videos = captions.pair_inputs(args.captions, need_captions=route == "captions")
-    rank, world_size, local_rank = captions.distributed_env()
+    rank, world_size, local_rank = jobs.distributed_env()
     out_dir = args.out_dir or os.path.dirname(args.captions) or "."
     pixels = {**keyframe_pixel_options(args), "total_pixels": args.total_pixels} if route == "frames" else {}
     settings = captions.description_settings(args.model, route, args.seed, args.temperature, args.top_p,
                                              args.repetition_penalty, args.max_new_tokens, pixels)
-    captions.check_settings(captions.descriptions_path(out_dir, route), settings, "--out-dir")  # before loading
-    model = vlm.load(args.model, device=captions.rank_device(local_rank))
+    jobs.check_settings(captions.descriptions_path(out_dir, route), settings, "--out-dir")  # before loading
+    model = vlm.load(args.model, device=vlm.rank_device(local_rank))
     descriptions = captions.describe_videos(
         model, videos, captions.descriptions_path(out_dir, route), args.r, args.kinds, route,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -303,8 +239,6 @@ def add_view(sub):
 
 
 def cmd_view(args):
-    import views
-
     out = args.out or os.path.splitext(args.pairs)[0] + ".html"
     rows = views.pair_page(args.pairs, out, args.captions, args.limit, args.seed, args.thumb_height)
     print(f"{out}: {rows} pairs")
@@ -326,8 +260,6 @@ def cmd_export(args):
 # ----------------------------------------------------------------------------------------------------------------
 # dpo / curriculum / merge: preference training, stage by stage (dpo.py, train.py)
 
-RELEASED_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
-ATTENTION = ("sdpa", "eager", "flash_attention_2")  # transformers' names; flash_attention_2 needs flash-attn
 
 
 def add_training_options(p, lr, lora_alpha, lora_dropout):
@@ -448,30 +380,23 @@ def cmd_sft(args):
     sft.run_sft(args)
 
 
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # eval: multiple-choice video QA by option likelihood, and preference accuracy on held-out pairs
 
-MCQ_INSTRUCTION = "Answer with the text of the correct option."
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
 
 def add_eval(sub):
-    p = sub.add_parser("eval", help="multiple-choice video QA and preference accuracy; JSON report and a table",
+    p = sub.add_parser("eval", help="multiple-choice video QA, preference accuracy, Vinoground scores; JSON report and a table",
                        formatter_class=Defaults)
     p.add_argument("--mcq", nargs="+", default=[], metavar="FILE", help="multiple-choice JSONL: video, question, options, answer (the option's text, its letter A, B, ... or its 0-based index)[, category]")
     p.add_argument("--pairs", nargs="+", default=[], metavar="FILE", help="held-out preference pairs, ours (pairs_r{R}.jsonl) or ms-swift (.json/.jsonl)")
+    p.add_argument("--vinoground", nargs="+", default=[], metavar="FILE", help="Vinoground items: the released vinoground.csv (clips in vinoground_videos/ beside it, or under --video-root) or JSONL: pos_video, pos_caption, neg_video, neg_caption[, category]")
     p.add_argument("--model", default=None, help=f"base model or merged directory (directory, cached hub id or tiny / tiny-qwen2.5 / tiny-qwen3); None = the run's base model, else {RELEASED_MODEL}")
     p.add_argument("--model-seed", type=int, default=0, help="seed of a built-in tiny model's random weights (with --run: as recorded)")
     p.add_argument("--run", "--run-dir", default=None, help="a finished run directory: its adapter on its base model with the runs before it merged in (None = no adapter; --run-dir under torchrun)")
     p.add_argument("--out", default=None, help="JSON report (None = the first data file with .eval.json)")
-    p.add_argument("--normalize", action="store_true", help="MCQ: pick the option with the highest mean log-prob per token, not the highest sum")
+    p.add_argument("--normalize", action="store_true", help="MCQ and Vinoground: compare mean log-probs per token, not sums")
     p.add_argument("--beta", type=float, default=0.1, help="pairs: DPO temperature of the reward margin beta * (r+ - r-)")
     p.add_argument("--video-root", default=None, help="directory that relative video paths in the data start from")
     p.add_argument("--fps", type=float, default=1.0, help="video frames per second")
@@ -483,215 +408,10 @@ def add_eval(sub):
 
 
 def cmd_eval(args):
-    import json
+    import evaluate
 
-    import vlm
-
-    files = args.mcq + args.pairs
-    if not files:
-        raise ValueError("nothing to evaluate: give --mcq FILE and/or --pairs FILE")
-    for path in files:  # before the model loads
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no such file")
-    model, has_reference = load_eval_model(args)
-    report = {"model": model.name, "run": args.run, "video": video_settings(args),
-              "mcq": [evaluate_mcq(model, path, args) for path in args.mcq],
-              "pairs": [evaluate_pairs(model, path, args, has_reference) for path in args.pairs]}
-    out = eval_out(args)
-    datafiles.write_atomic(out, json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    print(eval_table(report))
-    print(f"report: {out}")
-    if not any(part["evaluated"] for part in report["mcq"] + report["pairs"]):
-        raise ValueError(f"nothing could be evaluated: every item was skipped (reasons in {out})")
-
-
-def eval_out(args):
-    return args.out or os.path.splitext((args.mcq + args.pairs)[0])[0] + ".eval.json"
-
-
-def video_settings(args):
-    return {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
-
-
-def load_eval_model(args):
-    """(model, has_reference). With --run: base model + the runs merged before it + the run's adapter, which
-    switched off gives back the run's DPO reference. A base or merged model is its own reference (no rewards)."""
-    import train
-    import vlm
-
-    if args.run is None:
-        return vlm.load(args.model or RELEASED_MODEL, attn_implementation=args.attn, seed=args.model_seed), False
-    return train.load_run(args.run, args.model, attn_implementation=args.attn), True
-
-
-def skip(where, reason):
-    """A skipped item for the report; the reason's text before ":" is what the table counts."""
-    return {"where": where, "reason": reason}
-
-
-def skip_fields(skipped):
-    """The report's account of the skipped items: how many, how many per reason, and each one."""
-    from collections import Counter
-
-    by_reason = Counter(s["reason"].split(":")[0] for s in skipped).most_common()
-    return {"skipped": len(skipped), "skipped_by_reason": dict(by_reason), "skipped_items": skipped}
-
-
-# -- multiple choice ---------------------------------------------------------------------------------------------
-
-
-def answer_index(answer, options):
-    """The answer as an option index: the option's text, its letter (A, "b", "C.") or a 0-based integer."""
-    if isinstance(answer, int) and not isinstance(answer, bool):
-        return answer if 0 <= answer < len(options) else None
-    if not isinstance(answer, str):
-        return None
-    if answer in options:
-        return options.index(answer)
-    letter = answer.strip().strip("().").upper()
-    return LETTERS.index(letter) if len(letter) == 1 and letter in LETTERS[:len(options)] else None
-
-
-def mcq_item(record, video_root):
-    """The checked item, or raises ValueError with the reason it is skipped."""
-    for field in ("video", "question"):
-        if not isinstance(record.get(field), str):
-            raise ValueError(f"missing field: {field} (a text)")
-    options = record.get("options")
-    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
-        raise ValueError("missing field: options (a list of texts)")
-    if not 2 <= len(options) <= len(LETTERS):
-        raise ValueError(f"options: {len(options)} given (need 2 to {len(LETTERS)})")
-    answer = answer_index(record.get("answer"), options)
-    if answer is None:
-        raise ValueError(f"answer not among options: {record.get('answer')!r}")
-    video = os.path.join(video_root or "", record["video"])  # an absolute path stays as it is
-    if not os.path.exists(video):
-        raise ValueError(f"video missing: {video}")
-    category = record.get("category")
-    return {"video": video, "question": record["question"], "options": options, "answer": answer,
-            "category": None if category is None else str(category)}
-
-
-def read_mcq(path, video_root):
-    """(items, skipped): a malformed line or item is skipped with its file:line and reason, not fatal."""
-    import vlm
-
-    items, bad = [], []
-    for where, record in datafiles.numbered_jsonl(path, bad):
-        try:
-            items.append({"where": where, **mcq_item(record, video_root)})
-        except ValueError as e:
-            bad.append((where, str(e)))
-    return items, [skip(where, reason) for where, reason in bad]
-
-
-def mcq_prompt(question, options):
-    listing = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(options))
-    return f"{question}\n{listing}\n{MCQ_INSTRUCTION}"
-
-
-def mcq_scores(model, video, item, max_length):
-    """Summed and mean log p(option | video, question + options) of every option; `video` is prepared once."""
-    prompt = [video, mcq_prompt(item["question"], item["options"])]
-    sums, counts = model.score_options(prompt, item["options"], max_length, item["where"])
-    return sums.tolist(), (sums / counts).tolist()
-
-
-def evaluate_mcq(model, path, args):
-    from tqdm import tqdm
-
-    import vlm
-
-    items, skipped = read_mcq(path, args.video_root)
-    results, prepared = [], {}
-    for item in tqdm(items, desc=f"mcq {os.path.basename(path)}", unit="question"):
-        if item["video"] not in prepared:  # benchmarks ask several questions in a row about one video
-            try:
-                frames = vlm.read_video(item["video"], fps=args.fps, max_frames=args.max_frames)
-            except vlm.BAD_VIDEO as e:
-                skipped.append(skip(item["where"], f"unreadable video: {e}"))
-                continue
-            prepared = {item["video"]: model.prepare(frames, total_pixels=args.total_pixels)}  # keep one video
-        sums, means = mcq_scores(model, prepared[item["video"]], item, args.max_length)
-        results.append({"where": item["where"], "category": item["category"], "answer": item["answer"],
-                        "predicted_sum": argmax(sums), "predicted_mean": argmax(means), "logp_sum": sums,
-                        "logp_mean": means})
-    return mcq_report(path, results, skipped, rule="mean" if args.normalize else "sum")
-
-
-def mcq_report(path, results, skipped, rule):
-    """Accuracy by the chosen rule overall and per category; by both rules overall (the length-bias check)."""
-    for result in results:
-        result["correct"] = result[f"predicted_{rule}"] == result["answer"]
-    categories = sorted({r["category"] for r in results if r["category"] is not None})
-    by_category = {c: [r for r in results if r["category"] == c] for c in categories}
-    return {"file": path, "rule": f"highest {rule} log-prob", "evaluated": len(results),
-            "accuracy": accuracy(results, rule), "accuracy_sum": accuracy(results, "sum"),
-            "accuracy_mean": accuracy(results, "mean"),
-            "by_category": {c: {"items": len(rows), "accuracy": accuracy(rows, rule)} for c, rows in by_category.items()},
-            **skip_fields(skipped), "items": results}
-
-
-def argmax(values):
-    return max(range(len(values)), key=values.__getitem__)
-
-
-def accuracy(results, rule):
-    if not results:
-        return None
-    return sum(r[f"predicted_{rule}"] == r["answer"] for r in results) / len(results)
-
-
-# -- preference pairs --------------------------------------------------------------------------------------------
-
-
-def evaluate_pairs(model, path, args, has_reference):
-    """dpo.preference_accuracy on one pairs file; malformed records and missing or unreadable videos are skipped
-    and counted, not fatal."""
-    import dpo
-
-    pairs, left_out = datafiles.read_pairs(path, args.video_root, skip_bad=True)
-    skipped = [skip(where, reason) for where, reason in left_out]
-    scored = dpo.preference_accuracy(model, pairs, video_settings(args), args.max_length, beta=args.beta,
-                                     use_reference=has_reference, desc=f"pairs {os.path.basename(path)}")
-    skipped += [skip(f"{path}: {video}", reason) for video, reason in scored["unreadable"]]
-    return {"file": path, "evaluated": len(scored["items"]), "measure": scored["measure"], "beta": args.beta,
-            "groups": scored["groups"], **skip_fields(skipped), "items": scored["items"]}
-
-
-# -- the table ---------------------------------------------------------------------------------------------------
-
-
-def eval_table(report):
-    rows = [("data", "group", "n", "accuracy", "margin")]
-    for part in report["mcq"]:
-        name = os.path.basename(part["file"])
-        rows.append((name, f"all ({part['rule']})", part["evaluated"], part["accuracy"], None))
-        rows += [(name, c, s["items"], s["accuracy"], None) for c, s in part["by_category"].items()]
-    for part in report["pairs"]:
-        name = os.path.basename(part["file"])
-        rows += [(name, group, s["pairs"], s.get("accuracy"), s.get("mean_margin")) for group, s in part["groups"].items()]
-    for part in report["mcq"] + report["pairs"]:
-        if part["skipped"]:
-            reasons = ", ".join(f"{reason}: {n}" for reason, n in part["skipped_by_reason"].items())
-            rows.append((os.path.basename(part["file"]), "skipped", part["skipped"], None, reasons))
-    lines = aligned([[cell(value) for value in row] for row in rows])
-    if report["pairs"]:
-        lines.append(f"pairs measure: {report['pairs'][0]['measure']}")
-    return "\n".join(lines)
-
-
-def cell(value):
-    if value is None:
-        return ""
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def aligned(rows):
-    """Columns padded to their widest cell; the last column is left ragged (it may hold a long note)."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]).rstrip() for row in rows]
+    args.model = args.model or (None if args.run else RELEASED_MODEL)  # a run knows its base model
+    evaluate.run(args)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -709,8 +429,6 @@ def add_plot(sub):
 
 
 def cmd_plot(args):
-    import views
-
     curves = views.read_curves(args.runs)
     image = views.plot_curves(curves, args.width, args.panel_height)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -725,9 +443,6 @@ def cmd_plot(args):
 # ----------------------------------------------------------------------------------------------------------------
 # demo: the whole pipeline on a built-in tiny model and synthetic videos, in about 20 s on 2 CPU cores
 
-DEMO_COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 200), "yellow": (220, 200, 40),
-                "purple": (130, 50, 160), "orange": (235, 130, 30), "white": (225, 225, 225), "grey": (110, 110, 110)}
-
 
 def add_demo(sub):
     p = sub.add_parser("demo", help="the whole pipeline on the tiny model and synthetic videos (about 20 s on 2 CPU cores)",
@@ -740,158 +455,15 @@ def add_demo(sub):
 
 
 def cmd_demo(args):
-    import torch
+    import demo
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model's matrices are so small that a second thread only adds waiting
-    caller = os.getcwd()
-    os.makedirs(args.out, exist_ok=True)
-    os.chdir(args.out)  # every path the demo records is relative to its own directory: it can be moved as a whole
-    try:
-        run_demo(args)
-    finally:
-        os.chdir(caller)
-        torch.set_num_threads(threads)
-
-
-def run_demo(args):
-    """The stages, run inside the demo's directory; messages show paths as seen from where the demo was started."""
-    import train
-
-    data, runs = "data", "runs"
-    model = ["--model", args.model]
-    video = ["--fps", "2", "--max-frames", "8", "--total-pixels", str(8 * 56 * 56)]  # 4 tokens per 2 frames
-    demo_data(args, data, model)
-    demo_stage(6, f"curriculum: DPO r = 16, 8, 4, 2, {args.steps} steps each", f"{runs}/dpo_r*")
-    training = [*model, *video, "--runs", runs, "--max-steps", str(args.steps), "--global-batch", "2",
-                "--workers", "0", "--lr", "1e-3", "--save-every", "1000"]
-    run_command(["curriculum", "--data-dir", data, *training])
-    demo_stage(7, "sft: instruction tuning on top of dpo_r2", f"{runs}/sft")
-    if train.finished(f"{runs}/sft"):
-        print(f"{runs}/sft is finished, skipped")
-    else:
-        resume = ["--resume"] if os.path.isdir(f"{runs}/sft") else []
-        run_command(["sft", "--data", f"{data}/sft.jsonl", "--init", f"{runs}/dpo_r2", *training, *resume])
-    demo_stage(8, "eval: colour-order questions (base, dpo_r2, sft) and what DPO learned", "eval_*.json")
-    pairs = ["--pairs", *(f"{data}/pairs_r{r}.jsonl" for r in (16, 8, 4, 2))]  # a demo has no held-out pairs
-    for name, spec in (("base", model), ("dpo_r2", ["--run", f"{runs}/dpo_r2", *pairs]),
-                       ("sft", ["--run", f"{runs}/sft"])):
-        report = f"eval_{name}.json"
-        if os.path.exists(report):
-            print(f"{os.path.join(args.out, report)} exists, skipped")
-        else:
-            run_command(["eval", *spec, "--mcq", f"{data}/mcq.jsonl", "--out", report, *video])
-    demo_stage(9, "plot: training curves of the stages end to end", f"{runs}/curves.png")
-    run_command(["plot", *(f"{runs}/{name}" for name in ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")),
-                 "--out", f"{runs}/curves.png"])
-    shown = functools.partial(os.path.join, args.out)
-    print(f"\ndone. Open {shown(data, 'pairs_r16.html')} and {shown(runs, 'curves.png')}; the reports are "
-          f"{shown('eval_*.json')}")
-
-
-def demo_data(args, data, model):
-    """Stages 1-5: videos, selection, captions, pairs for every r, their HTML pages."""
-    import vlm
-
-    videos = "videos"
-    demo_stage(1, "synthetic videos with cuts, questions about them", videos)
-    write_demo_data(videos, data, args.videos)
-    demo_stage(2, "select: shots, clips, keyframes", f"{data}/videos.jsonl")
-    run_command(["select", videos, "--out", data])
-    keyframes = ["--max-pixels", str(56 * 56), "--min-pixels", str(28 * 28), "--batch-size", "16"]
-    demo_stage(3, "captions: every clip captioned by the model", f"{data}/captions.jsonl")
-    run_command(["captions", "--videos", f"{data}/videos.jsonl", *model, *keyframes, "--max-new-tokens", "16"])
-    demo_stage(4, "pairs: clean vs perturbed descriptions, filtered, for every r", f"{data}/pairs_r*.jsonl")
-    run_command(["pairs", "--captions", f"{data}/captions.jsonl", *model, *keyframes, "--max-new-tokens", "48"])
-    for r in (16, 8, 4, 2):
-        if not datafiles.read_jsonl(f"{data}/pairs_r{r}.jsonl"):
-            raise ValueError(f"{data}/pairs_r{r}.jsonl: the filters kept no pair; run the demo with more --videos")
-    demo_stage(5, "view: an HTML page per pairs file", f"{data}/pairs_r*.html")
-    for r in (16, 8, 4, 2):
-        run_command(["view", f"{data}/pairs_r{r}.jsonl", "--thumb-height", "40"])
-
-
-def demo_stage(number, what, where):
-    print(f"\n== {number}/9 {what} -> {where} (in the demo directory)", flush=True)
+    demo.run(args, command=run_command)
 
 
 def run_command(argv):
     """Run another subcommand in this process, its options parsed (and defaulted) as on the command line."""
     args = build_parser().parse_args(argv)
     args.func(args)
-
-
-def demo_colours(seed):
-    """The five colours of video `seed`, all different so every cut changes the picture."""
-    import random
-
-    return random.Random(seed).sample(sorted(DEMO_COLOURS), 5)
-
-
-def write_demo_video(path, colours, seed, frames_per_shot=12, fps=8, height=48, width=64):
-    """One shot per colour: a camera drifting over a textured scene of that colour, hard cuts between shots."""
-    import av
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    partial = path + ".part"  # renamed when complete: an interrupted demo never reuses half a video
-    with av.open(partial, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
-        for colour in colours:
-            blotches = Image.fromarray(rng.normal(0, 25, (3, 4)).astype(np.float32), mode="F")
-            shading = np.asarray(blotches.resize((2 * width, 2 * height), Image.BICUBIC))[..., None]
-            grain = rng.normal(0, 10, (2 * height, 2 * width, 3))
-            scene = np.clip(np.array(DEMO_COLOURS[colour]) + shading + grain, 0, 255).astype(np.uint8)
-            dy, dx = rng.integers(1, 3, size=2)  # the camera's drift in pixels per frame
-            for k in range(frames_per_shot):
-                frame = np.ascontiguousarray(scene[k * dy:k * dy + height, k * dx:k * dx + width])
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    os.replace(partial, path)
-
-
-def write_demo_data(videos_dir, data_dir, count):
-    """Videos demo_{k}.mp4 with cuts (select keeps them) and one_shot.mp4 (select rejects it); what we know about
-    them becomes data: mcq.jsonl (which colour comes first, last, right after another) and sft.jsonl (the colours
-    in order). Videos already there are kept."""
-    import vlm
-
-    os.makedirs(videos_dir, exist_ok=True)
-    questions, conversations = [], []
-    for k in range(count):
-        path, colours = os.path.join(videos_dir, f"demo_{k}.mp4"), demo_colours(k)
-        if not os.path.exists(path):
-            write_demo_video(path, colours, seed=k)
-        questions += demo_questions(path, colours, k)
-        conversations.append({"video": path, "conversations": [
-            {"from": "human", "value": "<video>\nWhich colours does the video show, in order?"},
-            {"from": "gpt", "value": ", then ".join(colours).capitalize() + "."}]})
-    one_shot = os.path.join(videos_dir, "one_shot.mp4")
-    if not os.path.exists(one_shot):
-        write_demo_video(one_shot, ["blue"], seed=count, frames_per_shot=40)
-    datafiles.write_jsonl(os.path.join(data_dir, "mcq.jsonl"), questions)
-    datafiles.write_jsonl(os.path.join(data_dir, "sft.jsonl"), conversations)
-    print(f"{videos_dir}: {count} videos of 5 shots and one single-shot video\n"
-          f"{data_dir}/mcq.jsonl: {len(questions)} questions, {data_dir}/sft.jsonl: {len(conversations)} conversations")
-
-
-def demo_questions(path, colours, seed):
-    import random
-
-    rng = random.Random(seed)
-    asks = [("first", "Which colour fills the screen first?", colours[0]),
-            ("last", "Which colour fills the screen last?", colours[-1]),
-            ("after", f"Which colour comes right after {colours[1]}?", colours[2])]
-    questions = []
-    for category, question, answer in asks:
-        options = rng.sample([c for c in colours if c != answer], 3) + [answer]  # distractors from the same video
-        rng.shuffle(options)
-        questions.append({"video": path, "question": question, "options": options, "answer": answer,
-                          "category": category})
-    return questions
 
 
 # ----------------------------------------------------------------------------------------------------------------

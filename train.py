@@ -43,7 +43,6 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-import datafiles
 import lora
 
 

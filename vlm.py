@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from PIL import Image
+from transformers import (AutoConfig, AutoModelForImageTextToText, AutoTokenizer, LogitsProcessorList,
+                          Qwen2Tokenizer)
 
 import shots
 
@@ -229,8 +231,6 @@ def byte_alphabet():
 
 def tiny_tokenizer():
     """A byte-level BPE tokenizer with Qwen's special tokens: 256 bytes + a few merges, built without files."""
-    from transformers import Qwen2Tokenizer
-
     alphabet = byte_alphabet()
     vocab = {alphabet[b]: b for b in range(256)}
     merges = []
@@ -248,8 +248,6 @@ def tiny_tokenizer():
 def tiny_config(model_type, tokenizer, text_overrides=None, vision_overrides=None):
     """A 2-layer, 64-wide model of the given family, with the tokenizer's special-token ids (benchmarks pass
     overrides to get realistic sizes: vocab_size=151_669, hidden_size=1536, ...)."""
-    from transformers import AutoConfig
-
     ids = dict(zip(["image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"],
                    tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
                                                     "<|vision_end|>"])))
@@ -277,8 +275,6 @@ def tiny_config(model_type, tokenizer, text_overrides=None, vision_overrides=Non
 
 def build_tiny(name, seed=0):
     """A built-in tiny model with random weights, identical for the same seed."""
-    from transformers import AutoModelForImageTextToText
-
     tokenizer = tiny_tokenizer()
     config = tiny_config(TINY_MODELS[name], tokenizer)
     with torch.random.fork_rng(devices=[]):
@@ -295,6 +291,11 @@ def default_device():
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def rank_device(local_rank):
+    """The GPU of a torchrun process (its LOCAL_RANK), or the CPU on a machine without one."""
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def hub_reachable(timeout=3):
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
         return False
@@ -308,8 +309,6 @@ def hub_reachable(timeout=3):
 def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
     """A model by built-in name, local directory or hub id: from the local Hugging Face cache, or downloaded when
     the hub answers (HF_HUB_OFFLINE=1 forbids that). attn_implementation: sdpa, eager or flash_attention_2."""
-    from transformers import AutoModelForImageTextToText, AutoTokenizer
-
     if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         raise ValueError("attention flash_attention_2 needs the flash-attn package (pip install flash-attn); "
                          "sdpa needs nothing")
@@ -712,22 +711,28 @@ class VideoLM:
 
     @torch.no_grad()
     def generate(self, samples, max_new_tokens=256, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0,
-                 logits_processor=None):
-        """Answers for prompts encoded without a response; greedy when temperature is 0.
+                 seeds=None):
+        """Answers for prompts encoded without a response; greedy when temperature is 0, else sampled with `seed`, or
+        with one seed per row (`seeds`): then a row's text depends on its own seed alone, not on the batch it is in.
 
         The prompt's positions are ours; transformers' generate extends position_ids by one per new token on all three
         axes (5.17 and 5.24 alike), so the answer continues at the prompt's last position + 1, as when it was trained.
         Left padding keeps every row's last prompt token in the last column."""
         batch = self.to_device(self.collate(samples, padding="left"))
         features = self.vision_features(batch)
-        # top_k=0: the checkpoint's generation_config (Qwen: top_k=1) would otherwise make "sampling" greedy
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else \
-            dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if temperature > 0 and seeds is not None:  # RowSampler picks each row's token; greedy decoding takes it
+            processors = LogitsProcessorList([RowSampler(seeds, temperature, top_p, self.device)])
+            sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None, logits_processor=processors)
+        elif temperature > 0:
+            # top_k=0: the checkpoint's generation_config (Qwen: top_k=1) would otherwise make "sampling" greedy
+            sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
                 self.reuse_vision(features):
             torch.manual_seed(seed)
             out = self.model.generate(**self.model_inputs(batch, features), max_new_tokens=max_new_tokens,
-                                      repetition_penalty=repetition_penalty, logits_processor=logits_processor,
+                                      repetition_penalty=repetition_penalty,
                                       eos_token_id=[self.ids["im_end"], self.ids["pad"]],
                                       pad_token_id=self.ids["pad"], **sampling)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
@@ -768,6 +773,24 @@ class VideoLM:
             samples = [truncate(sample, max_length, where) for sample in samples]
         with torch.no_grad():
             return self.response_logps(self.to_device(self.collate(samples)))
+
+
+class RowSampler:
+    """A logits processor that samples every row with its own torch.Generator and returns a one-hot choice, which
+    greedy decoding then takes. A row's text then depends on its seed alone, not on the batch it was in."""
+
+    def __init__(self, seeds, temperature, top_p, device):
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:  # nucleus: the smallest set of tokens whose mass reaches top_p
+            sorted_probs, index = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p
+            probs = probs.scatter(-1, index, sorted_probs.masked_fill(outside, 0.0))
+        picks = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        return torch.full_like(scores, float("-inf")).scatter(-1, picks[:, None], 0.0)
 
 
 def selective_log_softmax(logits, index):

@@ -69,8 +69,8 @@ def fake_videos(num_clips=(4, 6, 5), root="/nonexistent"):
             for k, n in enumerate(num_clips)]
 
 
-def echo_captions(model, samples, seeds, max_new_tokens, *args):
-    """Stands in for sampling: answers with the captions the prompt lists, in the order listed."""
+def echo_captions(model, samples, *args, **kwargs):
+    """Stands in for VideoLM.generate: answers with the captions the prompt lists, in the order listed."""
     texts = [model.tokenizer.decode(s.input_ids, skip_special_tokens=True) for s in samples]
     return [" then ".join(re.findall(r"- Caption \d+: (.*)", t)) for t in texts]
 
@@ -186,9 +186,9 @@ def test_clip_records_as_lists_or_dicts():
 
 def test_row_sampler_is_seeded_per_row_and_respects_top_p():
     scores = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
-    pick = lambda seeds, **kw: captions.RowSampler(seeds, kw.get("temperature", 1.0), kw.get("top_p", 1.0),  # noqa
+    pick = lambda seeds, **kw: vlm.RowSampler(seeds, kw.get("temperature", 1.0), kw.get("top_p", 1.0),  # noqa
                                                    "cpu")(None, scores.clone()).argmax(-1).tolist()
-    out = captions.RowSampler([1, 2, 3], 1.0, 1.0, "cpu")(None, scores.clone())
+    out = vlm.RowSampler([1, 2, 3], 1.0, 1.0, "cpu")(None, scores.clone())
     assert ((out == 0).sum(-1) == 1).all() and torch.isinf(out).sum() == 3 * 49  # one allowed token per row
     assert pick([1, 2, 3]) == pick([1, 2, 3])
     assert [pick([s, 0, 0])[0] for s in range(20)] != [pick([1, 0, 0])[0]] * 20  # the seed matters
@@ -240,7 +240,7 @@ def test_pairs_kept_when_answers_follow_the_input(tiny, tmp_path, monkeypatch):
     for k in range(3):
         (tmp_path / f"v{k}.mp4").write_bytes(b"")  # the filter only checks that the video exists
     videos = fake_videos(root=str(tmp_path))
-    monkeypatch.setattr(captions, "sample_texts", echo_captions)
+    monkeypatch.setattr(vlm.VideoLM, "generate", echo_captions)
     descriptions = captions.describe_videos(tiny, videos, str(tmp_path / "d.jsonl"), CURRICULUM)
     captions.write_pairs(descriptions, str(tmp_path), CURRICULUM)
     found = check_pairs_files(str(tmp_path), videos, CURRICULUM)
@@ -266,8 +266,8 @@ def test_filters_of_the_released_code():
 
 def test_clean_description_is_made_once_and_reused_for_the_next_r(tiny, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(captions, "sample_texts", lambda model, samples, seeds, *a: calls.extend(seeds) or
-                        echo_captions(model, samples, seeds, *a))
+    monkeypatch.setattr(vlm.VideoLM, "generate", lambda model, samples, **options: calls.extend(options["seeds"]) or
+                        echo_captions(model, samples))
     videos, out = fake_videos(), str(tmp_path / "descriptions.jsonl")
     captions.describe_videos(tiny, videos, out, [16])
     assert len(calls) == 4 * len(videos)
@@ -280,8 +280,8 @@ def test_clean_description_is_made_once_and_reused_for_the_next_r(tiny, tmp_path
 
 def test_descriptions_are_made_again_when_the_captions_changed(tiny, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(captions, "sample_texts", lambda model, samples, seeds, *a: calls.extend(seeds) or
-                        echo_captions(model, samples, seeds, *a))
+    monkeypatch.setattr(vlm.VideoLM, "generate", lambda model, samples, **options: calls.extend(options["seeds"]) or
+                        echo_captions(model, samples))
     videos, out = fake_videos(), str(tmp_path / "descriptions.jsonl")
     captions.describe_videos(tiny, videos, out, [16])
     captions.describe_videos(tiny, videos, out, [8])
@@ -340,7 +340,7 @@ class Rows(HTMLParser):
 def test_view_writes_one_row_per_pair(captioned, tmp_path, monkeypatch):
     good = [r for r in captioned if r["status"] == "ok"]
     captions_file = write_captions(captioned, tmp_path)
-    monkeypatch.setattr(captions, "sample_texts", echo_captions)
+    monkeypatch.setattr(vlm.VideoLM, "generate", echo_captions)
     videos = captions.pair_inputs(captions_file)
     descriptions = captions.describe_videos(vlm.load("tiny"), videos, str(tmp_path / "d.jsonl"), [2])
     [(path, stats)] = captions.write_pairs(descriptions, str(tmp_path), [2])

@@ -3,8 +3,6 @@
 import json
 import os
 
-import pytest
-
 import temple
 from media import scene_frames, write_video
 

@@ -10,7 +10,6 @@ import datafiles
 import shots
 import temple
 import train
-import vlm
 
 STAGES = ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")
 

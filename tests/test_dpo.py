@@ -19,11 +19,8 @@ import lora
 import temple
 import train
 import vlm
-from media import scene_frames, write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ANSWERS = [("the person walks in and then sits", "a person"), ("then the scene is dark", "the video"),
-           ("a clip of the scene with a person", "is in"), ("the video ends with the person", "and then")]
 
 
 # ---- the loss on fixed numbers ----------------------------------------------------------------------------------
@@ -60,18 +57,6 @@ def test_loss_is_differentiable_only_through_the_policy():
 
 
 # ---- data -------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """Four pairs over two short synthetic videos, in our JSONL format."""
-    root = tmp_path_factory.mktemp("dpo_data")
-    videos = [write_video(root / f"v{i}.mp4", scene_frames(4, 5, seed=i), fps=5) for i in range(2)]
-    pairs = [{"video": videos[i % 2], "instruction": "Describe the video.", "chosen": c, "rejected": r,
-              "kind": "shuffle", "r": 16, "order": [1, 0]} for i, (c, r) in enumerate(ANSWERS)]
-    datafiles.write_jsonl(root / "pairs_r16.jsonl", pairs)
-    datafiles.write_jsonl(root / "pairs_r8.jsonl", pairs[::-1])
-    return root
 
 
 def stage_args(data_dir, runs, r=16, **overrides):
@@ -317,6 +302,7 @@ def test_stage_chaining_uses_previous_stage_as_start_and_reference(data_dir, tmp
         dpo.run_stage(stage_args(data_dir, tmp_path, r=2))
     second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=1, nll_weight=0.0))
     start = train.read_run_config(second)["start"]
+    assert os.path.normpath(os.path.join(second, start["run"])) == os.path.normpath(first)
     assert start["run"] == "../dpo_r16" and start["stages"] == ["dpo_r16"]
     # step 1 of stage r=8: policy = reference = base + r16 adapter merged -> rewards 0, loss ln 2
     m = read_metrics(second)[0]

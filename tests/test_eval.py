@@ -12,8 +12,8 @@ import torch
 
 import datafiles
 import dpo
+import evaluate
 import temple
-import train
 import vlm
 import views
 from media import scene_frames, write_video
@@ -38,7 +38,7 @@ def run_eval(*argv):
     """cmd_eval in this process; returns the JSON report."""
     args = eval_args(*argv)
     args.func(args)
-    return json.load(open(temple.eval_out(args)))
+    return json.load(open(evaluate.report_path(args)))
 
 
 # ---- answers and items ------------------------------------------------------------------------------------------
@@ -46,9 +46,9 @@ def run_eval(*argv):
 
 def test_answer_may_be_the_text_a_letter_or_an_index():
     options = ["red", "green", "blue"]
-    assert [temple.answer_index(a, options) for a in ["blue", "C", "c", "(C)", "C.", 2]] == [2] * 6
-    assert [temple.answer_index(a, options) for a in ["D", 3, -1, "purple", None, True, 1.0]] == [None] * 7
-    assert temple.answer_index("A", ["B", "A"]) == 1  # an option's own text wins over its letter
+    assert [evaluate.answer_index(a, options) for a in ["blue", "C", "c", "(C)", "C.", 2]] == [2] * 6
+    assert [evaluate.answer_index(a, options) for a in ["D", 3, -1, "purple", None, True, 1.0]] == [None] * 7
+    assert evaluate.answer_index("A", ["B", "A"]) == 1  # an option's own text wins over its letter
 
 
 # ---- multiple choice --------------------------------------------------------------------------------------------
@@ -61,13 +61,13 @@ def mcq_record(video, answer, question="What happens in the video?", **extra):
 def score(model, video, question):
     prepared = model.prepare(vlm.read_video(video, fps=2, max_frames=4), total_pixels=4 * 56 * 56)
     item = {"question": question, "options": OPTIONS, "where": "test"}
-    return temple.mcq_scores(model, prepared, item, 4096)
+    return evaluate.mcq_scores(model, prepared, item, 4096)
 
 
 def teach(model, video, question, answer, steps=40):
     """Some optimizer steps on one answer (all weights): afterwards the model must rank it first."""
     prepared = model.prepare(vlm.read_video(video, fps=2, max_frames=4), total_pixels=4 * 56 * 56)
-    batch = model.to_device(model.collate([model.encode([prepared, temple.mcq_prompt(question, OPTIONS)],
+    batch = model.to_device(model.collate([model.encode([prepared, evaluate.mcq_prompt(question, OPTIONS)],
                                                         response=answer)]))
     optimizer = torch.optim.Adam(model.model.parameters(), lr=3e-3)
     for _ in range(steps):
@@ -81,18 +81,18 @@ def test_scoring_picks_the_option_the_model_was_taught(videos, tmp_path, monkeyp
     model = vlm.load("tiny")
     question = "What happens in the video?"
     sums, means = score(model, videos[0], question)
-    liked = {temple.argmax(sums), temple.argmax(means)}  # what the untrained model picks by either rule
+    liked = {evaluate.argmax(sums), evaluate.argmax(means)}  # what the untrained model picks by either rule
     target = min((i for i in range(len(OPTIONS)) if i not in liked), key=sums.__getitem__)
     teach(model, videos[0], question, OPTIONS[target])
     sums, means = score(model, videos[0], question)
-    assert temple.argmax(sums) == target and temple.argmax(means) == target
+    assert evaluate.argmax(sums) == target and evaluate.argmax(means) == target
 
     # the same through the command: answers given as text, letter and index, two categories
     letter = "ABCD"[target]
     records = [mcq_record(videos[0], OPTIONS[target], category="taught"), mcq_record(videos[0], letter, category="taught"),
                mcq_record(videos[0], (target + 1) % 4, category="other")]
     datafiles.write_jsonl(tmp_path / "mcq.jsonl", records)
-    monkeypatch.setattr(temple, "load_eval_model", lambda args: (model, False))
+    monkeypatch.setattr(evaluate, "load_eval_model", lambda args: (model, False))
     report = run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"))
     [part] = report["mcq"]
     assert part["evaluated"] == 3 and part["skipped"] == 0
@@ -110,7 +110,7 @@ def test_normalize_picks_by_mean_log_prob(videos, tmp_path):
                           *flag)
         [item] = report["mcq"][0]["items"]
         assert item["correct"] == (item[f"predicted_{rule}"] == 0)
-        assert item[f"predicted_{rule}"] == temple.argmax(item[f"logp_{rule}"])
+        assert item[f"predicted_{rule}"] == evaluate.argmax(item[f"logp_{rule}"])
         assert report["mcq"][0]["rule"] == f"highest {rule} log-prob"
 
 

@@ -1,6 +1,5 @@
 """Ctrl-C and NaN stops: one line saying what is kept and how to go on; the checkpoint left behind is a good one."""
 
-import json
 import math
 import os
 import shlex
@@ -15,9 +14,7 @@ import torch
 
 import dpo
 import train
-import vlm
-from media import scene_frames, write_video
-from test_dpo import data_dir, read_metrics, stage_args  # noqa: F401 - data_dir is a fixture
+from test_dpo import read_metrics, stage_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LONG_RUN = ["dpo", "-r", "16", "--model", "tiny", "--epochs", "100", "--global-batch", "2", "--workers", "0",

@@ -23,7 +23,6 @@ from torch.distributed.run import get_args_parser
 
 import datafiles
 import temple
-import vlm
 from media import scene_frames, write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

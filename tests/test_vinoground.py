@@ -1,4 +1,4 @@
-"""evaluate_vinoground: reading the released CSV and the plain JSONL, the text / video / group tests on hand-made
+"""evaluate.py, Vinoground: reading the released CSV and the plain JSONL, the text / video / group tests on hand-made
 2x2 matrices (ties are wrong), the per-category report, and a run with the tiny model on synthetic clips.
 
 The fixtures (tests/fixtures/vinoground/, described in its README.md: CSV has no comment lines) hold four items in
@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import evaluate_vinoground as vino
+import evaluate as vino
 import vlm
 from media import scene_frames, write_video
-from temple import skip
+from evaluate import skip
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "vinoground")
 CSV, JSONL = os.path.join(FIXTURES, "vinoground.csv"), os.path.join(FIXTURES, "vinoground.jsonl")

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-import datafiles
 import vlm
 from media import scene_frames, write_audio_only, write_video
 
