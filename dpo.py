@@ -76,12 +76,7 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Pairs on disk: ours (pairs_r{r}.jsonl) or ms-swift's RLHF format ({"messages", "rejected_response", "videos"})
-
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Encoding a pair: the video is decoded and preprocessed once, then shared by the chosen and the rejected rows
+# The step: a micro-batch of pairs, one forward for chosen and rejected, the reference with LoRA off
 
 
 def encode_pair(model, pair, video_options, max_length):
@@ -111,8 +106,6 @@ class PairEncoder:
     cache: str = ""
 
     def __call__(self, index):
-        import train
-
         encoded = {"rows": encode_pair(self.processor, self.pairs[index], self.video_options, self.max_length),
                    "index": index}
         if self.references is not None:
@@ -128,10 +121,6 @@ def collate_pairs(model, encoded):
     return model.collate([c for c, _ in encoded] + [r for _, r in encoded])
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The step
-
-
 def policy_and_reference(model, module, batch, reference=None):
     """Policy log-probs (with gradient) and reference log-probs (LoRA off, no gradient) of a pairs batch.
 
@@ -141,21 +130,27 @@ def policy_and_reference(model, module, batch, reference=None):
     features = None if lora.lora_modules(model.vision_tower) else model.vision_features(batch)
     policy, counts = model.response_logps(batch, model=module, features=features)
     if reference is None:
-        with torch.no_grad(), lora.disable_lora(model.model):
+        # through the plain model, not the DDP wrapper `module`: a pass without gradient must not enter DDP's
+        # bookkeeping of which parameters took part in the backward
+        with torch.no_grad(), lora.disable_lora(model.hf_model):
             reference, _ = model.response_logps(batch, features=features)
     return policy, reference, counts
 
 
-def dpo_step(model, module, encoded, settings, reference=None):
-    """Loss and TRL-named metrics of a micro-batch of encoded pairs. `reference`: precomputed (pairs, 2) log-probs."""
+def dpo_step(model, module, encoded, settings):
+    """Loss and TRL-named metrics of a micro-batch of encoded pairs (PairEncoder's; "ref" with --precompute-ref)."""
     batch = model.to_device(collate_pairs(model, [e["rows"] for e in encoded]))
-    if reference is None and settings["precomputed"]:
+    reference = None
+    if settings["precomputed"]:
+        # the cache holds [chosen, rejected] per pair; the batch's rows are all the chosen, then all the rejected
         reference = torch.tensor([e["ref"] for e in encoded], device=model.device).T.reshape(-1)
     policy, ref, counts = policy_and_reference(model, module, batch, reference)
     n = len(encoded)
     losses, chosen_rewards, rejected_rewards = dpo_loss(
         policy[:n], policy[n:], ref[:n], ref[n:], beta=settings["beta"], loss_type=settings["loss_type"],
         chosen_lengths=counts[:n], rejected_lengths=counts[n:])
+    # the released run's extra term (ms-swift < 3.8, rpo_alpha 1): the chosen answers' mean token NLL, which keeps
+    # the policy fluent on its own good descriptions while DPO pushes the pair apart
     nll = -policy[:n].sum() / counts[:n].sum()
     loss = losses.mean() + settings["nll_weight"] * nll
     metrics = {"rewards/chosen": chosen_rewards.mean().item(), "rewards/rejected": rejected_rewards.mean().item(),
@@ -166,10 +161,6 @@ def dpo_step(model, module, encoded, settings, reference=None):
     return loss, metrics
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Preference accuracy: the direct measure of what DPO learned (`temple.py eval --pairs`)
-
-
 def pair_logps(model, pair, video_options, max_length, use_reference):
     """Policy [chosen, rejected] log-probs and, with use_reference, the reference's (LoRA off); no gradient."""
     batch = model.to_device(collate_pairs(model, [encode_pair(model, pair, video_options, max_length)]))
@@ -178,7 +169,6 @@ def pair_logps(model, pair, video_options, max_length, use_reference):
             return model.response_logps(batch)[0].tolist(), None
         policy, reference, _ = policy_and_reference(model, None, batch)
         return policy.tolist(), reference.tolist()
-
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -197,14 +187,14 @@ def reference_cache_path(data_path, pairs, meta):
     return f"{os.path.splitext(data_path)[0]}.ref-{h.hexdigest()[:12]}.json"
 
 
-def precompute_reference(model, encode, num_items, path, d):
+def precompute_reference(model, encode, num_items, path, world):
     """[[ref chosen, ref rejected], ...] for every pair (None for a pair whose video cannot be read; training
     uses another in its place): each rank scores its share, rank 0 writes the cache."""
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
     mine = {}
-    for index in tqdm(range(d.rank, num_items, d.world), desc="reference log-probs", disable=not d.main):
+    for index in tqdm(range(world.rank, num_items, world.size), desc="reference log-probs", disable=not world.main):
         try:
             rows = encode(index)["rows"]
         except train.BadItem as e:
@@ -215,11 +205,11 @@ def precompute_reference(model, encode, num_items, path, d):
         with torch.no_grad():
             logps, _ = model.response_logps(batch)
         mine[index] = logps.tolist()
-    merged = {k: v for part in train.all_gather(d, mine) for k, v in part.items()}
+    merged = {k: v for part in train.all_gather(world, mine) for k, v in part.items()}
     values = [merged[i] for i in range(num_items)]
-    if d.main:
+    if world.main:
         datafiles.write_atomic(path, json.dumps(values))
-    train.barrier(d)
+    train.barrier(world)
     return values
 
 
@@ -240,7 +230,7 @@ def stage_init(args):
 
 def run_stage(args):
     """`temple.py dpo`: train one curriculum stage; returns the run directory."""
-    d = train.setup_distributed()
+    world = train.setup_distributed()
     run_dir = args.out or os.path.join(args.runs, f"dpo_r{args.r}")
     data = args.data or os.path.join(args.data_dir, f"pairs_r{args.r}.jsonl")
     train.check_run_dir(run_dir, args.resume)
@@ -257,33 +247,26 @@ def run_stage(args):
         raise FileNotFoundError(f"{data}: no such file; make the pairs with `temple.py pairs` first, or pass --data FILE")
     pairs, skipped = datafiles.read_pairs(data, args.video_root)
     missing = len(skipped)  # their video files; a malformed record stopped read_pairs with its file:line
-    if d.main and missing:
+    if world.main and missing:
         print(f"{data}: skipped {missing} pair(s) whose video file is missing")
     if not pairs:
         raise ValueError(f"{data}: no usable pairs" + (f" ({missing} with a missing video)" if missing else ""))
 
-    model = vlm.load(args.model, device=d.device, attn_implementation=args.attn, seed=args.model_seed)
-    train.merge_start(model.model, init)
-    torch.manual_seed(args.seed)  # the adapters' random init: the same on every rank and every run
-    lora.apply_lora(model.model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
+    model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
 
     encode = PairEncoder(model.processor, pairs, video, args.max_length)
     settings = {"beta": args.beta, "loss_type": args.loss_type, "nll_weight": args.nll_weight,
                 "precomputed": args.precompute_ref}
     if args.precompute_ref:
-        train.check_shared_directory(os.path.dirname(os.path.abspath(data)), d, "the reference cache's directory")
-        with lora.disable_lora(model.model):
+        train.check_shared_directory(os.path.dirname(os.path.abspath(data)), world, "the reference cache's directory")
+        with lora.disable_lora(model.hf_model):
             encode.cache = reference_cache_path(data, pairs, meta)
-            encode.references = precompute_reference(model, encode, len(pairs), encode.cache, d)
+            encode.references = precompute_reference(model, encode, len(pairs), encode.cache, world)
 
-    config = train.TrainConfig(
-        out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs, global_batch=args.global_batch,
-        micro_batch=args.micro_batch, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
-        save_every=args.save_every, max_steps=args.max_steps, seed=args.seed, grad_ckpt=args.grad_ckpt,
-        workers=args.workers)
-    train.train(model.model, lambda module, items: dpo_step(model, module, items, settings), encode, len(pairs),
-                config, d, meta, resume=args.resume)
-    if d.main:
+    config = train.train_config(args, run_dir)
+    train.train(model.hf_model, lambda module, items: dpo_step(model, module, items, settings), encode, len(pairs),
+                config, world, meta, resume=args.resume)
+    if world.main:
         print(f"stage r={args.r}: {len(pairs)} pairs -> {run_dir}")
     return run_dir
 
@@ -322,10 +305,10 @@ def merge_run(run_dir, out, model_name=None):
     config = train.read_run_config(run_dir)
     base = model_name or config["base_model"]
     model = vlm.load(base, seed=config.get("model_seed", 0))
-    train.merge_start(model.model, run_dir)
+    train.merge_start(model.hf_model, run_dir)
     partial = out + ".partial"  # written whole, then swapped in: a crash never leaves half a model at `out`
     shutil.rmtree(partial, ignore_errors=True)
-    model.model.save_pretrained(partial)
+    model.hf_model.save_pretrained(partial)
     model.tokenizer.save_pretrained(partial)
     for name in PROCESSOR_FILES:
         if path := base_model_file(base, name):

@@ -19,10 +19,8 @@ without a video trains text-only.
 import os
 from dataclasses import dataclass
 
-import torch
 
 import datafiles
-import lora
 import train
 import vlm
 
@@ -137,13 +135,13 @@ def answer_tokens(samples):
 
 def run_sft(args):
     """`temple.py sft`: returns the run directory."""
-    d = train.setup_distributed()
+    world = train.setup_distributed()
     run_dir = args.out or os.path.join(args.runs, "sft")
     train.check_run_dir(run_dir, args.resume)
     init = None if args.init in (None, "base") else args.init
     start = train.start_after(init, args.model, run_dir)
     examples, missing = load_conversations(args.data, args.video_root)
-    if d.main and missing:
+    if world.main and missing:
         print(f"{args.data}: skipped {missing} record(s) whose video file is missing")
     if not examples:
         raise ValueError(f"{args.data}: no usable records")
@@ -155,20 +153,16 @@ def run_sft(args):
     if args.resume:
         train.check_resume(run_dir, meta)  # before the model loads
 
-    model = vlm.load(args.model, device=d.device, attn_implementation=args.attn, seed=args.model_seed)
-    train.merge_start(model.model, init)
-    torch.manual_seed(args.seed)  # the adapters' random init: the same on every rank and every run
-    lora.apply_lora(model.model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                    include_vision=not args.freeze_vit, exclude=vlm.ALIGNER)  # ViT yes, aligner no (spec 6)
-    config = train.TrainConfig(
-        out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs, global_batch=args.global_batch,
-        micro_batch=args.micro_batch, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
-        save_every=args.save_every, max_steps=args.max_steps, seed=args.seed, grad_ckpt=args.grad_ckpt,
-        workers=args.workers, tokens_across_ranks=args.tokens_across_ranks,
+    # the released SFT: LoRA on the ViT too, but not on the merger that feeds it to the language model (its aligner)
+    model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                              include_vision=not args.freeze_vit, exclude=vlm.ALIGNER)
+    config = train.train_config(
+        args, run_dir, tokens_across_ranks=args.tokens_across_ranks,
+        # a text-only record leaves the vision adapters out of the forward; DDP must be told to look for that
         find_unused_parameters=not args.freeze_vit and any(e["video"] is None for e in examples))
-    train.train(model.model, lambda module, items: sft_step(model, module, items),
-                ExampleEncoder(model.processor, examples, video, args.max_length), len(examples), config, d, meta,
+    train.train(model.hf_model, lambda module, items: sft_step(model, module, items),
+                ExampleEncoder(model.processor, examples, video, args.max_length), len(examples), config, world, meta,
                 resume=args.resume, tokens=answer_tokens)
-    if d.main:
+    if world.main:
         print(f"sft: {len(examples)} records -> {run_dir}")
     return run_dir

@@ -44,6 +44,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import lora
+import vlm
 
 
 @dataclass
@@ -76,9 +77,11 @@ class TrainConfig:
 
 
 @dataclass
-class Dist:
+class World:
+    """The processes of a run, as torchrun describes them to each one: this one's rank, how many there are, and which
+    GPU of its node this one drives. A plain `python` run is a world of one."""
     rank: int = 0
-    world: int = 1
+    size: int = 1
     local_rank: int = 0
 
     @property
@@ -92,62 +95,62 @@ class Dist:
 
 def setup_distributed():
     if "RANK" not in os.environ:
-        return Dist()
-    d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    if d.world > 1 and not dist.is_initialized():
+        return World()
+    world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if world.size > 1 and not dist.is_initialized():
         if torch.cuda.is_available():
-            torch.cuda.set_device(d.local_rank)
+            torch.cuda.set_device(world.local_rank)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return d
+    return world
 
 
-def barrier(d):
-    if d.world > 1:
+def barrier(world):
+    if world.size > 1:
         dist.barrier()
 
 
-def all_mean(d, values):
+def all_mean(world, values):
     """Average a dict of floats over ranks."""
-    if d.world == 1:
+    if world.size == 1:
         return values
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=d.device)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=world.device)
     dist.all_reduce(t)
-    return dict(zip(keys, (t / d.world).tolist()))
+    return dict(zip(keys, (t / world.size).tolist()))
 
 
-def all_sum(d, value):
-    if d.world == 1:
+def all_sum(world, value):
+    if world.size == 1:
         return value
-    t = torch.tensor(float(value), dtype=torch.float64, device=d.device)
+    t = torch.tensor(float(value), dtype=torch.float64, device=world.device)
     dist.all_reduce(t)
     return t.item()
 
 
-def all_gather(d, obj):
-    if d.world == 1:
+def all_gather(world, obj):
+    if world.size == 1:
         return [obj]
-    out = [None] * d.world
+    out = [None] * world.size
     dist.all_gather_object(out, obj)
     return out
 
 
-def check_shared_directory(directory, d, what="the run directory"):
+def check_shared_directory(directory, world, what="the run directory"):
     """Multi-node runs need one directory every rank sees (a disk the nodes share): rank 0 writes the checkpoints
     and the reference cache, the others read them back on resume. Rank 0 writes a token, each rank looks for it; a
     rank that cannot see it stops the run on every rank, named in one line."""
-    if d.world == 1:
+    if world.size == 1:
         return
-    token = all_gather(d, secrets.token_hex(8))[0]  # rank 0's
+    token = all_gather(world, secrets.token_hex(8))[0]  # rank 0's
     probe = os.path.join(directory, f".shared-check-{token}")
-    if d.main:
+    if world.main:
         os.makedirs(directory, exist_ok=True)
         with open(probe, "w") as f:
             f.write(token)
-    barrier(d)
+    barrier(world)
     seen = os.path.exists(probe) and open(probe).read() == token
-    views = all_gather(d, (seen, socket.gethostname()))
-    if d.main:
+    views = all_gather(world, (seen, socket.gethostname()))
+    if world.main:
         os.remove(probe)
     blind = [f"rank {rank} ({host})" for rank, (ok, host) in enumerate(views) if not ok]
     if blind:
@@ -176,9 +179,9 @@ def step_items(num_items, step, config):
     return items
 
 
-def rank_micro_batches(num_items, step, config, d):
+def rank_micro_batches(num_items, step, config, world):
     """This rank's share of a step, cut into micro-batches."""
-    mine = step_items(num_items, step, config)[d.rank::d.world]
+    mine = step_items(num_items, step, config)[world.rank::world.size]
     return [mine[i:i + config.micro_batch] for i in range(0, len(mine), config.micro_batch)]
 
 
@@ -191,10 +194,10 @@ def learning_rate(step, steps, config):
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def check_accumulation(config, d):
-    per_step = d.world * config.micro_batch
+def check_accumulation(config, world):
+    per_step = world.size * config.micro_batch
     if config.global_batch % per_step:
-        raise ValueError(f"--global-batch {config.global_batch} is not a multiple of world size {d.world} x "
+        raise ValueError(f"--global-batch {config.global_batch} is not a multiple of world size {world.size} x "
                          f"--micro-batch {config.micro_batch}")
 
 
@@ -216,16 +219,16 @@ def set_rng_state(state):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(model, optimizer, step, config, d, meta, final=False, rng=None):
+def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rng=None):
     """Adapter + optimizer + RNG of every rank (`rng`: as it was at the step's start), written to checkpoint.tmp/
     and then renamed: a crash mid-save leaves the previous checkpoint intact."""
-    rngs = all_gather(d, rng or rng_state())
-    if d.main:
+    rngs = all_gather(world, rng or rng_state())
+    if world.main:
         ckpt = os.path.join(config.out, "checkpoint")
         tmp = ckpt + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         lora.save_adapter(model, tmp, base_model=meta["base_model"])
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "world": d.world},
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "world": world.size},
                    os.path.join(tmp, "train_state.pt"))
         if os.path.exists(ckpt):
             os.replace(ckpt, ckpt + ".old")
@@ -234,10 +237,10 @@ def save_checkpoint(model, optimizer, step, config, d, meta, final=False, rng=No
         if final:
             lora.save_adapter(model, os.path.join(config.out, "stage"), base_model=meta["base_model"])
             finish_run(config.out, meta)
-    barrier(d)
+    barrier(world)
 
 
-def load_checkpoint(model, optimizer, config, d):
+def load_checkpoint(model, optimizer, config, world):
     """Restore a run's checkpoint; returns the step to continue from (0 when there is none)."""
     ckpt = os.path.join(config.out, "checkpoint")
     if not os.path.exists(ckpt) and os.path.exists(ckpt + ".old"):
@@ -245,12 +248,12 @@ def load_checkpoint(model, optimizer, config, d):
     if not os.path.exists(os.path.join(ckpt, "train_state.pt")):
         return 0
     state = torch.load(os.path.join(ckpt, "train_state.pt"), weights_only=True, map_location="cpu")
-    if state["world"] != d.world:
-        raise ValueError(f"{ckpt}: saved with {state['world']} processes, resumed with {d.world}; resume with "
+    if state["world"] != world.size:
+        raise ValueError(f"{ckpt}: saved with {state['world']} processes, resumed with {world.size}; resume with "
                          f"--nproc_per_node matching the original run")
     lora.load_adapter(model, ckpt)
     optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"][d.rank])
+    set_rng_state(state["rng"][world.rank])
     return state["step"]
 
 
@@ -310,6 +313,26 @@ def merge_start(model, init):
     return model
 
 
+def start_stage(args, init, world, **lora_options):
+    """The model a stage trains: the base model (args.model) with the chain of `init` merged in (None: the base
+    alone), and fresh adapters on top (lora.apply_lora's options). The adapters' random init comes from --seed,
+    the same on every rank (DDP needs the replicas equal) and in every run; the ranks' dropout streams differ
+    later (set_up)."""
+    model = vlm.load(args.model, device=world.device, attn_implementation=args.attn, seed=args.model_seed)
+    merge_start(model.hf_model, init)
+    torch.manual_seed(args.seed)
+    lora.apply_lora(model.hf_model, **lora_options)
+    return model
+
+
+def train_config(args, run_dir, **extra):
+    """The TrainConfig of the options dpo, curriculum and sft share (temple.add_training_options)."""
+    return TrainConfig(out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs,
+                       global_batch=args.global_batch, micro_batch=args.micro_batch, weight_decay=args.weight_decay,
+                       max_grad_norm=args.max_grad_norm, save_every=args.save_every, max_steps=args.max_steps,
+                       seed=args.seed, grad_ckpt=args.grad_ckpt, workers=args.workers, **extra)
+
+
 def finish_run(run_dir, meta):
     """Stack the start's adapter and the stage's (stage/) into the run's own adapter, which marks it finished."""
     parts = [os.path.join(run_dir, "stage")]
@@ -344,25 +367,23 @@ def split_run(run_dir):
 def load_run(run_dir, model_name=None, **load_options):
     """A finished run as a vlm.VideoLM: its base (or `model_name`, e.g. a local copy) with the run's start merged
     in, and its own stage adapter loaded but not merged, so that `lora.disable_lora` gives back its reference."""
-    import vlm
-
     if not finished(run_dir):
         raise ValueError(f"{run_dir}: not a finished run (no adapter_model.safetensors)")
     config = read_run_config(run_dir)
     start, stage_dir = split_run(run_dir)
     model = vlm.load(model_name or config["base_model"], seed=config.get("model_seed", 0), **load_options)
-    lora.merge_updates(model.model, start)
-    lora.load_adapter(model.model, stage_dir)
-    model.model.eval()  # new LoRA layers start in training mode: no dropout outside training
+    lora.merge_updates(model.hf_model, start)
+    lora.load_adapter(model.hf_model, stage_dir)
+    model.hf_model.eval()  # new LoRA layers start in training mode: no dropout outside training
     return model
 
 
-def write_run_config(config, meta, d, start=0):
+def write_run_config(config, meta, world, start=0):
     """config.json: what is trained (meta) and how (the TrainConfig). A resume may change how (a lower --lr after a
     NaN stop, more steps, another batch split): the first settings stay, and each resume adds what it changed and
     from which step, as metrics.jsonl keeps the history of the steps. It may not change what is trained."""
     path = os.path.join(config.out, "config.json")
-    record = json.loads(json.dumps({**meta, "train": asdict(config), "world_size": d.world}))  # tuples as lists
+    record = json.loads(json.dumps({**meta, "train": asdict(config), "world_size": world.size}))  # tuples as lists
     if os.path.exists(path):
         check_resume(config.out, meta)
         saved = read_run_config(config.out)
@@ -372,7 +393,7 @@ def write_run_config(config, meta, d, start=0):
         if changed:
             saved.setdefault("resumes", []).append({"step": start, "changed": changed})
         record = saved
-    if d.main:
+    if world.main:
         os.makedirs(config.out, exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
@@ -483,7 +504,7 @@ class Interrupted(KeyboardInterrupt):
         self.kept = kept
 
 
-def train(model, loss_fn, encode, num_items, config, d, meta, resume=False, tokens=None):
+def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, tokens=None):
     """Train the trainable (LoRA) parameters of `model`; returns the number of optimizer steps.
 
     loss_fn(module, encoded_items) -> (loss tensor, {metric: float}); module is the DDP wrapper when distributed,
@@ -492,12 +513,12 @@ def train(model, loss_fn, encode, num_items, config, d, meta, resume=False, toke
     encode(index) -> one encoded example (runs in workers).
     meta: what config.json records besides the settings (base_model, the run it started from, data, ...).
     """
-    run = set_up(model, encode, num_items, config, d, meta, resume)
+    run = set_up(model, encode, num_items, config, world, meta, resume)
     try:
-        loop(run, loss_fn, config, d, meta, tokens)
+        loop(run, loss_fn, config, world, meta, tokens)
     except KeyboardInterrupt:
         raise Interrupted(checkpoint_note(config, run.saved)) from None
-    save_checkpoint(model, run.optimizer, run.steps, config, d, meta, final=True)
+    save_checkpoint(model, run.optimizer, run.steps, config, world, meta, final=True)
     if config.grad_ckpt:
         disable_activation_checkpointing(model)
     model.eval()
@@ -517,9 +538,9 @@ class Run:
     saved: int  # the step of the newest checkpoint (0: none yet)
 
 
-def set_up(model, encode, num_items, config, d, meta, resume):
-    check_accumulation(config, d)
-    check_shared_directory(config.out, d)
+def set_up(model, encode, num_items, config, world, meta, resume):
+    check_accumulation(config, world)
+    check_shared_directory(config.out, world)
     steps = total_steps(num_items, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     for p in trainable:
@@ -528,18 +549,18 @@ def set_up(model, encode, num_items, config, d, meta, resume):
     if config.grad_ckpt:
         enable_activation_checkpointing(model)
     model.train()
-    start = load_checkpoint(model, optimizer, config, d) if resume else 0
+    start = load_checkpoint(model, optimizer, config, world) if resume else 0
     if start == 0:
         # every rank its own dropout stream; the adapters' init (before this) used one seed on every rank
-        torch.manual_seed(config.seed + d.rank)
-        random.seed(config.seed + d.rank)
-    write_run_config(config, meta, d, start)
-    if d.main:
+        torch.manual_seed(config.seed + world.rank)
+        random.seed(config.seed + world.rank)
+    write_run_config(config, meta, world, start)
+    if world.main:
         metrics_path = os.path.join(config.out, "metrics.jsonl")
         trim_metrics(metrics_path, start) if start else open(metrics_path, "w").close()
-    wrapped = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
-                                      find_unused_parameters=config.find_unused_parameters) if d.world > 1 else model
-    micro_batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, d)]
+    wrapped = DistributedDataParallel(model, device_ids=[world.local_rank] if world.device.type == "cuda" else None,
+                                      find_unused_parameters=config.find_unused_parameters) if world.size > 1 else model
+    micro_batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, world)]
     loader = torch.utils.data.DataLoader(_Items(micro_batches, encode, num_items), batch_size=None, shuffle=False,
                                          num_workers=config.workers, collate_fn=keep_as_is,
                                          generator=torch.Generator())  # own RNG: the global one drives dropout
@@ -551,14 +572,14 @@ def keep_as_is(items):
     return items
 
 
-def loop(run, loss_fn, config, d, meta, tokens):
+def loop(run, loss_fn, config, world, meta, tokens):
     """The optimizer steps from run.start to run.steps, in the order of the module docstring."""
     from tqdm import tqdm
 
-    accumulation = config.global_batch // (d.world * config.micro_batch)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and \
+    accumulation = config.global_batch // (world.size * config.micro_batch)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if world.device.type == "cuda" and \
         next(run.model.parameters()).dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
-    with tqdm(total=run.steps, initial=run.start, disable=not d.main,
+    with tqdm(total=run.steps, initial=run.start, disable=not world.main,
               desc=os.path.basename(config.out) or "train") as progress:  # closed before any message (Ctrl-C, NaN)
         for step in range(run.start, run.steps):
             rng_at_start = rng_state()  # this step's weights are checkpointed once their loss proves finite (below)
@@ -566,7 +587,7 @@ def loop(run, loss_fn, config, d, meta, tokens):
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             window = [next(run.batches) for _ in range(accumulation)]  # this rank's micro-batches of the step
-            logged = forward_backward(run, window, loss_fn, config, d, tokens, autocast)
+            logged = forward_backward(run, window, loss_fn, config, world, tokens, autocast)
             if not math.isfinite(logged["loss"]):
                 raise ValueError(f"step {step + 1}: the loss is {logged['loss']}; stopped before updating the "
                                  f"weights. {checkpoint_note(config, run.saved)}, whose weights gave a finite loss: "
@@ -574,12 +595,12 @@ def loop(run, loss_fn, config, d, meta, tokens):
             if step > run.start and step % config.save_every == 0:
                 # saved only now: the weights after `step` updates have just given a finite loss, so a NaN stop
                 # never leaves behind a checkpoint that holds the update that blew up
-                save_checkpoint(run.model, run.optimizer, step, config, d, meta, rng=rng_at_start)
+                save_checkpoint(run.model, run.optimizer, step, config, world, meta, rng=rng_at_start)
                 run.saved = step
             grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, config.max_grad_norm)
             run.optimizer.step()
             run.optimizer.zero_grad(set_to_none=True)
-            if d.main:
+            if world.main:
                 record = {"step": step + 1, **{k: round(v, 6) for k, v in logged.items()},
                           "grad_norm": round(grad_norm.item(), 6), "learning_rate": lr}
                 with open(os.path.join(config.out, "metrics.jsonl"), "a") as f:
@@ -588,26 +609,26 @@ def loop(run, loss_fn, config, d, meta, tokens):
                 progress.update()
 
 
-def forward_backward(run, window, loss_fn, config, d, tokens, autocast):
+def forward_backward(run, window, loss_fn, config, world, tokens, autocast):
     """Gradients of one step's micro-batches, accumulated; returns the step's metrics averaged over ranks."""
     accumulation = len(window)
     # A mean loss counts every micro-batch alike; a summed one (SFT) is divided by the tokens of the whole window, so
     # a long answer weighs as much in a small micro-batch as in a big one (ms-swift, HF Trainer)
     divisor = sum(tokens(items) for items in window) if tokens else accumulation
     if tokens and config.tokens_across_ranks:  # DDP averages gradients over ranks: divide by the mean count
-        divisor = all_sum(d, divisor) / d.world
+        divisor = all_sum(world, divisor) / world.size
     sums = {}
     for micro, items in enumerate(window):
         last = micro == accumulation - 1
         # DDP all-reduces gradients during backward; skip that on all but the last micro-batch
-        with run.wrapped.no_sync() if d.world > 1 and not last else contextlib.nullcontext():
+        with run.wrapped.no_sync() if world.size > 1 and not last else contextlib.nullcontext():
             with autocast:
                 loss, metrics = loss_fn(run.wrapped, items)
             (loss / divisor).backward()
         sums["loss"] = sums.get("loss", 0.0) + loss.item() / divisor
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + float(v) / accumulation
-    return all_mean(d, sums)  # over ranks, so every rank takes the same decisions (NaN stop) with the same numbers
+    return all_mean(world, sums)  # over ranks, so every rank takes the same decisions (NaN stop) with the same numbers
 
 
 def checkpoint_note(config, saved):

@@ -618,9 +618,9 @@ class Processor:
 class VideoLM:
     """A loaded model and its Processor; see the module docstring for the tour."""
 
-    def __init__(self, model, tokenizer, name=""):
-        self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.processor = Processor(model.config, tokenizer)
+    def __init__(self, hf_model, tokenizer, name=""):
+        self.hf_model, self.tokenizer, self.name = hf_model, tokenizer, name
+        self.processor = Processor(hf_model.config, tokenizer)
         self.family, self.ids, self.merge = self.processor.family, self.processor.ids, self.processor.merge
 
     # encoding and batching are the processor's
@@ -638,15 +638,15 @@ class VideoLM:
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        return next(self.hf_model.parameters()).device
 
     @property
     def vision_tower(self):
         """The ViT and its merger (transformers calls it `visual`)."""
-        return self.model.model.visual
+        return self.hf_model.model.visual
 
     def to_device(self, batch):
-        dtype = next(self.model.parameters()).dtype
+        dtype = next(self.hf_model.parameters()).dtype
         return {k: v.to(self.device, dtype=dtype if v.is_floating_point() and k == "pixel_values_videos" else None)
                 for k, v in batch.items()}
 
@@ -731,7 +731,7 @@ class VideoLM:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
                 self.reuse_vision(features):
             torch.manual_seed(seed)
-            out = self.model.generate(**self.model_inputs(batch, features), max_new_tokens=max_new_tokens,
+            out = self.hf_model.generate(**self.model_inputs(batch, features), max_new_tokens=max_new_tokens,
                                       repetition_penalty=repetition_penalty,
                                       eos_token_id=[self.ids["im_end"], self.ids["pad"]],
                                       pad_token_id=self.ids["pad"], **sampling)
@@ -745,10 +745,10 @@ class VideoLM:
 
         Logits are computed only at the positions that predict a label (the union over the batch), never for the
         whole sequence x vocabulary: with a 151k vocabulary that is most of the memory of a DPO step.
-        `model` overrides self.model (e.g. the DDP-wrapped module, so its gradient hooks run). `features`
+        `model` overrides self.hf_model (e.g. the DDP-wrapped module, so its gradient hooks run). `features`
         (vision_features) are the videos already encoded; by default each distinct video is encoded once here.
         """
-        model = model or self.model
+        model = model or self.hf_model
         if features is None:
             features = self.vision_features(batch)
         targets = batch["labels"][:, 1:]

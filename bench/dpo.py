@@ -78,9 +78,9 @@ def naive_step(model, video, instruction, chosen, rejected, beta=0.1):
         logps = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return (logps * (targets != vlm.IGNORE)).sum(-1)
 
-    policy_c, policy_r = full_logps(model.model, chosen), full_logps(model.model, rejected)
-    with torch.no_grad(), lora.disable_lora(model.model):
-        ref_c, ref_r = full_logps(model.model, chosen), full_logps(model.model, rejected)
+    policy_c, policy_r = full_logps(model.hf_model, chosen), full_logps(model.hf_model, rejected)
+    with torch.no_grad(), lora.disable_lora(model.hf_model):
+        ref_c, ref_r = full_logps(model.hf_model, chosen), full_logps(model.hf_model, rejected)
     losses, _, _ = dpo.dpo_loss(policy_c, policy_r, ref_c, ref_r, beta=beta)
     nll = -policy_c.sum() / (len(chosen))  # same amount of work as ours' NLL term
     return losses.mean() + nll
@@ -90,7 +90,7 @@ def per_row_step(model, pair, settings):
     """Our step with every forward encoding each row's video itself (no shared vision features)."""
     model.vision_features = lambda batch: None  # an instance attribute: the class's method is back after del
     try:
-        return dpo.dpo_step(model, model.model, [pair], settings)[0]
+        return dpo.dpo_step(model, model.hf_model, [pair], settings)[0]
     finally:
         del model.vision_features
 
@@ -132,7 +132,7 @@ def main():
     device = vlm.default_device()
     size = args.gpu_size if device.type == "cuda" and args.gpu_size else "cpu"
     model = build(size, device)
-    model.model.train()
+    model.hf_model.train()
     rng = np.random.default_rng(0)
     video = vlm.Video(rng.integers(0, 256, (args.frames, 224, 224, 3), dtype=np.uint8),
                       [float(i) for i in range(args.frames)], fps=1.0)
@@ -145,30 +145,30 @@ def main():
     batch = model.collate(pair["rows"])
     print(f"{size} model, sequence {batch['input_ids'].shape[1]} tokens, answers "
           f"{(batch['labels'] != vlm.IGNORE).sum().item()} tokens, vocabulary {VOCAB}, device {device}")
-    with torch.no_grad(), lora.disable_lora(model.model):
+    with torch.no_grad(), lora.disable_lora(model.hf_model):
         pair["ref"] = model.response_logps(model.to_device(batch))[0].tolist()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else \
         torch.autocast("cpu", enabled=False)
 
     def run(step):
         def fn():
-            model.model.zero_grad(set_to_none=True)
+            model.hf_model.zero_grad(set_to_none=True)
             with autocast:
                 loss = step()
             loss.backward()
         return fn
 
-    ours = run(lambda: dpo.dpo_step(model, model.model, [pair], settings)[0])
+    ours = run(lambda: dpo.dpo_step(model, model.hf_model, [pair], settings)[0])
     per_row = run(lambda: per_row_step(model, pair, settings))
-    cached = run(lambda: dpo.dpo_step(model, model.model, [pair], {**settings, "precomputed": True})[0])
+    cached = run(lambda: dpo.dpo_step(model, model.hf_model, [pair], {**settings, "precomputed": True})[0])
     naive = run(lambda: naive_step(model, video, instruction, chosen, rejected))
     video_patches = int(batch["video_grid_thw"][0].prod())
     passes = {name: vision_passes(model, fn) for name, fn in [("ours", ours), ("per-row", per_row), ("naive", naive)]}
     t_ours, t_per_row, t_cached, t_naive = fastest_in_turns(ours, per_row, cached, naive)
     m_ours, m_cached, m_naive = (measure(fn, repeats=1)[1] for fn in (ours, cached, naive))
-    train.enable_activation_checkpointing(model.model)
+    train.enable_activation_checkpointing(model.hf_model)
     t_ckpt, m_ckpt = measure(ours, repeats=1)
-    train.disable_activation_checkpointing(model.model)
+    train.disable_activation_checkpointing(model.hf_model)
     tokens = batch["input_ids"].numel()
     print(f"naive:                 {t_naive:.3f} s  peak +{mib(m_naive)}")
     print(f"ours:                  {t_ours:.3f} s  peak +{mib(m_ours)}  ({tokens / t_ours:.0f} tokens/s)")
@@ -178,7 +178,7 @@ def main():
     for name, (calls, patches) in passes.items():
         print(f"vision tower, {name + ':':9s} {calls} pass(es) per step, {patches // video_patches} video(s) encoded")
     if device.type == "cuda":
-        params = sum(p.numel() for p in model.model.parameters())
+        params = sum(p.numel() for p in model.hf_model.parameters())
         # policy forward 2PT; its backward computes input gradients only (the base is frozen; LoRA's weight
         # gradients are negligible), another 2PT rather than the usual 4PT; the reference forward 2PT
         flops = (2 + 2 + 2) * params * tokens

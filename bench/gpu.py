@@ -94,9 +94,9 @@ def video(size, budget_scale=1.0):
 def flops(model, tokens_per_row, rows, vit_patches, vit_backward, passes):
     """Model FLOPs of a step: `passes` forward-equivalents of the language model over `rows` rows (forward 1, input
     gradients 1 more), the ViT forward once (and its backward when it trains)."""
-    text = model.model.config.get_text_config()
-    lm_params = sum(p.numel() for n, p in model.model.named_parameters() if ".visual." not in n and "lm_head" not in n)
-    vit_params = sum(p.numel() for n, p in model.model.named_parameters() if ".visual." in n)
+    text = model.hf_model.config.get_text_config()
+    lm_params = sum(p.numel() for n, p in model.hf_model.named_parameters() if ".visual." not in n and "lm_head" not in n)
+    vit_params = sum(p.numel() for n, p in model.hf_model.named_parameters() if ".visual." in n)
     per_row = 2 * lm_params * tokens_per_row + 2 * text.num_hidden_layers * tokens_per_row ** 2 * text.hidden_size
     return passes * rows * per_row + 2 * vit_params * vit_patches * (2 if vit_backward else 1)
 
@@ -136,17 +136,17 @@ def measure_step(step, device, repeats=2):
 
 def with_checkpointing(model, on, step, device):
     if on:
-        train.enable_activation_checkpointing(model.model)
+        train.enable_activation_checkpointing(model.hf_model)
     try:
         return measure_step(step, device)
     finally:
         if on:
-            train.disable_activation_checkpointing(model.model)
+            train.disable_activation_checkpointing(model.hf_model)
 
 
 def adapter_step(model, loss_fn, lr):
     """One optimizer step on the adapters: what the training loop does once per step (one micro-batch)."""
-    trainable = [p for p in model.model.parameters() if p.requires_grad]
+    trainable = [p for p in model.hf_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
 
     def step():
@@ -165,19 +165,19 @@ def autocast(device):
 
 
 def fp32_adapters(model):
-    for p in model.model.parameters():
+    for p in model.hf_model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # as train.set_up: adapters train in fp32 on a bf16 base
 
 
 def run_dpo(model, size, device, results):
-    lora.apply_lora(model.model, r=32, alpha=64)
+    lora.apply_lora(model.hf_model, r=32, alpha=64)
     fp32_adapters(model)
-    model.model.train()
+    model.hf_model.train()
     settings = {"beta": 0.1, "loss_type": "sigmoid", "nll_weight": 1.0, "precomputed": False}
     for scale, prefix in ((1.0, "dpo"), (0.25, "quarter_dpo")):
         encoded, prepared = dpo_pair(model, size, scale)
-        step = adapter_step(model, lambda: dpo.dpo_step(model, model.model, encoded, settings)[0], 5e-6)
+        step = adapter_step(model, lambda: dpo.dpo_step(model, model.hf_model, encoded, settings)[0], 5e-6)
         with_ckpt = with_checkpointing(model, True, step, device)
         without = with_checkpointing(model, False, step, device)
         tokens = len(encoded[0]["rows"][0].input_ids)
@@ -192,19 +192,19 @@ def run_dpo(model, size, device, results):
                            dpo_mfu=model_flops / seconds / PEAK_FLOPS, dpo_no_ckpt_peak_gib=without[1])
         else:
             results["quarter_dpo_ckpt_mem_ratio"] = ratio(with_ckpt[1], without[1])
-    lora.merge_lora(model.model)  # back to plain linears (random weights: merging changes nothing that matters)
+    lora.merge_lora(model.hf_model)  # back to plain linears (random weights: merging changes nothing that matters)
 
 
 def run_sft(model, size, device, results):
-    lora.apply_lora(model.model, r=32, alpha=32, dropout=0.05, include_vision=True, exclude=vlm.ALIGNER)
+    lora.apply_lora(model.hf_model, r=32, alpha=32, dropout=0.05, include_vision=True, exclude=vlm.ALIGNER)
     fp32_adapters(model)
-    model.model.train()
+    model.hf_model.train()
     for scale, prefix in ((1.0, "sft"), (0.25, "quarter_sft")):
         clip, pixels = video(size, scale)
         sample = model.encode([clip, "Describe the video in detail."], response=answer(model, ANSWER_TOKENS[size], 3),
                               total_pixels=pixels)
         count = sft.answer_tokens([sample])
-        step = adapter_step(model, lambda: sft.sft_step(model, model.model, [sample])[0] / count, 1e-4)
+        step = adapter_step(model, lambda: sft.sft_step(model, model.hf_model, [sample])[0] / count, 1e-4)
         with_ckpt = with_checkpointing(model, True, step, device)
         without = with_checkpointing(model, False, step, device)
         tokens, patches = len(sample.input_ids), len(sample.pixels[0])

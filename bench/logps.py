@@ -34,7 +34,7 @@ def build(device):
 
 def full_logits_logps(model, batch):
     """The naive way: logits for every position, log_softmax over the whole (B, L, V) tensor, then gather."""
-    logits = model.model(**model.model_inputs(batch), use_cache=False).logits[:, :-1]
+    logits = model.hf_model(**model.model_inputs(batch), use_cache=False).logits[:, :-1]
     targets = batch["labels"][:, 1:]
     mask = targets != vlm.IGNORE
     token_logps = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -55,11 +55,11 @@ def main():
           f"vocabulary {VOCAB}")
 
     def ours():
-        model.model.zero_grad(set_to_none=True)
+        model.hf_model.zero_grad(set_to_none=True)
         model.response_logps(batch)[0].sum().backward()
 
     def full():
-        model.model.zero_grad(set_to_none=True)
+        model.hf_model.zero_grad(set_to_none=True)
         full_logits_logps(model, batch).sum().backward()
 
     with torch.no_grad():

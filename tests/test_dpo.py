@@ -83,13 +83,13 @@ def encoded_pairs(model, data_dir, count=2):
 
 def test_step_zero_rewards_are_zero_and_loss_is_ln2(data_dir):
     model = vlm.load("tiny")
-    lora.apply_lora(model.model, r=8, alpha=16)
+    lora.apply_lora(model.hf_model, r=8, alpha=16)
     settings = {"beta": 0.1, "loss_type": "sigmoid", "nll_weight": 0.0, "precomputed": False}
-    loss, metrics = dpo.dpo_step(model, model.model, encoded_pairs(model, data_dir), settings)
+    loss, metrics = dpo.dpo_step(model, model.hf_model, encoded_pairs(model, data_dir), settings)
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
     assert metrics["rewards/chosen"] == 0 and metrics["rewards/rejected"] == 0
     # with the NLL term the loss adds the chosen answers' mean token NLL
-    loss, metrics = dpo.dpo_step(model, model.model, encoded_pairs(model, data_dir), {**settings, "nll_weight": 1.0})
+    loss, metrics = dpo.dpo_step(model, model.hf_model, encoded_pairs(model, data_dir), {**settings, "nll_weight": 1.0})
     assert loss.item() == pytest.approx(math.log(2) + metrics["nll"], abs=1e-5)
 
 
@@ -109,20 +109,20 @@ def test_checkpointing_runs_no_backward_through_the_frozen_vision_tower(data_dir
     for checkpointing in (False, True):
         model = vlm.load("tiny")
         torch.manual_seed(0)
-        lora.apply_lora(model.model, r=8, alpha=16)
-        for m in lora.lora_modules(model.model).values():
+        lora.apply_lora(model.hf_model, r=8, alpha=16)
+        for m in lora.lora_modules(model.hf_model).values():
             torch.nn.init.normal_(m.lora_B, std=0.02)  # B = 0 would leave A's gradient 0
         if checkpointing:
-            train.enable_activation_checkpointing(model.model)
-        model.model.train()
+            train.enable_activation_checkpointing(model.hf_model)
+        model.hf_model.train()
         vision_output_needs_grad = []
-        visual = next(m for name, m in model.model.named_modules() if name.endswith("visual"))
+        visual = next(m for name, m in model.hf_model.named_modules() if name.endswith("visual"))
         visual.register_forward_hook(lambda module, inputs, output: vision_output_needs_grad.append(
             any(t.requires_grad for t in torch.utils._pytree.tree_leaves(output) if torch.is_tensor(t))))
-        loss, _ = dpo.dpo_step(model, model.model, encoded_pairs(model, data_dir), settings)
+        loss, _ = dpo.dpo_step(model, model.hf_model, encoded_pairs(model, data_dir), settings)
         loss.backward()
         assert vision_output_needs_grad and not any(vision_output_needs_grad)
-        grads[checkpointing] = {n: p.grad for n, p in model.model.named_parameters() if p.requires_grad}
+        grads[checkpointing] = {n: p.grad for n, p in model.hf_model.named_parameters() if p.requires_grad}
     for name, grad in grads[False].items():
         assert torch.allclose(grad, grads[True][name], atol=1e-6), name
 
@@ -137,7 +137,7 @@ class VisionPasses:
 
 def plain_logps(model, batch):
     """Summed answer log-probs the plain way: the model's own forward encodes every row's copy of its video."""
-    logits = model.model(**model.model_inputs(batch)).logits[:, :-1].log_softmax(-1)
+    logits = model.hf_model(**model.model_inputs(batch)).logits[:, :-1].log_softmax(-1)
     targets = batch["labels"][:, 1:]
     return (logits.gather(-1, targets.clamp(min=0)[..., None])[..., 0] * (targets != vlm.IGNORE)).sum(-1)
 
@@ -145,28 +145,28 @@ def plain_logps(model, batch):
 @pytest.mark.parametrize("name", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
 def test_one_vision_pass_gives_the_log_probs_and_gradients_of_the_plain_path(name, data_dir):
     model = vlm.load(name)
-    lora.apply_lora(model.model, r=8, alpha=16)
+    lora.apply_lora(model.hf_model, r=8, alpha=16)
     with torch.no_grad():  # B != 0: the policy differs from the reference
-        for m in lora.lora_modules(model.model).values():
+        for m in lora.lora_modules(model.hf_model).values():
             m.lora_B.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
     encoded = encoded_pairs(model, data_dir, 2)
     batch = model.to_device(dpo.collate_pairs(model, [e["rows"] for e in encoded]))
     passes = VisionPasses(model)
-    policy, reference, _ = dpo.policy_and_reference(model, model.model, batch)
+    policy, reference, _ = dpo.policy_and_reference(model, model.hf_model, batch)
     video_patches = [int(g.prod()) for g in batch["video_grid_thw"]]
     assert passes.patches == [sum(video_patches)] and len(video_patches) == 2  # once, each pair's video once
     policy.sum().backward()
-    shared = {n: p.grad.clone() for n, p in model.model.named_parameters() if p.requires_grad}
-    model.model.zero_grad(set_to_none=True)
+    shared = {n: p.grad.clone() for n, p in model.hf_model.named_parameters() if p.requires_grad}
+    model.hf_model.zero_grad(set_to_none=True)
 
     plain = plain_logps(model, batch)  # 4 rows, 4 videos encoded
-    with torch.no_grad(), lora.disable_lora(model.model):
+    with torch.no_grad(), lora.disable_lora(model.hf_model):
         plain_reference = plain_logps(model, batch)
     assert len(passes.patches) == 3 and passes.patches[1] == 2 * sum(video_patches)
     assert torch.allclose(policy, plain, atol=1e-5) and torch.allclose(reference, plain_reference, atol=1e-5)
     assert not torch.allclose(policy, reference, atol=1e-3)
     plain.sum().backward()
-    for n, p in model.model.named_parameters():
+    for n, p in model.hf_model.named_parameters():
         if p.requires_grad:
             assert torch.allclose(shared[n], p.grad, atol=1e-6, rtol=1e-4), n
     assert any(g.abs().sum() > 0 for g in shared.values())
@@ -174,11 +174,11 @@ def test_one_vision_pass_gives_the_log_probs_and_gradients_of_the_plain_path(nam
 
 def test_a_dpo_step_and_a_question_run_the_vision_tower_once(data_dir):
     model = vlm.load("tiny")
-    lora.apply_lora(model.model, r=8, alpha=16)
+    lora.apply_lora(model.hf_model, r=8, alpha=16)
     settings = {"beta": 0.1, "loss_type": "sigmoid", "nll_weight": 1.0, "precomputed": False}
     encoded = encoded_pairs(model, data_dir, 1)
     passes = VisionPasses(model)
-    dpo.dpo_step(model, model.model, encoded, settings)[0].backward()  # chosen, rejected, reference: one pass
+    dpo.dpo_step(model, model.hf_model, encoded, settings)[0].backward()  # chosen, rejected, reference: one pass
     assert len(passes.patches) == 1
     video = model.prepare(vlm.read_video(encoded[0]["video"], fps=1.0, max_frames=4), total_pixels=64 * 96 * 4)
     model.score_options([video, "What happens?"], ["a person", "the scene", "a clip"])  # three rows, one pass
@@ -324,14 +324,14 @@ def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
     third = dpo.run_stage(stage_args(data_dir, runs, r=4, max_steps=1, data=str(data_dir / "pairs_r16.jsonl")))
     expected = vlm.load("tiny")  # base + r16 + r8 merged, then the r4 adapter on top, the way training built it
     for run in (first, second):
-        lora.load_adapter(expected.model, os.path.join(run, "stage"))
-        lora.merge_lora(expected.model)
-    lora.load_adapter(expected.model, os.path.join(third, "stage"))
+        lora.load_adapter(expected.hf_model, os.path.join(run, "stage"))
+        lora.merge_lora(expected.hf_model)
+    lora.load_adapter(expected.hf_model, os.path.join(third, "stage"))
     want = logps_of(expected, data_dir)
     config = json.load(open(os.path.join(third, "adapter_config.json")))
     assert config["base_model_name_or_path"] == "tiny" and config["r"] == 3 * 32  # three stages of rank 32, stacked
     plain = vlm.load("tiny")
-    lora.load_adapter(plain.model, third)  # what peft.PeftModel.from_pretrained(base, run) does
+    lora.load_adapter(plain.hf_model, third)  # what peft.PeftModel.from_pretrained(base, run) does
     assert torch.allclose(logps_of(plain, data_dir), want, atol=1e-4)
 
     moved = tmp_path / "moved"
@@ -343,7 +343,7 @@ def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
                               atol=1e-4)
         loaded = train.load_run(str(run))  # eval --run: the start merged, the stage's adapter on top
         assert torch.allclose(logps_of(loaded, data_dir), want, atol=1e-4)
-        with lora.disable_lora(loaded.model):  # its reference: base + r16 + r8
+        with lora.disable_lora(loaded.hf_model):  # its reference: base + r16 + r8
             reference = logps_of(loaded, data_dir)
         assert not torch.allclose(reference, want, atol=1e-4)
     # the next stage finds dpo_r4 in the moved runs/
@@ -358,18 +358,18 @@ def test_peft_loads_a_chained_stage_as_the_curriculum_made_it(data_dir, tmp_path
     first = dpo.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=2))
     second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=2))
     expected = vlm.load("tiny")
-    lora.load_adapter(expected.model, os.path.join(first, "stage"))
-    lora.merge_lora(expected.model)
-    lora.load_adapter(expected.model, os.path.join(second, "stage"))
+    lora.load_adapter(expected.hf_model, os.path.join(first, "stage"))
+    lora.merge_lora(expected.hf_model)
+    lora.load_adapter(expected.hf_model, os.path.join(second, "stage"))
     base = vlm.load("tiny")
-    PeftModel.from_pretrained(base.model, second)  # wraps base.model's linears in place
+    PeftModel.from_pretrained(base.hf_model, second)  # wraps base.hf_model's linears in place
     assert torch.allclose(logps_of(base, data_dir), logps_of(expected, data_dir), atol=1e-4)
 
 
 def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path):
     base = tmp_path / "base"
     model = vlm.load("tiny")
-    model.model.save_pretrained(base)
+    model.hf_model.save_pretrained(base)
     model.tokenizer.save_pretrained(base)
     (base / "preprocessor_config.json").write_text('{"processor_class": "Qwen2VLProcessor"}')
     (base / "chat_template.json").write_text('{"chat_template": "..."}')
@@ -387,8 +387,8 @@ def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
     out = dpo.merge_run(second, str(tmp_path / "merged"))
     merged = vlm.load(out)
     reference = vlm.load("tiny")
-    train.merge_start(reference.model, first)
-    lora.load_adapter(reference.model, os.path.join(second, "stage"))
+    train.merge_start(reference.hf_model, first)
+    lora.load_adapter(reference.hf_model, os.path.join(second, "stage"))
     batch = dpo.collate_pairs(reference, [e["rows"] for e in encoded_pairs(reference, data_dir)])
     with torch.no_grad():
         assert torch.allclose(merged.response_logps(batch)[0], reference.response_logps(batch)[0], atol=1e-4)
@@ -464,8 +464,8 @@ def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
     assert [m["loss"] for m in ma] == pytest.approx([m["loss"] for m in mb], abs=1e-5)
     # resuming that 2-process run with 1 process is refused
     with pytest.raises(ValueError, match="saved with 2 processes, resumed with 1"):
-        train.load_checkpoint(vlm.load("tiny").model, None, train.TrainConfig(
-            out=os.path.join(tmp_path, "ddp", "dpo_r16")), train.Dist())
+        train.load_checkpoint(vlm.load("tiny").hf_model, None, train.TrainConfig(
+            out=os.path.join(tmp_path, "ddp", "dpo_r16")), train.World())
 
 
 def _unshared_worker(rank, world, init_file, data_dir, workdir, errors):

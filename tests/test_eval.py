@@ -69,12 +69,12 @@ def teach(model, video, question, answer, steps=40):
     prepared = model.prepare(vlm.read_video(video, fps=2, max_frames=4), total_pixels=4 * 56 * 56)
     batch = model.to_device(model.collate([model.encode([prepared, evaluate.mcq_prompt(question, OPTIONS)],
                                                         response=answer)]))
-    optimizer = torch.optim.Adam(model.model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.hf_model.parameters(), lr=3e-3)
     for _ in range(steps):
         (-model.response_logps(batch)[0].sum()).backward()
         optimizer.step()
         optimizer.zero_grad()
-    model.model.eval()
+    model.hf_model.eval()
 
 
 def test_scoring_picks_the_option_the_model_was_taught(videos, tmp_path, monkeypatch):

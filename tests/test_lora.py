@@ -117,7 +117,7 @@ def logits(model, batch):
 def tiny():
     """A loader of fresh tiny models (same seed: same weights) and one video + text batch."""
     model = vlm.load("tiny")
-    return lambda: vlm.load("tiny").model, video_batch(model)
+    return lambda: vlm.load("tiny").hf_model, video_batch(model)
 
 
 # ---- the layer --------------------------------------------------------------------------------------------------
@@ -357,20 +357,20 @@ def test_save_load_round_trip_in_peft_format(tiny, tmp_path):
 def test_target_modules_never_reach_the_vision_tower(tmp_path):
     """Qwen2.5-VL's ViT also has gate/up/down_proj: bare suffixes would make PEFT adapt it; the saved list must
     select exactly the wrapped modules under PEFT's own matching rule."""
-    model = vlm.load("tiny-qwen2.5").model
+    model = vlm.load("tiny-qwen2.5").hf_model
     names = lora.apply_lora(model, r=4, alpha=8)
     lora.save_adapter(model, tmp_path)
     targets = json.loads((tmp_path / "adapter_config.json").read_text())["target_modules"]
     assert "layers.0.mlp.gate_proj" in targets and "gate_proj" not in targets
-    plain = vlm.load("tiny-qwen2.5").model
+    plain = vlm.load("tiny-qwen2.5").hf_model
     assert [n for n, _ in plain.named_modules() if lora.matches(n, targets)] == names
 
 
 def test_adapter_for_another_model_fails_naming_the_first_bad_key(tmp_path):
-    model = vlm.load("tiny-qwen2.5").model
+    model = vlm.load("tiny-qwen2.5").hf_model
     lora.apply_lora(model, r=4, alpha=8, include_vision=True)
     lora.save_adapter(model, tmp_path)
-    other = vlm.load("tiny").model  # Qwen2-VL's ViT has fc1 / fc2 where Qwen2.5-VL has gate / up / down_proj
+    other = vlm.load("tiny").hf_model  # Qwen2-VL's ViT has fc1 / fc2 where Qwen2.5-VL has gate / up / down_proj
     before = {k: v.clone() for k, v in other.state_dict().items()}
     key = "base_model.model.model.visual.blocks.0.mlp.down_proj.lora_A.weight"  # the first in sorted order
     with pytest.raises(ValueError, match=re.escape(f"key '{key}' matches no linear layer")):
@@ -384,13 +384,13 @@ def test_adapter_for_another_model_fails_naming_the_first_bad_key(tmp_path):
               tmp_path / "adapter_model.safetensors")
     with pytest.raises(ValueError, match=re.escape(
             "key 'base_model.model.model.layers.0.mlp.down_proj.lora_A.weight' matches no linear layer")):
-        lora.load_adapter(vlm.load("tiny-qwen2.5").model, tmp_path)
+        lora.load_adapter(vlm.load("tiny-qwen2.5").hf_model, tmp_path)
 
     # the PEFT fixture was made for Toy: its names exist in the tiny model, its shapes do not
     with pytest.raises(ValueError, match=re.escape(
             "key 'base_model.model.model.language_model.layers.0.mlp.down_proj.lora_A.weight' has shape (2, 16), "
             "module 'model.language_model.layers.0.mlp.down_proj' needs (2, 128)")):
-        lora.load_adapter(vlm.load("tiny").model, os.path.join(FIXTURES, "peft_lora"))
+        lora.load_adapter(vlm.load("tiny").hf_model, os.path.join(FIXTURES, "peft_lora"))
 
 
 def test_load_rejects_incomplete_or_unsupported_adapters(tmp_path):
@@ -482,16 +482,16 @@ def test_peft_loads_our_adapter_with_the_same_outputs(name, tmp_path):
 
     model = vlm.load(name)
     batch = video_batch(model)
-    names = lora.apply_lora(model.model, r=4, alpha=12, rslora=True, include_vision=(name == "tiny"))
-    randomize_adapters(model.model)
-    lora.save_adapter(model.model, tmp_path, base_model=name)
+    names = lora.apply_lora(model.hf_model, r=4, alpha=12, rslora=True, include_vision=(name == "tiny"))
+    randomize_adapters(model.hf_model)
+    lora.save_adapter(model.hf_model, tmp_path, base_model=name)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*missing adapter keys.*")
-        peft_model = PeftModel.from_pretrained(vlm.load(name).model, tmp_path)
+        peft_model = PeftModel.from_pretrained(vlm.load(name).hf_model, tmp_path)
     peft_names = [n.removeprefix("base_model.model.").removesuffix(".lora_A") for n, _ in peft_model.named_modules()
                   if n.endswith(".lora_A")]
     assert peft_names == names
-    assert (logits(peft_model, batch) - logits(model.model, batch)).abs().max() < 1e-4
+    assert (logits(peft_model, batch) - logits(model.hf_model, batch)).abs().max() < 1e-4
 
 
 @needs_peft
@@ -503,13 +503,13 @@ def test_we_load_a_live_peft_adapter_with_the_same_outputs(tmp_path):
     config = LoraConfig(r=4, lora_alpha=12, use_rslora=True, target_modules="all-linear", init_lora_weights=False,
                         task_type="CAUSAL_LM")
     torch.manual_seed(0)  # init_lora_weights=False: random A and B
-    peft_model = get_peft_model(model.model, config)
+    peft_model = get_peft_model(model.hf_model, config)
     peft_model.save_pretrained(tmp_path)
-    ours = vlm.load("tiny-qwen2.5").model
+    ours = vlm.load("tiny-qwen2.5").hf_model
     assert len(lora.load_adapter(ours, tmp_path)) == 26
     # not bit-equal: PEFT scales B A x after B, lora.py before it (on the narrower r-wide activation)
     assert (logits(ours, batch) - logits(peft_model, batch)).abs().max() < 1e-4
-    assert (logits(ours, batch) - logits(vlm.load("tiny-qwen2.5").model, batch)).abs().max() > 0.1
+    assert (logits(ours, batch) - logits(vlm.load("tiny-qwen2.5").hf_model, batch)).abs().max() > 0.1
 
 
 # ---- standing alone -------------------------------------------------------------------------------------------------

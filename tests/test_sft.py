@@ -169,19 +169,19 @@ def test_loss_is_normalised_by_the_answer_tokens_of_the_whole_accumulation_windo
     examples, _ = sft.load_conversations(args.data, args.video_root)
     model = vlm.load("tiny")
     torch.manual_seed(args.seed)
-    lora.apply_lora(model.model, r=args.lora_r, alpha=args.lora_alpha, dropout=0.0, exclude=vlm.ALIGNER)
+    lora.apply_lora(model.hf_model, r=args.lora_r, alpha=args.lora_alpha, dropout=0.0, exclude=vlm.ALIGNER)
     video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
     order = train.step_items(len(examples), 0, train.TrainConfig(out="", global_batch=2, seed=args.seed))
     samples = [sft.encode_example(model, examples[i], video, args.max_length) for i in order]
     counts = [sft.answer_tokens([s]) for s in samples]
     assert counts[0] != counts[1]  # otherwise both rules agree
-    trainable = [p for p in model.model.parameters() if p.requires_grad]
+    trainable = [p for p in model.hf_model.parameters() if p.requires_grad]
 
     def gradient(per_micro_divisors):
         for p in trainable:
             p.grad = None
         for sample, divisor in zip(samples, per_micro_divisors):
-            (sft.sft_step(model, model.model, [sample])[0] / divisor).backward()
+            (sft.sft_step(model, model.hf_model, [sample])[0] / divisor).backward()
         return [p.grad.clone() for p in trainable]
 
     window = gradient([sum(counts)] * 2)

@@ -253,7 +253,7 @@ def test_positions_equal_transformers_5_where_it_is_right(name):
                model.encode(["First", short, "then", still, "compare."], response="same", **small),
                model.encode([long_video(model), "Describe."], response="a clip", **small)]
     batch = model.collate(samples, padding="left")
-    theirs, _ = model.model.model.get_rope_index(
+    theirs, _ = model.hf_model.model.get_rope_index(
         batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"], video_grid_thw=batch["video_grid_thw"],
         attention_mask=batch["attention_mask"], second_per_grid_ts=torch.ones(len(batch["video_grid_thw"])))
     real = batch["attention_mask"].bool()
@@ -269,14 +269,14 @@ def test_generation_after_a_long_video_continues_our_positions(name, monkeypatch
     starts inside the video's time span.)"""
     model = vlm.load(name)
     steps = []
-    original = model.model.generate
+    original = model.hf_model.generate
 
     def recording(**kwargs):  # what VideoLM.generate gets from transformers, plus the logits of every step
         out = original(**kwargs, return_dict_in_generate=True, output_logits=True)
         steps.append(torch.stack(out.logits, 1))
         return out.sequences
 
-    monkeypatch.setattr(model.model, "generate", recording)
+    monkeypatch.setattr(model.hf_model, "generate", recording)
     small = dict(min_pixels=model.processor.factor ** 2, total_pixels=10 ** 9)
     samples = [model.encode([long_video(model), "Describe."], **small),
                model.encode([long_video(model), "What happens in this long clip, in order?"], **small)]
@@ -288,7 +288,7 @@ def test_generation_after_a_long_video_continues_our_positions(name, monkeypatch
                                         labels=sample.labels + [vlm.IGNORE] * len(answer),
                                         token_types=sample.token_types + [vlm.TEXT] * len(answer))
             with torch.no_grad(), model.reuse_vision(features):
-                full = model.model(**model.model_inputs(model.collate([grown]), features)).logits[0, -1]
+                full = model.hf_model(**model.model_inputs(model.collate([grown]), features)).logits[0, -1]
             assert torch.allclose(logits, full, atol=2e-5), (row, step, (logits - full).abs().max())
             answer.append(int(full.argmax()))
             if answer[-1] in (model.ids["im_end"], model.ids["pad"]):
@@ -326,15 +326,15 @@ def test_response_logps_equal_hand_computation_from_full_logits(tiny):
     batch = tiny.collate(samples)
     logps, counts = tiny.response_logps(batch)
     with torch.no_grad():
-        full = tiny.model(**{k: v for k, v in batch.items() if k != "labels"}).logits.log_softmax(-1)
+        full = tiny.hf_model(**{k: v for k, v in batch.items() if k != "labels"}).logits.log_softmax(-1)
     for row, sample in enumerate(samples):
         expected = sum(full[row, p - 1, token] for p, (token, label) in enumerate(zip(sample.input_ids, sample.labels))
                        if label != vlm.IGNORE)
         assert torch.allclose(logps[row], expected, atol=1e-4)
         assert counts[row] == sum(label != vlm.IGNORE for label in sample.labels)
     logps.sum().backward()  # differentiable
-    assert tiny.model.lm_head.weight.grad is not None
-    tiny.model.zero_grad(set_to_none=True)
+    assert tiny.hf_model.lm_head.weight.grad is not None
+    tiny.hf_model.zero_grad(set_to_none=True)
 
 
 def test_score_options_scores_each_answer_as_alone_in_one_forward(tiny):
@@ -367,14 +367,14 @@ def test_selective_log_softmax_bf16_matches_float32():
 
 def test_tiny_is_deterministic_per_seed():
     a, b, c = vlm.load("tiny", seed=0), vlm.load("tiny", seed=0), vlm.load("tiny", seed=1)
-    assert torch.equal(a.model.lm_head.weight, b.model.lm_head.weight)
-    assert not torch.equal(a.model.lm_head.weight, c.model.lm_head.weight)
+    assert torch.equal(a.hf_model.lm_head.weight, b.hf_model.lm_head.weight)
+    assert not torch.equal(a.hf_model.lm_head.weight, c.hf_model.lm_head.weight)
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
 def test_save_and_load_round_trip(name, tmp_path):
     model = vlm.load(name)
-    model.model.save_pretrained(tmp_path)
+    model.hf_model.save_pretrained(tmp_path)
     model.tokenizer.save_pretrained(tmp_path)
     again = vlm.load(str(tmp_path))
     assert again.family == model.family
