@@ -20,9 +20,9 @@ wording) instead of the caption list (the released code); its files are named de
 pairs_frames_r{r}.jsonl so the two routes can be compared.
 
 Both generation steps are batch jobs (jobs.py): batched across clips and videos, resumable, and sharded under
-torchrun (each rank takes every WORLD_SIZE-th video; rank 0 merges). Randomness (perturbation, sampling, instruction) is derived from --seed and the
-video path, and every description is sampled with its own generator, so a re-run, a resume, another batch size or
-another number of GPUs gives the same data.
+torchrun (each rank takes every WORLD_SIZE-th video; rank 0 merges). Randomness (perturbation, sampling,
+instruction) is derived from --seed and the video path, and every description is sampled with its own generator, so
+a re-run, a resume, another batch size or another number of GPUs gives the same data.
 """
 
 import hashlib
@@ -43,7 +43,7 @@ import vlm
 from perturb import KINDS, perturb
 
 # ----------------------------------------------------------------------------------------------------------------
-# Prompts (our wording of the released prompts, spec.md section 4) and generation settings
+# Prompts (our wording of the released prompts, docs/method.md "Captions, descriptions, pairs") and settings
 
 FIRST_CLIP_PROMPT = ("Describe this video clip in detail: the place, the people and objects in it, and what they "
                      "do. Answer in a single paragraph.")
@@ -167,7 +167,8 @@ def with_case_of(word, replacement):
 
 
 def clean_caption(text):
-    """spec 4A: keep the answer's last line; drop '**', a 'Caption:' label and quotes; name the clips in prose."""
+    """Step A's clean-up: keep the answer's last line; drop '**', a 'Caption:' label and quotes; name the clips
+    in prose."""
     lines = [line.strip() for line in strip_reasoning(text).splitlines() if line.strip()]
     caption = lines[-1] if lines else ""
     caption = re.sub(r"^[*#\s]*(?:detailed\s+)?caption(?:\s+for\s+video\s+clip\s*2)?\s*[:：]\s*\**\s*", "", caption,
@@ -277,7 +278,7 @@ def caption_summary(videos_path, out, records):
 
 
 def aggregation_prompt(captions):
-    """spec 4B: the instructions, a blank line, then "- Caption i: ..." numbered 1..k (no gaps after a drop)."""
+    """Step B's prompt: the instructions, a blank line, then "- Caption i: ..." numbered 1..k (no gaps after a drop)."""
     lines = [f"- Caption {i}: {caption}" for i, caption in enumerate(captions, 1)]
     return AGGREGATE_PROMPT + "\n\n" + "\n".join(lines)
 

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import datafiles
-import train
+import runs
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 200), "yellow": (220, 200, 40),
                 "purple": (130, 50, 160), "orange": (235, 130, 30), "white": (225, 225, 225), "grey": (110, 110, 110)}
@@ -45,34 +45,34 @@ def run(args, command):
 
 def stages(args, command):
     """The stages, run inside the demo's directory; messages show paths as seen from where the demo was started."""
-    data, runs = "data", "runs"
+    data, runs_dir = "data", "runs"
     model = ["--model", args.model]
     video = ["--fps", "2", "--max-frames", "8", "--total-pixels", str(8 * 56 * 56)]  # 4 tokens per 2 frames
     make_data(args, data, model, command)
-    stage(6, f"curriculum: DPO r = 16, 8, 4, 2, {args.steps} steps each", f"{runs}/dpo_r*")
-    training = [*model, *video, "--runs", runs, "--max-steps", str(args.steps), "--global-batch", "2",
+    stage(6, f"curriculum: DPO r = 16, 8, 4, 2, {args.steps} steps each", f"{runs_dir}/dpo_r*")
+    training = [*model, *video, "--runs", runs_dir, "--max-steps", str(args.steps), "--global-batch", "2",
                 "--workers", "0", "--lr", "1e-3", "--save-every", "1000"]
     command(["curriculum", "--data-dir", data, *training])
-    stage(7, "sft: instruction tuning on top of dpo_r2", f"{runs}/sft")
-    if train.finished(f"{runs}/sft"):
-        print(f"{runs}/sft is finished, skipped")
+    stage(7, "sft: instruction tuning on top of dpo_r2", f"{runs_dir}/sft")
+    if runs.finished(f"{runs_dir}/sft"):
+        print(f"{runs_dir}/sft is finished, skipped")
     else:
-        resume = ["--resume"] if os.path.isdir(f"{runs}/sft") else []
-        command(["sft", "--data", f"{data}/sft.jsonl", "--init", f"{runs}/dpo_r2", *training, *resume])
+        resume = ["--resume"] if os.path.isdir(f"{runs_dir}/sft") else []
+        command(["sft", "--data", f"{data}/sft.jsonl", "--init", f"{runs_dir}/dpo_r2", *training, *resume])
     stage(8, "eval: colour-order questions (base, dpo_r2, sft) and what DPO learned", "eval_*.json")
     pairs = ["--pairs", *(f"{data}/pairs_r{r}.jsonl" for r in (16, 8, 4, 2))]  # a demo has no held-out pairs
-    for name, spec in (("base", model), ("dpo_r2", ["--run", f"{runs}/dpo_r2", *pairs]),
-                       ("sft", ["--run", f"{runs}/sft"])):
+    for name, spec in (("base", model), ("dpo_r2", ["--run", f"{runs_dir}/dpo_r2", *pairs]),
+                       ("sft", ["--run", f"{runs_dir}/sft"])):
         report = f"eval_{name}.json"
         if os.path.exists(report):
             print(f"{os.path.join(args.out, report)} exists, skipped")
         else:
             command(["eval", *spec, "--mcq", f"{data}/mcq.jsonl", "--out", report, *video])
-    stage(9, "plot: training curves of the stages end to end", f"{runs}/curves.png")
-    command(["plot", *(f"{runs}/{name}" for name in ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")),
-                 "--out", f"{runs}/curves.png"])
+    stage(9, "plot: training curves of the stages end to end", f"{runs_dir}/curves.png")
+    command(["plot", *(f"{runs_dir}/{name}" for name in ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")),
+                 "--out", f"{runs_dir}/curves.png"])
     shown = functools.partial(os.path.join, args.out)
-    print(f"\ndone. Open {shown(data, 'pairs_r16.html')} and {shown(runs, 'curves.png')}; the reports are "
+    print(f"\ndone. Open {shown(data, 'pairs_r16.html')} and {shown(runs_dir, 'curves.png')}; the reports are "
           f"{shown('eval_*.json')}")
 
 

@@ -9,11 +9,12 @@ over the rejected answer y-:
     ipo:                loss = ((r+/|y+| - r-/|y-|) - 1/(2 beta))^2        (length-normalised, as TRL)
     hinge:              loss = max(0, 1 - beta * (r+ - r-))
 
-TEMPLE's released run (spec.md section 5, ms-swift < 3.8 defaults) adds 1.0 x the mean token NLL of the chosen
-answer (`--nll-weight`). An answer's log-probability covers its text and the closing <|im_end|>, not the newline the
-chat template writes after it: so did ms-swift 3.7, the released run's trainer (ms-swift 4.x and TRL also score that
-"\n"). Dropout is off in the policy (LoRA dropout 0), as ms-swift and TRL switch it off for DPO. The reference is the same weights with the LoRA adapters switched off: no second copy of
-the model. Logged metrics use TRL's names:
+TEMPLE's released run (docs/method.md, "Training"; ms-swift < 3.8 defaults) adds 1.0 x the mean token NLL of the
+chosen answer (`--nll-weight`). An answer's log-probability covers its text and the closing <|im_end|>, not the
+newline the chat template writes after it: so did ms-swift 3.7, the released run's trainer (ms-swift 4.x and TRL
+also score that "\n"). Dropout is off in the policy (LoRA dropout 0), as ms-swift and TRL switch it off for DPO.
+The reference is the same weights with the LoRA adapters switched off: no second copy of the model. Logged metrics
+use TRL's names:
     rewards/chosen, rewards/rejected   mean beta * r+ and beta * r-       (how far the policy moved per answer)
     rewards/margins, rewards/accuracies  mean beta * (r+ - r-), and the share of pairs where it is > 0
     logps/chosen, logps/rejected       mean summed policy log-probability of the answers
@@ -21,7 +22,7 @@ the model. Logged metrics use TRL's names:
 
 Preference accuracy (`temple.py eval --pairs`): the share of pairs with beta * (r+ - r-) > 0, what DPO learned.
 
-Curriculum (spec.md section 5): stage r=16 trains a LoRA on the base model; stage r<16 starts from the previous
+Curriculum (docs/method.md, "Training"): stage r=16 trains a LoRA on the base model; stage r<16 starts from the previous
 stage's adapter merged into its starting weights, which are also this stage's reference; so on to r=2.
 
     python temple.py dpo --r 16 --model Qwen/Qwen2.5-VL-7B-Instruct
@@ -43,6 +44,7 @@ from tqdm import tqdm
 
 import datafiles
 import lora
+import runs
 import train
 import vlm
 
@@ -222,7 +224,7 @@ def stage_init(args):
     init = args.init
     if init is None and args.r < 16:
         init = os.path.join(args.runs, f"dpo_r{args.r * 2}")
-        if not train.finished(init):
+        if not runs.finished(init):
             raise ValueError(f"stage r={args.r} starts from {init}, which is not finished; run "
                              f"`temple.py dpo -r {args.r * 2}` first, or pass --init RUN (or --init base)")
     return None if init == "base" else init
@@ -233,18 +235,19 @@ def run_stage(args):
     world = train.setup_distributed()
     run_dir = args.out or os.path.join(args.runs, f"dpo_r{args.r}")
     data = args.data or os.path.join(args.data_dir, f"pairs_r{args.r}.jsonl")
-    train.check_run_dir(run_dir, args.resume)
+    runs.check_run_dir(run_dir, args.resume)
     init = stage_init(args)
-    start = train.start_after(init, args.model, run_dir)
+    start = runs.start_after(init, args.model, run_dir)
     video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
     meta = {"stage": "dpo", "r": args.r, "base_model": args.model, "start": start, "data": data, "video": video,
-            "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed, "beta": args.beta, "loss_type": args.loss_type,
-            "nll_weight": args.nll_weight, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
-                                                    "dropout": args.lora_dropout}}
+            "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed, "beta": args.beta,
+            "loss_type": args.loss_type, "nll_weight": args.nll_weight,
+            "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout}}
     if args.resume:
-        train.check_resume(run_dir, meta)  # before the model loads
+        runs.check_resume(run_dir, meta)  # before the model loads
     if not os.path.exists(data):
-        raise FileNotFoundError(f"{data}: no such file; make the pairs with `temple.py pairs` first, or pass --data FILE")
+        raise FileNotFoundError(f"{data}: no such file; make the pairs with `temple.py pairs` first, or pass "
+                                f"--data FILE")
     pairs, skipped = datafiles.read_pairs(data, args.video_root)
     missing = len(skipped)  # their video files; a malformed record stopped read_pairs with its file:line
     if world.main and missing:
@@ -300,12 +303,12 @@ def merge_run(run_dir, out, model_name=None):
     if os.path.isdir(out) and os.listdir(out) and not is_merged_model(out):
         raise ValueError(f"--out {out}: exists and is not a merged model (a run, or other files); give a new or "
                          f"empty directory")
-    if not train.finished(run_dir):
+    if not runs.finished(run_dir):
         raise ValueError(f"{run_dir}: not a finished run (no adapter_model.safetensors)")
-    config = train.read_run_config(run_dir)
+    config = runs.read_run_config(run_dir)
     base = model_name or config["base_model"]
     model = vlm.load(base, seed=config.get("model_seed", 0))
-    train.merge_start(model.hf_model, run_dir)
+    runs.merge_start(model.hf_model, run_dir)
     partial = out + ".partial"  # written whole, then swapped in: a crash never leaves half a model at `out`
     shutil.rmtree(partial, ignore_errors=True)
     model.hf_model.save_pretrained(partial)

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 import datafiles
 import dpo
-import train
+import runs
 import vlm
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def load_eval_model(args):
     switched off gives back the run's DPO reference. A base or merged model is its own reference (no rewards)."""
     if args.run is None:
         return vlm.load(args.model, attn_implementation=args.attn, seed=args.model_seed), False
-    return train.load_run(args.run, args.model, attn_implementation=args.attn), True
+    return runs.load_run(args.run, args.model, attn_implementation=args.attn), True
 
 
 def skip(where, reason):

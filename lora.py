@@ -221,13 +221,13 @@ def most_common(values):
     return Counter(values).most_common(1)[0][0]
 
 
-def write_atomic(path, write):
-    """write(tmp) to a file beside `path`, then rename it to `path`: readers never see half a file."""
+def save_atomically(path, save):
+    """save(tmp) writes a file beside `path`, which is then renamed to `path`: readers never see half a file."""
     tmp = f"{path}.{os.getpid()}.tmp"
     umask = os.umask(0)
     os.umask(umask)
     try:
-        write(tmp)
+        save(tmp)
         os.chmod(tmp, 0o666 & ~umask)  # safetensors creates private (0600) files; give the mode open() would
         os.replace(tmp, path)
     finally:
@@ -275,8 +275,8 @@ def peft_config(base_model, task_type, target_modules, ranks, alphas, rslora=Fal
 def write_adapter(path, tensors, config):
     """The config first, the weights last: a directory with adapter_model.safetensors holds a whole adapter."""
     os.makedirs(path, exist_ok=True)
-    write_atomic(os.path.join(path, "adapter_config.json"), lambda tmp: write_json(tmp, config))
-    write_atomic(os.path.join(path, "adapter_model.safetensors"),
+    save_atomically(os.path.join(path, "adapter_config.json"), lambda tmp: write_json(tmp, config))
+    save_atomically(os.path.join(path, "adapter_model.safetensors"),
                  lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
 
 

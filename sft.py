@@ -1,8 +1,9 @@
 """sft.py - instruction tuning (SFT) after the DPO curriculum: TEMPLE's "Pre-SFT alignment" order.
 
-The released run (spec.md section 6) merges the last DPO stage (r=2) into the base model and then fine-tunes on
-60K LLaVA-Video-178K samples with a fresh LoRA (rank 32, alpha 32) on the language model *and* the vision tower,
-lr 1e-4, warmup 0.05, 1 epoch, global batch 16. The loss is the mean token NLL of the assistant turns only.
+The released run (docs/method.md, "Instruction tuning") merges the last DPO stage (r=2) into the base model and then
+fine-tunes on 60K LLaVA-Video-178K samples with a fresh LoRA (rank 32, alpha 32) on the language model *and* the
+vision tower, lr 1e-4, warmup 0.05, 1 epoch, global batch 16. The loss is the NLL of the assistant tokens, divided
+by the number of answer tokens in the accumulation window.
 
 Data, JSON list or JSONL, either format:
     LLaVA-Video-178K: {"video": "rel/path.mp4", "conversations": [{"from": "human", "value": "<image>\\nQ"},
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 
 import datafiles
+import runs
 import train
 import vlm
 
@@ -137,9 +139,9 @@ def run_sft(args):
     """`temple.py sft`: returns the run directory."""
     world = train.setup_distributed()
     run_dir = args.out or os.path.join(args.runs, "sft")
-    train.check_run_dir(run_dir, args.resume)
+    runs.check_run_dir(run_dir, args.resume)
     init = None if args.init in (None, "base") else args.init
-    start = train.start_after(init, args.model, run_dir)
+    start = runs.start_after(init, args.model, run_dir)
     examples, missing = load_conversations(args.data, args.video_root)
     if world.main and missing:
         print(f"{args.data}: skipped {missing} record(s) whose video file is missing")
@@ -151,7 +153,7 @@ def run_sft(args):
             "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                      "vision": not args.freeze_vit}}
     if args.resume:
-        train.check_resume(run_dir, meta)  # before the model loads
+        runs.check_resume(run_dir, meta)  # before the model loads
 
     # the released SFT: LoRA on the ViT too, but not on the merger that feeds it to the language model (its aligner)
     model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,

@@ -1,4 +1,4 @@
-"""shots.py - shot detection, clips, keyframes and video selection for TEMPLE (spec.md sections 1-2).
+"""shots.py - shot detection, clips, keyframes and video selection for TEMPLE (docs/method.md, "Choosing videos").
 
 TEMPLE only learns from temporally rich videos: several distinct shots, no talking-head back-and-forth. The released
 pipeline finds shots with TransNetV2 and groups them with SigLIP embeddings; this module replaces both with
@@ -622,7 +622,7 @@ def detect_shots(path, **options):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Selection rules (spec section 1): cleaning, shot filter, grouping into clips, group filter
+# Selection rules (docs/method.md, "Choosing videos"): cleaning, shot filter, grouping, group filter
 
 
 def clean_shots(shots, fps, grey_min, grey_max, min_seconds=0.2, min_frames=8, min_grey_range=10):
@@ -653,8 +653,8 @@ def shot_filter(shots, fps, min_shots=4, max_shots=32, max_shot_seconds=16.0):
 
 
 def shot_similarity(histograms, shots):
-    """Similarity of every pair of shots: 1 - histogram distance between their middle frames (spec: the middle
-    frame start + len // 2 stands for the shot)."""
+    """Similarity of every pair of shots: 1 - histogram distance between their middle frames (as in the released
+    code, the frame start + len // 2 stands for the shot)."""
     middle = histograms[[start + (end - start) // 2 for start, end in shots]]
     return 1.0 - histogram_distance(middle[:, None], middle[None, :])
 
@@ -714,7 +714,7 @@ def group_filter(clip_groups, min_clips=4, max_runs=3):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Keyframes (spec section 2): the sharpest frames near 1/3 and 2/3 of each clip
+# Keyframes (docs/method.md, "Keyframes"): the sharpest frames near 1/3 and 2/3 of each clip
 
 
 def sharpness(rgb):

@@ -72,7 +72,7 @@ def cmd_describe(args):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# shots / select: shot detection and the choice of temporally rich videos (shots.py, spec sections 1-2)
+# shots / select: shot detection and the choice of temporally rich videos (shots.py; docs/method.md)
 
 
 def add_detector_options(p):
@@ -263,7 +263,7 @@ def cmd_export(args):
 
 
 def add_training_options(p, lr, lora_alpha, lora_dropout):
-    """The options dpo, curriculum and sft share; defaults = the released run (spec.md sections 5 and 6)."""
+    """The options dpo, curriculum and sft share; defaults = the released run (docs/method.md, "Training")."""
     p.add_argument("--model", default=RELEASED_MODEL, help="base model: directory, cached hub id or tiny / tiny-qwen2.5 / tiny-qwen3")
     p.add_argument("--model-seed", type=int, default=0, help="seed of a built-in tiny model's random weights")
     p.add_argument("--runs", default="runs", help="directory holding the run directories")
@@ -328,13 +328,14 @@ def add_curriculum(sub):
 
 def cmd_curriculum(args):
     import dpo
+    import runs
     import train
 
     main_process = train.setup_distributed().main
     previous = None
     for r in args.stages:
         run_dir = os.path.join(args.runs, f"dpo_r{r}")
-        if train.finished(run_dir):
+        if runs.finished(run_dir):
             if main_process:  # under torchrun: one line, not one per rank
                 print(f"stage r={r}: {run_dir} is finished, skipped")
         else:

@@ -13,7 +13,7 @@ The rest of the project never touches a processor, a chat template or a token id
     score answers         model.score_options([video, question], options)   -> summed log p and length per option
 
 Video preprocessing is written here because every transformers video processor needs torchvision. It follows
-qwen_vl_utils, which the released run used (spec.md section 5: 1 fps, at most 600 frames, 9,000,000 pixels per video):
+qwen_vl_utils, which the released run used (docs/method.md, "Training": 1 fps, at most 600 frames, 9,000,000 pixels):
     1. sample duration x fps frames, at least 4 and at most `max_frames`, rounded down to an even count, spread
        evenly over the video; the rate actually sampled (frames kept / frames x the file's fps) is Video.fps,
     2. give each frame an equal share of the total pixel budget and resize it to multiples of patch_size *

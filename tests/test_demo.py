@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import datafiles
+import runs
 import shots
 import temple
-import train
 
 STAGES = ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")
 
@@ -40,12 +40,12 @@ def test_demo_makes_pairs_for_every_r_and_a_page_for_each(demo):
 
 
 def test_demo_trains_every_stage_and_chains_them(demo):
-    runs = demo / "runs"
-    assert all(train.finished(runs / name) for name in STAGES)
-    assert train.read_run_config(runs / "dpo_r2")["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4"]
-    assert train.read_run_config(runs / "sft")["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2"]
+    run_dirs = demo / "runs"
+    assert all(runs.finished(run_dirs / name) for name in STAGES)
+    assert runs.read_run_config(run_dirs / "dpo_r2")["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4"]
+    assert runs.read_run_config(run_dirs / "sft")["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2"]
     for name in STAGES:
-        assert len(datafiles.read_jsonl(runs / name / "metrics.jsonl")) == 1  # --steps 1
+        assert len(datafiles.read_jsonl(run_dirs / name / "metrics.jsonl")) == 1  # --steps 1
 
 
 def test_demo_evaluates_and_plots(demo):

@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 import datafiles
 import dpo
 import lora
+import runs
 import temple
 import train
 import vlm
@@ -54,6 +55,29 @@ def test_loss_is_differentiable_only_through_the_policy():
     losses, chosen, _ = dpo.dpo_loss(pc, pr, torch.tensor([-3.0]), torch.tensor([-4.0]))
     losses.sum().backward()
     assert pc.grad.item() < 0 < pr.grad.item() and not chosen.requires_grad
+
+
+def test_dpo_loss_stands_alone_with_torch():
+    """dpo_loss (and LOSS_TYPES) copied into an empty directory run with torch alone: copy them as they are."""
+    import ast
+    import inspect
+    import tempfile
+
+    source = "import torch\nimport torch.nn.functional as F\n\nLOSS_TYPES = " + repr(dpo.LOSS_TYPES) + "\n\n\n" + \
+        inspect.getsource(dpo.dpo_loss)
+    names = {n.id for n in ast.walk(ast.parse(inspect.getsource(dpo.dpo_loss))) if isinstance(n, ast.Name)}
+    assert names <= {"torch", "F", "LOSS_TYPES", "ValueError", "policy_chosen_logps", "policy_rejected_logps",
+                     "ref_chosen_logps", "ref_rejected_logps", "beta", "loss_type", "chosen_lengths",
+                     "rejected_lengths", "chosen_ratio", "rejected_ratio", "losses", "margin"}, names
+    with tempfile.TemporaryDirectory() as alone:
+        with open(os.path.join(alone, "loss.py"), "w") as f:
+            f.write(source)
+        script = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from loss import dpo_loss\n"
+                  "x = torch.tensor([-3.0]); print(dpo_loss(x, x - 1, x, x, loss_type='ipo', chosen_lengths=x.abs(), "
+                  "rejected_lengths=x.abs())[0].item())")
+        result = subprocess.run([sys.executable, "-I", "-c", script, alone], cwd=alone, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == pytest.approx((1 / 3 - 1 / (2 * 0.1)) ** 2)
 
 
 # ---- data -------------------------------------------------------------------------------------------------------
@@ -202,7 +226,7 @@ def test_training_drives_preference_accuracy_to_one(data_dir, tmp_path):
     for key in ["loss", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "nll",
                 "grad_norm", "learning_rate"]:
         assert key in metrics[-1]
-    assert train.finished(run_dir)
+    assert runs.finished(run_dir)
     config = json.load(open(os.path.join(run_dir, "adapter_config.json")))
     assert config["peft_type"] == "LORA" and config["r"] == 32
 
@@ -251,11 +275,11 @@ def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, ca
     for precompute_ref in (False, True):
         run = dpo.run_stage(stage_args(tmp_path, tmp_path / f"runs_{precompute_ref}", global_batch=1,
                                        precompute_ref=precompute_ref))
-        assert len(read_metrics(run)) == len(pairs) and train.finished(run)
+        assert len(read_metrics(run)) == len(pairs) and runs.finished(run)
         assert f"skipped example 1: {tmp_path / 'broken.mp4'}: not a readable video" in capfd.readouterr().err
     shutil.copy(pairs[0]["video"], tmp_path / "broken.mp4")  # mended after the reference cache was made
     run = dpo.run_stage(stage_args(tmp_path, tmp_path / "runs_mended", global_batch=1, precompute_ref=True))
-    assert train.finished(run) and "skipped example 1: pair 1 has no cached reference" in capfd.readouterr().err
+    assert runs.finished(run) and "skipped example 1: pair 1 has no cached reference" in capfd.readouterr().err
 
 
 # ---- resume, chaining, merge ------------------------------------------------------------------------------------
@@ -285,7 +309,7 @@ def test_resume_ends_with_the_same_weights(data_dir, tmp_path, monkeypatch):
     args = stage_args(data_dir, tmp_path / "resumed", epochs=3, save_every=2, lora_dropout=0.1)
     with pytest.raises(Interrupt):
         dpo.run_stage(args)
-    assert not train.finished(args.out or os.path.join(args.runs, "dpo_r16"))
+    assert not runs.finished(args.out or os.path.join(args.runs, "dpo_r16"))
     monkeypatch.setattr(dpo, "dpo_step", original_step)
     args.resume = True
     resumed = dpo.run_stage(args)
@@ -301,7 +325,7 @@ def test_stage_chaining_uses_previous_stage_as_start_and_reference(data_dir, tmp
     with pytest.raises(ValueError, match="dpo_r4, which is not finished"):
         dpo.run_stage(stage_args(data_dir, tmp_path, r=2))
     second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=1, nll_weight=0.0))
-    start = train.read_run_config(second)["start"]
+    start = runs.read_run_config(second)["start"]
     assert os.path.normpath(os.path.join(second, start["run"])) == os.path.normpath(first)
     assert start["run"] == "../dpo_r16" and start["stages"] == ["dpo_r16"]
     # step 1 of stage r=8: policy = reference = base + r16 adapter merged -> rewards 0, loss ln 2
@@ -318,10 +342,10 @@ def logps_of(model, data_dir):
 def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
     """Each run's adapter is its whole chain on the plain base model: loaded as an ordinary (PEFT-format) adapter it
     gives the curriculum's model; merge, eval --run and sft --init need nothing outside the run directory."""
-    runs = tmp_path / "runs"
-    first = dpo.run_stage(stage_args(data_dir, runs, r=16, max_steps=2))
-    second = dpo.run_stage(stage_args(data_dir, runs, r=8, max_steps=2))
-    third = dpo.run_stage(stage_args(data_dir, runs, r=4, max_steps=1, data=str(data_dir / "pairs_r16.jsonl")))
+    runs_dir = tmp_path / "runs"
+    first = dpo.run_stage(stage_args(data_dir, runs_dir, r=16, max_steps=2))
+    second = dpo.run_stage(stage_args(data_dir, runs_dir, r=8, max_steps=2))
+    third = dpo.run_stage(stage_args(data_dir, runs_dir, r=4, max_steps=1, data=str(data_dir / "pairs_r16.jsonl")))
     expected = vlm.load("tiny")  # base + r16 + r8 merged, then the r4 adapter on top, the way training built it
     for run in (first, second):
         lora.load_adapter(expected.hf_model, os.path.join(run, "stage"))
@@ -335,20 +359,20 @@ def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
     assert torch.allclose(logps_of(plain, data_dir), want, atol=1e-4)
 
     moved = tmp_path / "moved"
-    os.rename(runs, moved)
+    os.rename(runs_dir, moved)
     os.makedirs(tmp_path / "copy")
     single = shutil.copytree(moved / "dpo_r4", tmp_path / "copy" / "dpo_r4")  # one run on its own
     for run in (moved / "dpo_r4", single):
         assert torch.allclose(logps_of(vlm.load(dpo.merge_run(str(run), str(tmp_path / "merged"))), data_dir), want,
                               atol=1e-4)
-        loaded = train.load_run(str(run))  # eval --run: the start merged, the stage's adapter on top
+        loaded = runs.load_run(str(run))  # eval --run: the start merged, the stage's adapter on top
         assert torch.allclose(logps_of(loaded, data_dir), want, atol=1e-4)
         with lora.disable_lora(loaded.hf_model):  # its reference: base + r16 + r8
             reference = logps_of(loaded, data_dir)
         assert not torch.allclose(reference, want, atol=1e-4)
     # the next stage finds dpo_r4 in the moved runs/
     following = stage_args(data_dir, moved, r=2, max_steps=1, data=str(data_dir / "pairs_r16.jsonl"))
-    assert train.read_run_config(dpo.run_stage(following))["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4"]
+    assert runs.read_run_config(dpo.run_stage(following))["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="PEFT is not installed (not a dependency)")
@@ -387,7 +411,7 @@ def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
     out = dpo.merge_run(second, str(tmp_path / "merged"))
     merged = vlm.load(out)
     reference = vlm.load("tiny")
-    train.merge_start(reference.hf_model, first)
+    runs.merge_start(reference.hf_model, first)
     lora.load_adapter(reference.hf_model, os.path.join(second, "stage"))
     batch = dpo.collate_pairs(reference, [e["rows"] for e in encoded_pairs(reference, data_dir)])
     with torch.no_grad():
@@ -402,7 +426,7 @@ def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
     for run in (first, second):  # a run directory is never replaced, not even the one being merged
         with pytest.raises(ValueError, match="is not a merged model"):
             dpo.merge_run(second, run)
-        assert train.finished(run)
+        assert runs.finished(run)
     (tmp_path / "broken_run").mkdir()
     (tmp_path / "broken_run" / "adapter_model.safetensors").write_bytes(b"")
     (tmp_path / "broken_run" / "config.json").write_text("{")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dpo
-import train
+import runs
 from test_dpo import read_metrics, stage_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +85,7 @@ def test_a_nan_stop_leaves_a_checkpoint_whose_loss_was_finite(data_dir, tmp_path
     monkeypatch.setattr(dpo, "dpo_step", original)
     args.resume, args.lr = True, 1e-4
     dpo.run_stage(args)
-    config = train.read_run_config(run)
+    config = runs.read_run_config(run)
     assert config["train"]["lr"] == 1e-3 and config["resumes"] == [{"step": 2, "changed": {"lr": [1e-3, 1e-4]}}]
     assert [m["step"] for m in read_metrics(run)] == list(range(1, 9))
     assert {m["learning_rate"] <= 1e-4 for m in read_metrics(run)[2:]} == {True}

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 import datafiles
 import dpo
 import lora
+import runs
 import sft
 import temple
 import train
@@ -96,7 +97,7 @@ def test_sft_starts_from_a_dpo_run(data, tmp_path):
     dpo_args.r, dpo_args.data, dpo_args.out, dpo_args.init = 16, None, None, None
     stage = dpo.run_stage(dpo_args)
     run = sft.run_sft(sft_args(data, tmp_path, init=stage, max_steps=1))
-    assert train.read_run_config(run)["start"]["stages"] == ["dpo_r16"]
+    assert runs.read_run_config(run)["start"]["stages"] == ["dpo_r16"]
     with pytest.raises(ValueError, match="trained on base model 'tiny', not 'tiny-qwen3'"):
         sft.run_sft(sft_args(data, tmp_path, init=stage, model="tiny-qwen3", out=str(tmp_path / "sft_qwen3")))
 
@@ -199,4 +200,4 @@ def test_loader_workers_started_by_forkserver(data, tmp_path):
         run = sft.run_sft(sft_args(data, tmp_path, max_steps=1, workers=1))
     finally:
         multiprocessing.set_start_method(before, force=True)
-    assert train.finished(run)
+    assert runs.finished(run)

@@ -1,0 +1,176 @@
+"""runs.py - a training run on disk: what its directory holds, how a stage starts from another, how a finished run
+is loaded again.
+
+A curriculum stage trains fresh LoRA adapters on the base model with the earlier stages merged in (its start, which
+is also its DPO reference; docs/method.md, "Training"). A finished run directory carries its whole chain:
+
+    config.json                     what is trained (base model, start, data, LoRA, loss, video) and how (the
+                                    TrainConfig), plus what each resume changed and from which step
+    metrics.jsonl                   one line per optimizer step
+    checkpoint/                     the stage's adapter + optimizer, schedule, RNG and step, for --resume
+    stage/                          this stage's own final adapter, trained on top of its start: never load it alone
+    adapter_model.safetensors       the start's adapters and this stage's stacked into one adapter on the plain base
+    adapter_config.json             model (lora.stack_adapters), written last: its presence marks the run finished
+
+So `merge`, `eval --run`, `sft --init` and the next stage need this directory and the base model, nothing else:
+moving or copying runs/ (or one run) keeps every run usable, and peft.PeftModel.from_pretrained(base, run) loads the
+model the curriculum made up to this stage.
+
+    python temple.py merge runs/dpo_r2 --out merged/      # base + the whole chain, as a transformers model
+"""
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+
+import torch
+
+import lora
+import vlm
+
+def finished(run_dir):
+    return os.path.exists(os.path.join(run_dir, "adapter_model.safetensors"))
+
+
+def check_run_dir(run_dir, resume):
+    """A new run never writes into an earlier one: its final adapter or checkpoint would outlive a failed new run,
+    and the directory would still look finished (curriculum skips it, the next stage chains from it)."""
+    earlier = [n for n in ("config.json", "checkpoint", "adapter_model.safetensors")
+               if os.path.exists(os.path.join(run_dir, n))]
+    if earlier and not resume:
+        raise ValueError(f"{run_dir} holds an earlier run ({', '.join(earlier)}); add --resume to continue it, or "
+                         f"give another --out (or delete it) to start over")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def start_after(init, base_model, run_dir):
+    """config.json's record of a stage that starts from the finished run `init` (None: from the base model): where
+    it was, relative to the new run (for the reader; never followed later), its stages, and the content hash of the
+    adapter that is merged in."""
+    if init is None:
+        return None
+    if not finished(init):
+        raise ValueError(f"--init {init}: not a finished run (no adapter_model.safetensors)")
+    previous = read_run_config(init)
+    if previous["base_model"] != base_model:
+        raise ValueError(f"{init}: trained on base model '{previous['base_model']}', not '{base_model}'")
+    stages = (previous["start"] or {}).get("stages", []) + [os.path.basename(os.path.normpath(init))]
+    return {"run": os.path.relpath(init, run_dir), "stages": stages,
+            "adapter_sha256": file_sha256(os.path.join(init, "adapter_model.safetensors"))}
+
+
+def merge_start(model, init):
+    """Fold the finished run `init` (its whole chain) into the weights: the starting point of a stage or of SFT."""
+    if init is not None:
+        lora.merge_updates(model, lora.adapter_updates(init)[0])
+    return model
+
+
+def finish_run(run_dir, meta):
+    """Stack the start's adapter and the stage's (stage/) into the run's own adapter, which marks it finished."""
+    parts = [os.path.join(run_dir, "stage")]
+    if meta["start"] is not None:
+        init = os.path.normpath(os.path.join(run_dir, meta["start"]["run"]))
+        if not finished(init) or file_sha256(os.path.join(init, "adapter_model.safetensors")) != \
+                meta["start"]["adapter_sha256"]:
+            raise ValueError(f"{run_dir} started from {init}, which has changed or moved since; the stage's own "
+                             f"adapter is in {parts[0]}")
+        parts.insert(0, init)
+    lora.stack_adapters(parts, run_dir, base_model=meta["base_model"])
+
+
+def split_run(run_dir):
+    """(start, stage directory): the updates of the run's start (the stacked rows before the stage's own) and
+    where the stage's own adapter is."""
+    stage_dir = os.path.join(run_dir, "stage")
+    if not os.path.exists(os.path.join(stage_dir, "adapter_model.safetensors")):
+        raise ValueError(f"{run_dir}: no stage/ adapter (a run written by an earlier temple.py?); train it again")
+    stacked, _ = lora.adapter_updates(run_dir)
+    stage, _ = lora.adapter_updates(stage_dir)
+    start = {}
+    for name, (a, b) in stacked.items():
+        own = len(stage[name][0]) if name in stage else 0
+        if own and not torch.equal(a[len(a) - own:], stage[name][0].to(a.dtype)):
+            raise ValueError(f"{run_dir}: adapter_model.safetensors and stage/ disagree on '{name}'")
+        if len(a) > own:
+            start[name] = (a[:len(a) - own], b[:, :len(a) - own])
+    return start, stage_dir
+
+
+def load_run(run_dir, model_name=None, **load_options):
+    """A finished run as a vlm.VideoLM: its base (or `model_name`, e.g. a local copy) with the run's start merged
+    in, and its own stage adapter loaded but not merged, so that `lora.disable_lora` gives back its reference."""
+    if not finished(run_dir):
+        raise ValueError(f"{run_dir}: not a finished run (no adapter_model.safetensors)")
+    config = read_run_config(run_dir)
+    start, stage_dir = split_run(run_dir)
+    model = vlm.load(model_name or config["base_model"], seed=config.get("model_seed", 0), **load_options)
+    lora.merge_updates(model.hf_model, start)
+    lora.load_adapter(model.hf_model, stage_dir)
+    model.hf_model.eval()  # new LoRA layers start in training mode: no dropout outside training
+    return model
+
+
+def write_run_config(config, meta, world, start=0):
+    """config.json: what is trained (meta) and how (the TrainConfig). A resume may change how (a lower --lr after a
+    NaN stop, more steps, another batch split): the first settings stay, and each resume adds what it changed and
+    from which step, as metrics.jsonl keeps the history of the steps. It may not change what is trained."""
+    path = os.path.join(config.out, "config.json")
+    record = json.loads(json.dumps({**meta, "train": asdict(config), "world_size": world.size}))  # tuples as lists
+    if os.path.exists(path):
+        check_resume(config.out, meta)
+        saved = read_run_config(config.out)
+        current = {**saved["train"], **{k: new for resume in saved.get("resumes", []) for k, (_, new) in
+                                        resume["changed"].items()}}
+        changed = {k: [current.get(k), v] for k, v in record["train"].items() if current.get(k) != v}
+        if changed:
+            saved.setdefault("resumes", []).append({"step": start, "changed": changed})
+        record = saved
+    if world.main:
+        os.makedirs(config.out, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(record, indent=2))
+        os.replace(tmp, path)
+
+
+def check_resume(run_dir, meta):
+    """A resume continues the same training: refused when what is trained differs from the run's config.json (the
+    base model, the start (by content: a moved start is the same), the data (by file), LoRA, loss, video...)."""
+    if not os.path.exists(os.path.join(run_dir, "config.json")):
+        return
+    saved = read_run_config(run_dir)
+
+    def what(record):
+        fixed = {k: v for k, v in record.items() if k not in ("train", "world_size", "resumes", "start", "data")}
+        return {**json.loads(json.dumps(fixed)), "start": (record.get("start") or {}).get("adapter_sha256"),
+                "data": record.get("data") and os.path.realpath(record["data"])}
+
+    before, now = what(saved), what(meta)
+    differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if differ:
+        raise ValueError(f"{run_dir}: the run was started with another {', '.join(differ)}; a resume may change how "
+                         f"it trains (--lr, --max-steps, ...), not what it trains; give another --out to start over")
+
+
+def read_run_config(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    missing = [k for k in ("base_model", "start") if k not in config] if isinstance(config, dict) else ["all"]
+    if missing:
+        raise ValueError(f"{path}: not a run's config.json (missing: {', '.join(missing)})")
+    return config
