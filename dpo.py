@@ -33,6 +33,7 @@ stage's adapter merged into its starting weights, which are also this stage's re
 import hashlib
 import json
 import os
+import random
 import shutil
 import sys
 from dataclasses import dataclass
@@ -216,6 +217,75 @@ def precompute_reference(model, encode, num_items, path, world):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Held-out preference accuracy during training (--eval-pairs FILE or --heldout N, --eval-every STEPS)
+
+
+def heldout_split(pairs, count, seed):
+    """(training pairs, held-out pairs): `count` pairs set aside, drawn from --seed and the number of pairs only, so
+    every rank and every resume sets the very same ones aside."""
+    if not 0 < count < len(pairs):
+        raise ValueError(f"--heldout {count}: the data has {len(pairs)} pairs; set aside between 1 and "
+                         f"{len(pairs) - 1}")
+    aside = set(random.Random(f"heldout {seed}").sample(range(len(pairs)), count))
+    return [p for i, p in enumerate(pairs) if i not in aside], [p for i, p in enumerate(pairs) if i in aside]
+
+
+@dataclass
+class HeldOutAccuracy:
+    """measure() for train.Evaluation: how often the implicit reward beta * (r+ - r-) of a held-out pair is positive,
+    against the stage's reference (its adapters off), as `temple.py eval --pairs --run` computes it after training.
+    Each rank scores its share of the pairs (encoded once, on first use) and the margins are gathered."""
+    model: object  # vlm.VideoLM with the stage's adapters
+    pairs: list
+    video_options: dict
+    max_length: int
+    beta: float
+    world: object  # train.World
+    batch_size: int = 1
+    encoded: list = None
+
+    def measure(self):
+        if self.encoded is None:
+            self.encoded = [rows for rows in (self.encode(p) for p in self.pairs[self.world.rank::self.world.size])
+                            if rows is not None]
+        training = self.model.hf_model.training
+        self.model.hf_model.eval()  # no dropout while measuring
+        margins = []
+        with torch.no_grad():
+            for first in range(0, len(self.encoded), self.batch_size):
+                rows = self.encoded[first:first + self.batch_size]
+                batch = self.model.to_device(collate_pairs(self.model, rows))
+                policy, reference, _ = policy_and_reference(self.model, None, batch)
+                n = len(rows)
+                margins += (self.beta * ((policy[:n] - reference[:n]) - (policy[n:] - reference[n:]))).tolist()
+        self.model.hf_model.train(training)
+        margins = [m for part in train.all_gather(self.world, margins) for m in part]
+        if not margins:
+            raise ValueError("no held-out pair could be read (every video failed to decode)")
+        return {"eval/rewards/accuracies": sum(m > 0 for m in margins) / len(margins),
+                "eval/rewards/margins": sum(margins) / len(margins)}
+
+    def encode(self, pair):
+        try:
+            return encode_pair(self.model, pair, self.video_options, self.max_length)
+        except train.BadItem as e:
+            print(f"held-out pair left out: {e}", file=sys.stderr)
+            return None
+
+
+def evaluation(args, model, heldout, video, world):
+    """The train.Evaluation of a stage (None without held-out pairs); with --adaptive it may end the stage early."""
+    if not heldout:
+        if args.adaptive:
+            raise ValueError("--adaptive decides on held-out preference accuracy: give --heldout N or --eval-pairs")
+        return None
+    measure = HeldOutAccuracy(model, heldout, video, args.max_length, args.beta, world, args.micro_batch).measure
+    stop = train.plateau("eval/rewards/accuracies", args.plateau_delta, args.plateau_evals,
+                         args.accuracy_ceiling) if args.adaptive else None
+    return train.Evaluation(args.eval_every, measure, stop)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # A curriculum stage
 
 
@@ -242,7 +312,10 @@ def run_stage(args):
     meta = {"stage": "dpo", "r": args.r, "base_model": args.model, "start": start, "data": data, "video": video,
             "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed, "beta": args.beta,
             "loss_type": args.loss_type, "nll_weight": args.nll_weight,
-            "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout}}
+            "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout},
+            "heldout": {"pairs": args.heldout, "file": args.eval_pairs, "every": args.eval_every},
+            "adaptive": {"plateau_delta": args.plateau_delta, "plateau_evals": args.plateau_evals,
+                         "accuracy_ceiling": args.accuracy_ceiling} if args.adaptive else None}
     if args.resume:
         runs.check_resume(run_dir, meta)  # before the model loads
     if not os.path.exists(data):
@@ -254,6 +327,11 @@ def run_stage(args):
         print(f"{data}: skipped {missing} pair(s) whose video file is missing")
     if not pairs:
         raise ValueError(f"{data}: no usable pairs" + (f" ({missing} with a missing video)" if missing else ""))
+    heldout = []
+    if args.heldout:
+        pairs, heldout = heldout_split(pairs, args.heldout, args.seed)
+    if args.eval_pairs:
+        heldout += datafiles.read_pairs(args.eval_pairs, args.video_root)[0]
 
     model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
 
@@ -268,7 +346,7 @@ def run_stage(args):
 
     config = train.train_config(args, run_dir)
     train.train(model.hf_model, lambda module, items: dpo_step(model, module, items, settings), encode, len(pairs),
-                config, world, meta, resume=args.resume)
+                config, world, meta, resume=args.resume, evaluation=evaluation(args, model, heldout, video, world))
     if world.main:
         print(f"stage r={args.r}: {len(pairs)} pairs -> {run_dir}")
     return run_dir

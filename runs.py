@@ -161,6 +161,16 @@ def check_resume(run_dir, meta):
                          f"it trains (--lr, --max-steps, ...), not what it trains; give another --out to start over")
 
 
+def record_stop(run_dir, step, reason):
+    """config.json notes that the run ended early (an adaptive stage): at which step and why."""
+    config = read_run_config(run_dir)
+    config["stopped"] = {"step": step, "reason": reason}
+    tmp = os.path.join(run_dir, "config.json.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(config, indent=2))
+    os.replace(tmp, os.path.join(run_dir, "config.json"))
+
+
 def read_run_config(run_dir):
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):

@@ -300,6 +300,13 @@ def add_dpo_options(p):
     p.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo", "hinge"], help="DPO loss")
     p.add_argument("--nll-weight", type=float, default=1.0, help="weight of the NLL of the chosen answer")
     p.add_argument("--precompute-ref", action="store_true", help="score the reference once per stage and cache it")
+    p.add_argument("--eval-pairs", default=None, metavar="FILE", help="held-out pairs whose preference accuracy is measured during training")
+    p.add_argument("--heldout", type=int, default=0, metavar="N", help="set N pairs of the stage's own data aside for that (the same on every rank and resume)")
+    p.add_argument("--eval-every", type=positive_int, default=50, metavar="STEPS", help="optimizer steps between held-out evaluations (and one at the end)")
+    p.add_argument("--adaptive", action="store_true", help="end a stage when held-out accuracy stops improving or reaches the ceiling (--epochs is then the cap)")
+    p.add_argument("--plateau-delta", type=float, default=0.01, help="adaptive: a gain of at most this much is no gain")
+    p.add_argument("--plateau-evals", type=positive_int, default=3, help="adaptive: evaluations without gain before a stage ends")
+    p.add_argument("--accuracy-ceiling", type=float, default=0.98, help="adaptive: a stage ends once held-out accuracy reaches this")
 
 
 def add_dpo(sub):

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel
 
 import lora
@@ -219,17 +220,18 @@ def set_rng_state(state):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rng=None):
-    """Adapter + optimizer + RNG of every rank (`rng`: as it was at the step's start), written to checkpoint.tmp/
-    and then renamed: a crash mid-save leaves the previous checkpoint intact."""
+def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rng=None, evaluations=()):
+    """Adapter + optimizer + RNG of every rank (`rng`: as it was at the step's start) + the held-out evaluations so
+    far (an adaptive stage decides on them), written to checkpoint.tmp/ and then renamed: a crash mid-save leaves
+    the previous checkpoint intact."""
     rngs = all_gather(world, rng or rng_state())
     if world.main:
         ckpt = os.path.join(config.out, "checkpoint")
         tmp = ckpt + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         lora.save_adapter(model, tmp, base_model=meta["base_model"])
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "world": world.size},
-                   os.path.join(tmp, "train_state.pt"))
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "world": world.size,
+                    "evaluations": list(evaluations)}, os.path.join(tmp, "train_state.pt"))
         if os.path.exists(ckpt):
             os.replace(ckpt, ckpt + ".old")
         os.replace(tmp, ckpt)
@@ -241,12 +243,13 @@ def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rn
 
 
 def load_checkpoint(model, optimizer, config, world):
-    """Restore a run's checkpoint; returns the step to continue from (0 when there is none)."""
+    """Restore a run's checkpoint; returns (the step to continue from, the held-out evaluations up to it); (0, [])
+    when there is none."""
     ckpt = os.path.join(config.out, "checkpoint")
     if not os.path.exists(ckpt) and os.path.exists(ckpt + ".old"):
         ckpt += ".old"  # a crash between the two renames of save_checkpoint
     if not os.path.exists(os.path.join(ckpt, "train_state.pt")):
-        return 0
+        return 0, []
     state = torch.load(os.path.join(ckpt, "train_state.pt"), weights_only=True, map_location="cpu")
     if state["world"] != world.size:
         raise ValueError(f"{ckpt}: saved with {state['world']} processes, resumed with {world.size}; resume with "
@@ -254,8 +257,7 @@ def load_checkpoint(model, optimizer, config, world):
     lora.load_adapter(model, ckpt)
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"][world.rank])
-    return state["step"]
-
+    return state["step"], state.get("evaluations", [])
 
 
 def start_stage(args, init, world, **lora_options):
@@ -276,7 +278,6 @@ def train_config(args, run_dir, **extra):
                        global_batch=args.global_batch, micro_batch=args.micro_batch, weight_decay=args.weight_decay,
                        max_grad_norm=args.max_grad_norm, save_every=args.save_every, max_steps=args.max_steps,
                        seed=args.seed, grad_ckpt=args.grad_ckpt, workers=args.workers, **extra)
-
 
 
 def trim_metrics(path, step):
@@ -348,7 +349,32 @@ class Interrupted(KeyboardInterrupt):
         self.kept = kept
 
 
-def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, tokens=None):
+def plateau(key, delta, evaluations, ceiling):
+    """A stop rule for Evaluation (an adaptive curriculum stage): stop once `key` reaches `ceiling`, or once the last
+    `evaluations` evaluations gained no more than `delta` over the best one before them."""
+    def stop(history):
+        values = [h[key] for h in history]
+        if values[-1] >= ceiling:
+            return f"held-out {key} {values[-1]:.3f} reached the ceiling {ceiling}"
+        if len(values) > evaluations and max(values[-evaluations:]) - max(values[:-evaluations]) <= delta:
+            return (f"held-out {key} gained no more than {delta} in {evaluations} evaluations (best "
+                    f"{max(values):.3f})")
+        return None
+    return stop
+
+
+@dataclass
+class Evaluation:
+    """Held-out evaluation during training: measure() every `every` optimizer steps and after the last one, on every
+    rank (each scores its share and the results are gathered, so all ranks return the same numbers). Its metrics go
+    into that step's line of metrics.jsonl. stop(evaluations so far) may end the run early: it returns the reason
+    in words, or None to go on."""
+    every: int
+    measure: object  # measure() -> {"eval/...": float}
+    stop: object = None  # stop([measure() results]) -> str or None
+
+
+def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, tokens=None, evaluation=None):
     """Train the trainable (LoRA) parameters of `model`; returns the number of optimizer steps.
 
     loss_fn(module, encoded_items) -> (loss tensor, {metric: float}); module is the DDP wrapper when distributed,
@@ -356,13 +382,15 @@ def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, 
     tokens(encoded_items) -> int, a sum that the loop divides by the tokens of this rank's whole accumulation window.
     encode(index) -> one encoded example (runs in workers).
     meta: what config.json records besides the settings (base_model, the run it started from, data, ...).
+    evaluation: an Evaluation, or None.
     """
     run = set_up(model, encode, num_items, config, world, meta, resume)
     try:
-        loop(run, loss_fn, config, world, meta, tokens)
+        loop(run, loss_fn, config, world, meta, tokens, evaluation)
     except KeyboardInterrupt:
         raise Interrupted(checkpoint_note(config, run.saved)) from None
-    save_checkpoint(model, run.optimizer, run.steps, config, world, meta, final=True)
+    save_checkpoint(model, run.optimizer, run.steps, config, world, meta, final=True,
+                    evaluations=run.evaluations)
     if config.grad_ckpt:
         disable_activation_checkpointing(model)
     model.eval()
@@ -378,8 +406,9 @@ class Run:
     trainable: list
     batches: object  # iterator over this rank's micro-batches, in step order
     start: int
-    steps: int
+    steps: int  # the last step: the planned one, or the one a held-out evaluation stopped at
     saved: int  # the step of the newest checkpoint (0: none yet)
+    evaluations: list  # the held-out evaluations so far (an adaptive stage decides on their history)
 
 
 def set_up(model, encode, num_items, config, world, meta, resume):
@@ -393,7 +422,7 @@ def set_up(model, encode, num_items, config, world, meta, resume):
     if config.grad_ckpt:
         enable_activation_checkpointing(model)
     model.train()
-    start = load_checkpoint(model, optimizer, config, world) if resume else 0
+    start, evaluations = load_checkpoint(model, optimizer, config, world) if resume else (0, [])
     if start == 0:
         # every rank its own dropout stream; the adapters' init (before this) used one seed on every rank
         torch.manual_seed(config.seed + world.rank)
@@ -408,7 +437,7 @@ def set_up(model, encode, num_items, config, world, meta, resume):
     loader = torch.utils.data.DataLoader(_Items(micro_batches, encode, num_items), batch_size=None, shuffle=False,
                                          num_workers=config.workers, collate_fn=keep_as_is,
                                          generator=torch.Generator())  # own RNG: the global one drives dropout
-    return Run(model, wrapped, optimizer, trainable, iter(loader), start, steps, saved=start)
+    return Run(model, wrapped, optimizer, trainable, iter(loader), start, steps, start, evaluations)
 
 
 def keep_as_is(items):
@@ -416,10 +445,8 @@ def keep_as_is(items):
     return items
 
 
-def loop(run, loss_fn, config, world, meta, tokens):
+def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
     """The optimizer steps from run.start to run.steps, in the order of the module docstring."""
-    from tqdm import tqdm
-
     accumulation = config.global_batch // (world.size * config.micro_batch)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if world.device.type == "cuda" and \
         next(run.model.parameters()).dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
@@ -439,18 +466,31 @@ def loop(run, loss_fn, config, world, meta, tokens):
             if step > run.start and step % config.save_every == 0:
                 # saved only now: the weights after `step` updates have just given a finite loss, so a NaN stop
                 # never leaves behind a checkpoint that holds the update that blew up
-                save_checkpoint(run.model, run.optimizer, step, config, world, meta, rng=rng_at_start)
+                save_checkpoint(run.model, run.optimizer, step, config, world, meta, rng=rng_at_start,
+                                evaluations=run.evaluations)
                 run.saved = step
             grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, config.max_grad_norm)
             run.optimizer.step()
             run.optimizer.zero_grad(set_to_none=True)
+            held_out = {}
+            if evaluation and ((step + 1) % evaluation.every == 0 or step + 1 == run.steps):
+                held_out = evaluation.measure()
+                run.evaluations.append({"step": step + 1, **held_out})
             if world.main:
-                record = {"step": step + 1, **{k: round(v, 6) for k, v in logged.items()},
+                record = {"step": step + 1, **{k: round(v, 6) for k, v in {**logged, **held_out}.items()},
                           "grad_norm": round(grad_norm.item(), 6), "learning_rate": lr}
                 with open(os.path.join(config.out, "metrics.jsonl"), "a") as f:
                     f.write(json.dumps(record) + "\n")
                 progress.set_postfix(loss=f"{logged['loss']:.4f}")
                 progress.update()
+            reason = held_out and evaluation.stop and evaluation.stop(run.evaluations)
+            if reason and step + 1 < run.steps:  # every rank has the same numbers, so every rank stops here
+                if world.main:
+                    runs.record_stop(config.out, step + 1, reason)
+                    progress.write(f"{os.path.basename(config.out)}: {reason}; the stage ends at step {step + 1} "
+                                   f"of {run.steps}")
+                run.steps = step + 1
+                break
 
 
 def forward_backward(run, window, loss_fn, config, world, tokens, autocast):

@@ -146,6 +146,7 @@ def pair_page(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_heigh
 # Training curves: metrics.jsonl of one or several runs as a PNG
 
 PLOT_METRICS = ("loss", "rewards/accuracies", "rewards/margins")
+HELD_OUT = {"rewards/accuracies": "eval/rewards/accuracies", "rewards/margins": "eval/rewards/margins"}  # dpo --heldout
 PLOT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
                 "#17becf")
 
@@ -200,12 +201,21 @@ def plot_font(size):
         return ImageFont.load_default()
 
 
+def metric_series(curves, metric):
+    """[(x, value)] of `metric` per run, the steps where the run logged it."""
+    return [[(r["x"], r[metric]) for r in records
+             if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])] for _, records in curves]
+
+
 def draw_panel(draw, box, metric, curves, x_range, starts, font):
+    """One metric against step, a line per run; the held-out version of the metric (HELD_OUT), where runs logged
+    it, in the run's colour as squares joined by a thin line."""
     left, top, right, bottom = box
-    draw.text((left, top - 20), metric, fill="black", font=font)
-    series = [[(r["x"], r[metric]) for r in records
-               if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])] for _, records in curves]
-    points = [p for s in series for p in s]
+    series = metric_series(curves, metric)
+    held_out = metric_series(curves, HELD_OUT[metric]) if metric in HELD_OUT else [[] for _ in curves]
+    title = metric + ("   (squares: the same on held-out pairs)" if any(held_out) else "")
+    draw.text((left, top - 20), title, fill="black", font=font)
+    points = [p for s in series + held_out for p in s]
     if not points:
         draw.rectangle(box, outline="#888888")
         draw.text((left + 10, top + 10), "no data: these runs do not log this metric", fill="#888888", font=font)
@@ -232,13 +242,18 @@ def draw_panel(draw, box, metric, curves, x_range, starts, font):
         px = to_pixel(x, y_low)[0]
         draw.line((px, top, px, bottom), fill="#bbbbbb")
     draw.rectangle(box, outline="#888888")
-    for k, line in enumerate(series):
+    for k, (line, checks) in enumerate(zip(series, held_out)):
         pixels = [to_pixel(x, y) for x, y in line]
         colour = PLOT_COLOURS[k % len(PLOT_COLOURS)]
         if len(pixels) > 1:
             draw.line(pixels, fill=colour, width=2, joint="curve")
         for px, py in pixels if len(pixels) <= 40 else []:  # few points: mark each step
             draw.ellipse((px - 2.5, py - 2.5, px + 2.5, py + 2.5), fill=colour)
+        squares = [to_pixel(x, y) for x, y in checks]
+        if len(squares) > 1:
+            draw.line(squares, fill=colour, width=1)
+        for px, py in squares:
+            draw.rectangle((px - 3.5, py - 3.5, px + 3.5, py + 3.5), outline=colour, width=2)
 
 
 def nice_range(low, high, ticks=5):

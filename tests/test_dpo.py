@@ -472,20 +472,24 @@ def _ddp_worker(rank, world, init_file, data_dir, runs):
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        dpo.run_stage(stage_args(data_dir, runs, global_batch=4, micro_batch=1, max_steps=2, lora_dropout=0.0))
+        dpo.run_stage(stage_args(data_dir, runs, global_batch=4, micro_batch=1, max_steps=2, lora_dropout=0.0,
+                                 eval_pairs=os.path.join(data_dir, "pairs_r8.jsonl"), eval_every=1))
     finally:
         dist.destroy_process_group()
 
 
 def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(data_dir), str(tmp_path / "ddp")), nprocs=2)
+    # the held-out pairs are split over the 2 ranks, their margins gathered: the same numbers as 1 process
     single = dpo.run_stage(stage_args(data_dir, tmp_path / "single", global_batch=4, micro_batch=1, max_steps=2,
-                                      lora_dropout=0.0))
+                                      lora_dropout=0.0, eval_pairs=str(data_dir / "pairs_r8.jsonl"), eval_every=1))
     a, b = adapter_tensors(os.path.join(tmp_path, "ddp", "dpo_r16")), adapter_tensors(single)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
     ma, mb = read_metrics(os.path.join(tmp_path, "ddp", "dpo_r16")), read_metrics(single)
     assert [m["loss"] for m in ma] == pytest.approx([m["loss"] for m in mb], abs=1e-5)
+    for key in ("eval/rewards/accuracies", "eval/rewards/margins"):
+        assert [m[key] for m in ma] == pytest.approx([m[key] for m in mb], abs=1e-5)
     # resuming that 2-process run with 1 process is refused
     with pytest.raises(ValueError, match="saved with 2 processes, resumed with 1"):
         train.load_checkpoint(vlm.load("tiny").hf_model, None, train.TrainConfig(

@@ -280,3 +280,18 @@ def test_nice_axis_ranges():
     low, high, step = views.nice_range(0.5, 0.5)  # a flat line still gets an axis
     assert low < 0.5 < high and step > 0
     assert views.tick_values(0.0, 1.0, 0.2) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def test_plot_draws_the_heldout_accuracy_where_a_run_logged_it(tmp_path):
+    plain = [{"step": s, "loss": 0.7, "rewards/accuracies": 0.5, "rewards/margins": 0.1} for s in (1, 2, 3, 4)]
+    held = [{**r, "eval/rewards/accuracies": 0.25 * r["step"], "eval/rewards/margins": 0.3} if r["step"] % 2 == 0
+            else r for r in plain]
+    images = {}
+    for name, records in (("plain", plain), ("held", held)):
+        curves = views.read_curves([write_metrics(tmp_path / name / "dpo_r16", records)])
+        images[name] = views.plot_curves(curves, 600, 220).convert("RGB")
+    colour = tuple(int(views.PLOT_COLOURS[0][i:i + 2], 16) for i in (1, 3, 5))
+    panel = (0, 30 + 220, 600, 30 + 2 * 220)  # rewards/accuracies
+    counts = {name: dict((c, n) for n, c in image.crop(panel).getcolors(1 << 20)).get(colour, 0)
+              for name, image in images.items()}
+    assert counts["held"] > counts["plain"] + 20  # the squares (two held-out evaluations) and the line joining them
