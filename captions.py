@@ -78,7 +78,8 @@ INSTRUCTIONS = (
 CAPTION_REPETITION_PENALTY = 1.05
 RELEASED_MAX_PIXELS = 512 * 28 * 28  # per keyframe, the released processor setting
 FILTER_REASONS = ("video_error", "video_missing", "unperturbed", "empty", "chosen_in_rejected", "drop_not_shorter",
-                  "length_ratio")
+                  "speed_not_shorter", "length_ratio")
+SHORTENING = ("drop", "speed")  # kinds that show fewer clips: their description must come out shorter
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -393,14 +394,16 @@ def describe_videos(model, videos, out_path, rs, kinds=KINDS, route="captions", 
 
 
 def filter_reason(chosen, rejected, kind, max_length_ratio=1.5):
-    """Why the released convert_to_swift.py would drop this pair (plus: an empty answer), or None to keep it."""
+    """Why the released convert_to_swift.py would drop this pair (plus: an empty answer), or None to keep it. The
+    released rule for drop (dropped clips must lose content) holds for speed too, which also shows fewer clips; the
+    other kinds show as many and must keep the answer's length within max_length_ratio."""
     if not chosen.strip() or not rejected.strip():
         return "empty"
     if chosen in rejected:
         return "chosen_in_rejected"
-    if kind == "drop" and len(chosen) <= len(rejected):  # dropped clips must lose content
-        return "drop_not_shorter"
-    if kind != "drop" and max(len(chosen), len(rejected)) > max_length_ratio * min(len(chosen), len(rejected)):
+    if kind in SHORTENING and len(chosen) <= len(rejected):
+        return f"{kind}_not_shorter"
+    if kind not in SHORTENING and max(len(chosen), len(rejected)) > max_length_ratio * min(len(chosen), len(rejected)):
         return "length_ratio"
     return None
 

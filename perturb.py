@@ -14,14 +14,13 @@ so the curriculum runs r = 16 -> 8 -> 4 -> 2. r is not a length in frames.
 Three more (NEW_KINDS), in neither the paper nor the released code:
     swap     exchange neighbouring chunks: (0, 1), (2, 3), ... change places, an odd last chunk stays put
              why: local order errors (each clip moves by at most g places, the story's coarse order survives)
-    repeat   one chunk, drawn at random, shown twice in place of the chunk after it (the rest untouched, length N)
-             why: temporal redundancy / looping (does an event happen once or twice? what went missing?)
+    repeat   in every neighbouring pair of chunks (0, 1), (2, 3), ... the first is shown twice, in place of the
+             second (length N): why: temporal redundancy / looping (does an event happen once or twice? what
+             went missing?)
     speed    every r-th clip kept, from the first, plus the last clip: a sped-up video with the same endpoints
              why: pace and intermediate steps (the whole span is there, the steps in between are not)
-swap and speed follow the rule above: larger r = more, finer swaps / fewer clips kept. repeat does not: its loop
-is one chunk, 1/r of the video, so larger r = a shorter loop = a *subtler* change (r = 2 replays a half, r = 16
-repeats a clip or so). Its r keeps the chunk grid of the other kinds; mind the direction before putting repeat
-into the curriculum.
+All three follow the rule above: larger r = more, finer swaps / more loops (~r / 2 of them: r = 2 plays the first
+half twice, r = 16 stutters all through the video) / fewer clips kept.
 
 Where they coincide: with exactly two chunks (r = 2 and N even, or N = 2) swap, reverse and the only shuffle
 all exchange the two halves; with more chunks a shuffle may still draw swap's order by chance. speed and drop both
@@ -68,8 +67,8 @@ def joined(parts):
     return [i for part in parts for i in part]
 
 
-# One function per kind: (n, r, rng) -> the original indices in their perturbed order. rng is used by drop,
-# shuffle and repeat only; reverse, swap and speed are fixed by n and r.
+# One function per kind: (n, r, rng) -> the original indices in their perturbed order. rng is used by drop and
+# shuffle only; reverse, swap, repeat and speed are fixed by n and r.
 
 
 def drop(n, r, rng):
@@ -100,15 +99,14 @@ def swap(n, r, rng):
 
 
 def repeat(n, r, rng):
-    """Chunk i (drawn uniformly among those with a successor) is played again in place of chunk i + 1.
+    """In chunks (0, 1), (2, 3), ... the first is played again in place of the second; an odd last chunk stays.
 
-    The replay lasts as long as the chunk it replaces, so the length stays n: when chunk i + 1 is the shorter last
-    chunk, only the first len(chunk i + 1) clips of chunk i are shown again. The clips of chunk i + 1 are gone."""
+    Every pair loops, not a random one, so r sets the strength as for the other kinds: ~r / 2 loops. A replay lasts
+    as long as the chunk it replaces, so the length stays n: when the second is the shorter last chunk, only its
+    length of the first is shown again. The clips of every second chunk are gone."""
     parts = chunks(n, chunk_size(n, r))
-    if len(parts) < 2:  # one chunk has no successor to replace
-        return joined(parts)
-    i = rng.randrange(len(parts) - 1)
-    parts[i + 1] = parts[i][:len(parts[i + 1])]
+    for i in range(0, len(parts) - 1, 2):
+        parts[i + 1] = parts[i][:len(parts[i + 1])]
     return joined(parts)
 
 
@@ -126,7 +124,7 @@ ORDERS = {"drop": drop, "shuffle": shuffle, "reverse": reverse, "swap": swap, "r
 
 
 def perturbed_order(n, kind, r, rng):
-    """The original indices 0..n-1 in their perturbed order (drop and speed: the survivors; repeat: one chunk
+    """The original indices 0..n-1 in their perturbed order (drop and speed: the survivors; repeat: looped chunks
     twice)."""
     check(kind, r)
     return ORDERS[kind](n, r, rng)
@@ -135,8 +133,7 @@ def perturbed_order(n, kind, r, rng):
 def perturb(items, kind, r, rng):
     """(perturbed items, order): order[k] is the original index of the k-th item returned.
 
-    `rng` is a random.Random (or anything with .sample, .shuffle and .randrange); a seeded rng gives the same result
-    every time.
+    `rng` is a random.Random (or anything with .sample and .shuffle); a seeded rng gives the same result every time.
     """
     items = list(items)
     order = perturbed_order(len(items), kind, r, rng)

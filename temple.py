@@ -24,6 +24,7 @@ import sys
 
 import datafiles
 import jobs
+import perturb
 import shots
 import views
 
@@ -190,7 +191,7 @@ def add_pairs(sub):
     p.add_argument("--captions", default="data/captions.jsonl", help="captions.jsonl (the frames route also takes videos.jsonl)")
     p.add_argument("--out-dir", default=None, help="where descriptions.jsonl and pairs_r{R}.jsonl go (None = beside --captions)")
     p.add_argument("-r", "--r", type=positive_int, nargs="+", default=[16, 8, 4, 2], help="difficulties (larger = stronger perturbation); write -r under torchrun")
-    p.add_argument("--kinds", nargs="+", default=["drop", "shuffle", "reverse"], choices=["drop", "shuffle", "reverse"], help="perturbations")
+    p.add_argument("--kinds", nargs="+", default=list(perturb.KINDS), choices=perturb.ALL_KINDS, help="perturbations: the released drop / shuffle / reverse, and swap / repeat / speed (perturb.py)")
     p.add_argument("--perturb-input", default="captions", choices=["captions", "frames"], help="perturb the caption list (released code) or the keyframe sequence (paper wording)")
     add_generation_options(p, max_new_tokens=8192)
     p.add_argument("--total-pixels", type=positive_int, default=9_000_000, help="frames route: pixel budget for all keyframes")

@@ -93,8 +93,11 @@ def stats_html(stats):
     if not stats:
         return '<p class="note">no .stats.json beside the pairs file: filter counts unknown</p>'
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in stats.get("dropped", {}).items())
+    kinds = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v}</td></tr>"
+                    for k, v in stats.get("kept_by_kind", {}).items())
     return (f'<p>{stats.get("kept")} of {stats.get("candidates")} candidate pairs kept from {stats.get("videos")} '
             f'videos (input: {html.escape(str(stats.get("perturb_input")))}).</p>'
+            f'<table class="stats"><tr><th>kept, by kind</th><th>pairs</th></tr>{kinds}</table>'
             f'<table class="stats"><tr><th>dropped because</th><th>pairs</th></tr>{rows}</table>')
 
 

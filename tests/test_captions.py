@@ -17,7 +17,7 @@ import temple
 import vlm
 import views
 from media import scene_frames, write_video
-from perturb import CURRICULUM, KINDS, perturb
+from perturb import ALL_KINDS, CURRICULUM, KINDS, perturb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(min_pixels=32 * 32, max_pixels=64 * 64)  # a 2-frame clip becomes a handful of tokens
@@ -262,6 +262,34 @@ def test_filters_of_the_released_code():
     assert reason("a" * 10, "b" * 16, "reverse") == "length_ratio" and reason("a" * 10, "b" * 15, "reverse") is None
     assert reason("a" * 16, "b" * 10, "shuffle") == "length_ratio"
     assert reason("something", "", "drop") == "empty" and reason("", "x", "shuffle") == "empty"
+    # ours: speed shows fewer clips, as drop does; swap and repeat as many, as shuffle and reverse do
+    assert reason("abc", "xyzw", "speed") == "speed_not_shorter" and reason("abcdef", "xyz", "speed") is None
+    assert reason("a" * 10, "b" * 16, "swap") == "length_ratio" == reason("a" * 16, "b" * 10, "repeat")
+    assert reason("a" * 10, "b" * 15, "repeat") is None
+
+
+def test_pairs_of_all_six_kinds_with_their_counts(tiny, tmp_path, monkeypatch):
+    for k in range(3):
+        (tmp_path / f"v{k}.mp4").write_bytes(b"")
+    videos = fake_videos(root=str(tmp_path))
+    monkeypatch.setattr(vlm.VideoLM, "generate", echo_captions)
+    descriptions = captions.describe_videos(tiny, videos, str(tmp_path / "d.jsonl"), [4], kinds=ALL_KINDS)
+    [(path, stats)] = captions.write_pairs(descriptions, str(tmp_path), [4], kinds=ALL_KINDS)
+    pairs = datafiles.read_jsonl(path)
+    assert stats["candidates"] == 6 * len(videos) and set(stats["kept_by_kind"]) <= set(ALL_KINDS)
+    assert sum(stats["dropped"].values()) + stats["kept"] == stats["candidates"]
+    for pair in pairs:
+        video = next(v for v in videos if v["video"] == pair["video"])
+        seed = captions.derived_seed(0, pair["video"], pair["kind"], 4)
+        assert pair["order"] == perturb(range(len(video["clips"])), pair["kind"], 4, random.Random(seed))[1]
+        assert pair["rejected"] == " then ".join(video["captions"][i] for i in pair["order"])
+    assert {"swap", "repeat", "speed"} <= {p["kind"] for p in pairs}
+    page = tmp_path / "p.html"
+    views.pair_page(path, str(page))
+    assert "kept, by kind" in page.read_text() and "<td>speed</td>" in page.read_text()
+    parser = temple.build_parser()
+    assert parser.parse_args(["pairs", "--kinds", "swap", "repeat", "speed"]).kinds == ["swap", "repeat", "speed"]
+    assert parser.parse_args(["pairs"]).kinds == ["drop", "shuffle", "reverse"]  # the released three by default
 
 
 def test_clean_description_is_made_once_and_reused_for_the_next_r(tiny, tmp_path, monkeypatch):
