@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 import datafiles
+import perturb
 import runs
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 200), "yellow": (220, 200, 40),
@@ -49,17 +50,20 @@ def stages(args, command):
     model = ["--model", args.model]
     video = ["--fps", "2", "--max-frames", "8", "--total-pixels", str(8 * 56 * 56)]  # 4 tokens per 2 frames
     make_data(args, data, model, command)
-    stage(6, f"curriculum: DPO r = 16, 8, 4, 2, {args.steps} steps each", f"{runs_dir}/dpo_r*")
+    stage(6, f"curriculum: DPO r = 16, 8, 4, 2, at most {args.steps} steps each, 2 pairs of each stage held out: "
+             f"an adaptive stage ends early once their accuracy stops improving", f"{runs_dir}/dpo_r*")
     training = [*model, *video, "--runs", runs_dir, "--max-steps", str(args.steps), "--global-batch", "2",
                 "--workers", "0", "--lr", "1e-3", "--save-every", "1000"]
-    command(["curriculum", "--data-dir", data, *training])
+    command(["curriculum", "--data-dir", data, *training, "--heldout", "2", "--eval-every", "1", "--adaptive",
+             "--plateau-evals", "2"])
     stage(7, "sft: instruction tuning on top of dpo_r2", f"{runs_dir}/sft")
     if runs.finished(f"{runs_dir}/sft"):
         print(f"{runs_dir}/sft is finished, skipped")
     else:
         resume = ["--resume"] if os.path.isdir(f"{runs_dir}/sft") else []
         command(["sft", "--data", f"{data}/sft.jsonl", "--init", f"{runs_dir}/dpo_r2", *training, *resume])
-    stage(8, "eval: colour-order questions (base, dpo_r2, sft) and what DPO learned", "eval_*.json")
+    stage(8, "eval: colour-order questions, Vinoground-style order pairs (base, dpo_r2, sft), what DPO learned",
+          "eval_*.json")
     pairs = ["--pairs", *(f"{data}/pairs_r{r}.jsonl" for r in (16, 8, 4, 2))]  # a demo has no held-out pairs
     for name, spec in (("base", model), ("dpo_r2", ["--run", f"{runs_dir}/dpo_r2", *pairs]),
                        ("sft", ["--run", f"{runs_dir}/sft"])):
@@ -67,7 +71,8 @@ def stages(args, command):
         if os.path.exists(report):
             print(f"{os.path.join(args.out, report)} exists, skipped")
         else:
-            command(["eval", *spec, "--mcq", f"{data}/mcq.jsonl", "--out", report, *video])
+            command(["eval", *spec, "--mcq", f"{data}/mcq.jsonl", "--vinoground", f"{data}/vinoground.jsonl",
+                     "--out", report, *video])
     stage(9, "plot: training curves of the stages end to end", f"{runs_dir}/curves.png")
     command(["plot", *(f"{runs_dir}/{name}" for name in ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")),
                  "--out", f"{runs_dir}/curves.png"])
@@ -79,15 +84,17 @@ def stages(args, command):
 def make_data(args, data, model, command):
     """Stages 1-5: videos, selection, captions, pairs for every r, their HTML pages."""
     videos = "videos"
-    stage(1, "synthetic videos with cuts, questions about them", videos)
+    stage(1, "synthetic videos with cuts, questions about them, clips in two orders", videos)
     write_data(videos, data, args.videos)
+    write_order_pairs("vinoground", data)
     stage(2, "select: shots, clips, keyframes", f"{data}/videos.jsonl")
     command(["select", videos, "--out", data])
     keyframes = ["--max-pixels", str(56 * 56), "--min-pixels", str(28 * 28), "--batch-size", "16"]
     stage(3, "captions: every clip captioned by the model", f"{data}/captions.jsonl")
     command(["captions", "--videos", f"{data}/videos.jsonl", *model, *keyframes, "--max-new-tokens", "16"])
-    stage(4, "pairs: clean vs perturbed descriptions, filtered, for every r", f"{data}/pairs_r*.jsonl")
-    command(["pairs", "--captions", f"{data}/captions.jsonl", *model, *keyframes, "--max-new-tokens", "48"])
+    stage(4, "pairs: clean vs perturbed descriptions (all six kinds), filtered, for every r", f"{data}/pairs_r*.jsonl")
+    command(["pairs", "--captions", f"{data}/captions.jsonl", *model, *keyframes, "--max-new-tokens", "48",
+             "--kinds", *perturb.ALL_KINDS])
     for r in (16, 8, 4, 2):
         if not datafiles.read_jsonl(f"{data}/pairs_r{r}.jsonl"):
             raise ValueError(f"{data}/pairs_r{r}.jsonl: the filters kept no pair; run the demo with more --videos")
@@ -147,6 +154,26 @@ def write_data(videos_dir, data_dir, count):
     datafiles.write_jsonl(os.path.join(data_dir, "sft.jsonl"), conversations)
     print(f"{videos_dir}: {count} videos of 5 shots and one single-shot video\n"
           f"{data_dir}/mcq.jsonl: {len(questions)} questions, {data_dir}/sft.jsonl: {len(conversations)} conversations")
+
+
+def write_order_pairs(videos_dir, data_dir, count=2):
+    """Vinoground-style items (evaluate.py): two clips showing the same two colours in opposite orders, each with the
+    caption of its own order; data/vinoground.jsonl lists them."""
+    os.makedirs(videos_dir, exist_ok=True)
+    items = []
+    for k in range(count):
+        first, second = colours_of(100 + k)[:2]
+        paths = []
+        for order in ((first, second), (second, first)):
+            path = os.path.join(videos_dir, f"order_{k}_{order[0]}_{order[1]}.mp4")
+            if not os.path.exists(path):
+                write_video(path, list(order), seed=100 + k)
+            paths.append(path)
+        items.append({"pos_video": paths[0], "pos_caption": f"A {first} scene, then a {second} one.",
+                      "neg_video": paths[1], "neg_caption": f"A {second} scene, then a {first} one.",
+                      "category": "colour order"})
+    datafiles.write_jsonl(os.path.join(data_dir, "vinoground.jsonl"), items)
+    print(f"{videos_dir}: {2 * count} clips of two colours, {data_dir}/vinoground.jsonl: {count} items")
 
 
 def questions_about(path, colours, seed):

@@ -36,7 +36,9 @@ def test_demo_makes_pairs_for_every_r_and_a_page_for_each(demo):
     for r in (16, 8, 4, 2):
         pairs = datafiles.read_jsonl(demo / "data" / f"pairs_r{r}.jsonl")
         assert pairs and {p["r"] for p in pairs} == {r}
-        assert (demo / "data" / f"pairs_r{r}.html").read_text().count('<tr class="pair">') == len(pairs)
+        assert (demo / "data" / f"pairs_r{r}.html").read_text().count('<tr class="pair">') == min(len(pairs), 30)
+    kinds = {p["kind"] for r in (16, 8, 4, 2) for p in datafiles.read_jsonl(demo / "data" / f"pairs_r{r}.jsonl")}
+    assert kinds >= {"swap", "repeat", "speed"}  # the demo makes pairs of all six kinds
 
 
 def test_demo_trains_every_stage_and_chains_them(demo):
@@ -46,6 +48,10 @@ def test_demo_trains_every_stage_and_chains_them(demo):
     assert runs.read_run_config(run_dirs / "sft")["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2"]
     for name in STAGES:
         assert len(datafiles.read_jsonl(run_dirs / name / "metrics.jsonl")) == 1  # --steps 1
+    for name in STAGES[:4]:  # 2 pairs of every stage held out, measured at every step
+        config = runs.read_run_config(run_dirs / name)
+        assert config["heldout"]["pairs"] == 2 and config["adaptive"]["plateau_evals"] == 2
+        assert "eval/rewards/accuracies" in datafiles.read_jsonl(run_dirs / name / "metrics.jsonl")[-1]
 
 
 def test_demo_evaluates_and_plots(demo):
@@ -54,6 +60,10 @@ def test_demo_evaluates_and_plots(demo):
         [mcq] = report["mcq"]
         assert mcq["evaluated"] == 18 and mcq["skipped"] == 0
         assert set(mcq["by_category"]) == {"first", "last", "after"}
+        [order] = report["vinoground"]
+        assert order["evaluated"] == 2 and set(order["by_category"]) == {"colour order"}
+        assert {test: 0 <= order[test] <= 1 for test in ("text", "video", "group")} == dict.fromkeys(
+            ("text", "video", "group"), True)
     pairs = reports["dpo_r2"]["pairs"]
     assert [os.path.basename(p["file"]) for p in pairs] == [f"pairs_r{r}.jsonl" for r in (16, 8, 4, 2)]
     assert all(p["measure"].startswith("implicit reward") and p["evaluated"] for p in pairs)
