@@ -43,3 +43,27 @@ def test_an_offline_hub_is_not_blamed_on_the_network(monkeypatch, capsys):
     code, err = run(capsys, "describe", "x.mp4", "--model", "someone/missing-model")
     assert code == 1 and "HF_HUB_OFFLINE is set" in err and "unreachable" not in err
     assert "(built-in: tiny, tiny-qwen2.5, tiny-qwen3)" in err  # the names the README gives
+
+
+def test_view_export_plot_and_shots_run_without_importing_torch(tmp_path):
+    """The commands that need no model start in a moment: torch and transformers stay out of the process."""
+    import subprocess
+    import sys
+
+    import datafiles
+    from media import scene_frames, write_video
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    video = write_video(tmp_path / "a.mp4", scene_frames(2, 10), fps=10)
+    pairs = tmp_path / "pairs_r16.jsonl"
+    datafiles.write_jsonl(pairs, [{"video": video, "instruction": "Describe.", "chosen": "a", "rejected": "b"}])
+    (tmp_path / "run").mkdir()
+    datafiles.write_jsonl(tmp_path / "run" / "metrics.jsonl", [{"step": 1, "loss": 0.5}])
+    script = ("import sys, temple\ncode = temple.main(sys.argv[1:])\n"
+              "heavy = sorted({'torch', 'transformers'} & set(sys.modules))\n"
+              "assert not heavy, f'imported {heavy}'\nsys.exit(code)")
+    for argv in (["export", str(pairs)], ["view", str(pairs), "--out", str(tmp_path / "p.html")],
+                 ["plot", str(tmp_path / "run"), "--out", str(tmp_path / "c.png")], ["shots", video]):
+        result = subprocess.run([sys.executable, "-c", script, *argv], cwd=tmp_path, capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": root})
+        assert result.returncode == 0, (argv, result.stderr[-500:])
