@@ -4,7 +4,7 @@ Runs captions.caption_videos end to end (keyframe decoding, preprocessing, promp
 records) on synthetic videos with the built-in tiny model, once with --batch-size 8 and once with 1, and checks that
 both give the same captions (greedy decoding: batching must not change the text).
 
-    python bench/captions.py          # ~15 s on 2 CPU cores
+    python bench/captions.py          # ~45 s on 2 CPU cores
 Last line: RESULT speedup=<batched/single> batched_clips_per_s=... single_clips_per_s=... (goal: speedup >= 3).
 """
 

@@ -20,7 +20,7 @@ head dominates a step, so one tower pass instead of four barely shows there (vis
 sizes one pass of the tower over the 4,096 patches (2 x 0.67 G parameters x 4,096 ~ 5.5 TFLOP) costs about as much
 as the language model's forward over the pair (2 x 1.5 G x 1,429 x 2 rows ~ 8.6 TFLOP).
 
-    python bench/dpo.py                 # ~5 min on 2 CPU cores
+    python bench/dpo.py                 # ~4 min on 2 CPU cores
     python bench/dpo.py --gpu-size 2b   # on a GPU: real Qwen2-VL-2B dimensions in bf16 (random weights)
 Last line: RESULT time_ratio=<ours/naive> mem_ratio=<ours/naive> precomputed_time_ratio=... ckpt_mem_ratio=...
            vit_passes=<tower passes per step, ours> vit_videos=<videos encoded per step, ours> per_row_vit_videos=...

@@ -22,7 +22,7 @@ here into .whl/ as the device tool's README describes (`pip download --no-deps -
 --python-version 3.12 --platform manylinux_2_17_x86_64 -d .whl av==18.1.0`):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site \\
-        python3 bench/gpu.py          # ~4 min on one H200 (model build ~1 min, 10 measured steps)
+        python3 bench/gpu.py          # a few minutes on one H200, by arithmetic (not yet run on one)
     python bench/gpu.py --size tiny   # the same code path on a CPU at toy dimensions, a few seconds
 
 Last line: RESULT dpo_step_s=... dpo_peak_gib=... dpo_tokens_per_s=... dpo_mfu=... dpo_no_ckpt_peak_gib=<or oom>

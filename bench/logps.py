@@ -4,7 +4,7 @@ A pair = the same video prompt (32 frames of 224x224 -> 1,024 video tokens) with
 on a model with Qwen's real vocabulary size (151,669). Full logits cost batch x sequence x vocabulary floats;
 vlm.VideoLM.response_logps computes them only at the answer positions. Both variants run forward + backward.
 
-    python bench/logps.py            # ~1 min on 2 CPU cores
+    python bench/logps.py            # ~100 s on 2 CPU cores
 Last line: RESULT time_ratio=<ours/full> mem_ratio=<ours/full> (smaller is better).
 """
 
