@@ -111,9 +111,9 @@ def pairs_dir(tmp_path_factory):
 
 
 def readme_line(command):
-    [line] = [line for line in readme_torchrun_lines()
-              if line[line.index("temple.py") + 1] == command and "--nnodes" not in line]
-    return line
+    """The first single-node torchrun line of `command` in the README (its headline example)."""
+    return next(line for line in readme_torchrun_lines()
+                if line[line.index("temple.py") + 1] == command and "--nnodes" not in line)
 
 
 def run_torchrun(line, cwd, *extra):
