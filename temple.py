@@ -131,7 +131,6 @@ def add_select(sub):
     p.set_defaults(func=cmd_select)
 
 
-
 def cmd_select(args):
     options = dict(detector_options(args), min_shot_seconds=args.min_shot_seconds, min_shot_len=args.min_shot_len,
                    min_shots=args.min_shots, max_shots=args.max_shots, max_shot_seconds=args.max_shot_seconds,
@@ -262,13 +261,21 @@ def cmd_export(args):
 # dpo / curriculum / merge: preference training, stage by stage (dpo.py, train.py)
 
 
+def add_video_options(p):
+    """How a model sees a video in training and eval: the released run's settings (docs/method.md, "Training")."""
+    p.add_argument("--video-root", default=None, help="directory that relative video paths in the data start from")
+    p.add_argument("--fps", type=float, default=1.0, help="video frames per second")
+    p.add_argument("--max-frames", type=int, default=600, help="at most this many frames per video")
+    p.add_argument("--total-pixels", type=int, default=9_000_000, help="pixel budget per video")
+    p.add_argument("--max-length", type=int, default=16384, help="tokens per sequence; longer answers are cut")
+    p.add_argument("--attn", default="sdpa", choices=ATTENTION, help="attention implementation")
+
 
 def add_training_options(p, lr, lora_alpha, lora_dropout):
     """The options dpo, curriculum and sft share; defaults = the released run (docs/method.md, "Training")."""
     p.add_argument("--model", default=RELEASED_MODEL, help="base model: directory, cached hub id or tiny / tiny-qwen2.5 / tiny-qwen3")
     p.add_argument("--model-seed", type=int, default=0, help="seed of a built-in tiny model's random weights")
     p.add_argument("--runs", default="runs", help="directory holding the run directories")
-    p.add_argument("--video-root", default=None, help="directory that relative video paths in the data start from")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--lora-r", type=int, default=32, help="LoRA rank")
     p.add_argument("--lora-alpha", type=float, default=lora_alpha, help="LoRA alpha (scaling alpha / r)")
@@ -287,11 +294,7 @@ def add_training_options(p, lr, lora_alpha, lora_dropout):
     p.add_argument("--grad-ckpt", action=argparse.BooleanOptionalAction, default=True,
                    help="non-reentrant activation checkpointing: recompute activations in backward (a real pair needs it)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per GPU (video decoding)")
-    p.add_argument("--attn", default="sdpa", choices=ATTENTION, help="attention implementation")
-    p.add_argument("--fps", type=float, default=1.0, help="video frames per second")
-    p.add_argument("--max-frames", type=int, default=600, help="at most this many frames per video")
-    p.add_argument("--total-pixels", type=int, default=9_000_000, help="pixel budget per video")
-    p.add_argument("--max-length", type=int, default=16384, help="tokens per sequence; longer answers are cut")
+    add_video_options(p)
 
 
 def add_dpo_options(p):
@@ -389,10 +392,8 @@ def cmd_sft(args):
     sft.run_sft(args)
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# eval: multiple-choice video QA by option likelihood, and preference accuracy on held-out pairs
+# eval: multiple-choice video QA, preference accuracy, Vinoground: all by likelihood (evaluate.py)
 
 
 def add_eval(sub):
@@ -407,12 +408,7 @@ def add_eval(sub):
     p.add_argument("--out", default=None, help="JSON report (None = the first data file with .eval.json)")
     p.add_argument("--normalize", action="store_true", help="MCQ and Vinoground: compare mean log-probs per token, not sums")
     p.add_argument("--beta", type=float, default=0.1, help="pairs: DPO temperature of the reward margin beta * (r+ - r-)")
-    p.add_argument("--video-root", default=None, help="directory that relative video paths in the data start from")
-    p.add_argument("--fps", type=float, default=1.0, help="video frames per second")
-    p.add_argument("--max-frames", type=int, default=600, help="at most this many frames per video")
-    p.add_argument("--total-pixels", type=int, default=9_000_000, help="pixel budget per video")
-    p.add_argument("--max-length", type=int, default=16384, help="tokens per sequence; longer answers are cut")
-    p.add_argument("--attn", default="sdpa", choices=ATTENTION, help="attention implementation")
+    add_video_options(p)
     p.set_defaults(func=cmd_eval)
 
 
