@@ -1,30 +1,23 @@
 """train.py - the training loop that dpo.py and sft.py share: torchrun DDP, accumulation, schedule, checkpoints.
 
-The loop is written out in the style of nanoGPT's train.py, so one can read every step:
+The loop is written out in the style of nanoGPT's train.py, so one can read every step (set_up, then loop):
 
     for each optimizer step:
         for each micro-batch of this rank:                  # global batch = world x micro-batch x accumulation
-            loss = loss_fn(model, items) / accumulation     # bf16 autocast on GPU
+            loss = loss_fn(model, items) / accumulation     # bf16 autocast on GPU; a summed loss (SFT): / tokens
             loss.backward()                                 # DDP all-reduces gradients on the last micro-batch only
+        the loss averaged over ranks: NaN or inf stops every rank here, before the weights change
+        every --save-every steps: a checkpoint (only now: these weights have just given a finite loss)
         clip gradients, AdamW step, learning rate = linear warmup then cosine decay to 0
-        rank 0: one line of metrics.jsonl, the progress bar; every --save-every steps: a checkpoint
+        held-out evaluation every --eval-every steps, if asked (an adaptive stage may end here)
+        rank 0: one line of metrics.jsonl, the progress bar
 
 Data order: every epoch is a permutation of the dataset drawn from the seed, the epochs are concatenated into one
 stream, and optimizer step s uses items [s*G, (s+1)*G) of that stream (G = global batch), item k of those going to
 rank k % world. The order therefore depends only on the seed and the dataset size: `--resume` continues with
-exactly the items an uninterrupted run would have seen.
-
-A run directory holds
-    config.json                     the exact settings, the base model, the run this one started from
-    metrics.jsonl                   one line per optimizer step (rank 0)
-    checkpoint/                     adapter (PEFT format) + train_state.pt (optimizer, schedule, RNG, step)
-    stage/                          this stage's final adapter, trained on the base with its start merged in
-    adapter_model.safetensors       the start's adapters and the stage's stacked into one adapter on the plain base
-    adapter_config.json             model (PEFT format), written last: its presence marks a finished run
+exactly the items an uninterrupted run would have seen. What a run directory holds is runs.py's subject.
 
     torchrun --nproc_per_node 8 temple.py dpo -r 16         (dpo.py and sft.py call train() below)
-
-read_curves / plot_curves draw the metrics.jsonl of runs end to end as a PNG (`temple.py plot`).
 """
 
 import contextlib

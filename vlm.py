@@ -1,14 +1,12 @@
 """vlm.py - everything model-specific: Qwen2-VL, Qwen2.5-VL and Qwen3-VL as one video-LLM interface.
 
 The rest of the project never touches a processor, a chat template or a token id; it asks this module to
-    read records          read_jsonl(path) / write_jsonl(path, records)   (errors name file and line)
-                          read_records(path): a JSON list or JSON lines, each record with its place
-    read a video          read_video(path, fps=1, max_frames=600)   /   read_frames(path, indices)
+    read a video          read_video(path, fps=1, max_frames=600)   /   read_frames(path, indices)   (shots.py decodes)
     load a model          model = load("Qwen/Qwen2.5-VL-7B-Instruct" | "runs/merged" | "tiny" | "tiny-qwen3")
     encode a sample       model.encode([video, "Describe the video."], response="The video opens ...")
     batch samples         model.collate(samples, padding="right")      (left for generation)
     model inputs          model.model_inputs(batch, features)   -> keyword arguments of the transformers model
-    generate              model.generate(samples, max_new_tokens=..., temperature=...)
+    generate              model.generate(samples, max_new_tokens=..., temperature=..., seeds=[one per row])
     score responses       model.response_logps(batch)   -> summed log p(response | prompt, video) per row
     score answers         model.score_options([video, question], options)   -> summed log p and length per option
 
@@ -29,7 +27,10 @@ here, because transformers 5.x computes them wrongly after a video with more tim
 and differently in each version. Text counts up; a video's patches sit at (start + time, start + row, start +
 column); the text after it resumes one past the largest. Time is the temporal patch number for Qwen2-VL, its start
 in 1/tokens_per_second-second ticks for Qwen2.5-VL, and 0 for Qwen3-VL, whose frames are separate blocks led by
-"<t seconds>" text. The rule and the versions are in mrope_positions and VideoLM.time_steps.
+"<t seconds>" text. The rule and the versions are in mrope_positions and Processor.time_steps.
+
+A VideoLM is a transformers model (`hf_model`) and its Processor, the weightless half that turns videos and
+conversations into model inputs (family, patch sizes, tokenizer): data-loader workers get the processor alone.
 
 One vision pass per batch: a Prepared video encoded into several rows (the chosen and rejected answers of a DPO
 pair, the options of a question) is stored once in the batch, and vision_features runs the vision tower on it once,
