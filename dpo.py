@@ -210,9 +210,7 @@ def precompute_reference(model, encode, num_items, path, world):
         mine[index] = logps.tolist()
     merged = {k: v for part in train.all_gather(world, mine) for k, v in part.items()}
     values = [merged[i] for i in range(num_items)]
-    if world.main:
-        datafiles.write_atomic(path, json.dumps(values))
-    train.barrier(world)
+    train.on_main(world, lambda: datafiles.write_atomic(path, json.dumps(values)))
     return values
 
 
@@ -332,6 +330,7 @@ def run_stage(args):
         pairs, heldout = heldout_split(pairs, args.heldout, args.seed)
     if args.eval_pairs:
         heldout += datafiles.read_pairs(args.eval_pairs, args.video_root)[0]
+    train.check_same_data(world, pairs + heldout, data)
 
     model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
 

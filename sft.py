@@ -147,6 +147,7 @@ def run_sft(args):
         print(f"{args.data}: skipped {missing} record(s) whose video file is missing")
     if not examples:
         raise ValueError(f"{args.data}: no usable records")
+    train.check_same_data(world, examples, args.data)
     video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
     meta = {"stage": "sft", "base_model": args.model, "start": start, "data": args.data, "video": video,
             "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed,

@@ -21,6 +21,7 @@ exactly the items an uninterrupted run would have seen. What a run directory hol
 """
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -129,6 +130,39 @@ def all_gather(world, obj):
     return out
 
 
+def on_main(world, work):
+    """work() on rank 0 alone. When it fails, every rank raises (rank 0 its own error, the others a ValueError with
+    its message), instead of rank 0 alone while the others wait for it in the next collective."""
+    if world.size == 1:
+        return work()
+    error = None
+    if world.main:
+        try:
+            work()
+        except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks have heard of it
+            error = e
+    message = all_gather(world, error and f"rank 0: {error}")[0]
+    if error:
+        raise error
+    if message:
+        raise ValueError(message)
+
+
+def check_same_data(world, items, what):
+    """Every rank must train on the same examples in the same order: each reads the data file itself and leaves out
+    the examples whose video it cannot find, so a video missing on one node's disk would give that rank another
+    list, another data order and another number of steps, and the ranks would hang waiting for each other."""
+    if world.size == 1:
+        return
+    digest = hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+    views = all_gather(world, (digest, len(items), socket.gethostname()))
+    differ = [f"rank {rank} ({host}: {count} examples)" for rank, (seen, count, host) in enumerate(views)
+              if seen != views[0][0]]
+    if differ:
+        raise ValueError(f"{what}: {', '.join(differ)} read other examples than rank 0 ({views[0][2]}: "
+                         f"{views[0][1]}); every node needs the same data and videos at the same paths")
+
+
 def check_shared_directory(directory, world, what="the run directory"):
     """Multi-node runs need one directory every rank sees (a disk the nodes share): rank 0 writes the checkpoints
     and the reference cache, the others read them back on resume. Rank 0 writes a token, each rank looks for it; a
@@ -137,11 +171,13 @@ def check_shared_directory(directory, world, what="the run directory"):
         return
     token = all_gather(world, secrets.token_hex(8))[0]  # rank 0's
     probe = os.path.join(directory, f".shared-check-{token}")
-    if world.main:
+
+    def write_probe():
         os.makedirs(directory, exist_ok=True)
         with open(probe, "w") as f:
             f.write(token)
-    barrier(world)
+
+    on_main(world, write_probe)
     seen = os.path.exists(probe) and open(probe).read() == token
     views = all_gather(world, (seen, socket.gethostname()))
     if world.main:

@@ -151,6 +151,16 @@ def test_nothing_evaluable_is_an_error_with_exit_1(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_eval_under_torchrun_with_several_processes_is_refused(tmp_path, monkeypatch):
+    datafiles.write_jsonl(tmp_path / "mcq.jsonl", [mcq_record(str(tmp_path / "gone.mp4"), "rain")])
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    with pytest.raises(ValueError, match="eval runs in one process: .* with 8 processes each would evaluate"):
+        run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"))
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc_per_node 1
+    with pytest.raises(ValueError, match="nothing could be evaluated"):
+        run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"))
+
+
 # ---- preference accuracy ----------------------------------------------------------------------------------------
 
 SHORT, TAIL = "the person walks in", " and then the scene is dark and the video ends with a clip of the person"
