@@ -40,7 +40,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import try_to_load_from_cache
+from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import EntryNotFoundError
 from tqdm import tqdm
 
 import datafiles
@@ -364,13 +365,46 @@ PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json",
                    "chat_template.json", "chat_template.jinja")
 
 
-def base_model_file(base_model, name):
-    """A file of the base model: from its directory, or from the local Hugging Face cache of a hub id; else None."""
+UNCHECKED = object()  # base_model_file: the file may exist, but neither the cache nor the hub could tell
+
+
+def base_model_file(base_model, name, ask_hub):
+    """A file of the base model: its path, None when the base model has no such file, or UNCHECKED. Looked up in
+    the model's directory, else in the local Hugging Face cache of a hub id, else (ask_hub) downloaded from the hub."""
+    if base_model in vlm.TINY_MODELS:
+        return None  # built in: no files
     if os.path.isdir(base_model):
         path = os.path.join(base_model, name)
         return path if os.path.isfile(path) else None
-    path = try_to_load_from_cache(base_model, name)
-    return path if isinstance(path, str) else None
+    cached = try_to_load_from_cache(base_model, name)
+    if isinstance(cached, str):
+        return cached
+    if cached is _CACHED_NO_EXIST:  # the cache remembers that the hub has no such file
+        return None
+    if not ask_hub:
+        return UNCHECKED
+    try:
+        return hf_hub_download(base_model, name)
+    except EntryNotFoundError:
+        return None
+    except OSError:
+        return UNCHECKED
+
+
+def copy_processor_files(base, out):
+    """Put the base model's processor and chat-template files into `out`; say which could not be looked up."""
+    ask_hub = not os.path.isdir(base) and base not in vlm.TINY_MODELS and vlm.hub_reachable()
+    unchecked = []
+    for name in PROCESSOR_FILES:
+        path = base_model_file(base, name, ask_hub)
+        if path is UNCHECKED:
+            unchecked.append(name)
+        elif path:
+            shutil.copyfile(path, os.path.join(out, name))
+    if unchecked:
+        print(f"warning: {base} has only part of its files in the local Hugging Face cache and the hub cannot be "
+              f"reached, so these were not looked up: {', '.join(unchecked)}. Copy the ones the model has into the "
+              f"merged directory (vLLM, lmms-eval and AutoProcessor read them)", file=sys.stderr)
 
 
 def merge_run(run_dir, out, model_name=None):
@@ -390,9 +424,7 @@ def merge_run(run_dir, out, model_name=None):
     shutil.rmtree(partial, ignore_errors=True)
     model.hf_model.save_pretrained(partial)
     model.tokenizer.save_pretrained(partial)
-    for name in PROCESSOR_FILES:
-        if path := base_model_file(base, name):
-            shutil.copyfile(path, os.path.join(partial, name))
+    copy_processor_files(base, partial)
     umask = os.umask(0)
     os.umask(umask)
     for name in os.listdir(partial):  # safetensors writes private (0600) files; give the mode open() would

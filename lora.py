@@ -235,14 +235,19 @@ def save_atomically(path, save):
             os.unlink(tmp)
 
 
-def write_json(path, data):
+def write_text(path, text):
     with open(path, "w") as f:
-        f.write(json.dumps(data, indent=2) + "\n")
+        f.write(text)
 
 
-def save_adapter(model, path, base_model=None, task_type="CAUSAL_LM"):
+def write_json(path, data):
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def save_adapter(model, path, base_model=None, task_type="CAUSAL_LM", readme=None):
     """Write the adapters as PEFT does: `peft.PeftModel.from_pretrained(base, path)` loads them. Module paths are
-    the live model's, so load with the same transformers version (model layouts move between versions)."""
+    the live model's, so load with the same transformers version (model layouts move between versions). `readme`:
+    the text of a README.md beside them (e.g. what the adapter must be loaded on)."""
     modules = lora_modules(model)
     if not modules:
         raise ValueError("the model has no LoRA adapters to save")
@@ -257,6 +262,8 @@ def save_adapter(model, path, base_model=None, task_type="CAUSAL_LM"):
         {n: m.alpha for n, m in modules.items()}, most_common(m.rslora for m in modules.values()),
         most_common(m.dropout.p for m in modules.values()))
     write_adapter(path, tensors, config)
+    if readme:
+        save_atomically(os.path.join(path, "README.md"), lambda tmp: write_text(tmp, readme))
 
 
 def peft_config(base_model, task_type, target_modules, ranks, alphas, rslora=False, dropout=0.0):

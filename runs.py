@@ -67,6 +67,22 @@ def start_after(init, base_model, run_dir):
             "adapter_sha256": file_sha256(os.path.join(init, "adapter_model.safetensors"))}
 
 
+def stage_adapter_notes(meta):
+    """(base_model_name_or_path, README text) for a stage's own adapter (stage/, checkpoint/). A chained stage's
+    adapter was trained on the base with earlier stages merged in: loaded alone on the plain base model it would
+    silently leave them out. Its adapter_config.json then names base + stages (no loader finds such a model) and a
+    README.md says what to load instead."""
+    start = meta.get("start")
+    if not start:
+        return meta["base_model"], None
+    on_top = f"{meta['base_model']} + {' + '.join(start['stages'])} merged"
+    return on_top, (f"This is one curriculum stage's own LoRA adapter, trained on {on_top}.\n\n"
+                    f"Loaded alone on {meta['base_model']} it leaves {', '.join(start['stages'])} out. Load the run "
+                    f"directory's own adapter_model.safetensors instead (the whole chain, on the plain base model: "
+                    f"peft.PeftModel.from_pretrained(base, RUN)), or merge everything with "
+                    f"`python temple.py merge RUN --out DIR`.\n")
+
+
 def merge_start(model, init):
     """Fold the finished run `init` (its whole chain) into the weights: the starting point of a stage or of SFT."""
     if init is not None:
@@ -81,8 +97,9 @@ def finish_run(run_dir, meta):
         init = os.path.normpath(os.path.join(run_dir, meta["start"]["run"]))
         if not finished(init) or file_sha256(os.path.join(init, "adapter_model.safetensors")) != \
                 meta["start"]["adapter_sha256"]:
-            raise ValueError(f"{run_dir} started from {init}, which has changed or moved since; the stage's own "
-                             f"adapter is in {parts[0]}")
+            raise ValueError(f"{run_dir} started from {init}, which has changed or moved since this stage began; "
+                             f"put it back, or resume with --init pointing at where it is now (the stage's own "
+                             f"adapter is kept in {parts[0]})")
         parts.insert(0, init)
     lora.stack_adapters(parts, run_dir, base_model=meta["base_model"])
 

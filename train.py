@@ -254,11 +254,13 @@ def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rn
     far (an adaptive stage decides on them), written to checkpoint.tmp/ and then renamed: a crash mid-save leaves
     the previous checkpoint intact."""
     rngs = all_gather(world, rng or rng_state())
-    if world.main:
+    base_model, readme = runs.stage_adapter_notes(meta)
+
+    def write():
         ckpt = os.path.join(config.out, "checkpoint")
         tmp = ckpt + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        lora.save_adapter(model, tmp, base_model=meta["base_model"])
+        lora.save_adapter(model, tmp, base_model=base_model, readme=readme)
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "world": world.size,
                     "evaluations": list(evaluations)}, os.path.join(tmp, "train_state.pt"))
         if os.path.exists(ckpt):
@@ -266,9 +268,10 @@ def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rn
         os.replace(tmp, ckpt)
         shutil.rmtree(ckpt + ".old", ignore_errors=True)
         if final:
-            lora.save_adapter(model, os.path.join(config.out, "stage"), base_model=meta["base_model"])
+            lora.save_adapter(model, os.path.join(config.out, "stage"), base_model=base_model, readme=readme)
             runs.finish_run(config.out, meta)
-    barrier(world)
+
+    on_main(world, write)
 
 
 def load_checkpoint(model, optimizer, config, world):

@@ -354,6 +354,13 @@ def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
     want = logps_of(expected, data_dir)
     config = json.load(open(os.path.join(third, "adapter_config.json")))
     assert config["base_model_name_or_path"] == "tiny" and config["r"] == 3 * 32  # three stages of rank 32, stacked
+    for part in ("stage", "checkpoint"):  # a stage's own adapter says it needs the stages before it merged in
+        notes = json.load(open(os.path.join(third, part, "adapter_config.json")))["base_model_name_or_path"]
+        assert notes == "tiny + dpo_r16 + dpo_r8 merged"
+        assert "Loaded alone on tiny it leaves dpo_r16, dpo_r8 out." in open(os.path.join(third, part,
+                                                                                        "README.md")).read()
+    assert json.load(open(os.path.join(first, "stage", "adapter_config.json")))["base_model_name_or_path"] == "tiny"
+    assert not os.path.exists(os.path.join(first, "stage", "README.md"))
     plain = vlm.load("tiny")
     lora.load_adapter(plain.hf_model, third)  # what peft.PeftModel.from_pretrained(base, run) does
     assert torch.allclose(logps_of(plain, data_dir), want, atol=1e-4)
@@ -403,6 +410,49 @@ def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path):
     for name in ("preprocessor_config.json", "chat_template.json"):
         assert (out / name).read_text() == (base / name).read_text()
     assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
+
+
+def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could_not(data_dir, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """A hub id's processor files come from the local cache, else from the hub; with neither, a warning names them."""
+    import huggingface_hub.constants
+    from huggingface_hub.errors import EntryNotFoundError
+
+    snapshot = tmp_path / "hub" / "models--org--tiny-vl" / "snapshots" / "abc123"
+    model = vlm.load("tiny")
+    model.hf_model.save_pretrained(snapshot)
+    model.tokenizer.save_pretrained(snapshot)
+    (snapshot / "chat_template.json").write_text('{"chat_template": "cached"}')
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc123")
+    (snapshot.parent.parent / ".no_exist" / "abc123").mkdir(parents=True)
+    (snapshot.parent.parent / ".no_exist" / "abc123" / "processor_config.json").write_text("")  # known absent
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(vlm, "hub_reachable", lambda timeout=3: False)
+    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
+
+    out = tmp_path / "offline"
+    dpo.merge_run(run, str(out), model_name="org/tiny-vl")
+    assert (out / "chat_template.json").read_text() == '{"chat_template": "cached"}'
+    warning = capsys.readouterr().err
+    assert "were not looked up: preprocessor_config.json, video_preprocessor_config.json. Copy" in warning
+
+    downloaded = tmp_path / "preprocessor_config.json"
+    downloaded.write_text('{"processor_class": "Qwen2VLProcessor"}')
+
+    def download(repo, name):
+        assert repo == "org/tiny-vl"
+        if name != "preprocessor_config.json":
+            raise EntryNotFoundError(f"{name}: no such file")
+        return str(downloaded)
+
+    monkeypatch.setattr(vlm, "hub_reachable", lambda timeout=3: True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the model itself still from the cache
+    monkeypatch.setattr(dpo, "hf_hub_download", download)
+    out = tmp_path / "online"
+    dpo.merge_run(run, str(out), model_name="org/tiny-vl")
+    assert (out / "preprocessor_config.json").read_text() == downloaded.read_text()
+    assert not (out / "video_preprocessor_config.json").exists() and "warning" not in capsys.readouterr().err
 
 
 def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
