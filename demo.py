@@ -3,11 +3,12 @@
     python temple.py demo --out demo
 
 Nine stages, each the `temple.py` command a real run uses, with tiny settings (docs/method.md gives the method):
-synthetic videos with cuts -> select -> captions -> pairs for r = 16, 8, 4, 2 -> the pair pages -> the DPO
-curriculum -> SFT -> eval (colour-order questions and preference accuracy) -> the training curves. Every file lands
-in the demo directory, with paths relative to it, so the directory can be moved as a whole; a re-run skips what is
-done. The tiny model is random: its text is gibberish and its scores mean nothing. The point is to see every file
-the real pipeline makes, and to read each stage's output before running it on real videos.
+synthetic videos with cuts -> select -> captions -> pairs of all six kinds for r = 16, 8, 4, 2 -> the pair pages
+-> the adaptive DPO curriculum (2 held-out pairs per stage) -> SFT -> eval (colour-order questions, Vinoground-style
+order pairs, preference accuracy) -> the training curves. Every file lands in the demo directory, with paths
+relative to it, so the directory can be moved as a whole; a re-run skips what is done. The tiny model is random: its
+text is gibberish and its scores mean nothing. The point is to see every file the real pipeline makes, and to read
+each stage's output before running it on real videos.
 
 Each video is five shots of one colour each (a camera drifting over a textured scene, hard cuts between shots), so
 the data can carry questions with known answers: which colour comes first, last, right after another one.
@@ -64,7 +65,8 @@ def stages(args, command):
         command(["sft", "--data", f"{data}/sft.jsonl", "--init", f"{runs_dir}/dpo_r2", *training, *resume])
     stage(8, "eval: colour-order questions, Vinoground-style order pairs (base, dpo_r2, sft), what DPO learned",
           "eval_*.json")
-    pairs = ["--pairs", *(f"{data}/pairs_r{r}.jsonl" for r in (16, 8, 4, 2))]  # a demo has no held-out pairs
+    # the whole pairs files, the 2 held-out pairs of each stage among them: too few pairs to hold out more
+    pairs = ["--pairs", *(f"{data}/pairs_r{r}.jsonl" for r in (16, 8, 4, 2))]
     for name, spec in (("base", model), ("dpo_r2", ["--run", f"{runs_dir}/dpo_r2", *pairs]),
                        ("sft", ["--run", f"{runs_dir}/sft"])):
         report = f"eval_{name}.json"

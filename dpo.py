@@ -36,7 +36,7 @@ import os
 import random
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -233,7 +233,8 @@ def heldout_split(pairs, count, seed):
 class HeldOutAccuracy:
     """measure() for train.Evaluation: how often the implicit reward beta * (r+ - r-) of a held-out pair is positive,
     against the stage's reference (its adapters off), as `temple.py eval --pairs --run` computes it after training.
-    Each rank scores its share of the pairs (encoded once, on first use) and the margins are gathered."""
+    Each rank scores its share of the pairs and the margins are gathered. The pairs are decoded again at every
+    evaluation, a batch at a time: keeping them encoded would hold ~100 MB of patches per pair at 9 M pixels."""
     model: object  # vlm.VideoLM with the stage's adapters
     pairs: list
     video_options: dict
@@ -241,18 +242,18 @@ class HeldOutAccuracy:
     beta: float
     world: object  # train.World
     batch_size: int = 1
-    encoded: list = None
+    unreadable: set = field(default_factory=set)  # reported once, then left out
 
     def measure(self):
-        if self.encoded is None:
-            self.encoded = [rows for rows in (self.encode(p) for p in self.pairs[self.world.rank::self.world.size])
-                            if rows is not None]
+        mine = self.pairs[self.world.rank::self.world.size]
         training = self.model.hf_model.training
         self.model.hf_model.eval()  # no dropout while measuring
         margins = []
         with torch.no_grad():
-            for first in range(0, len(self.encoded), self.batch_size):
-                rows = self.encoded[first:first + self.batch_size]
+            for first in range(0, len(mine), self.batch_size):
+                rows = [r for r in (self.encode(p) for p in mine[first:first + self.batch_size]) if r is not None]
+                if not rows:
+                    continue
                 batch = self.model.to_device(collate_pairs(self.model, rows))
                 policy, reference, _ = policy_and_reference(self.model, None, batch)
                 n = len(rows)
@@ -265,10 +266,13 @@ class HeldOutAccuracy:
                 "eval/rewards/margins": sum(margins) / len(margins)}
 
     def encode(self, pair):
+        if pair["video"] in self.unreadable:
+            return None
         try:
             return encode_pair(self.model, pair, self.video_options, self.max_length)
         except train.BadItem as e:
             print(f"held-out pair left out: {e}", file=sys.stderr)
+            self.unreadable.add(pair["video"])
             return None
 
 
@@ -276,7 +280,8 @@ def evaluation(args, model, heldout, video, world):
     """The train.Evaluation of a stage (None without held-out pairs); with --adaptive it may end the stage early."""
     if not heldout:
         if args.adaptive:
-            raise ValueError("--adaptive decides on held-out preference accuracy: give --heldout N or --eval-pairs")
+            raise ValueError(f"{args.eval_pairs}: no held-out pair has its video file, so --adaptive has nothing to "
+                             f"decide on")
         return None
     measure = HeldOutAccuracy(model, heldout, video, args.max_length, args.beta, world, args.micro_batch).measure
     stop = train.plateau("eval/rewards/accuracies", args.plateau_delta, args.plateau_evals,
@@ -315,6 +320,8 @@ def run_stage(args):
             "heldout": {"pairs": args.heldout, "file": args.eval_pairs, "every": args.eval_every},
             "adaptive": {"plateau_delta": args.plateau_delta, "plateau_evals": args.plateau_evals,
                          "accuracy_ceiling": args.accuracy_ceiling} if args.adaptive else None}
+    if args.adaptive and not (args.heldout or args.eval_pairs):  # before the model loads
+        raise ValueError("--adaptive decides on held-out preference accuracy: give --heldout N or --eval-pairs FILE")
     if args.resume:
         runs.check_resume(run_dir, meta)  # before the model loads
     if not os.path.exists(data):

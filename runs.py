@@ -148,8 +148,11 @@ def write_run_config(config, meta, world, start=0):
         current = {**saved["train"], **{k: new for resume in saved.get("resumes", []) for k, (_, new) in
                                         resume["changed"].items()}}
         changed = {k: [current.get(k), v] for k, v in record["train"].items() if current.get(k) != v}
-        if changed:
-            saved.setdefault("resumes", []).append({"step": start, "changed": changed})
+        resume = {"step": start, "changed": changed}
+        if "stopped" in saved:  # an adaptive stage that ended early goes on: its stop becomes history
+            resume["after_stop"] = saved.pop("stopped")
+        if changed or "after_stop" in resume:
+            saved.setdefault("resumes", []).append(resume)
         record = saved
     if world.main:
         os.makedirs(config.out, exist_ok=True)
@@ -167,7 +170,10 @@ def check_resume(run_dir, meta):
     saved = read_run_config(run_dir)
 
     def what(record):
-        fixed = {k: v for k, v in record.items() if k not in ("train", "world_size", "resumes", "start", "data")}
+        # left out: how it trains (train, world_size, resumes), what it wrote since (stopped), and what is compared
+        # below by content (start) or by file (data)
+        fixed = {k: v for k, v in record.items()
+                 if k not in ("train", "world_size", "resumes", "stopped", "start", "data")}
         return {**json.loads(json.dumps(fixed)), "start": (record.get("start") or {}).get("adapter_sha256"),
                 "data": record.get("data") and os.path.realpath(record["data"])}
 

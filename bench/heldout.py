@@ -3,8 +3,8 @@ stage without it (goal: at most 10 % more time).
 
 Both sides train the built-in tiny model for 50 optimizer steps of 16 pairs (the released global batch) on the same
 32 pairs over 8 short synthetic videos; the evaluated side also scores 64 other pairs (policy and reference, no
-gradient, each video encoded once and kept) after step 50. The sides run in turns (A, B, A, B) and are compared by
-their fastest turn, so that load from other processes hits both alike.
+gradient, their videos decoded and encoded again at each evaluation) after step 50. The sides run in turns
+(A, B, A, B) and are compared by their fastest turn, so that load from other processes hits both alike.
 
     python bench/heldout.py          # ~3 min on 2 CPU cores
 Last line: RESULT time_ratio=<with / without> eval_s=<one evaluation of 64 pairs> step_s=<one optimizer step>
@@ -54,14 +54,15 @@ def stage(directory, name, evaluate):
 
 
 def one_evaluation(directory):
-    """Seconds of measuring the held-out pairs once more, on the model of the last evaluated run (encoding kept)."""
+    """Seconds of one more evaluation of the held-out pairs (decoding, encoding and scoring them), on the model of
+    the last evaluated run; the first call warms up."""
     import runs
     model = runs.load_run(os.path.join(directory, "with_0"))
     pairs, _ = datafiles.read_pairs(os.path.join(directory, "heldout.jsonl"))
     args = argparse.Namespace(max_length=16384, beta=0.1, micro_batch=1)
     video = {"fps": 2.0, "max_frames": 4, "total_pixels": 4 * 56 * 56}
     measure = dpo.HeldOutAccuracy(model, pairs, video, args.max_length, args.beta, dpo.train.World())
-    measure.measure()  # encodes the pairs
+    measure.measure()  # warm-up: first forward passes, video files in the page cache
     start = time.perf_counter()
     measure.measure()
     return time.perf_counter() - start

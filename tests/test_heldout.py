@@ -54,10 +54,18 @@ def test_adaptive_stage_ends_early_on_pairs_it_learns_quickly(data_dir, tmp_path
     assert metrics[-1]["eval/rewards/accuracies"] == 1.0 and runs.finished(run)
     assert f"dpo_r16: {stopped['reason']}; the stage ends at step {stopped['step']} of 40" in capsys.readouterr().out
 
+    args.resume, args.max_steps = True, stopped["step"] + 1  # a stopped stage may go on: its stop becomes history
+    dpo.run_stage(args)
+    config = runs.read_run_config(run)
+    assert config["resumes"] == [{"step": stopped["step"], "changed": {"max_steps": [0, stopped["step"] + 1]},
+                                  "after_stop": stopped}]
+    assert "stopped" not in config and len(read_metrics(run)) == stopped["step"] + 1
+
 
 def test_adaptive_decision_survives_a_resume(data_dir, tmp_path, monkeypatch):
     """A plateau rule that can only fire at the third evaluation: an uninterrupted stage and one stopped during
-    step 3 and resumed both end at step 3, so the resumed one remembered evaluations 1 and 2."""
+    step 3 and resumed both end at step 3: the resumed one continued from the checkpoint of step 1, which
+    remembered evaluation 1, and measured 2 and 3 again."""
     def args(out):
         return stage_args(data_dir, tmp_path / out, epochs=10, global_batch=2, eval_every=1, save_every=1,
                           adaptive=True, eval_pairs=str(data_dir / "pairs_r8.jsonl"), plateau_delta=1.0,
