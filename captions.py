@@ -466,13 +466,3 @@ def write_pairs(descriptions, out_dir, rs, kinds=KINDS, route="captions", seed=0
 def summary_line(path, stats):
     reasons = ", ".join(f"{n} {reason}" for reason, n in stats["dropped"].items() if n) or "none"
     return f"{path}: {stats['kept']} of {stats['candidates']} pairs kept (dropped: {reasons})"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# ms-swift RLHF format (the released training data): messages, rejected_response, videos
-
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The viewer: one static HTML page to read pairs before training on them
-

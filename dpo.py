@@ -86,15 +86,16 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 def encode_pair(model, pair, video_options, max_length):
     """(chosen Sample, rejected Sample) for one pair, each truncated to max_length tokens (answer end cut). Both rows
     hold the one Prepared video: a batch stores it once and the vision tower encodes it once (policy_and_reference).
-    A video that cannot be read raises train.BadItem: training uses another pair in its place."""
+    A video that cannot be read, or a prompt too long on its own, raises train.BadItem: training uses another pair
+    in its place."""
     try:
         video = vlm.read_video(pair["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
-    except vlm.BAD_VIDEO as e:
+        prepared = model.prepare(video, total_pixels=video_options["total_pixels"])
+        rows = [model.encode([prepared, pair["instruction"]], response=answer)
+                for answer in (pair["chosen"], pair["rejected"])]
+        return [vlm.truncate(row, max_length, pair["video"]) for row in rows]
+    except (*vlm.BAD_VIDEO, vlm.TooLong) as e:
         raise train.BadItem(str(e)) from None
-    prepared = model.prepare(video, total_pixels=video_options["total_pixels"])
-    rows = [model.encode([prepared, pair["instruction"]], response=answer) for answer in (pair["chosen"],
-                                                                                        pair["rejected"])]
-    return [vlm.truncate(row, max_length, pair["video"]) for row in rows]
 
 
 @dataclass

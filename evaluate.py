@@ -238,7 +238,7 @@ def preference_stats(rows, measure):
 
 
 def evaluate_pairs(model, path, args, has_reference):
-    """dpo.preference_accuracy on one pairs file; malformed records and missing or unreadable videos are skipped
+    """preference_accuracy on one pairs file; malformed records and missing or unreadable videos are skipped
     and counted, not fatal."""
     pairs, left_out = datafiles.read_pairs(path, args.video_root, skip_bad=True)
     skipped = [skip(where, reason) for where, reason in left_out]
@@ -493,4 +493,3 @@ def aligned(rows):
     """Columns padded to their widest cell; the last column is left ragged (it may hold a long note)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return ["  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]).rstrip() for row in rows]
-

@@ -98,15 +98,17 @@ def with_video(messages, video):
 
 
 def encode_example(model, example, video_options, max_length):
+    """One record as a Sample; an unreadable video or a prompt too long on its own raises train.BadItem: training
+    uses another record in its place."""
     video = None
-    if example["video"] is not None:
-        try:
+    try:
+        if example["video"] is not None:
             frames = vlm.read_video(example["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
-        except vlm.BAD_VIDEO as e:
-            raise train.BadItem(str(e)) from None  # training uses another record in its place
-        video = model.prepare(frames, total_pixels=video_options["total_pixels"])
-    sample = model.encode_chat(with_video(example["messages"], video))
-    return vlm.truncate(sample, max_length, example["video"] or "a text-only record")
+            video = model.prepare(frames, total_pixels=video_options["total_pixels"])
+        sample = model.encode_chat(with_video(example["messages"], video))
+        return vlm.truncate(sample, max_length, example["video"] or "a text-only record")
+    except (*vlm.BAD_VIDEO, vlm.TooLong) as e:
+        raise train.BadItem(str(e)) from None
 
 
 @dataclass

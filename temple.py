@@ -381,7 +381,7 @@ def add_sft(sub):
     p.add_argument("--init", default=None, help="start from this finished run, merged (e.g. runs/dpo_r2); default: the base")
     p.add_argument("--out", default=None, help="run directory; default RUNS/sft")
     p.add_argument("--freeze-vit", action="store_true", help="no LoRA on the vision tower (the released SFT trains it)")
-    p.add_argument("--tokens-across-ranks", action="store_true", help="divide the summed NLL by the answer tokens of the global batch, not of this process's accumulation window (the released run)")
+    p.add_argument("--tokens-across-ranks", action="store_true", help="divide the summed NLL by the answer tokens of the global batch (exact, independent of the GPU count); default: by this process's accumulation window, as the released run did")
     add_training_options(p, lr=1e-4, lora_alpha=32, lora_dropout=0.05)
     p.set_defaults(func=cmd_sft)
 
@@ -507,7 +507,7 @@ RESUMED_WITH_FLAG = ("dpo", "sft")
 def interrupted_line(command, argv, error):
     """One line for Ctrl-C: what was interrupted, what is kept, the command that goes on from there."""
     kept = getattr(error, "kept", None) or KEPT_ON_INTERRUPT.get(command, "nothing is lost but the unfinished work")
-    line = f"temple.py {command}: interrupted; {kept[0].lower()}{kept[1:]}"
+    line = f"temple.py {command}: interrupted; {kept}"
     if command not in RESUMED_BY_RERUN + RESUMED_WITH_FLAG:
         return line
     flag = ["--resume"] if command in RESUMED_WITH_FLAG and "--resume" not in argv else []

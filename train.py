@@ -313,12 +313,21 @@ def train_config(args, run_dir, **extra):
 
 
 def trim_metrics(path, step):
-    """On resume, drop metric lines past the checkpoint so metrics.jsonl reads as one continuous run."""
+    """On resume, drop metric lines past the checkpoint so metrics.jsonl reads as one continuous run. A last line cut
+    short by a kill is dropped too; a bad line before it is an error naming the file and line."""
     if os.path.exists(path):
         with open(path) as f:
-            lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            lines = [line for line in f if line.strip()]
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError, TypeError):
+                if number < len(lines):
+                    raise ValueError(f"{path}:{number}: not a metrics line") from None
         with open(path + ".tmp", "w") as f:
-            f.writelines(lines)
+            f.writelines(kept)
         os.replace(path + ".tmp", path)
 
 
@@ -338,7 +347,8 @@ def enable_activation_checkpointing(model):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    model.disable_input_require_grads()
+    if getattr(model, "_require_grads_hooks", None) or getattr(model, "_require_grads_hook", None):
+        model.disable_input_require_grads()  # (transformers 4.x raised when there was no hook to remove)
 
 
 def disable_activation_checkpointing(model):
@@ -552,8 +562,3 @@ def checkpoint_note(config, saved):
     if saved == 0:
         return f"no checkpoint yet (one every {config.save_every} steps), so --resume starts from step 0, the start"
     return f"{config.out}/checkpoint holds step {saved}"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Training curves: metrics.jsonl of one or several runs as a PNG (`temple.py plot`; pillow is imported only here)
-

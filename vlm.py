@@ -420,6 +420,10 @@ class Sample:
         return mrope_positions(self.token_types, self.blocks)
 
 
+class TooLong(ValueError):
+    """A prompt longer than --max-length on its own: training leaves the example out (train.BadItem)."""
+
+
 def truncate(sample, max_length, where):
     """Cut a Sample to max_length tokens: the end of the answer goes; a prompt longer on its own is an error that
     names `where` (the record it came from)."""
@@ -427,8 +431,8 @@ def truncate(sample, max_length, where):
         return sample
     first_answer_token = next(i for i, label in enumerate(sample.labels) if label != IGNORE)
     if first_answer_token >= max_length:
-        raise ValueError(f"{where}: the prompt alone is {first_answer_token} tokens, over --max-length {max_length}; "
-                         f"lower --fps / --max-frames / --total-pixels or raise --max-length")
+        raise TooLong(f"{where}: the prompt alone is {first_answer_token} tokens, over --max-length {max_length}; "
+                      f"lower --fps / --max-frames / --total-pixels or raise --max-length")
     sample.input_ids, sample.labels, sample.token_types = (
         x[:max_length] for x in (sample.input_ids, sample.labels, sample.token_types))
     return sample

@@ -151,6 +151,23 @@ def test_checkpointing_runs_no_backward_through_the_frozen_vision_tower(data_dir
         assert torch.allclose(grad, grads[True][name], atol=1e-6), name
 
 
+def test_checkpointing_leaves_the_vision_tower_output_without_grad_in_a_plain_forward(data_dir):
+    """transformers' gradient_checkpointing_enable makes the inputs of the (frozen) model require grad, so the
+    ViT would build a graph and be recomputed in backward; enable_activation_checkpointing takes that hook away.
+    Checked on the model's own forward, which encodes the pixels itself."""
+    model = vlm.load("tiny")
+    lora.apply_lora(model.hf_model, r=8, alpha=16)
+    train.enable_activation_checkpointing(model.hf_model)
+    model.hf_model.train()
+    needs_grad = []
+    visual = next(m for name, m in model.hf_model.named_modules() if name.endswith("visual"))
+    visual.register_forward_hook(lambda module, inputs, output: needs_grad.append(
+        any(t.requires_grad for t in torch.utils._pytree.tree_leaves(output) if torch.is_tensor(t))))
+    batch = dpo.collate_pairs(model, [e["rows"] for e in encoded_pairs(model, data_dir, count=1)])
+    model.hf_model(**model.model_inputs(batch)).logits.sum().backward()
+    assert needs_grad == [False]
+
+
 class VisionPasses:
     """Counts the vision tower's real passes (its patch embedding runs only then) and the patches of each."""
 
@@ -265,6 +282,14 @@ def test_reference_cache_follows_the_pairs_in_use(data_dir):
     # a start moved elsewhere (another relative path), with the same content, is the same reference
     assert dpo.reference_cache_path(path, pairs, {**meta, "start": start}) == \
         dpo.reference_cache_path(path, pairs, {**meta, "start": {**start, "run": "/elsewhere/dpo_r16"}})
+
+
+def test_a_pair_whose_prompt_alone_is_over_max_length_is_left_out_not_fatal(data_dir):
+    model = vlm.load("tiny")
+    pair = datafiles.read_pairs(str(data_dir / "pairs_r16.jsonl"))[0][0]
+    video = {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}
+    with pytest.raises(train.BadItem, match=f"{pair['video']}: the prompt alone is .* over --max-length 8"):
+        dpo.encode_pair(model, pair, video, 8)
 
 
 def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, capfd):
