@@ -90,11 +90,14 @@ def encode_pair(model, pair, video_options, max_length):
     in its place."""
     try:
         video = vlm.read_video(pair["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
-        prepared = model.prepare(video, total_pixels=video_options["total_pixels"])
-        rows = [model.encode([prepared, pair["instruction"]], response=answer)
-                for answer in (pair["chosen"], pair["rejected"])]
+    except vlm.BAD_VIDEO as e:
+        raise train.BadItem(str(e)) from None
+    prepared = model.prepare(video, total_pixels=video_options["total_pixels"])  # its errors are the settings'
+    rows = [model.encode([prepared, pair["instruction"]], response=answer)
+            for answer in (pair["chosen"], pair["rejected"])]
+    try:
         return [vlm.truncate(row, max_length, pair["video"]) for row in rows]
-    except (*vlm.BAD_VIDEO, vlm.TooLong) as e:
+    except vlm.TooLong as e:
         raise train.BadItem(str(e)) from None
 
 
@@ -243,16 +246,16 @@ class HeldOutAccuracy:
     beta: float
     world: object  # train.World
     batch_size: int = 1
-    unreadable: set = field(default_factory=set)  # reported once, then left out
+    left_out: set = field(default_factory=set)  # indices of pairs that failed (reported once, then skipped)
 
     def measure(self):
-        mine = self.pairs[self.world.rank::self.world.size]
+        mine = range(self.world.rank, len(self.pairs), self.world.size)
         training = self.model.hf_model.training
         self.model.hf_model.eval()  # no dropout while measuring
         margins = []
         with torch.no_grad():
             for first in range(0, len(mine), self.batch_size):
-                rows = [r for r in (self.encode(p) for p in mine[first:first + self.batch_size]) if r is not None]
+                rows = [r for r in (self.encode(i) for i in mine[first:first + self.batch_size]) if r is not None]
                 if not rows:
                     continue
                 batch = self.model.to_device(collate_pairs(self.model, rows))
@@ -262,18 +265,18 @@ class HeldOutAccuracy:
         self.model.hf_model.train(training)
         margins = [m for part in train.all_gather(self.world, margins) for m in part]
         if not margins:
-            raise ValueError("no held-out pair could be read (every video failed to decode)")
+            raise ValueError("no held-out pair could be scored (each was left out, for the reasons above)")
         return {"eval/rewards/accuracies": sum(m > 0 for m in margins) / len(margins),
                 "eval/rewards/margins": sum(margins) / len(margins)}
 
-    def encode(self, pair):
-        if pair["video"] in self.unreadable:
+    def encode(self, index):
+        if index in self.left_out:
             return None
         try:
-            return encode_pair(self.model, pair, self.video_options, self.max_length)
-        except train.BadItem as e:
+            return encode_pair(self.model, self.pairs[index], self.video_options, self.max_length)
+        except train.BadItem as e:  # an unreadable video, or a prompt over --max-length: this pair only
             print(f"held-out pair left out: {e}", file=sys.stderr)
-            self.unreadable.add(pair["video"])
+            self.left_out.add(index)
             return None
 
 
@@ -305,9 +308,9 @@ def stage_init(args):
     return None if init == "base" else init
 
 
-def run_stage(args):
-    """`temple.py dpo`: train one curriculum stage; returns the run directory."""
-    world = train.setup_distributed()
+def read_stage_inputs(args, world):
+    """What a stage trains on, read and checked before the model loads: (run_dir, data, init, meta, video, pairs,
+    heldout); init is the finished run it starts from (None: the base model), meta what config.json records."""
     run_dir = args.out or os.path.join(args.runs, f"dpo_r{args.r}")
     data = args.data or os.path.join(args.data_dir, f"pairs_r{args.r}.jsonl")
     runs.check_run_dir(run_dir, args.resume)
@@ -321,10 +324,10 @@ def run_stage(args):
             "heldout": {"pairs": args.heldout, "file": args.eval_pairs, "every": args.eval_every},
             "adaptive": {"plateau_delta": args.plateau_delta, "plateau_evals": args.plateau_evals,
                          "accuracy_ceiling": args.accuracy_ceiling} if args.adaptive else None}
-    if args.adaptive and not (args.heldout or args.eval_pairs):  # before the model loads
+    if args.adaptive and not (args.heldout or args.eval_pairs):
         raise ValueError("--adaptive decides on held-out preference accuracy: give --heldout N or --eval-pairs FILE")
     if args.resume:
-        runs.check_resume(run_dir, meta)  # before the model loads
+        runs.check_resume(run_dir, meta)
     if not os.path.exists(data):
         raise FileNotFoundError(f"{data}: no such file; make the pairs with `temple.py pairs` first, or pass "
                                 f"--data FILE")
@@ -339,6 +342,15 @@ def run_stage(args):
         pairs, heldout = heldout_split(pairs, args.heldout, args.seed)
     if args.eval_pairs:
         heldout += datafiles.read_pairs(args.eval_pairs, args.video_root)[0]
+    return run_dir, data, init, meta, video, pairs, heldout
+
+
+def run_stage(args):
+    """`temple.py dpo`: train one curriculum stage; returns the run directory."""
+    world = train.setup_distributed()
+    # every rank reads the data from its own disk; a failure on one node stops them all, before the model loads
+    inputs = train.on_every_rank(world, lambda: read_stage_inputs(args, world))
+    run_dir, data, init, meta, video, pairs, heldout = inputs
     train.check_same_data(world, pairs + heldout, data)
 
     model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)

@@ -19,6 +19,7 @@ model the curriculum made up to this stage.
     python temple.py merge runs/dpo_r2 --out merged/      # base + the whole chain, as a transformers model
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -136,12 +137,12 @@ def load_run(run_dir, model_name=None, **load_options):
     return model
 
 
-def write_run_config(config, meta, world, start=0):
+def write_run_config(config, meta, world_size, start=0):
     """config.json: what is trained (meta) and how (the TrainConfig). A resume may change how (a lower --lr after a
     NaN stop, more steps, another batch split): the first settings stay, and each resume adds what it changed and
     from which step, as metrics.jsonl keeps the history of the steps. It may not change what is trained."""
     path = os.path.join(config.out, "config.json")
-    record = json.loads(json.dumps({**meta, "train": asdict(config), "world_size": world.size}))  # tuples as lists
+    record = json.loads(json.dumps({**meta, "train": asdict(config), "world_size": world_size}))  # tuples as lists
     if os.path.exists(path):
         check_resume(config.out, meta)
         saved = read_run_config(config.out)
@@ -151,15 +152,23 @@ def write_run_config(config, meta, world, start=0):
         resume = {"step": start, "changed": changed}
         if "stopped" in saved:  # an adaptive stage that ended early goes on: its stop becomes history
             resume["after_stop"] = saved.pop("stopped")
+            unfinish(config.out)  # before config.json says so: never a finished-looking run that is training on
         if changed or "after_stop" in resume:
             saved.setdefault("resumes", []).append(resume)
         record = saved
-    if world.main:
-        os.makedirs(config.out, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(record, indent=2))
-        os.replace(tmp, path)
+    os.makedirs(config.out, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(record, indent=2))
+    os.replace(tmp, path)
+
+
+def unfinish(run_dir):
+    """Take a run's final adapter away while it trains on: until its new end it is not finished (curriculum would
+    skip it, and the next stage would chain from the old weights). Its checkpoint/ and stage/ stay."""
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(run_dir, name))
 
 
 def check_resume(run_dir, meta):

@@ -101,13 +101,16 @@ def encode_example(model, example, video_options, max_length):
     """One record as a Sample; an unreadable video or a prompt too long on its own raises train.BadItem: training
     uses another record in its place."""
     video = None
-    try:
-        if example["video"] is not None:
+    if example["video"] is not None:
+        try:
             frames = vlm.read_video(example["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
-            video = model.prepare(frames, total_pixels=video_options["total_pixels"])
-        sample = model.encode_chat(with_video(example["messages"], video))
+        except vlm.BAD_VIDEO as e:
+            raise train.BadItem(str(e)) from None
+        video = model.prepare(frames, total_pixels=video_options["total_pixels"])  # its errors are the settings'
+    sample = model.encode_chat(with_video(example["messages"], video))
+    try:
         return vlm.truncate(sample, max_length, example["video"] or "a text-only record")
-    except (*vlm.BAD_VIDEO, vlm.TooLong) as e:
+    except vlm.TooLong as e:
         raise train.BadItem(str(e)) from None
 
 
@@ -137,9 +140,8 @@ def answer_tokens(samples):
     return sum(sum(label != vlm.IGNORE for label in s.labels[1:]) for s in samples)
 
 
-def run_sft(args):
-    """`temple.py sft`: returns the run directory."""
-    world = train.setup_distributed()
+def read_sft_inputs(args, world):
+    """What SFT trains on, read and checked before the model loads: (run_dir, init, video, meta, examples)."""
     run_dir = args.out or os.path.join(args.runs, "sft")
     runs.check_run_dir(run_dir, args.resume)
     init = None if args.init in (None, "base") else args.init
@@ -149,14 +151,22 @@ def run_sft(args):
         print(f"{args.data}: skipped {missing} record(s) whose video file is missing")
     if not examples:
         raise ValueError(f"{args.data}: no usable records")
-    train.check_same_data(world, examples, args.data)
     video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
     meta = {"stage": "sft", "base_model": args.model, "start": start, "data": args.data, "video": video,
             "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed,
             "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                      "vision": not args.freeze_vit}}
     if args.resume:
-        runs.check_resume(run_dir, meta)  # before the model loads
+        runs.check_resume(run_dir, meta)
+    return run_dir, init, video, meta, examples
+
+
+def run_sft(args):
+    """`temple.py sft`: returns the run directory."""
+    world = train.setup_distributed()
+    # every rank reads the data from its own disk; a failure on one node stops them all, before the model loads
+    run_dir, init, video, meta, examples = train.on_every_rank(world, lambda: read_sft_inputs(args, world))
+    train.check_same_data(world, examples, args.data)
 
     # the released SFT: LoRA on the ViT too, but not on the merger that feeds it to the language model (its aligner)
     model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,

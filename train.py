@@ -130,22 +130,30 @@ def all_gather(world, obj):
     return out
 
 
-def on_main(world, work):
-    """work() on rank 0 alone. When it fails, every rank raises (rank 0 its own error, the others a ValueError with
-    its message), instead of rank 0 alone while the others wait for it in the next collective."""
+def on_every_rank(world, work):
+    """work() on every rank, e.g. reading the data: each rank reads its own disk, and one node may lack a file the
+    others have. When it fails on some ranks, every rank raises (a failing rank its own error, the others a
+    ValueError naming the first rank that failed), instead of the others waiting for it in the next collective."""
     if world.size == 1:
         return work()
-    error = None
-    if world.main:
-        try:
-            work()
-        except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks have heard of it
-            error = e
-    message = all_gather(world, error and f"rank 0: {error}")[0]
+    result, error = None, None
+    try:
+        result = work()
+    except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks have heard of it
+        error = e
+    reports = all_gather(world, error and (str(error), socket.gethostname()))
     if error:
         raise error
-    if message:
-        raise ValueError(message)
+    failed = [(rank, report) for rank, report in enumerate(reports) if report]
+    if failed:
+        rank, (message, host) = failed[0]
+        raise ValueError(f"rank {rank} ({host}): {message}")
+    return result
+
+
+def on_main(world, work):
+    """work() on rank 0 alone (the writes: checkpoints, config.json, caches); when it fails, every rank raises."""
+    return on_every_rank(world, work if world.main else lambda: None)
 
 
 def check_same_data(world, items, what):
@@ -181,7 +189,8 @@ def check_shared_directory(directory, world, what="the run directory"):
     seen = os.path.exists(probe) and open(probe).read() == token
     views = all_gather(world, (seen, socket.gethostname()))
     if world.main:
-        os.remove(probe)
+        with contextlib.suppress(OSError):  # a probe left behind harms nothing
+            os.remove(probe)
     blind = [f"rank {rank} ({host})" for rank, (ok, host) in enumerate(views) if not ok]
     if blind:
         raise ValueError(f"{what} {directory} is not shared: {', '.join(blind)} cannot see what rank 0 "
@@ -469,10 +478,7 @@ def set_up(model, encode, num_items, config, world, meta, resume):
         # every rank its own dropout stream; the adapters' init (before this) used one seed on every rank
         torch.manual_seed(config.seed + world.rank)
         random.seed(config.seed + world.rank)
-    runs.write_run_config(config, meta, world, start)
-    if world.main:
-        metrics_path = os.path.join(config.out, "metrics.jsonl")
-        trim_metrics(metrics_path, start) if start else open(metrics_path, "w").close()
+    on_main(world, lambda: start_run_files(config, meta, world.size, start))
     wrapped = DistributedDataParallel(model, device_ids=[world.local_rank] if world.device.type == "cuda" else None,
                                       find_unused_parameters=config.find_unused_parameters) if world.size > 1 else model
     micro_batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, world)]
@@ -480,6 +486,13 @@ def set_up(model, encode, num_items, config, world, meta, resume):
                                          num_workers=config.workers, collate_fn=keep_as_is,
                                          generator=torch.Generator())  # own RNG: the global one drives dropout
     return Run(model, wrapped, optimizer, trainable, iter(loader), start, steps, start, evaluations)
+
+
+def start_run_files(config, meta, world_size, start):
+    """config.json (with what a resume changed) and metrics.jsonl (new, or cut back to the checkpoint's step)."""
+    runs.write_run_config(config, meta, world_size, start)
+    metrics_path = os.path.join(config.out, "metrics.jsonl")
+    trim_metrics(metrics_path, start) if start else open(metrics_path, "w").close()
 
 
 def keep_as_is(items):
@@ -527,8 +540,8 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
                 progress.update()
             reason = held_out and evaluation.stop and evaluation.stop(run.evaluations)
             if reason and step + 1 < run.steps:  # every rank has the same numbers, so every rank stops here
+                on_main(world, lambda: runs.record_stop(config.out, step + 1, reason))
                 if world.main:
-                    runs.record_stop(config.out, step + 1, reason)
                     progress.write(f"{os.path.basename(config.out)}: {reason}; the stage ends at step {step + 1} "
                                    f"of {run.steps}")
                 run.steps = step + 1

@@ -10,6 +10,7 @@ import evaluate
 import runs
 import temple
 import train
+import vlm
 from test_dpo import read_metrics, stage_args
 
 
@@ -43,7 +44,7 @@ def test_metrics_get_the_heldout_accuracy_that_eval_reports(data_dir, tmp_path):
     assert runs.read_run_config(run)["heldout"] == {"pairs": 2, "file": None, "every": 2}
 
 
-def test_adaptive_stage_ends_early_on_pairs_it_learns_quickly(data_dir, tmp_path, capsys):
+def test_adaptive_stage_ends_early_on_pairs_it_learns_quickly(data_dir, tmp_path, capsys, monkeypatch):
     args = stage_args(data_dir, tmp_path, epochs=20, global_batch=2, lr=2e-3, eval_every=1, adaptive=True,
                       eval_pairs=str(data_dir / "pairs_r16.jsonl"), accuracy_ceiling=0.98)
     run = dpo.run_stage(args)
@@ -55,6 +56,17 @@ def test_adaptive_stage_ends_early_on_pairs_it_learns_quickly(data_dir, tmp_path
     assert f"dpo_r16: {stopped['reason']}; the stage ends at step {stopped['step']} of 40" in capsys.readouterr().out
 
     args.resume, args.max_steps = True, stopped["step"] + 1  # a stopped stage may go on: its stop becomes history
+    real_step = dpo.dpo_step
+
+    def interrupted(*step_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dpo, "dpo_step", interrupted)
+    with pytest.raises(train.Interrupted):  # Ctrl-C in its first step on
+        dpo.run_stage(args)
+    monkeypatch.setattr(dpo, "dpo_step", real_step)
+    # while it trains on it is not finished: curriculum would skip it and the next stage chain from the old weights
+    assert not runs.finished(run) and os.path.exists(os.path.join(run, "checkpoint"))
     dpo.run_stage(args)
     config = runs.read_run_config(run)
     assert config["resumes"] == [{"step": stopped["step"], "changed": {"max_steps": [0, stopped["step"] + 1]},
@@ -109,3 +121,15 @@ def test_plateau_rule_on_fixed_numbers():
     assert stop(history(0.5, 0.6, 0.605)) is None  # 0.605 over the best before (0.5): a gain
     assert stop(history(0.5, 0.6, 0.605, 0.6)) == "held-out acc gained no more than 0.01 in 2 evaluations (best 0.605)"
     assert stop(history(0.5, 0.99)) == "held-out acc 0.990 reached the ceiling 0.98"
+
+
+def test_a_pair_too_long_to_score_leaves_the_other_pairs_of_its_video_in(data_dir):
+    """Pairs on one video get different instructions: one may be over --max-length while the others fit."""
+    model = vlm.load("tiny")
+    fits = datafiles.read_pairs(str(data_dir / "pairs_r16.jsonl"))[0][0]
+    too_long = {**fits, "instruction": "Describe the video. " * 200}
+    video = {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}
+    max_length = max(len(row.input_ids) for row in dpo.encode_pair(model, fits, video, 4096)) + 5
+    measure = dpo.HeldOutAccuracy(model, [too_long, fits], video, max_length, 0.1, train.World())
+    assert measure.measure()["eval/rewards/accuracies"] in (0.0, 1.0)  # the pair that fits, scored
+    assert measure.left_out == {0}
