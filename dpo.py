@@ -30,6 +30,7 @@ stage's adapter merged into its starting weights, which are also this stage's re
     python temple.py curriculum --model tiny && python temple.py merge runs/dpo_r2 --out merged/
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from tqdm import tqdm
 
 import datafiles
@@ -390,7 +391,8 @@ UNCHECKED = object()  # base_model_file: the file may exist, but neither the cac
 
 def base_model_file(base_model, name, ask_hub):
     """A file of the base model: its path, None when the base model has no such file, or UNCHECKED. Looked up in
-    the model's directory, else in the local Hugging Face cache of a hub id, else (ask_hub) downloaded from the hub."""
+    the model's directory, else in the local Hugging Face cache of a hub id, else, when ask_hub() says the hub
+    answers, downloaded from it."""
     if base_model in vlm.TINY_MODELS:
         return None  # built in: no files
     if os.path.isdir(base_model):
@@ -401,11 +403,13 @@ def base_model_file(base_model, name, ask_hub):
         return cached
     if cached is _CACHED_NO_EXIST:  # the cache remembers that the hub has no such file
         return None
-    if not ask_hub:
+    if not ask_hub():
         return UNCHECKED
     try:
         return hf_hub_download(base_model, name)
-    except EntryNotFoundError:
+    except LocalEntryNotFoundError:  # the download failed (a subclass of the next one in huggingface_hub 1.x / 2.x)
+        return UNCHECKED
+    except EntryNotFoundError:  # the hub answered: the model has no such file
         return None
     except OSError:
         return UNCHECKED
@@ -413,7 +417,7 @@ def base_model_file(base_model, name, ask_hub):
 
 def copy_processor_files(base, out):
     """Put the base model's processor and chat-template files into `out`; say which could not be looked up."""
-    ask_hub = not os.path.isdir(base) and base not in vlm.TINY_MODELS and vlm.hub_reachable()
+    ask_hub = functools.cache(vlm.hub_reachable)  # probed once, and only for a file the cache does not know
     unchecked = []
     for name in PROCESSOR_FILES:
         path = base_model_file(base, name, ask_hub)
@@ -422,9 +426,9 @@ def copy_processor_files(base, out):
         elif path:
             shutil.copyfile(path, os.path.join(out, name))
     if unchecked:
-        print(f"warning: {base} has only part of its files in the local Hugging Face cache and the hub cannot be "
-              f"reached, so these were not looked up: {', '.join(unchecked)}. Copy the ones the model has into the "
-              f"merged directory (vLLM, lmms-eval and AutoProcessor read them)", file=sys.stderr)
+        print(f"warning: {base}: these files are not in the local Hugging Face cache and the hub did not answer, so "
+              f"they were not looked up: {', '.join(unchecked)}. Copy the ones the model has into the merged "
+              f"directory (vLLM, lmms-eval and AutoProcessor read them)", file=sys.stderr)
 
 
 def merge_run(run_dir, out, model_name=None):

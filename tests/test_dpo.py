@@ -422,7 +422,7 @@ def test_peft_loads_a_chained_stage_as_the_curriculum_made_it(data_dir, tmp_path
     assert torch.allclose(logps_of(base, data_dir), logps_of(expected, data_dir), atol=1e-4)
 
 
-def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path):
+def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path, monkeypatch):
     base = tmp_path / "base"
     model = vlm.load("tiny")
     model.hf_model.save_pretrained(base)
@@ -431,6 +431,7 @@ def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path):
     (base / "chat_template.json").write_text('{"chat_template": "..."}')
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=str(base), max_steps=1))
     out = tmp_path / "merged"
+    monkeypatch.setattr(vlm, "hub_reachable", lambda timeout=3: pytest.fail("the hub was asked"))  # a directory
     dpo.merge_run(run, str(out))
     for name in ("preprocessor_config.json", "chat_template.json"):
         assert (out / name).read_text() == (base / name).read_text()
@@ -441,7 +442,7 @@ def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could
                                                                                       monkeypatch, capsys):
     """A hub id's processor files come from the local cache, else from the hub; with neither, a warning names them."""
     import huggingface_hub.constants
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     snapshot = tmp_path / "hub" / "models--org--tiny-vl" / "snapshots" / "abc123"
     model = vlm.load("tiny")
@@ -478,6 +479,15 @@ def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could
     dpo.merge_run(run, str(out), model_name="org/tiny-vl")
     assert (out / "preprocessor_config.json").read_text() == downloaded.read_text()
     assert not (out / "video_preprocessor_config.json").exists() and "warning" not in capsys.readouterr().err
+
+    def download_fails(repo, name):  # the hub answered the probe, then the request failed
+        if name == "video_preprocessor_config.json":
+            raise LocalEntryNotFoundError("an error happened while trying to locate the file on the Hub")
+        return download(repo, name)
+
+    monkeypatch.setattr(dpo, "hf_hub_download", download_fails)
+    dpo.merge_run(run, str(tmp_path / "failed"), model_name="org/tiny-vl")
+    assert "were not looked up: video_preprocessor_config.json. Copy" in capsys.readouterr().err
 
 
 def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
