@@ -428,8 +428,10 @@ def run(args):
     if not files:
         raise ValueError("nothing to evaluate: give --mcq, --pairs and/or --vinoground FILE")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by torchrun
-        raise ValueError("eval runs in one process: start it with python (or torchrun --nproc_per_node 1); with "
-                         f"{os.environ['WORLD_SIZE']} processes each would evaluate everything")
+        refusal = ValueError("eval runs in one process: start it with python (or torchrun --nproc_per_node 1); "
+                             f"with {os.environ['WORLD_SIZE']} processes each would evaluate everything")
+        refusal.known_to_every_rank = True  # every process refuses alike: printed once, by rank 0
+        raise refusal
     for path in files:  # before the model loads
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file")

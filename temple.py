@@ -524,7 +524,8 @@ def main(argv=None):
     except (OSError, ValueError) as e:  # expected: bad files, bad names, bad data
         if os.environ.get("TEMPLE_DEBUG"):
             raise
-        print(f"temple.py {args.command}: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0" or not getattr(e, "known_to_every_rank", False):
+            print(f"temple.py {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C: one line, from rank 0 only, not a traceback per process
         if os.environ.get("TEMPLE_DEBUG"):

@@ -142,12 +142,12 @@ def on_every_rank(world, work):
     except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks have heard of it
         error = e
     reports = all_gather(world, error and (str(error), socket.gethostname()))
-    if error:
-        raise error
     failed = [(rank, report) for rank, report in enumerate(reports) if report]
     if failed:
         rank, (message, host) = failed[0]
-        raise ValueError(f"rank {rank} ({host}): {message}")
+        error = error or ValueError(f"rank {rank} ({host}): {message}")
+        error.known_to_every_rank = True  # temple.py prints it on rank 0 only
+        raise error
     return result
 
 

@@ -157,3 +157,10 @@ def test_readme_curriculum_line_trains_every_stage_under_torchrun(pairs_dir, tmp
         check_trained_by_two_ranks(tmp_path / "runs" / f"dpo_r{r}", steps=1)
     again = run_torchrun(readme_line("curriculum"), tmp_path, "--data-dir", str(pairs_dir), *SMALL_RUN)
     assert again.returncode == 0 and again.stdout.count("is finished, skipped") == 4  # once, not once per rank
+
+
+def test_an_error_every_rank_meets_is_printed_once(pairs_dir, tmp_path):
+    result = run_torchrun(readme_line("dpo"), tmp_path, "--data-dir", str(pairs_dir), *SMALL_RUN, "--heldout", "64")
+    assert result.returncode != 0
+    said = [line for line in result.stderr.splitlines() if line.startswith("temple.py dpo: error:")]
+    assert said == ["temple.py dpo: error: --heldout 64: the data has 4 pairs; set aside between 1 and 3"]
