@@ -438,8 +438,7 @@ def merge_run(run_dir, out, model_name=None):
     if os.path.isdir(out) and os.listdir(out) and not is_merged_model(out):
         raise ValueError(f"--out {out}: exists and is not a merged model (a run, or other files); give a new or "
                          f"empty directory")
-    if not runs.finished(run_dir):
-        raise ValueError(f"{run_dir}: not a finished run (no adapter_model.safetensors)")
+    runs.check_finished(run_dir)
     config = runs.read_run_config(run_dir)
     base = model_name or config["base_model"]
     model = vlm.load(base, seed=config.get("model_seed", 0))

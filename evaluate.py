@@ -180,7 +180,7 @@ def accuracy(results, rule):
 
 PREFERENCE_MEASURES = {
     "reward_margin": "implicit reward, margin = beta * (r+ - r-), r = log pi - log pi_ref, pi_ref = the run with its "
-                     "adapter switched off (what DPO trained)",
+                     "adapter switched off (what the run's own stage changed: DPO's preference, or SFT's)",
     "logp_margin": "raw log-prob, margin = logp(chosen) - logp(rejected) (a base or merged model is its own "
                    "reference: its rewards would all be 0)",
 }

@@ -34,6 +34,15 @@ def finished(run_dir):
     return os.path.exists(os.path.join(run_dir, "adapter_model.safetensors"))
 
 
+def check_finished(run_dir, label=""):
+    """A run to read from (merge, eval --run, --init) must be there and finished; say which of the two it is not."""
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{label}{run_dir}: no such directory")
+    if not finished(run_dir):
+        raise ValueError(f"{label}{run_dir}: not a finished run (no adapter_model.safetensors; an interrupted run "
+                         f"goes on with --resume)")
+
+
 def check_run_dir(run_dir, resume):
     """A new run never writes into an earlier one: its final adapter or checkpoint would outlive a failed new run,
     and the directory would still look finished (curriculum skips it, the next stage chains from it)."""
@@ -58,8 +67,7 @@ def start_after(init, base_model, run_dir):
     adapter that is merged in."""
     if init is None:
         return None
-    if not finished(init):
-        raise ValueError(f"--init {init}: not a finished run (no adapter_model.safetensors)")
+    check_finished(init, "--init ")
     previous = read_run_config(init)
     if previous["base_model"] != base_model:
         raise ValueError(f"{init}: trained on base model '{previous['base_model']}', not '{base_model}'")
@@ -126,8 +134,7 @@ def split_run(run_dir):
 def load_run(run_dir, model_name=None, **load_options):
     """A finished run as a vlm.VideoLM: its base (or `model_name`, e.g. a local copy) with the run's start merged
     in, and its own stage adapter loaded but not merged, so that `lora.disable_lora` gives back its reference."""
-    if not finished(run_dir):
-        raise ValueError(f"{run_dir}: not a finished run (no adapter_model.safetensors)")
+    check_finished(run_dir)
     config = read_run_config(run_dir)
     start, stage_dir = split_run(run_dir)
     model = vlm.load(model_name or config["base_model"], seed=config.get("model_seed", 0), **load_options)

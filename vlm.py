@@ -320,6 +320,11 @@ def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
         model.config._attn_implementation = attn_implementation
     else:
         local = os.path.isdir(name)
+        if local and os.path.exists(os.path.join(name, "adapter_config.json")) and \
+                not os.path.exists(os.path.join(name, "config.json")):
+            raise ValueError(f"{name} holds a LoRA adapter (a training run), not a model: evaluate it with "
+                             f"`temple.py eval --run {name}`, or make a model of it with `temple.py merge {name} "
+                             f"--out DIR` and pass --model DIR")
         # A hub id is looked up in the local cache first; the hub is asked only when it answers (no long retries).
         cached_only = local or not hub_reachable()
         try:

@@ -237,10 +237,20 @@ def test_run_preference_is_the_implicit_reward_against_its_reference(videos, tmp
     assert flat(base["pairs"][0]["items"], "logps") == pytest.approx(flat(trained["items"], "ref_logps"), abs=1e-4)
 
 
-def test_unfinished_run_is_refused(tmp_path):
+def test_unfinished_or_missing_run_is_refused_saying_which(tmp_path):
     (tmp_path / "pairs.jsonl").write_text("")
-    with pytest.raises(ValueError, match="not a finished run"):
+    with pytest.raises(ValueError, match="not a finished run .* goes on with --resume"):
         run_eval("--run", str(tmp_path), "--pairs", str(tmp_path / "pairs.jsonl"))
+    with pytest.raises(FileNotFoundError, match="runs/dpo_r3: no such directory"):
+        run_eval("--run", "runs/dpo_r3", "--pairs", str(tmp_path / "pairs.jsonl"))
+
+
+def test_a_run_given_as_model_says_how_to_use_it(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=f"{tmp_path} holds a LoRA adapter .* not a model: evaluate it with "
+                                         f"`temple.py eval --run {tmp_path}`, or .* merge"):
+        vlm.load(str(tmp_path))
 
 
 # ---- plot -------------------------------------------------------------------------------------------------------
