@@ -448,13 +448,29 @@ def pairs_path(out_dir, r, route="captions"):
     return os.path.join(out_dir, f"pairs_r{r}.jsonl" if route == "captions" else f"pairs_{route}_r{r}.jsonl")
 
 
+def check_pairs_settings(out_dir, rs, kinds=KINDS, route="captions", seed=0, max_length_ratio=1.5):
+    """Pairs made with other kinds or filters are not replaced silently: a stage that reads them would train on
+    something else than before. Called before the model loads."""
+    wanted = {"kinds": sorted(kinds), "seed": seed, "max_length_ratio": max_length_ratio}  # kinds in any order
+    for r in rs:
+        path = pairs_path(out_dir, r, route)
+        if not os.path.exists(path) or not os.path.exists(datafiles.stats_path(path)):
+            continue
+        with open(datafiles.stats_path(path), encoding="utf-8") as f:
+            before = {"kinds": KINDS, **json.load(f)}  # files from before kinds were recorded: the released three
+        before["kinds"] = sorted(before["kinds"])
+        changed = ", ".join(f"{k}: {before.get(k)} -> {v}" for k, v in wanted.items() if before.get(k) != v)
+        if changed:
+            raise ValueError(f"{path} holds pairs made with other settings ({changed}); give another --out-dir, or "
+                             f"delete it to make it anew")
+
 
 def write_pairs(descriptions, out_dir, rs, kinds=KINDS, route="captions", seed=0, max_length_ratio=1.5):
     """pairs_r{r}.jsonl and pairs_r{r}.stats.json for every r; returns [(path, stats)]."""
     written = []
     for r in rs:
         pairs, stats = make_pairs(descriptions, r, kinds, seed, max_length_ratio)
-        stats.update(perturb_input=route, seed=seed, max_length_ratio=max_length_ratio)
+        stats.update(perturb_input=route, kinds=list(kinds), seed=seed, max_length_ratio=max_length_ratio)
         path = pairs_path(out_dir, r, route)
         datafiles.write_jsonl(path, pairs)
         datafiles.write_atomic(datafiles.stats_path(path), json.dumps(stats, indent=2) + "\n")

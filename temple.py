@@ -207,9 +207,10 @@ def cmd_pairs(args):
     import vlm
 
     route = args.perturb_input
+    out_dir = args.out_dir or os.path.dirname(args.captions) or "."
+    captions.check_pairs_settings(out_dir, args.r, args.kinds, route, args.seed, args.max_length_ratio)
     videos = captions.pair_inputs(args.captions, need_captions=route == "captions")
     rank, world_size, local_rank = jobs.distributed_env()
-    out_dir = args.out_dir or os.path.dirname(args.captions) or "."
     pixels = {**keyframe_pixel_options(args), "total_pixels": args.total_pixels} if route == "frames" else {}
     settings = captions.description_settings(args.model, route, args.seed, args.temperature, args.top_p,
                                              args.repetition_penalty, args.max_new_tokens, pixels)

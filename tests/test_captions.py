@@ -292,6 +292,26 @@ def test_pairs_of_all_six_kinds_with_their_counts(tiny, tmp_path, monkeypatch):
     assert parser.parse_args(["pairs"]).kinds == ["drop", "shuffle", "reverse"]  # the released three by default
 
 
+def test_pairs_of_other_kinds_do_not_replace_earlier_pairs(tiny, tmp_path, monkeypatch, capsys):
+    for k in range(3):
+        (tmp_path / f"v{k}.mp4").write_bytes(b"")
+    monkeypatch.setattr(vlm.VideoLM, "generate", echo_captions)
+    descriptions = captions.describe_videos(tiny, fake_videos(root=str(tmp_path)), str(tmp_path / "d.jsonl"), [4],
+                                            kinds=ALL_KINDS)
+    [(path, _)] = captions.write_pairs(descriptions, str(tmp_path), [4])
+    captions.check_pairs_settings(str(tmp_path), [4], ["reverse", "drop", "shuffle"])  # the same, in another order
+    captions.check_pairs_settings(str(tmp_path), [8], ["swap"])  # no pairs_r8 yet
+    with pytest.raises(ValueError, match=r"pairs_r4.jsonl holds pairs made with other settings \(kinds: \['drop', "
+                                         r"'reverse', 'shuffle'\] -> \['repeat', 'speed', 'swap'\]\); give another "
+                                         r"--out-dir"):
+        captions.check_pairs_settings(str(tmp_path), [4], ["swap", "repeat", "speed"])
+    with pytest.raises(ValueError, match=r"max_length_ratio: 1.5 -> 2.0"):
+        captions.check_pairs_settings(str(tmp_path), [4], max_length_ratio=2.0)
+    assert temple.main(["pairs", "--captions", str(tmp_path / "none.jsonl"), "--out-dir", str(tmp_path), "-r", "4",
+                        "--kinds", "swap", "--model", "tiny"]) == 1
+    assert "pairs_r4.jsonl holds pairs made with other settings" in capsys.readouterr().err  # before anything is read
+
+
 def test_clean_description_is_made_once_and_reused_for_the_next_r(tiny, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(vlm.VideoLM, "generate", lambda model, samples, **options: calls.extend(options["seeds"]) or
