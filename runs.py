@@ -92,6 +92,13 @@ def stage_adapter_notes(meta):
                     f"`python temple.py merge RUN --out DIR`.\n")
 
 
+def start_changed_since(run_dir, init):
+    """Whether the run `init` that `run_dir` started from holds other weights now than then (retrained since)."""
+    start = read_run_config(run_dir).get("start") or {}
+    return finished(init) and start.get("adapter_sha256") != file_sha256(os.path.join(init,
+                                                                                       "adapter_model.safetensors"))
+
+
 def merge_start(model, init):
     """Fold the finished run `init` (its whole chain) into the weights: the starting point of a stage or of SFT."""
     if init is not None:

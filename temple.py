@@ -350,6 +350,9 @@ def cmd_curriculum(args):
         if runs.finished(run_dir):
             if main_process:  # under torchrun: one line, not one per rank
                 print(f"stage r={r}: {run_dir} is finished, skipped")
+                if previous and runs.start_changed_since(run_dir, previous):
+                    print(f"stage r={r}: note: {run_dir} was trained on {previous} as it was before it changed; "
+                          f"delete {run_dir} and the stages after it to train them on the new one")
         else:
             stage = argparse.Namespace(**{**vars(args), "r": r, "data": None, "out": run_dir, "init": previous,
                                           "resume": args.resume or os.path.isdir(run_dir)})

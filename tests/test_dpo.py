@@ -720,3 +720,22 @@ def test_a_failure_on_one_rank_stops_every_rank_with_its_line(data_dir, tmp_path
     assert said["videos.0"].startswith("rank 1 (") and said["videos.0"].endswith("): " + said["videos.1"])
     assert said["metrics.0"].endswith("metrics.jsonl:1: not a metrics line")
     assert said["metrics.1"].startswith("rank 0 (") and said["metrics.1"].endswith("): " + said["metrics.0"])
+
+
+def test_curriculum_says_when_a_finished_stage_was_trained_on_an_earlier_version_of_the_one_before(data_dir,
+                                                                                                    tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+    command = ["curriculum", "--model", "tiny", "--stages", "16", "8", "--data-dir", str(data_dir), "--runs",
+               str(tmp_path), "--max-steps", "1", "--global-batch", "2", "--workers", "0", "--max-frames", "4",
+               "--total-pixels", str(64 * 96 * 4)]
+    assert temple.main(command) == 0
+    assert temple.main(command) == 0 and "note:" not in capsys.readouterr().out  # nothing changed
+    first = tmp_path / "dpo_r16" / "adapter_model.safetensors"
+    tensors = load_file(first)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1  # r16 trained again (e.g. resumed after an adaptive stop)
+    save_file(tensors, first)
+    assert temple.main(command) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "note:" in line]
+    assert notes == [f"stage r=8: note: {tmp_path / 'dpo_r8'} was trained on {tmp_path / 'dpo_r16'} as it was before "
+                     f"it changed; delete {tmp_path / 'dpo_r8'} and the stages after it to train them on the new one"]
