@@ -11,7 +11,9 @@ A long job over thousands of videos must be resumable and must not lose finished
     select_videos   `temple.py select`: videos.jsonl appended one complete line per video, in worker processes.
 
 Records carry a fingerprint of their input ("source"), so a re-run redoes the records whose input changed since.
-Under torchrun each rank takes every WORLD_SIZE-th video.
+Under torchrun each rank takes every WORLD_SIZE-th video; every node needs the same input file and videos (a
+rank that finished its share of other inputs stops rank 0 with one line, instead of a wait for records that
+never come).
 
     torchrun --nproc-per-node 8 temple.py captions --videos data/videos.jsonl --model ...
 """
@@ -50,7 +52,8 @@ class Journal:
     flushed, so an interruption loses only the batch in flight. A re-run reads the final file and all part files
     and skips what they hold. Rank 0 waits until every wanted record is there, writes the final file atomically in
     input order, and removes the part files. Completion is judged from the records themselves, not from marker
-    files, so nothing left behind by a crashed run can make rank 0 merge early. `settings` are stored beside the
+    files, so nothing left behind by a crashed run can make rank 0 merge early (the other ranks' notes of what they
+    wanted, OUT.wanted{rank}of{world}, can only make it stop). `settings` are stored beside the
     file: resuming with other settings (another model, seed, ...) is an error instead of a silent mix.
     """
 
@@ -58,6 +61,7 @@ class Journal:
         self.path, self.key, self.rank, self.world_size = path, key, rank, world_size
         self.part = f"{path}.part{rank}of{world_size}"
         self.file = None
+        self.opened = time.time()  # a rank's note of what it wanted counts only when written after this
         if settings is not None:
             check_settings(path, settings)
 
@@ -83,13 +87,20 @@ class Journal:
             self.file.close()
             self.file = None
 
+    def wanted_note(self, rank):
+        return f"{self.path}.wanted{rank}of{self.world_size}"
+
     def merge(self, wanted, keep=None, poll_seconds=5.0):
         """Rank 0: wait for the records of all `wanted` keys, write them in that order (then the records of other
-        keys the file held for which keep(record) is true) and return the wanted ones. Other ranks: None."""
+        keys the file held for which keep(record) is true) and return the wanted ones. Other ranks: None, after
+        leaving a note of what they wanted, so that rank 0 stops instead of waiting for records that a rank which
+        read other inputs (another videos.jsonl on its node) will never write."""
         self.close()
+        wanted = list(dict.fromkeys(wanted))
         if self.rank != 0:
+            datafiles.write_atomic(self.wanted_note(self.rank), fingerprint(wanted))
             return None
-        wanted, waiting = list(dict.fromkeys(wanted)), False
+        waiting = False
         while True:
             by_key = {}
             for record in self.records():
@@ -99,6 +110,7 @@ class Journal:
                 break
             if self.world_size == 1:  # nobody else will write them (e.g. a merge without a run)
                 raise ValueError(f"{self.path}: {len(missing)} records are missing (first: {missing[0]})")
+            self.check_other_ranks_wanted(wanted, missing)
             if not waiting:
                 print(f"waiting for the other ranks: {len(missing)} records to go", file=sys.stderr)
                 waiting = True
@@ -106,9 +118,20 @@ class Journal:
         records = [by_key[k] for k in wanted]
         others = [r for k, r in by_key.items() if k not in set(wanted) and keep and keep(r)]
         datafiles.write_jsonl(self.path, records + others)
-        for part in self.part_paths():
-            os.remove(part)
+        for leftover in self.part_paths() + glob.glob(glob.escape(self.path) + ".wanted*of*"):
+            os.remove(leftover)
         return records
+
+    def check_other_ranks_wanted(self, wanted, missing):
+        for rank in range(1, self.world_size):
+            note = self.wanted_note(rank)
+            if not os.path.exists(note) or os.path.getmtime(note) < self.opened:  # not yet, or left by a crash
+                continue
+            with open(note, encoding="utf-8") as f:
+                if f.read() != fingerprint(wanted):
+                    raise ValueError(f"{self.path}: rank {rank} finished its share of other inputs than rank 0's, "
+                                     f"and {len(missing)} records will never come (first: {missing[0]}); every node "
+                                     f"needs the same input file and videos at the same paths")
 
 
 def check_settings(path, settings, out_option="--out"):

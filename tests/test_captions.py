@@ -13,6 +13,7 @@ import torch
 
 import captions
 import datafiles
+import jobs
 import temple
 import vlm
 import views
@@ -471,3 +472,22 @@ def test_view_wraps_a_long_unbroken_answer(tmp_path):
     page = (tmp_path / "p.html").read_text()
     style = page[page.index("<style>"):page.index("</style>")]
     assert "table-layout: fixed" in style and "overflow-wrap: anywhere" in style and "x" * 3000 in page
+
+
+def test_rank_0_stops_when_another_rank_finished_other_inputs(tmp_path):
+    """Rank 1's node had a videos.jsonl without one video: it finished its share of that list, and the records
+    rank 0 waits for will never come. Rank 0 stops with one line instead of waiting forever."""
+    path, key = str(tmp_path / "captions.jsonl"), lambda record: record["video"]
+    first, second = jobs.Journal(path, key, rank=0, world_size=2), jobs.Journal(path, key, rank=1, world_size=2)
+    first.append({"video": "a.mp4"})
+    assert second.merge(["a.mp4", "c.mp4"]) is None  # rank 1 read a list without b.mp4
+    with pytest.raises(ValueError, match=r"captions.jsonl: rank 1 finished its share of other inputs than rank "
+                                         r"0's, and 2 records will never come \(first: b.mp4\); every node needs"):
+        first.merge(["a.mp4", "b.mp4", "c.mp4"], poll_seconds=0.01)
+
+    for rank, journal in ((1, second), (0, first)):  # the same inputs: rank 0 merges once rank 1's records are in
+        journal.append({"video": "b.mp4"} if rank == 1 else {"video": "c.mp4"})
+    assert second.merge(["a.mp4", "b.mp4", "c.mp4"]) is None
+    merged = first.merge(["a.mp4", "b.mp4", "c.mp4"], poll_seconds=0.01)
+    assert merged == [{"video": "a.mp4"}, {"video": "b.mp4"}, {"video": "c.mp4"}]
+    assert sorted(os.listdir(tmp_path)) == ["captions.jsonl"]  # parts and notes removed
