@@ -1,4 +1,5 @@
-"""jobs.py - batch jobs that survive interruptions and run on several GPUs: select, captions, pairs.
+"""jobs.py - batch jobs that survive interruptions: select (in CPU worker processes), captions and pairs (sharded
+over GPUs under torchrun).
 
 A long job over thousands of videos must be resumable and must not lose finished work to a crash or a Ctrl-C:
 

@@ -198,7 +198,7 @@ def add_pairs(sub):
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     p.add_argument("--repetition-penalty", type=float, default=1.05, help="penalty on repeated tokens")
     p.add_argument("--seed", type=int, default=0, help="seeds perturbations, sampling and instructions (with the video path)")
-    p.add_argument("--max-length-ratio", type=float, default=1.5, help="shuffle/reverse pairs whose answers differ more in length are dropped")
+    p.add_argument("--max-length-ratio", type=float, default=1.5, help="pairs of the kinds other than drop and speed whose answers differ more in length are dropped")
     p.set_defaults(func=cmd_pairs)
 
 

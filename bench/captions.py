@@ -8,6 +8,7 @@ both give the same captions (greedy decoding: batching must not change the text)
 Last line: RESULT speedup=<batched/single> batched_clips_per_s=... single_clips_per_s=... (goal: speedup >= 3).
 """
 
+import argparse
 import os
 import sys
 import tempfile
@@ -46,6 +47,7 @@ def run(model, videos, directory, batch_size):
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     model = vlm.load("tiny")
     clips = VIDEOS * CLIPS
     with tempfile.TemporaryDirectory() as directory:

@@ -18,7 +18,7 @@ that backward); recomputation is not counted. MFU divides by 989 TFLOP/s, the H1
 
 It needs only torch, transformers and PyAV (vlm.py imports it; no video is decoded). On the lent H200 (torch 2.11,
 transformers 5.17 preinstalled, PyAV not), from the repository root, with the av wheel for CPython 3.12 fetched
-here into .whl/ as the device tool's README describes (`pip download --no-deps --only-binary=:all:
+here into .whl/ (the GPU machine has no package index; `pip download --no-deps --only-binary=:all:
 --python-version 3.12 --platform manylinux_2_17_x86_64 -d .whl av==18.1.0`):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site \\

