@@ -199,8 +199,8 @@ def select_videos(inputs, out, workers=1, retry_errors=False, **options):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     records = read_selection(out, retry_errors)
     done = {os.path.abspath(r["path"]) for r in records if isinstance(r.get("path"), str)}
-    todo = []
-    for path in shots.list_videos(inputs):
+    todo, listed = [], shots.list_videos(inputs)
+    for path in listed:
         if os.path.abspath(path) not in done:
             todo.append(path)
             done.add(os.path.abspath(path))
@@ -219,7 +219,23 @@ def select_videos(inputs, out, workers=1, retry_errors=False, **options):
     finally:
         if pool:
             pool.terminate()
+    records = in_input_order(records, listed)
+    datafiles.write_jsonl(out, records)
     return records, before
+
+
+def in_input_order(records, listed):
+    """Workers finish in any order, and a resumed run appends after the first: the finished file lists the videos
+    in the order they were given (records of videos given in earlier runs first, as they were), so that captions,
+    pairs and the training data order do not depend on --workers or on interruptions."""
+    position = {os.path.abspath(path): i for i, path in enumerate(listed)}
+
+    def place(record):
+        path = record.get("path")
+        index = position.get(os.path.abspath(path)) if isinstance(path, str) else None
+        return (0, 0) if index is None else (1, index)
+
+    return sorted(records, key=place)  # stable: the earlier runs' records keep their order
 
 
 def read_selection(path, retry_errors=False):

@@ -552,6 +552,13 @@ def test_select_command_over_a_folder(tmp_path, media):
     assert "(7 already recorded, skipped)" in again.stdout
     assert len(open(out / "videos.jsonl").read().splitlines()) == 7
 
+    # the file lists the videos in the order given, whatever order the workers (or an interrupted run) wrote them
+    given = [os.path.abspath(p) for p in shots.list_videos([str(folder), str(folder / "audio.wav")])]
+    lines = open(out / "videos.jsonl").read().splitlines()
+    (out / "videos.jsonl").write_text("\n".join(reversed(lines)) + "\n")
+    assert run_cli("select", str(folder), str(folder / "audio.wav"), "--out", str(out)).returncode == 0
+    assert [os.path.abspath(json.loads(line)["path"]) for line in open(out / "videos.jsonl")] == given
+
     # --retry-errors runs the error records again; a fixed file is now kept
     (folder / "empty.mp4").write_bytes(open(media["edit2"][0], "rb").read())
     retry = run_cli("select", str(folder), str(folder / "audio.wav"), "--out", str(out), "--retry-errors")
