@@ -125,6 +125,15 @@ def test_pair_shares_one_preprocessed_video(data_dir):
     assert chosen.input_ids[:first(chosen)] == rejected.input_ids[:first(rejected)]
 
 
+def record_vision_output_needs_grad(model):
+    """A list that gets, at every pass of the vision tower, whether its output requires grad."""
+    seen = []
+    visual = next(m for name, m in model.hf_model.named_modules() if name.endswith("visual"))
+    visual.register_forward_hook(lambda module, inputs, output: seen.append(
+        any(t.requires_grad for t in torch.utils._pytree.tree_leaves(output) if torch.is_tensor(t))))
+    return seen
+
+
 def test_checkpointing_runs_no_backward_through_the_frozen_vision_tower(data_dir):
     """With activation checkpointing (the default) the frozen ViT builds no autograd graph, and the LoRA gradients
     equal those without checkpointing."""
@@ -139,10 +148,7 @@ def test_checkpointing_runs_no_backward_through_the_frozen_vision_tower(data_dir
         if checkpointing:
             train.enable_activation_checkpointing(model.hf_model)
         model.hf_model.train()
-        vision_output_needs_grad = []
-        visual = next(m for name, m in model.hf_model.named_modules() if name.endswith("visual"))
-        visual.register_forward_hook(lambda module, inputs, output: vision_output_needs_grad.append(
-            any(t.requires_grad for t in torch.utils._pytree.tree_leaves(output) if torch.is_tensor(t))))
+        vision_output_needs_grad = record_vision_output_needs_grad(model)
         loss, _ = dpo.dpo_step(model, model.hf_model, encoded_pairs(model, data_dir), settings)
         loss.backward()
         assert vision_output_needs_grad and not any(vision_output_needs_grad)
@@ -159,10 +165,7 @@ def test_checkpointing_leaves_the_vision_tower_output_without_grad_in_a_plain_fo
     lora.apply_lora(model.hf_model, r=8, alpha=16)
     train.enable_activation_checkpointing(model.hf_model)
     model.hf_model.train()
-    needs_grad = []
-    visual = next(m for name, m in model.hf_model.named_modules() if name.endswith("visual"))
-    visual.register_forward_hook(lambda module, inputs, output: needs_grad.append(
-        any(t.requires_grad for t in torch.utils._pytree.tree_leaves(output) if torch.is_tensor(t))))
+    needs_grad = record_vision_output_needs_grad(model)
     batch = dpo.collate_pairs(model, [e["rows"] for e in encoded_pairs(model, data_dir, count=1)])
     model.hf_model(**model.model_inputs(batch)).logits.sum().backward()
     assert needs_grad == [False]
