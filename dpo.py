@@ -93,7 +93,10 @@ def encode_pair(model, pair, video_options, max_length):
         video = vlm.read_video(pair["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
     except vlm.BAD_VIDEO as e:
         raise train.BadItem(str(e)) from None
-    prepared = model.prepare(video, total_pixels=video_options["total_pixels"])  # its errors are the settings'
+    try:
+        prepared = model.prepare(video, total_pixels=video_options["total_pixels"])
+    except vlm.ExtremeShape as e:  # other errors of prepare are the settings', not this pair's
+        raise train.BadItem(f"{pair['video']}: {e}") from None
     rows = [model.encode([prepared, pair["instruction"]], response=answer)
             for answer in (pair["chosen"], pair["rejected"])]
     try:

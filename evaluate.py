@@ -143,7 +143,11 @@ def evaluate_mcq(model, path, args):
             except vlm.BAD_VIDEO as e:
                 skipped.append(skip(item["where"], f"unreadable video: {e}"))
                 continue
-            prepared = {item["video"]: model.prepare(frames, total_pixels=args.total_pixels)}  # keep one video
+            try:
+                prepared = {item["video"]: model.prepare(frames, total_pixels=args.total_pixels)}  # keep one video
+            except vlm.ExtremeShape as e:
+                skipped.append(skip(item["where"], f"unusable video: {item['video']}: {e}"))
+                continue
         sums, means = mcq_scores(model, prepared[item["video"]], item, args.max_length)
         results.append({"where": item["where"], "category": item["category"], "answer": item["answer"],
                         "predicted_sum": argmax(sums), "predicted_mean": argmax(means), "logp_sum": sums,
@@ -392,7 +396,11 @@ def evaluate_vinoground(model, path, args):
         except vlm.BAD_VIDEO as e:
             skipped.append(skip(item["where"], f"unreadable video: {e}"))
             continue
-        videos = [model.prepare(video, total_pixels=args.total_pixels) for video in frames]
+        try:
+            videos = [model.prepare(video, total_pixels=args.total_pixels) for video in frames]
+        except vlm.ExtremeShape as e:
+            skipped.append(skip(item["where"], f"unusable video: {e}"))
+            continue
         sums, means = caption_scores(model, videos, item["captions"], args.max_length, item["where"])
         results.append({"where": item["where"], "categories": item["categories"], "logp_sum": sums,
                         "logp_mean": means})

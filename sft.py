@@ -106,7 +106,10 @@ def encode_example(model, example, video_options, max_length):
             frames = vlm.read_video(example["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
         except vlm.BAD_VIDEO as e:
             raise train.BadItem(str(e)) from None
-        video = model.prepare(frames, total_pixels=video_options["total_pixels"])  # its errors are the settings'
+        try:
+            video = model.prepare(frames, total_pixels=video_options["total_pixels"])
+        except vlm.ExtremeShape as e:  # other errors of prepare are the settings', not this record's
+            raise train.BadItem(f"{example['video']}: {e}") from None
     sample = model.encode_chat(with_video(example["messages"], video))
     try:
         return vlm.truncate(sample, max_length, example["video"] or "a text-only record")

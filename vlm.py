@@ -150,11 +150,16 @@ def read_video(path, fps=1.0, max_frames=600, min_frames=4):
 # Preprocessing: resize, normalise, patchify (no HF processor, no torchvision)
 
 
+class ExtremeShape(ValueError):
+    """A picture whose sides differ more than 200 times: Qwen's preprocessing refuses it. A property of one video,
+    so batch jobs record it and training leaves the example out."""
+
+
 def smart_resize(height, width, factor, min_pixels, max_pixels):
     """Closest size with both sides multiples of `factor` (never below one) and the area within [min_pixels,
     max_pixels] (qwen_vl_utils and transformers agree on this)."""
     if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} is over 200")
+        raise ExtremeShape(f"aspect ratio {max(height, width) / min(height, width):.0f} is over 200")
     h, w = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
     if h * w > max_pixels:
         beta = math.sqrt(height * width / max_pixels)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,6 +108,13 @@ def test_captions_for_kept_videos_and_bad_entries_recorded(captioned, dataset):
     assert set(reasons) == {"vanished.mp4", "broken.mp4", "odd.mp4"}
     assert "no such file" in reasons["vanished.mp4"] and "not a readable video" in reasons["broken.mp4"]
     assert "malformed" in reasons["odd.mp4"]
+
+
+def test_a_video_too_thin_for_qwen_is_recorded_not_fatal(tiny, tmp_path):
+    thin = write_video(tmp_path / "thin.mp4", np.random.default_rng(0).integers(0, 255, (10, 2, 404, 3)), fps=5)
+    video = {"path": thin, "status": "kept", "clips": [[0, 5], [5, 10]], "keyframes": [[1, 3], [6, 8]]}
+    record, clips = captions.open_clips(tiny, video, {})
+    assert clips is None and record["status"] == "error" and record["reason"] == "aspect ratio 202 is over 200"
 
 
 def test_batched_captions_equal_one_at_a_time(tiny, dataset, captioned, tmp_path):

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -20,6 +21,7 @@ import runs
 import temple
 import train
 import vlm
+from media import write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -285,6 +287,13 @@ def test_reference_cache_follows_the_pairs_in_use(data_dir):
     # a start moved elsewhere (another relative path), with the same content, is the same reference
     assert dpo.reference_cache_path(path, pairs, {**meta, "start": start}) == \
         dpo.reference_cache_path(path, pairs, {**meta, "start": {**start, "run": "/elsewhere/dpo_r16"}})
+
+
+def test_a_video_too_thin_for_qwen_is_a_left_out_pair_not_fatal(tmp_path):
+    thin = write_video(tmp_path / "thin.mp4", np.random.default_rng(0).integers(0, 255, (10, 2, 404, 3)), fps=5)
+    pair = {"video": thin, "instruction": "Describe the video.", "chosen": "a", "rejected": "b"}
+    with pytest.raises(train.BadItem, match=f"^{thin}: aspect ratio 202 is over 200$"):
+        dpo.encode_pair(vlm.load("tiny"), pair, {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}, 4096)
 
 
 def test_a_pair_whose_prompt_alone_is_over_max_length_is_left_out_not_fatal(data_dir):

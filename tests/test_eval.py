@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -315,3 +316,14 @@ def test_plot_draws_the_heldout_accuracy_where_a_run_logged_it(tmp_path):
     counts = {name: dict((c, n) for n, c in image.crop(panel).getcolors(1 << 20)).get(colour, 0)
               for name, image in images.items()}
     assert counts["held"] > counts["plain"] + 20  # the squares (two held-out evaluations) and the line joining them
+
+
+def test_a_video_too_thin_for_qwen_is_skipped_with_its_reason(tmp_path):
+    """Sides more than 200 times apart: Qwen's preprocessing refuses the picture; the item is skipped, not fatal."""
+    thin = write_video(tmp_path / "thin.mp4", np.random.default_rng(0).integers(0, 255, (10, 2, 404, 3)), fps=5)
+    datafiles.write_jsonl(tmp_path / "mcq.jsonl", [mcq_record(str(thin), "rain")])
+    with pytest.raises(ValueError, match="nothing could be evaluated"):
+        run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"))
+    report = json.load(open(tmp_path / "mcq.eval.json"))["mcq"][0]
+    assert report["skipped_by_reason"] == {"unusable video": 1}
+    assert report["skipped_items"][0]["reason"] == f"unusable video: {thin}: aspect ratio 202 is over 200"
