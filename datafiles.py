@@ -78,10 +78,15 @@ def write_atomic(path, text):
     os.makedirs(directory, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, encoding="utf-8", suffix=".tmp") as f:
         f.write(text)
+    os.chmod(f.name, usual_file_mode())  # a temp file is private (0600)
+    os.replace(f.name, path)
+
+
+def usual_file_mode():
+    """The mode a plain open() gives a new file (0666 less the umask)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(f.name, 0o666 & ~umask)  # a temp file is private (0600); give it the mode a plain open() would
-    os.replace(f.name, path)
+    return 0o666 & ~umask
 
 
 def write_jsonl(path, records):

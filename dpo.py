@@ -451,10 +451,8 @@ def merge_run(run_dir, out, model_name=None):
     model.hf_model.save_pretrained(partial)
     model.tokenizer.save_pretrained(partial)
     copy_processor_files(base, partial)
-    umask = os.umask(0)
-    os.umask(umask)
-    for name in os.listdir(partial):  # safetensors writes private (0600) files; give the mode open() would
-        os.chmod(os.path.join(partial, name), 0o666 & ~umask)
+    for name in os.listdir(partial):  # safetensors writes private (0600) files
+        os.chmod(os.path.join(partial, name), datafiles.usual_file_mode())
     if os.path.isdir(out):
         shutil.rmtree(out)  # an earlier merged model (or an empty directory)
     os.replace(partial, out)

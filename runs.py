@@ -27,6 +27,7 @@ from dataclasses import asdict
 
 import torch
 
+import datafiles
 import lora
 import vlm
 
@@ -157,8 +158,7 @@ def write_run_config(config, meta, world_size, start=0):
     from which step, as metrics.jsonl keeps the history of the steps. It may not change what is trained."""
     path = os.path.join(config.out, "config.json")
     record = json.loads(json.dumps({**meta, "train": asdict(config), "world_size": world_size}))  # tuples as lists
-    if os.path.exists(path):
-        check_resume(config.out, meta)
+    if os.path.exists(path):  # a resume (a new run never meets a config.json), already checked by check_resume
         saved = read_run_config(config.out)
         current = {**saved["train"], **{k: new for resume in saved.get("resumes", []) for k, (_, new) in
                                         resume["changed"].items()}}
@@ -170,11 +170,7 @@ def write_run_config(config, meta, world_size, start=0):
         if changed or "after_stop" in resume:
             saved.setdefault("resumes", []).append(resume)
         record = saved
-    os.makedirs(config.out, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    datafiles.write_atomic(path, json.dumps(record, indent=2))
 
 
 def unfinish(run_dir):
@@ -211,10 +207,7 @@ def record_stop(run_dir, step, reason):
     """config.json notes that the run ended early (an adaptive stage): at which step and why."""
     config = read_run_config(run_dir)
     config["stopped"] = {"step": step, "reason": reason}
-    tmp = os.path.join(run_dir, "config.json.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(config, indent=2))
-    os.replace(tmp, os.path.join(run_dir, "config.json"))
+    datafiles.write_atomic(os.path.join(run_dir, "config.json"), json.dumps(config, indent=2))
 
 
 def read_run_config(run_dir):

@@ -37,6 +37,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel
 
+import datafiles
 import lora
 import runs
 import vlm
@@ -97,11 +98,6 @@ def setup_distributed():
             torch.cuda.set_device(world.local_rank)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return world
-
-
-def barrier(world):
-    if world.size > 1:
-        dist.barrier()
 
 
 def all_mean(world, values):
@@ -335,9 +331,7 @@ def trim_metrics(path, step):
             except (ValueError, KeyError, TypeError):
                 if number < len(lines):
                     raise ValueError(f"{path}:{number}: not a metrics line") from None
-        with open(path + ".tmp", "w") as f:
-            f.writelines(kept)
-        os.replace(path + ".tmp", path)
+        datafiles.write_atomic(path, "".join(kept))
 
 
 # ----------------------------------------------------------------------------------------------------------------
