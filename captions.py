@@ -205,11 +205,8 @@ def open_clips(model, video, pixel_options):
         frames = read_keyframes(video["path"], record["keyframes"])
     except vlm.BAD_VIDEO as e:
         return {**record, "status": "error", "reason": str(e).removeprefix(f"{video['path']}: ")}, None
-    try:
-        clips = [model.prepare(vlm.Video(frames.frames[2 * i:2 * i + 2], frames.times[2 * i:2 * i + 2]),
-                               **pixel_options) for i in range(len(record["keyframes"]))]
-    except vlm.ExtremeShape as e:
-        return {**record, "status": "error", "reason": str(e)}, None
+    clips = [model.prepare(vlm.Video(frames.frames[2 * i:2 * i + 2], frames.times[2 * i:2 * i + 2]), **pixel_options)
+             for i in range(len(record["keyframes"]))]
     return {**record, "captions": [None] * len(clips), "status": "ok"}, clips
 
 

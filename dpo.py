@@ -89,20 +89,10 @@ def encode_pair(model, pair, video_options, max_length):
     hold the one Prepared video: a batch stores it once and the vision tower encodes it once (policy_and_reference).
     A video that cannot be read, or a prompt too long on its own, raises train.BadItem: training uses another pair
     in its place."""
-    try:
-        video = vlm.read_video(pair["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
-    except vlm.BAD_VIDEO as e:
-        raise train.BadItem(str(e)) from None
-    try:
-        prepared = model.prepare(video, total_pixels=video_options["total_pixels"])
-    except vlm.ExtremeShape as e:  # other errors of prepare are the settings', not this pair's
-        raise train.BadItem(f"{pair['video']}: {e}") from None
+    prepared = train.prepared_video(model, pair["video"], video_options)
     rows = [model.encode([prepared, pair["instruction"]], response=answer)
             for answer in (pair["chosen"], pair["rejected"])]
-    try:
-        return [vlm.truncate(row, max_length, pair["video"]) for row in rows]
-    except vlm.TooLong as e:
-        raise train.BadItem(str(e)) from None
+    return [train.truncated(row, max_length, pair["video"]) for row in rows]
 
 
 @dataclass

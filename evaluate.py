@@ -58,6 +58,11 @@ def load_eval_model(args):
     return runs.load_run(args.run, args.model, attn_implementation=args.attn), True
 
 
+def video_problem(error):
+    """The reason's heading for a video that read_video refused (what the report's table counts)."""
+    return "unusable video" if isinstance(error, vlm.ExtremeShape) else "unreadable video"
+
+
 def skip(where, reason):
     """A skipped item for the report; the reason's text before ":" is what the table counts."""
     return {"where": where, "reason": reason}
@@ -141,13 +146,9 @@ def evaluate_mcq(model, path, args):
             try:
                 frames = vlm.read_video(item["video"], fps=args.fps, max_frames=args.max_frames)
             except vlm.BAD_VIDEO as e:
-                skipped.append(skip(item["where"], f"unreadable video: {e}"))
+                skipped.append(skip(item["where"], f"{video_problem(e)}: {e}"))
                 continue
-            try:
-                prepared = {item["video"]: model.prepare(frames, total_pixels=args.total_pixels)}  # keep one video
-            except vlm.ExtremeShape as e:
-                skipped.append(skip(item["where"], f"unusable video: {item['video']}: {e}"))
-                continue
+            prepared = {item["video"]: model.prepare(frames, total_pixels=args.total_pixels)}  # keep one video
         sums, means = mcq_scores(model, prepared[item["video"]], item, args.max_length)
         results.append({"where": item["where"], "category": item["category"], "answer": item["answer"],
                         "predicted_sum": argmax(sums), "predicted_mean": argmax(means), "logp_sum": sums,
@@ -394,13 +395,9 @@ def evaluate_vinoground(model, path, args):
         try:
             frames = [vlm.read_video(video, fps=args.fps, max_frames=args.max_frames) for video in item["videos"]]
         except vlm.BAD_VIDEO as e:
-            skipped.append(skip(item["where"], f"unreadable video: {e}"))
+            skipped.append(skip(item["where"], f"{video_problem(e)}: {e}"))
             continue
-        try:
-            videos = [model.prepare(video, total_pixels=args.total_pixels) for video in frames]
-        except vlm.ExtremeShape as e:
-            skipped.append(skip(item["where"], f"unusable video: {e}"))
-            continue
+        videos = [model.prepare(video, total_pixels=args.total_pixels) for video in frames]
         sums, means = caption_scores(model, videos, item["captions"], args.max_length, item["where"])
         results.append({"where": item["where"], "categories": item["categories"], "logp_sum": sums,
                         "logp_mean": means})

@@ -100,21 +100,9 @@ def with_video(messages, video):
 def encode_example(model, example, video_options, max_length):
     """One record as a Sample; an unreadable video or a prompt too long on its own raises train.BadItem: training
     uses another record in its place."""
-    video = None
-    if example["video"] is not None:
-        try:
-            frames = vlm.read_video(example["video"], fps=video_options["fps"], max_frames=video_options["max_frames"])
-        except vlm.BAD_VIDEO as e:
-            raise train.BadItem(str(e)) from None
-        try:
-            video = model.prepare(frames, total_pixels=video_options["total_pixels"])
-        except vlm.ExtremeShape as e:  # other errors of prepare are the settings', not this record's
-            raise train.BadItem(f"{example['video']}: {e}") from None
+    video = None if example["video"] is None else train.prepared_video(model, example["video"], video_options)
     sample = model.encode_chat(with_video(example["messages"], video))
-    try:
-        return vlm.truncate(sample, max_length, example["video"] or "a text-only record")
-    except vlm.TooLong as e:
-        raise train.BadItem(str(e)) from None
+    return train.truncated(sample, max_length, example["video"] or "a text-only record")
 
 
 @dataclass

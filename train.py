@@ -363,6 +363,24 @@ class BadItem(ValueError):
     """Raised by an `encode` function for an example that cannot be used, e.g. its video does not decode."""
 
 
+def prepared_video(model, path, video_options):
+    """The video at `path` read and prepared for `model` (a vlm.VideoLM or vlm.Processor) with a stage's fps,
+    max_frames and total_pixels. A video that cannot be used raises BadItem."""
+    try:
+        video = vlm.read_video(path, fps=video_options["fps"], max_frames=video_options["max_frames"])
+    except vlm.BAD_VIDEO as e:  # a vanished, unreadable or too thin video (vlm.ExtremeShape)
+        raise BadItem(str(e)) from None
+    return model.prepare(video, total_pixels=video_options["total_pixels"])  # its errors are the settings'
+
+
+def truncated(sample, max_length, where):
+    """vlm.truncate; a prompt longer than max_length on its own raises BadItem."""
+    try:
+        return vlm.truncate(sample, max_length, where)
+    except vlm.TooLong as e:
+        raise BadItem(str(e)) from None
+
+
 class _Items(torch.utils.data.Dataset):
     """Micro-batches of encoded examples; encoding (video decoding, preprocessing) runs in loader workers."""
 

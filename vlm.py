@@ -130,6 +130,7 @@ def read_frames(path, indices):
     """The frames at the given indices (e.g. keyframes), in the order given: shots.py decodes and numbers them, so a
     keyframe index chosen there is the same frame here."""
     frames, fps = shots.read_frames(path, indices)
+    check_shape(*frames.shape[1:3], where=f"{path}: ")  # a property of the video: refused with the file's name
     return Video(frames, [int(i) / fps for i in indices], str(path))
 
 
@@ -151,15 +152,20 @@ def read_video(path, fps=1.0, max_frames=600, min_frames=4):
 
 
 class ExtremeShape(ValueError):
-    """A picture whose sides differ more than 200 times: Qwen's preprocessing refuses it. A property of one video,
-    so batch jobs record it and training leaves the example out."""
+    """A picture whose sides differ more than 200 times: Qwen's preprocessing refuses it. read_frames checks it as
+    soon as a video's frames are decoded, so it is one more BAD_VIDEO: batch jobs record it, training leaves the
+    example out, eval skips the item."""
+
+
+def check_shape(height, width, where=""):
+    if max(height, width) / min(height, width) > 200:
+        raise ExtremeShape(f"{where}aspect ratio {max(height, width) / min(height, width):.0f} is over 200")
 
 
 def smart_resize(height, width, factor, min_pixels, max_pixels):
     """Closest size with both sides multiples of `factor` (never below one) and the area within [min_pixels,
     max_pixels] (qwen_vl_utils and transformers agree on this)."""
-    if max(height, width) / min(height, width) > 200:
-        raise ExtremeShape(f"aspect ratio {max(height, width) / min(height, width):.0f} is over 200")
+    check_shape(height, width)
     h, w = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
     if h * w > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
