@@ -98,8 +98,9 @@ class Journal:
         read other inputs (another videos.jsonl on its node) will never write."""
         self.close()
         wanted = list(dict.fromkeys(wanted))
+        wanted_fingerprint = fingerprint(wanted)
         if self.rank != 0:
-            datafiles.write_atomic(self.wanted_note(self.rank), fingerprint(wanted))
+            datafiles.write_atomic(self.wanted_note(self.rank), wanted_fingerprint)
             return None
         waiting = False
         while True:
@@ -111,25 +112,26 @@ class Journal:
                 break
             if self.world_size == 1:  # nobody else will write them (e.g. a merge without a run)
                 raise ValueError(f"{self.path}: {len(missing)} records are missing (first: {missing[0]})")
-            self.check_other_ranks_wanted(wanted, missing)
+            self.check_other_ranks_wanted(wanted_fingerprint, missing)
             if not waiting:
                 print(f"waiting for the other ranks: {len(missing)} records to go", file=sys.stderr)
                 waiting = True
             time.sleep(poll_seconds)
         records = [by_key[k] for k in wanted]
-        others = [r for k, r in by_key.items() if k not in set(wanted) and keep and keep(r)]
+        wanted_keys = set(wanted)
+        others = [r for k, r in by_key.items() if k not in wanted_keys and keep and keep(r)]
         datafiles.write_jsonl(self.path, records + others)
         for leftover in self.part_paths() + glob.glob(glob.escape(self.path) + ".wanted*of*"):
             os.remove(leftover)
         return records
 
-    def check_other_ranks_wanted(self, wanted, missing):
+    def check_other_ranks_wanted(self, wanted_fingerprint, missing):
         for rank in range(1, self.world_size):
             note = self.wanted_note(rank)
             if not os.path.exists(note) or os.path.getmtime(note) < self.opened:  # not yet, or left by a crash
                 continue
             with open(note, encoding="utf-8") as f:
-                if f.read() != fingerprint(wanted):
+                if f.read() != wanted_fingerprint:
                     raise ValueError(f"{self.path}: rank {rank} finished its share of other inputs than rank 0's, "
                                      f"and {len(missing)} records will never come (first: {missing[0]}); every node "
                                      f"needs the same input file and videos at the same paths")

@@ -811,7 +811,7 @@ def select_video(path, **options):
         record["keyframes"] = clip_keyframes(path, clips)
         note = f", {scan.corrupt_packets} corrupt packet(s) skipped" if scan.corrupt_packets else ""
         record.update(status="kept", reason=f"kept: {len(shots)} shots in {len(clips)} clips{note}")
-    except (OSError, ValueError, av.FFmpegError) as e:
+    except BAD_VIDEO as e:
         record.update(status="error", reason=str(e) if str(path) in str(e) else f"{path}: {e}")
     except Exception as e:  # noqa: BLE001 - one odd file must not stop a run over thousands of videos
         record.update(status="error", reason=f"{path}: unexpected {type(e).__name__}: {e}")
