@@ -39,44 +39,16 @@ from tqdm import tqdm
 
 import datafiles
 import jobs
+import prompts as prompt_texts
 import vlm
 from perturb import KINDS, perturb
 
 # ----------------------------------------------------------------------------------------------------------------
-# Prompts (our wording of the released prompts, docs/method.md "Captions, descriptions, pairs") and settings
+# Settings (the prompts are prompts.py's)
 
-FIRST_CLIP_PROMPT = ("Describe this video clip in detail: the place, the people and objects in it, and what they "
-                     "do. Answer in a single paragraph.")
-
-CONTEXT_INTRO = "Here are two consecutive clips from the same video.\nVideo clip 1:"
-CONTEXT_BETWEEN = "\nVideo clip 2:"
-CONTEXT_TASK = ("\nFirst, describe video clip 2 in detail. Then analyse how video clip 2 may connect to video clip 1: "
-                "the same people, objects or place, an action that continues or follows. Finally, write a detailed "
-                "caption for video clip 2 that uses this context, as the last line of your answer, starting with "
-                "\"Caption:\".")
-
-AGGREGATE_PROMPT = ("You will be given a list of captions. Each describes one clip, and the clips were extracted "
-                    "one after another from a single video. Write a detailed caption of the entire video that "
-                    "describes its events in chronological order. Make it fluent and coherent, do not repeat "
-                    "yourself, include as many details as possible, and answer directly in a single paragraph.")
-
-FRAMES_PROMPT = ("Describe this video in detail, telling its events in chronological order. Include as many details "
-                 "as possible and answer directly in a single paragraph.")
-
-# The six caption instructions; each pair gets one at random (the user turn of the DPO example).
-INSTRUCTIONS = (
-    "Describe the video in detail.",
-    "Describe the sequence of events in this video in chronological order.",
-    "Walk me through what happens in the video, from beginning to end.",
-    "Give a detailed account of how the events in this video unfold over time.",
-    "Describe the main actions in the video in the order in which they happen.",
-    "Provide a detailed description of the video that follows the progression of its events.",
-)
-
-# Clip captions: the released code passes no sampling arguments, so Qwen's generation_config applies (top_k=1 and
-# repetition_penalty 1.05: greedy in effect). Descriptions: do_sample, temperature 0.7, repetition_penalty 1.05.
+# Clip captions: the released code passes no sampling arguments, so the checkpoint's generation_config decides:
+# Qwen2-VL's and Qwen2.5-VL's (top_k 1, repetition_penalty 1.05) make it greedy with that penalty, as here.
 CAPTION_REPETITION_PENALTY = 1.05
-RELEASED_MAX_PIXELS = 512 * 28 * 28  # per keyframe, the released processor setting
 FILTER_REASONS = ("video_error", "video_missing", "unperturbed", "empty", "chosen_in_rejected", "drop_not_shorter",
                   "speed_not_shorter", "length_ratio")
 SHORTENING = ("drop", "speed")  # kinds that show fewer clips: their description must come out shorter
@@ -144,14 +116,32 @@ def derived_seed(seed, *parts):
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def caption_settings(model_name, max_new_tokens, pixel_options):
-    return {"model": model_name, "max_new_tokens": max_new_tokens, **pixel_options}
+def caption_settings(model_name, max_new_tokens, pixel_options, prompts=prompt_texts.PROMPTS):
+    """What captions.jsonl is made with (stored beside it: a resume with other settings is refused)."""
+    return {"model": model_name, "max_new_tokens": max_new_tokens, **pixel_options,
+            "prompts": {key: prompts[key] for key in prompt_texts.CAPTION_KEYS}}
 
 
-def description_settings(model_name, route, seed, temperature, top_p, repetition_penalty, max_new_tokens,
-                         pixel_options):
-    return dict(model=model_name, route=route, seed=seed, temperature=temperature, top_p=top_p,
-                repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, **pixel_options)
+def description_settings(model_name, route, seed, temperature, top_k, top_p, repetition_penalty, max_new_tokens,
+                         pixel_options, prompts=prompt_texts.PROMPTS):
+    """What descriptions.jsonl is made with (stored beside it: a resume with other settings is refused)."""
+    keys = ("description", "description_caption_line") if route == "captions" else ("description_frames",)
+    return dict(model=model_name, route=route, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
+                repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, **pixel_options,
+                prompts={key: prompts[key] for key in keys})
+
+
+def sample_filters(model_name, top_k=None, top_p=None):
+    """(top_k, top_p, where they came from) for the descriptions: the options when given, else what the model's
+    generation_config.json sets, else no filter (0, 1.0). The released generate call passes do_sample, temperature
+    and repetition_penalty but neither of these, so the checkpoint's own decide: Qwen2-VL's and Qwen2.5-VL's
+    (top_k 1, top_p 0.001) made its sampled descriptions greedy in effect."""
+    config = vlm.generation_config(model_name) if top_k is None or top_p is None else None
+    from_config = [name for name, given in (("top_k", top_k), ("top_p", top_p))
+                   if given is None and getattr(config, name, None) is not None]
+    top_k = top_k if top_k is not None else getattr(config, "top_k", None) or 0
+    top_p = top_p if top_p is not None else getattr(config, "top_p", None) or 1.0
+    return top_k, top_p, f"{' and '.join(from_config)} from {model_name}'s generation_config.json" if from_config else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -182,11 +172,11 @@ def clean_caption(text):
     return caption
 
 
-def clip_prompt(clips, index):
+def clip_prompt(clips, index, prompts=prompt_texts.PROMPTS):
     """The prompt for clip `index` (0-based); `clips` are the video's clips, each a prepared 2-frame video."""
     if index == 0:
-        return [clips[0], FIRST_CLIP_PROMPT]
-    return [CONTEXT_INTRO, clips[index - 1], CONTEXT_BETWEEN, clips[index], CONTEXT_TASK]
+        return prompt_texts.with_videos(prompts["caption_first_clip"], [clips[0]])
+    return prompt_texts.with_videos(prompts["caption_with_context"], clips[index - 1:index + 1])
 
 
 @dataclass
@@ -203,7 +193,7 @@ def open_clips(model, video, pixel_options):
     try:
         record["clips"], record["keyframes"] = datafiles.clips_and_keyframes(video)
         frames = read_keyframes(video["path"], record["keyframes"])
-    except vlm.BAD_VIDEO as e:
+    except (*vlm.BAD_VIDEO, datafiles.BadRecord) as e:
         return {**record, "status": "error", "reason": str(e).removeprefix(f"{video['path']}: ")}, None
     clips = [model.prepare(vlm.Video(frames.frames[2 * i:2 * i + 2], frames.times[2 * i:2 * i + 2]), **pixel_options)
              for i in range(len(record["keyframes"]))]
@@ -218,8 +208,8 @@ def caption_key(record):
     return record["video"], record.get("source")
 
 
-def caption_batch(model, batch, journal, max_new_tokens):
-    samples = [model.encode(clip_prompt(job.clips, job.index)) for job in batch]
+def caption_batch(model, batch, journal, max_new_tokens, prompts):
+    samples = [model.encode(clip_prompt(job.clips, job.index, prompts)) for job in batch]
     texts = model.generate(samples, max_new_tokens=max_new_tokens, temperature=0.0,
                            repetition_penalty=CAPTION_REPETITION_PENALTY)
     for job, text in zip(batch, texts):
@@ -229,13 +219,13 @@ def caption_batch(model, batch, journal, max_new_tokens):
 
 
 def caption_videos(model, videos, out_path, batch_size=8, max_new_tokens=2048, rank=0, world_size=1,
-                   **pixel_options):
+                   prompts=prompt_texts.PROMPTS, **pixel_options):
     """Step A over kept videos.jsonl records; rank 0 returns the merged captions.jsonl records (others: None).
 
     Clips from several videos share a generate call; a video's keyframes are decoded and preprocessed once and
     only when the queue needs more clips, so memory holds about one batch of videos.
     """
-    settings = caption_settings(model.name, max_new_tokens, pixel_options)
+    settings = caption_settings(model.name, max_new_tokens, pixel_options, prompts)
     journal = jobs.Journal(out_path, key=caption_key, rank=rank, world_size=world_size, settings=settings)
     done = journal.done()  # a video whose clips changed since (a new `select`) is captioned again
     mine = [v for v in videos[rank::world_size] if (v["path"], caption_source(v)) not in done]
@@ -255,7 +245,7 @@ def caption_videos(model, videos, out_path, batch_size=8, max_new_tokens=2048, r
             yield [ClipJob(record, clips, i) for i in range(len(clips))]
 
     for batch in jobs.in_batches(clip_jobs(), batch_size):
-        caption_batch(model, batch, journal, max_new_tokens)
+        caption_batch(model, batch, journal, max_new_tokens, prompts)
         progress.update(len(batch))
     progress.close()
     return journal.merge([(v["path"], caption_source(v)) for v in videos])
@@ -276,12 +266,6 @@ def caption_summary(videos_path, out, records):
 
 # ----------------------------------------------------------------------------------------------------------------
 # B. Video descriptions: the clean and the perturbed caption lists (or keyframe sequences), sampled
-
-
-def aggregation_prompt(captions):
-    """Step B's prompt: the instructions, a blank line, then "- Caption i: ..." numbered 1..k (no gaps after a drop)."""
-    lines = [f"- Caption {i}: {caption}" for i, caption in enumerate(captions, 1)]
-    return AGGREGATE_PROMPT + "\n\n" + "\n".join(lines)
 
 
 def description_jobs(video, rs, kinds, seed):
@@ -321,28 +305,28 @@ def journal_key(record):
     return *description_key(record), record.get("source")
 
 
-def frames_prompt(keyframes, order):
+def frames_prompt(keyframes, order, prompts=prompt_texts.PROMPTS):
     """The frames route: the keyframes of the clips in `order` as one video; shown times are renumbered like the
     captions, so a perturbed sequence looks like an ordinary video."""
     frames = np.concatenate([keyframes.frames[2 * i:2 * i + 2] for i in order])
-    return [vlm.Video(frames, keyframes.times[:len(frames)]), FRAMES_PROMPT]
+    return prompt_texts.with_videos(prompts["description_frames"], [vlm.Video(frames, keyframes.times[:len(frames)])])
 
 
-def open_description_jobs(video, rs, kinds, seed, route, done):
+def open_description_jobs(video, rs, kinds, seed, route, done, prompts=prompt_texts.PROMPTS):
     """The video's unfinished jobs, or (for the frames route) error records if its keyframes cannot be read."""
     source = description_source(video, route)
     todo = [j for j in description_jobs(video, rs, kinds, seed) if (video["video"], j[0], j[1], source) not in done]
     if route == "captions":
-        prompts = [[aggregation_prompt([video["captions"][i] for i in order])] for _, _, order in todo]
+        texts = [[prompt_texts.description(prompts, [video["captions"][i] for i in order])] for _, _, order in todo]
         return [DescriptionJob(video["video"], kind, r, order, source, prompt)
-                for (kind, r, order), prompt in zip(todo, prompts)], []
+                for (kind, r, order), prompt in zip(todo, texts)], []
     try:
         keyframes = read_keyframes(video["video"], datafiles.clips_and_keyframes(video)[1]) if todo else None
-    except vlm.BAD_VIDEO as e:
+    except (*vlm.BAD_VIDEO, datafiles.BadRecord) as e:
         reason = str(e).removeprefix(f"{video['video']}: ")
         return [], [{"video": video["video"], "kind": kind, "r": r, "order": order, "source": source,
                      "status": "error", "reason": reason} for kind, r, order in todo]
-    return [DescriptionJob(video["video"], kind, r, order, source, frames_prompt(keyframes, order))
+    return [DescriptionJob(video["video"], kind, r, order, source, frames_prompt(keyframes, order, prompts))
             for kind, r, order in todo], []
 
 
@@ -350,19 +334,21 @@ def describe_batch(model, batch, journal, settings, pixel_options):
     samples = [model.encode(job.prompt, **pixel_options) for job in batch]
     seeds = [derived_seed(settings["seed"], job.video, "sample", job.kind, job.r) for job in batch]
     texts = model.generate(samples, max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
-                           top_p=settings["top_p"], repetition_penalty=settings["repetition_penalty"], seeds=seeds)
+                           top_k=settings["top_k"], top_p=settings["top_p"],
+                           repetition_penalty=settings["repetition_penalty"], seeds=seeds)
     for job, text in zip(batch, texts):
         journal.append({"video": job.video, "kind": job.kind, "r": job.r, "order": job.order, "source": job.source,
                         "text": strip_reasoning(text)})
 
 
 def describe_videos(model, videos, out_path, rs, kinds=KINDS, route="captions", batch_size=8, max_new_tokens=8192,
-                    temperature=0.7, top_p=1.0, repetition_penalty=1.05, seed=0, rank=0, world_size=1,
-                    **pixel_options):
+                    temperature=0.7, top_k=0, top_p=1.0, repetition_penalty=1.05, seed=0, rank=0, world_size=1,
+                    prompts=prompt_texts.PROMPTS, **pixel_options):
     """Step B: one clean and len(kinds) x len(rs) perturbed descriptions per video, resumable: a clean description
-    made for `--r 16` is reused by a later `--r 8`. Rank 0 returns the merged records (others: None)."""
-    settings = description_settings(model.name, route, seed, temperature, top_p, repetition_penalty, max_new_tokens,
-                                    pixel_options)
+    made for `--r 16` is reused by a later `--r 8`. Rank 0 returns the merged records (others: None). top_k 0 and
+    top_p 1.0 are no filter (sample_filters gives what the released run's generate call used)."""
+    settings = description_settings(model.name, route, seed, temperature, top_k, top_p, repetition_penalty,
+                                    max_new_tokens, pixel_options, prompts)
     journal = jobs.Journal(out_path, key=journal_key, rank=rank, world_size=world_size, settings=settings)
     done = journal.done()
     mine = videos[rank::world_size]
@@ -372,7 +358,7 @@ def describe_videos(model, videos, out_path, rs, kinds=KINDS, route="captions", 
 
     def video_jobs():  # the frames route reads a video's keyframes only when the next batch needs them
         for video in mine:
-            todo, errors = open_description_jobs(video, rs, kinds, seed, route, done)
+            todo, errors = open_description_jobs(video, rs, kinds, seed, route, done, prompts)
             for record in errors:  # unreadable keyframes: the records say why
                 journal.append(record)
             progress.update(len(errors))
@@ -408,9 +394,10 @@ def filter_reason(chosen, rejected, kind, max_length_ratio=1.5):
     return None
 
 
-def make_pairs(descriptions, r, kinds=KINDS, seed=0, max_length_ratio=1.5):
-    """(pairs, stats) for one r: a pair per video and kind unless a filter drops it; stats count every reason, so
-    kept + sum(dropped) == candidates."""
+def make_pairs(descriptions, r, kinds=KINDS, seed=0, max_length_ratio=1.5,
+               instructions=prompt_texts.PROMPTS["instructions"]):
+    """(pairs, stats) for one r: a pair per video and kind unless a filter drops it, with an instruction drawn from
+    `instructions`; stats count every reason, so kept + sum(dropped) == candidates."""
     by_key = {description_key(d): d for d in descriptions}
     videos = list(dict.fromkeys(d["video"] for d in descriptions))
     dropped, pairs = Counter({reason: 0 for reason in FILTER_REASONS}), []
@@ -423,7 +410,7 @@ def make_pairs(descriptions, r, kinds=KINDS, seed=0, max_length_ratio=1.5):
                 dropped[reason] += 1
                 continue
             rng = random.Random(derived_seed(seed, video, "instruction", kind, r))
-            pairs.append({"video": video, "instruction": rng.choice(INSTRUCTIONS), "chosen": clean["text"],
+            pairs.append({"video": video, "instruction": rng.choice(instructions), "chosen": clean["text"],
                           "rejected": perturbed["text"], "kind": kind, "r": r, "order": perturbed["order"]})
     stats = {"r": r, "videos": len(videos), "candidates": len(videos) * len(kinds), "kept": len(pairs),
              "dropped": dict(dropped), "kept_by_kind": dict(Counter(p["kind"] for p in pairs))}
@@ -448,35 +435,41 @@ def pairs_path(out_dir, r, route="captions"):
     return os.path.join(out_dir, f"pairs_r{r}.jsonl" if route == "captions" else f"pairs_{route}_r{r}.jsonl")
 
 
-def check_pairs_settings(out_dir, rs, kinds=KINDS, route="captions", seed=0, max_length_ratio=1.5):
-    """Pairs made with other kinds or filters are not replaced silently: a stage that reads them would train on
-    something else than before. Called before the model loads."""
-    wanted = {"kinds": sorted(kinds), "seed": seed, "max_length_ratio": max_length_ratio}  # kinds in any order
+def pairs_settings(kinds=KINDS, seed=0, max_length_ratio=1.5, instructions=prompt_texts.PROMPTS["instructions"]):
+    """What decides which pairs a pairs file holds, besides its descriptions: stored in its .stats.json."""
+    return {"kinds": sorted(kinds), "seed": seed, "max_length_ratio": max_length_ratio,
+            "instructions": list(instructions)}
+
+
+def check_pairs_settings(out_dir, rs, route="captions", **settings):
+    """Pairs made with other kinds, filters or instructions are not replaced silently: a stage that reads them would
+    train on something else than before. Called before the model loads; settings as pairs_settings takes them."""
+    wanted = pairs_settings(**settings)
     for r in rs:
         path = pairs_path(out_dir, r, route)
         if not os.path.exists(path) or not os.path.exists(datafiles.stats_path(path)):
             continue
         with open(datafiles.stats_path(path), encoding="utf-8") as f:
-            before = {"kinds": KINDS, **json.load(f)}  # files from before kinds were recorded: the released three
+            before = {**pairs_settings(), **json.load(f)}  # a setting the file does not name had its default
         before["kinds"] = sorted(before["kinds"])
-        changed = ", ".join(f"{k}: {before.get(k)} -> {v}" for k, v in wanted.items() if before.get(k) != v)
+        changed = ", ".join(datafiles.changes({k: before.get(k) for k in wanted}, wanted))
         if changed:
             raise ValueError(f"{path} holds pairs made with other settings ({changed}); give another --out-dir, or "
                              f"delete it to make it anew")
 
 
-def write_pairs(descriptions, out_dir, rs, kinds=KINDS, route="captions", seed=0, max_length_ratio=1.5):
-    """pairs_r{r}.jsonl and pairs_r{r}.stats.json for every r; returns [(path, stats)]."""
+def write_pairs(descriptions, out_dir, rs, route="captions", **settings):
+    """pairs_r{r}.jsonl and pairs_r{r}.stats.json for every r; settings as pairs_settings takes them. Returns
+    [(path, stats)]."""
     written = []
     for r in rs:
-        pairs, stats = make_pairs(descriptions, r, kinds, seed, max_length_ratio)
-        stats.update(perturb_input=route, kinds=list(kinds), seed=seed, max_length_ratio=max_length_ratio)
+        pairs, stats = make_pairs(descriptions, r, **settings)
+        stats.update(perturb_input=route, **pairs_settings(**settings))
         path = pairs_path(out_dir, r, route)
         datafiles.write_jsonl(path, pairs)
         datafiles.write_atomic(datafiles.stats_path(path), json.dumps(stats, indent=2) + "\n")
         written.append((path, stats))
     return written
-
 
 
 def summary_line(path, stats):

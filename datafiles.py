@@ -16,9 +16,10 @@ No torch here: `temple.py view` and `export` start fast.
     pairs, skipped = datafiles.read_pairs("data/pairs_r16.jsonl", video_root=None, skip_bad=False)
 """
 
+import contextlib
 import json
 import os
-import tempfile
+import secrets
 
 # ----------------------------------------------------------------------------------------------------------------
 # JSON lines (ours) and JSON lists (LLaVA, ms-swift)
@@ -73,20 +74,30 @@ def read_records(path, what="records", bad=None):
 
 
 def write_atomic(path, text):
-    """Write `text` to a temporary file beside `path`, then rename: readers never see a half-written file."""
+    """Write `text` to a temporary file beside `path`, then rename: readers never see a half-written file, and a
+    failure (a full disk) leaves the old file and no temporary one. The file gets the mode a plain open() gives."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, encoding="utf-8", suffix=".tmp") as f:
-        f.write(text)
-    os.chmod(f.name, usual_file_mode())  # a temp file is private (0600)
-    os.replace(f.name, path)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
 
 
-def usual_file_mode():
-    """The mode a plain open() gives a new file (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def usual_file_mode(directory):
+    """The mode a plain open() gives a new file in `directory` (0666 less the umask), read off an empty file made
+    there: the umask can only be read by setting it, which races with other threads."""
+    probe = os.path.join(directory, f".mode-{secrets.token_hex(4)}")
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        return os.stat(probe).st_mode & 0o777
+    finally:
+        os.remove(probe)
 
 
 def write_jsonl(path, records):
@@ -97,6 +108,10 @@ def write_jsonl(path, records):
 # videos.jsonl (select): the clips and keyframes of a video
 
 
+class BadRecord(ValueError):
+    """A record whose fields are not what its file's format says (batch jobs record it and go on)."""
+
+
 def clips_and_keyframes(record):
     """(clips, keyframes) of a videos.jsonl record, checked: one [k1, k2] pair of frame indices per clip."""
     clips, keyframes = record.get("clips"), record.get("keyframes")
@@ -104,13 +119,13 @@ def clips_and_keyframes(record):
         keyframes = keyframes or [c.get("keyframes") for c in clips]
         clips = [[c.get("start"), c.get("end")] for c in clips]
     if not isinstance(clips, list) or not clips:
-        raise ValueError("malformed record: no clips")
+        raise BadRecord("malformed record: no clips")
     if not isinstance(keyframes, list) or len(keyframes) != len(clips):
-        raise ValueError(f"malformed record: {len(clips)} clips but keyframes for "
+        raise BadRecord(f"malformed record: {len(clips)} clips but keyframes for "
                          f"{len(keyframes) if isinstance(keyframes, list) else 0}")
     for pair in keyframes:
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(k, int) and k >= 0 for k in pair)):
-            raise ValueError(f"malformed record: keyframes {pair!r} is not two frame indices")
+            raise BadRecord(f"malformed record: keyframes {pair!r} is not two frame indices")
     return clips, keyframes
 
 
@@ -119,8 +134,9 @@ def clips_and_keyframes(record):
 
 
 def read_pairs(path, video_root=None, skip_bad=False, need_video=True):
-    """(pairs, skipped) of a pairs file. Each pair is {video, instruction, chosen, rejected, kind, r, order}, its
-    video path joined to `video_root` (an absolute path stays as it is); `skipped` lists (where, reason) for every
+    """(pairs, skipped) of a pairs file. Each pair is {video, instruction, chosen, rejected, kind, r, order, where,
+    video_in_data}: `video` is the path joined to `video_root` (an absolute path stays as it is), `video_in_data` the
+    path as the file has it, `where` its file:line (or "FILE: record N"); `skipped` lists (where, reason) for every
     record left out.
 
     A malformed record is an error naming its file and line (or record of a JSON list): training stops before it
@@ -135,6 +151,7 @@ def read_pairs(path, video_root=None, skip_bad=False, need_video=True):
                 raise ValueError(f"{where}: {e}") from None
             skipped.append((where, str(e)))
             continue
+        pair["where"], pair["video_in_data"] = where, pair["video"]
         pair["video"] = os.path.join(video_root or "", pair["video"])
         if need_video and not os.path.exists(pair["video"]):
             skipped.append((where, f"video missing: {pair['video']}"))
@@ -177,6 +194,18 @@ def is_clip_index(value):
 def brief_json(value, limit=60):
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def changes(before, after, prefix=""):
+    """What differs between two JSON-like dicts, as "key: old -> new" texts (nested keys joined by dots)."""
+    found = []
+    for key in sorted(set(before) | set(after), key=str):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key}: {brief_json(old)} -> {brief_json(new)}")
+    return found
 
 
 def swift_records(pairs):

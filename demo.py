@@ -4,7 +4,7 @@
 
 Nine stages, each the `temple.py` command a real run uses, with tiny settings (docs/method.md gives the method):
 synthetic videos with cuts -> select -> captions -> pairs of all six kinds for r = 16, 8, 4, 2 -> the pair pages
--> the adaptive DPO curriculum (2 held-out pairs per stage) -> SFT -> eval (colour-order questions, Vinoground-style
+-> the adaptive DPO curriculum (one video's pairs held out) -> SFT -> eval (colour-order questions, Vinoground-style
 order pairs, preference accuracy) -> the training curves. Every file lands in the demo directory, with paths
 relative to it, so the directory can be moved as a whole; a re-run skips what is done. The tiny model is random: its
 text is gibberish and its scores mean nothing. The point is to see every file the real pipeline makes, and to read
@@ -51,11 +51,11 @@ def stages(args, command):
     model = ["--model", args.model]
     video = ["--fps", "2", "--max-frames", "8", "--total-pixels", str(8 * 56 * 56)]  # 4 tokens per 2 frames
     make_data(args, data, model, command)
-    stage(6, f"curriculum: DPO r = 16, 8, 4, 2, at most {args.steps} steps each, 2 pairs of each stage held out: "
-             f"an adaptive stage ends early once their accuracy stops improving", f"{runs_dir}/dpo_r*")
+    stage(6, f"curriculum: DPO r = 16, 8, 4, 2, at most {args.steps} steps each, one video held out of every stage: "
+             f"an adaptive stage ends early once its pairs' accuracy stops improving", f"{runs_dir}/dpo_r*")
     training = [*model, *video, "--runs", runs_dir, "--max-steps", str(args.steps), "--global-batch", "2",
                 "--workers", "0", "--lr", "1e-3", "--save-every", "1000"]
-    command(["curriculum", "--data-dir", data, *training, "--heldout", "2", "--eval-every", "1", "--adaptive",
+    command(["curriculum", "--data-dir", data, *training, "--heldout", "1", "--eval-every", "1", "--adaptive",
              "--plateau-evals", "2"])
     stage(7, "sft: instruction tuning on top of dpo_r2", f"{runs_dir}/sft")
     if runs.finished(f"{runs_dir}/sft"):
@@ -65,7 +65,7 @@ def stages(args, command):
         command(["sft", "--data", f"{data}/sft.jsonl", "--init", f"{runs_dir}/dpo_r2", *training, *resume])
     stage(8, "eval: colour-order questions, Vinoground-style order pairs (base, dpo_r2, sft), what DPO learned",
           "eval_*.json")
-    # the whole pairs files, the 2 held-out pairs of each stage among them: too few pairs to hold out more
+    # the whole pairs files, the held-out video's pairs among them: too few videos to hold out more
     pairs = ["--pairs", *(f"{data}/pairs_r{r}.jsonl" for r in (16, 8, 4, 2))]
     for name, spec in (("base", model), ("dpo_r2", ["--run", f"{runs_dir}/dpo_r2", *pairs]),
                        ("sft", ["--run", f"{runs_dir}/sft"])):

@@ -34,14 +34,13 @@ import functools
 import hashlib
 import json
 import os
-import random
 import shutil
 import sys
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from tqdm import tqdm
 
@@ -84,15 +83,15 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 # The step: a micro-batch of pairs, one forward for chosen and rejected, the reference with LoRA off
 
 
-def encode_pair(model, pair, video_options, max_length):
-    """(chosen Sample, rejected Sample) for one pair, each truncated to max_length tokens (answer end cut). Both rows
+def encode_pair(model, pair, video_options, max_length, truncation="delete"):
+    """(chosen Sample, rejected Sample) for one pair, each fitted into max_length tokens by vlm.truncate. Both rows
     hold the one Prepared video: a batch stores it once and the vision tower encodes it once (policy_and_reference).
-    A video that cannot be read, or a prompt too long on its own, raises train.BadItem: training uses another pair
-    in its place."""
+    A video that cannot be read, or a pair over --max-length (with truncation "delete", ms-swift's default: either
+    answer; else its prompt alone), raises train.BadItem: training uses another pair in its place."""
     prepared = train.prepared_video(model, pair["video"], video_options)
     rows = [model.encode([prepared, pair["instruction"]], response=answer)
             for answer in (pair["chosen"], pair["rejected"])]
-    return [train.truncated(row, max_length, pair["video"]) for row in rows]
+    return [train.truncated(row, max_length, pair["video"], truncation) for row in rows]
 
 
 @dataclass
@@ -104,18 +103,23 @@ class PairEncoder:
     pairs: list
     video_options: dict
     max_length: int
+    truncation: str = "delete"
     references: list | None = None  # per pair [chosen, rejected]; None for a pair unreadable when cached
     cache: str = ""
 
     def __call__(self, index):
-        encoded = {"rows": encode_pair(self.processor, self.pairs[index], self.video_options, self.max_length),
-                   "index": index}
+        encoded = {"rows": encode_pair(self.processor, self.pairs[index], self.video_options, self.max_length,
+                                       self.truncation), "index": index}
         if self.references is not None:
             if self.references[index] is None:  # its video did not decode when the cache was made
-                raise train.BadItem(f"pair {index} has no cached reference (its video was unreadable when "
-                                    f"{self.cache} was made; delete it to recompute)")
+                raise train.BadItem(f"no cached reference (its video was unreadable when {self.cache} was made; "
+                                    f"delete it to recompute)", "unreadable video")
             encoded["ref"] = self.references[index]
         return encoded
+
+    def where(self, index):
+        """The pair's file:line, for messages."""
+        return f"pair {self.pairs[index]['where']}"
 
 
 def collate_pairs(model, encoded):
@@ -163,14 +167,17 @@ def dpo_step(model, module, encoded, settings):
     return loss, metrics
 
 
-def pair_logps(model, pair, video_options, max_length, use_reference):
-    """Policy [chosen, rejected] log-probs and, with use_reference, the reference's (LoRA off); no gradient."""
-    batch = model.to_device(collate_pairs(model, [encode_pair(model, pair, video_options, max_length)]))
+def pair_logps(model, pair, video_options, max_length, use_reference, truncation="delete"):
+    """Policy [chosen, rejected] summed log-probs, their token counts, and with use_reference the reference's
+    (LoRA off, else None); no gradient."""
+    rows = encode_pair(model, pair, video_options, max_length, truncation)
+    batch = model.to_device(collate_pairs(model, [rows]))
     with torch.no_grad():
         if not use_reference:
-            return model.response_logps(batch)[0].tolist(), None
-        policy, reference, _ = policy_and_reference(model, None, batch)
-        return policy.tolist(), reference.tolist()
+            policy, counts = model.response_logps(batch)
+            return policy.tolist(), None, counts.tolist()
+        policy, reference, counts = policy_and_reference(model, None, batch)
+        return policy.tolist(), reference.tolist(), counts.tolist()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,9 +190,11 @@ def reference_cache_path(data_path, pairs, meta):
     content of the adapter merged before this stage (a stage re-trained in place is another reference); the
     video and length settings."""
     start = meta["start"] and meta["start"]["adapter_sha256"]  # content, not place: a moved run is the same start
-    h = hashlib.sha256(json.dumps(pairs, sort_keys=True).encode())
-    h.update(json.dumps({**{k: meta.get(k) for k in ("base_model", "model_seed", "video", "max_length")},
-                         "start": start}, sort_keys=True).encode())
+    used = [{k: v for k, v in pair.items() if k != "where"} for pair in pairs]  # not where the file lies
+    h = hashlib.sha256(json.dumps(used, sort_keys=True).encode())
+    h.update(json.dumps({**{k: meta.get(k) for k in ("model_seed", "video", "max_length", "truncation")},
+                         "base_model": meta.get("base_model_id") or meta["base_model"], "start": start},
+                        sort_keys=True).encode())
     return f"{os.path.splitext(data_path)[0]}.ref-{h.hexdigest()[:12]}.json"
 
 
@@ -200,7 +209,7 @@ def precompute_reference(model, encode, num_items, path, world):
         try:
             rows = encode(index)["rows"]
         except train.BadItem as e:
-            print(f"skipped example {index}: {e}", file=sys.stderr)
+            print(f"left out {encode.where(index)}: {e}", file=sys.stderr)
             mine[index] = None
             continue
         batch = model.to_device(collate_pairs(model, [rows]))
@@ -217,14 +226,40 @@ def precompute_reference(model, encode, num_items, path, world):
 # Held-out preference accuracy during training (--eval-pairs FILE or --heldout N, --eval-every STEPS)
 
 
-def heldout_split(pairs, count, seed):
-    """(training pairs, held-out pairs): `count` pairs set aside, drawn from --seed and the number of pairs only, so
-    every rank and every resume sets the very same ones aside."""
-    if not 0 < count < len(pairs):
-        raise ValueError(f"--heldout {count}: the data has {len(pairs)} pairs; set aside between 1 and "
-                         f"{len(pairs) - 1}")
-    aside = set(random.Random(f"heldout {seed}").sample(range(len(pairs)), count))
-    return [p for i, p in enumerate(pairs) if i not in aside], [p for i, p in enumerate(pairs) if i in aside]
+def heldout_videos(pairs, count, seed):
+    """The `count` videos a stage sets aside, every pair of theirs: a held-out pair must share no chosen answer with
+    a trained one, and all kinds and r of a video share one chosen description. Ranked by a hash of --seed and the
+    path as the data has it, so every rank and every resume sets aside the same videos."""
+    videos = sorted({pair["video_in_data"] for pair in pairs})
+    if not 0 < count < len(videos):
+        raise ValueError(f"--heldout {count}: the data has pairs on {len(videos)} video(s); set aside between 1 and "
+                         f"{len(videos) - 1} (every pair of a held-out video is held out)")
+    rank = {video: hashlib.sha256(f"heldout {seed} {video}".encode()).hexdigest() for video in videos}
+    return sorted(sorted(videos, key=rank.get)[:count])
+
+
+def split_off(pairs, videos):
+    """(pairs on other videos, pairs on `videos`); videos are compared as the data names them."""
+    aside = {os.path.normpath(v) for v in videos}
+    held = [os.path.normpath(pair["video_in_data"]) in aside for pair in pairs]
+    return [p for p, h in zip(pairs, held) if not h], [p for p, h in zip(pairs, held) if h]
+
+
+def stage_heldout_videos(args, init, pairs):
+    """(videos, note) for --heldout N: the videos the run this stage starts from held out, which its whole chain kept
+    out of training, else N chosen from this stage's data (heldout_videos); ([], note) without --heldout. The note
+    (or None) says where the chain did not keep them apart."""
+    earlier = runs.read_run_config(init).get("heldout_videos", []) if init else []
+    if not args.heldout:
+        return [], earlier and (f"note: {init} held out {len(earlier)} video(s); without --heldout {len(earlier)} this "
+                                f"stage trains on them")
+    if not earlier:
+        return heldout_videos(pairs, args.heldout, args.seed), init and (
+            f"note: {init} held out no video, so the stages before this one trained on the videos held out now")
+    if len(earlier) != args.heldout:
+        raise ValueError(f"--heldout {args.heldout}: {init}, which this stage starts from, held out {len(earlier)} "
+                         f"video(s); hold out the same ones (--heldout {len(earlier)}) so that no stage trains on them")
+    return earlier, None
 
 
 @dataclass
@@ -240,6 +275,7 @@ class HeldOutAccuracy:
     beta: float
     world: object  # train.World
     batch_size: int = 1
+    truncation: str = "delete"
     left_out: set = field(default_factory=set)  # indices of pairs that failed (reported once, then skipped)
 
     def measure(self):
@@ -261,15 +297,15 @@ class HeldOutAccuracy:
         if not margins:
             raise ValueError("no held-out pair could be scored (each was left out, for the reasons above)")
         return {"eval/rewards/accuracies": sum(m > 0 for m in margins) / len(margins),
-                "eval/rewards/margins": sum(margins) / len(margins)}
+                "eval/rewards/margins": sum(margins) / len(margins), "eval/pairs": len(margins)}
 
     def encode(self, index):
         if index in self.left_out:
             return None
         try:
-            return encode_pair(self.model, self.pairs[index], self.video_options, self.max_length)
-        except train.BadItem as e:  # an unreadable video, or a prompt over --max-length: this pair only
-            print(f"held-out pair left out: {e}", file=sys.stderr)
+            return encode_pair(self.model, self.pairs[index], self.video_options, self.max_length, self.truncation)
+        except train.BadItem as e:  # an unreadable video, or a pair over --max-length: this pair only
+            print(f"held-out pair {self.pairs[index]['where']} left out: {e}", file=sys.stderr)
             self.left_out.add(index)
             return None
 
@@ -278,12 +314,13 @@ def evaluation(args, model, heldout, video, world):
     """The train.Evaluation of a stage (None without held-out pairs); with --adaptive it may end the stage early."""
     if not heldout:
         if args.adaptive:
-            raise ValueError(f"{args.eval_pairs}: no held-out pair has its video file, so --adaptive has nothing to "
-                             f"decide on")
+            raise ValueError("no held-out pair is left to decide on (their videos are missing, or this stage's data "
+                             "has no pair on the held-out videos), so --adaptive cannot run")
         return None
-    measure = HeldOutAccuracy(model, heldout, video, args.max_length, args.beta, world, args.micro_batch).measure
+    measure = HeldOutAccuracy(model, heldout, video, args.max_length, args.beta, world, args.micro_batch,
+                              args.truncation).measure
     stop = train.plateau("eval/rewards/accuracies", args.plateau_delta, args.plateau_evals,
-                         args.accuracy_ceiling) if args.adaptive else None
+                         args.accuracy_ceiling, count="eval/pairs") if args.adaptive else None
     return train.Evaluation(args.eval_every, measure, stop)
 
 
@@ -309,19 +346,10 @@ def read_stage_inputs(args, world):
     data = args.data or os.path.join(args.data_dir, f"pairs_r{args.r}.jsonl")
     runs.check_run_dir(run_dir, args.resume)
     init = stage_init(args)
-    start = runs.start_after(init, args.model, run_dir)
-    video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
-    meta = {"stage": "dpo", "r": args.r, "base_model": args.model, "start": start, "data": data, "video": video,
-            "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed, "beta": args.beta,
-            "loss_type": args.loss_type, "nll_weight": args.nll_weight,
-            "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout},
-            "heldout": {"pairs": args.heldout, "file": args.eval_pairs, "every": args.eval_every},
-            "adaptive": {"plateau_delta": args.plateau_delta, "plateau_evals": args.plateau_evals,
-                         "accuracy_ceiling": args.accuracy_ceiling} if args.adaptive else None}
+    identity = vlm.model_identity(args.model, args.model_seed)
+    start = runs.start_after(init, args.model, run_dir, identity)
     if args.adaptive and not (args.heldout or args.eval_pairs):
         raise ValueError("--adaptive decides on held-out preference accuracy: give --heldout N or --eval-pairs FILE")
-    if args.resume:
-        runs.check_resume(run_dir, meta)
     if not os.path.exists(data):
         raise FileNotFoundError(f"{data}: no such file; make the pairs with `temple.py pairs` first, or pass "
                                 f"--data FILE")
@@ -331,11 +359,32 @@ def read_stage_inputs(args, world):
         print(f"{data}: skipped {missing} pair(s) whose video file is missing")
     if not pairs:
         raise ValueError(f"{data}: no usable pairs" + (f" ({missing} with a missing video)" if missing else ""))
-    heldout = []
-    if args.heldout:
-        pairs, heldout = heldout_split(pairs, args.heldout, args.seed)
+    held_videos, note = stage_heldout_videos(args, init, pairs)
+    if world.main and note:
+        print(note)
+    pairs, heldout = split_off(pairs, held_videos)
     if args.eval_pairs:
-        heldout += datafiles.read_pairs(args.eval_pairs, args.video_root)[0]
+        extra = datafiles.read_pairs(args.eval_pairs, args.video_root)[0]
+        shown = {os.path.normpath(p["video"]) for p in extra}  # the same video root: compare the joined paths
+        shared = sum(os.path.normpath(p["video"]) in shown for p in pairs)
+        if world.main and shared:
+            print(f"note: {shared} training pair(s) are on videos of {args.eval_pairs}: their chosen answers are "
+                  f"trained on, so held-out accuracy there is inflated (--heldout N holds out whole videos)")
+        heldout += extra
+    if not pairs:
+        raise ValueError(f"{data}: every pair is on a held-out video; hold out fewer (--heldout) or other ones")
+    video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
+    meta = {"stage": "dpo", "r": args.r, "base_model": args.model, "base_model_id": identity, "start": start,
+            "data": data, "video": video, "max_length": args.max_length, "truncation": args.truncation,
+            "seed": args.seed, "model_seed": args.model_seed, "beta": args.beta, "loss_type": args.loss_type,
+            "nll_weight": args.nll_weight, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
+                                                    "dropout": args.lora_dropout},
+            "heldout": {"videos": args.heldout, "file": args.eval_pairs, "every": args.eval_every},
+            "heldout_videos": held_videos,
+            "adaptive": {"plateau_delta": args.plateau_delta, "plateau_evals": args.plateau_evals,
+                         "accuracy_ceiling": args.accuracy_ceiling} if args.adaptive else None}
+    if args.resume:
+        runs.check_resume(run_dir, meta)
     return run_dir, data, init, meta, video, pairs, heldout
 
 
@@ -349,7 +398,7 @@ def run_stage(args):
 
     model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
 
-    encode = PairEncoder(model.processor, pairs, video, args.max_length)
+    encode = PairEncoder(model.processor, pairs, video, args.max_length, args.truncation)
     settings = {"beta": args.beta, "loss_type": args.loss_type, "nll_weight": args.nll_weight,
                 "precomputed": args.precompute_ref}
     if args.precompute_ref:
@@ -391,10 +440,10 @@ def base_model_file(base_model, name, ask_hub):
     if os.path.isdir(base_model):
         path = os.path.join(base_model, name)
         return path if os.path.isfile(path) else None
-    cached = try_to_load_from_cache(base_model, name)
+    cached = try_to_load_from_cache(base_model, name)  # a path, None (unknown), or a marker: known to be absent
     if isinstance(cached, str):
         return cached
-    if cached is _CACHED_NO_EXIST:  # the cache remembers that the hub has no such file
+    if cached is not None:  # the cache remembers that the hub has no such file
         return None
     if not ask_hub():
         return UNCHECKED
@@ -441,8 +490,9 @@ def merge_run(run_dir, out, model_name=None):
     model.hf_model.save_pretrained(partial)
     model.tokenizer.save_pretrained(partial)
     copy_processor_files(base, partial)
+    mode = datafiles.usual_file_mode(partial)
     for name in os.listdir(partial):  # safetensors writes private (0600) files
-        os.chmod(os.path.join(partial, name), datafiles.usual_file_mode())
+        os.chmod(os.path.join(partial, name), mode)
     if os.path.isdir(out):
         shutil.rmtree(out)  # an earlier merged model (or an empty directory)
     os.replace(partial, out)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 import datafiles
 import dpo
 import runs
+import train
 import vlm
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -58,9 +59,12 @@ def load_eval_model(args):
     return runs.load_run(args.run, args.model, attn_implementation=args.attn), True
 
 
-def video_problem(error):
-    """The reason's heading for a video that read_video refused (what the report's table counts)."""
-    return "unusable video" if isinstance(error, vlm.ExtremeShape) else "unreadable video"
+UNUSABLE = (train.BadItem, vlm.TooLong)  # an item that cannot be scored: its video, or its length
+
+
+def problem(error):
+    """The reason's heading for an item that cannot be scored (what the report's table counts)."""
+    return error.kind if isinstance(error, train.BadItem) else "over --max-length"
 
 
 def skip(where, reason):
@@ -131,10 +135,10 @@ def mcq_prompt(question, options):
     return f"{question}\n{listing}\n{MCQ_INSTRUCTION}"
 
 
-def mcq_scores(model, video, item, max_length):
+def mcq_scores(model, video, item, max_length, truncation="delete"):
     """Summed and mean log p(option | video, question + options) of every option; `video` is prepared once."""
     prompt = [video, mcq_prompt(item["question"], item["options"])]
-    sums, counts = model.score_options(prompt, item["options"], max_length, item["where"])
+    sums, counts = model.score_options(prompt, item["options"], max_length, item["where"], truncation)
     return sums.tolist(), (sums / counts).tolist()
 
 
@@ -142,14 +146,13 @@ def evaluate_mcq(model, path, args):
     items, skipped = read_mcq(path, args.video_root)
     results, prepared = [], {}
     for item in tqdm(items, desc=f"mcq {os.path.basename(path)}", unit="question"):
-        if item["video"] not in prepared:  # benchmarks ask several questions in a row about one video
-            try:
-                frames = vlm.read_video(item["video"], fps=args.fps, max_frames=args.max_frames)
-            except vlm.BAD_VIDEO as e:
-                skipped.append(skip(item["where"], f"{video_problem(e)}: {e}"))
-                continue
-            prepared = {item["video"]: model.prepare(frames, total_pixels=args.total_pixels)}  # keep one video
-        sums, means = mcq_scores(model, prepared[item["video"]], item, args.max_length)
+        try:
+            if item["video"] not in prepared:  # benchmarks ask several questions in a row about one video
+                prepared = {item["video"]: train.prepared_video(model, item["video"], video_settings(args))}
+            sums, means = mcq_scores(model, prepared[item["video"]], item, args.max_length, args.truncation)
+        except UNUSABLE as e:
+            skipped.append(skip(item["where"], f"{problem(e)}: {e}"))
+            continue
         results.append({"where": item["where"], "category": item["category"], "answer": item["answer"],
                         "predicted_sum": argmax(sums), "predicted_mean": argmax(means), "logp_sum": sums,
                         "logp_mean": means})
@@ -186,35 +189,41 @@ def accuracy(results, rule):
 PREFERENCE_MEASURES = {
     "reward_margin": "implicit reward, margin = beta * (r+ - r-), r = log pi - log pi_ref, pi_ref = the run with its "
                      "adapter switched off (what the run's own stage changed: DPO's preference, or SFT's)",
-    "logp_margin": "raw log-prob, margin = logp(chosen) - logp(rejected) (a base or merged model is its own "
-                   "reference: its rewards would all be 0)",
+    "logp_margin": "raw log-prob, margin = logp(chosen) - logp(rejected), summed over each answer's tokens (a base "
+                   "or merged model is its own reference: its rewards would all be 0); a sum favours the shorter "
+                   "answer, and drop and speed pairs have the longer chosen answer by construction: per_token "
+                   "compares the mean log-prob per token instead",
 }
 
 
-def preference_accuracy(model, pairs, video_options, max_length, beta=0.1, use_reference=False, desc="pairs"):
+def preference_accuracy(model, pairs, video_options, max_length, beta=0.1, use_reference=False, desc="pairs",
+                        truncation="delete"):
     """How often the model prefers the chosen answer over the rejected one, over all pairs and per kind and r.
 
     use_reference (the model carries a run's LoRA adapter): a pair counts when the implicit reward margin
     beta * (r+ - r-) > 0 against the adapter switched off, what DPO optimised. Without (a base or merged model):
-    when logp(chosen) > logp(rejected). Returns {"measure", "groups", "items", "unreadable"}: the measure in words,
-    accuracy and mean margin per group, one result per scored pair, and (video, reason) per pair not scored.
+    when logp(chosen) > logp(rejected), summed over tokens, and beside it per token. Returns {"measure", "groups",
+    "items", "unscored"}: the measure in words, accuracy and mean margin per group, one result per scored pair, and
+    (pair, reason) per pair not scored.
     """
-    results, unreadable = [], []
+    results, unscored = [], []
     for pair in tqdm(pairs, desc=desc, unit="pair"):
         try:
-            policy, reference = dpo.pair_logps(model, pair, video_options, max_length, use_reference)
-        except vlm.BAD_VIDEO as e:
-            unreadable.append((pair["video"], f"unreadable video: {e}"))
+            policy, reference, counts = dpo.pair_logps(model, pair, video_options, max_length, use_reference,
+                                                       truncation)
+        except UNUSABLE as e:
+            unscored.append((pair, f"{problem(e)}: {e}"))
             continue
-        results.append(preference_result(pair, policy, reference, beta))
+        results.append(preference_result(pair, policy, reference, counts, beta))
     measure = "reward_margin" if use_reference else "logp_margin"
     groups = {name: preference_stats(rows, measure) for name, rows in preference_groups(results).items()}
-    return {"measure": PREFERENCE_MEASURES[measure], "groups": groups, "items": results, "unreadable": unreadable}
+    return {"measure": PREFERENCE_MEASURES[measure], "groups": groups, "items": results, "unscored": unscored}
 
 
-def preference_result(pair, policy, reference, beta):
-    result = {"video": pair["video"], "kind": pair["kind"], "r": pair["r"], "logps": policy,
-              "logp_margin": policy[0] - policy[1]}
+def preference_result(pair, policy, reference, counts, beta):
+    result = {"video": pair["video"], "kind": pair["kind"], "r": pair["r"], "logps": policy, "tokens": counts,
+              "logp_margin": policy[0] - policy[1],
+              "per_token_margin": policy[0] / counts[0] - policy[1] / counts[1]}
     if reference is not None:
         result["ref_logps"] = reference
         result["reward_margin"] = beta * ((policy[0] - reference[0]) - (policy[1] - reference[1]))
@@ -235,7 +244,8 @@ def preference_stats(rows, measure):
     if not rows:
         return {"pairs": 0}
     stats = {"pairs": len(rows), "accuracy": sum(r[measure] > 0 for r in rows) / len(rows),
-             "mean_margin": sum(r[measure] for r in rows) / len(rows)}
+             "mean_margin": sum(r[measure] for r in rows) / len(rows),
+             "per_token_accuracy": sum(r["per_token_margin"] > 0 for r in rows) / len(rows)}
     if measure != "logp_margin":
         stats["logp_accuracy"] = sum(r["logp_margin"] > 0 for r in rows) / len(rows)
     return stats
@@ -248,8 +258,9 @@ def evaluate_pairs(model, path, args, has_reference):
     pairs, left_out = datafiles.read_pairs(path, args.video_root, skip_bad=True)
     skipped = [skip(where, reason) for where, reason in left_out]
     scored = preference_accuracy(model, pairs, video_settings(args), args.max_length, beta=args.beta,
-                                     use_reference=has_reference, desc=f"pairs {os.path.basename(path)}")
-    skipped += [skip(f"{path}: {video}", reason) for video, reason in scored["unreadable"]]
+                                 use_reference=has_reference, desc=f"pairs {os.path.basename(path)}",
+                                 truncation=args.truncation)
+    skipped += [skip(pair["where"], reason) for pair, reason in scored["unscored"]]
     return {"file": path, "evaluated": len(scored["items"]), "measure": scored["measure"], "beta": args.beta,
             "groups": scored["groups"], **skip_fields(skipped), "items": scored["items"]}
 
@@ -361,13 +372,13 @@ def pair_item(videos, captions, categories, video_root):
 # -- scoring -----------------------------------------------------------------------------------------------------
 
 
-def caption_scores(model, videos, captions, max_length=None, where="an item"):
+def caption_scores(model, videos, captions, max_length=None, where="an item", truncation="delete"):
     """(sums, means): s[v][c] = summed and mean per token log p(captions[c] | videos[v], CAPTION_PROMPT), as nested
     lists. `videos` are Prepared; each goes through the vision tower once, in one forward that scores both
     captions after it."""
     sums, means = [], []
     for video in videos:
-        total, count = model.score_options([video, CAPTION_PROMPT], captions, max_length, where)
+        total, count = model.score_options([video, CAPTION_PROMPT], captions, max_length, where, truncation)
         sums.append(total.tolist())
         means.append((total / count).tolist())
     return sums, means
@@ -393,12 +404,12 @@ def evaluate_vinoground(model, path, args):
     results = []
     for item in tqdm(items, desc=f"vinoground {os.path.basename(path)}", unit="item"):
         try:
-            frames = [vlm.read_video(video, fps=args.fps, max_frames=args.max_frames) for video in item["videos"]]
-        except vlm.BAD_VIDEO as e:
-            skipped.append(skip(item["where"], f"{video_problem(e)}: {e}"))
+            videos = [train.prepared_video(model, video, video_settings(args)) for video in item["videos"]]
+            sums, means = caption_scores(model, videos, item["captions"], args.max_length, item["where"],
+                                         args.truncation)
+        except UNUSABLE as e:
+            skipped.append(skip(item["where"], f"{problem(e)}: {e}"))
             continue
-        videos = [model.prepare(video, total_pixels=args.total_pixels) for video in frames]
-        sums, means = caption_scores(model, videos, item["captions"], args.max_length, item["where"])
         results.append({"where": item["where"], "categories": item["categories"], "logp_sum": sums,
                         "logp_mean": means})
     return vinoground_report(path, results, skipped, rule="mean" if args.normalize else "sum")
@@ -455,19 +466,21 @@ def run(args):
 
 
 def eval_table(report):
-    """MCQ and pairs: accuracy (and mean margin) per group; Vinoground: its three scores per category."""
-    rows = [("data", "group", "n", "accuracy", "margin")]
+    """MCQ and pairs: accuracy (pairs: also per token, and the mean margin) per group; Vinoground: its three scores
+    per category."""
+    rows = [("data", "group", "n", "accuracy", "per token", "margin")]
     for part in report["mcq"]:
         name = os.path.basename(part["file"])
-        rows.append((name, f"all ({part['rule']})", part["evaluated"], part["accuracy"], None))
-        rows += [(name, c, s["items"], s["accuracy"], None) for c, s in part["by_category"].items()]
+        rows.append((name, f"all ({part['rule']})", part["evaluated"], part["accuracy"], None, None))
+        rows += [(name, c, s["items"], s["accuracy"], None, None) for c, s in part["by_category"].items()]
     for part in report["pairs"]:
         name = os.path.basename(part["file"])
-        rows += [(name, group, s["pairs"], s.get("accuracy"), s.get("mean_margin")) for group, s in part["groups"].items()]
+        rows += [(name, group, s["pairs"], s.get("accuracy"), s.get("per_token_accuracy"), s.get("mean_margin"))
+                 for group, s in part["groups"].items()]
     for part in report["mcq"] + report["pairs"]:
         if part["skipped"]:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in part["skipped_by_reason"].items())
-            rows.append((os.path.basename(part["file"]), "skipped", part["skipped"], None, reasons))
+            rows.append((os.path.basename(part["file"]), "skipped", part["skipped"], None, None, reasons))
     lines = aligned([[cell(value) for value in row] for row in rows]) if len(rows) > 1 else []
     if report["pairs"]:
         lines.append(f"pairs measure: {report['pairs'][0]['measure']}")

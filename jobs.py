@@ -145,9 +145,8 @@ def check_settings(path, settings, out_option="--out"):
     if os.path.exists(settings_path) and started:
         with open(settings_path, encoding="utf-8") as f:
             before = json.load(f)
-        if before != json.loads(json.dumps(settings)):
-            changed = ", ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}"
-                                for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k))
+        changed = ", ".join(datafiles.changes(before, json.loads(json.dumps(settings))))
+        if changed:
             raise ValueError(f"{path} was made with other settings ({changed}); give another {out_option}, or "
                              f"delete it and its .part files to start over")
     else:

@@ -222,13 +222,17 @@ def most_common(values):
 
 
 def save_atomically(path, save):
-    """save(tmp) writes a file beside `path`, which is then renamed to `path`: readers never see half a file."""
+    """save(tmp) writes a file beside `path`, which is then renamed to `path`: readers never see half a file. It gets
+    the mode a plain open() gives (safetensors writes private 0600 files), read off an empty file made first: the
+    umask can only be read by setting it, which races with other threads."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    umask = os.umask(0)
-    os.umask(umask)
     try:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # 0666 less the umask
+        mode = os.stat(tmp).st_mode & 0o777
         save(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates private (0600) files; give the mode open() would
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -9,7 +9,10 @@ inference/generator_base.py):
     shuffle  permute the chunks (the order inside a chunk is kept)
     reverse  the chunks in reverse order (the order inside a chunk is kept)
 Larger r = stronger, more obvious corruption (more items dropped, finer shuffle / reversal) = an *easier* pair,
-so the curriculum runs r = 16 -> 8 -> 4 -> 2. r is not a length in frames.
+so the curriculum runs r = 16 -> 8 -> 4 -> 2. r is not a length in frames. "Stronger" is measured by the share of
+the clean order's clip-to-clip transitions (i, i + 1) that the perturbed list breaks: as r doubles it never falls,
+for all six kinds (for drop and shuffle on average over their random draw). The number of swapped pairs
+(inversions) is not that measure: swap at r = 2 exchanges the two halves, more inversions than at r = 4.
 
 Three more (NEW_KINDS), in neither the paper nor the released code:
     swap     exchange neighbouring chunks: (0, 1), (2, 3), ... change places, an odd last chunk stays put

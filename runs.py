@@ -62,15 +62,23 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def start_after(init, base_model, run_dir):
+def same_base_model(config, name, identity):
+    """Whether a run's config.json names the base model `name`: by what it is (vlm.model_identity, so a hub id and
+    its snapshot on disk are one model) when both sides could look at its files, else by name."""
+    if config.get("base_model_id") and identity:
+        return config["base_model_id"] == identity
+    return config["base_model"] == name
+
+
+def start_after(init, base_model, run_dir, identity=None):
     """config.json's record of a stage that starts from the finished run `init` (None: from the base model): where
     it was, relative to the new run (for the reader; never followed later), its stages, and the content hash of the
-    adapter that is merged in."""
+    adapter that is merged in. `identity` is the base model's vlm.model_identity."""
     if init is None:
         return None
     check_finished(init, "--init ")
     previous = read_run_config(init)
-    if previous["base_model"] != base_model:
+    if not same_base_model(previous, base_model, identity):
         raise ValueError(f"{init}: trained on base model '{previous['base_model']}', not '{base_model}'")
     stages = (previous["start"] or {}).get("stages", []) + [os.path.basename(os.path.normpath(init))]
     return {"run": os.path.relpath(init, run_dir), "stages": stages,
@@ -190,14 +198,16 @@ def check_resume(run_dir, meta):
 
     def what(record):
         # left out: how it trains (train, world_size, resumes), what it wrote since (stopped), and what is compared
-        # below by content (start) or by file (data)
-        fixed = {k: v for k, v in record.items()
-                 if k not in ("train", "world_size", "resumes", "stopped", "start", "data")}
+        # by what it is (base model), by content (start) or by file (data)
+        fixed = {k: v for k, v in record.items() if k not in ("train", "world_size", "resumes", "stopped", "start",
+                                                               "data", "base_model", "base_model_id")}
         return {**json.loads(json.dumps(fixed)), "start": (record.get("start") or {}).get("adapter_sha256"),
                 "data": record.get("data") and os.path.realpath(record["data"])}
 
     before, now = what(saved), what(meta)
     differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if not same_base_model(saved, meta["base_model"], meta.get("base_model_id")):
+        differ.insert(0, "base_model")
     if differ:
         raise ValueError(f"{run_dir}: the run was started with another {', '.join(differ)}; a resume may change how "
                          f"it trains (--lr, --max-steps, ...), not what it trains; give another --out to start over")

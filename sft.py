@@ -34,7 +34,7 @@ def load_conversations(path, video_root=None):
     """Records as {"video": path or None, "messages": [{"role", "content"}]}; errors name the file and record."""
     examples, missing = [], 0
     for where, record in datafiles.read_records(path):
-        example = normalise(record, where)
+        example = {**normalise(record, where), "where": where}
         if example["video"] is not None:
             example["video"] = os.path.join(video_root or "", example["video"])  # absolute stays absolute
             if not os.path.exists(example["video"]):
@@ -97,12 +97,12 @@ def with_video(messages, video):
     return out
 
 
-def encode_example(model, example, video_options, max_length):
-    """One record as a Sample; an unreadable video or a prompt too long on its own raises train.BadItem: training
-    uses another record in its place."""
+def encode_example(model, example, video_options, max_length, truncation="delete"):
+    """One record as a Sample; an unreadable video or a record over --max-length (vlm.truncate) raises
+    train.BadItem: training uses another record in its place."""
     video = None if example["video"] is None else train.prepared_video(model, example["video"], video_options)
     sample = model.encode_chat(with_video(example["messages"], video))
-    return train.truncated(sample, max_length, example["video"] or "a text-only record")
+    return train.truncated(sample, max_length, example["video"] or "a text-only record", truncation)
 
 
 @dataclass
@@ -113,9 +113,15 @@ class ExampleEncoder:
     examples: list
     video_options: dict
     max_length: int
+    truncation: str = "delete"
 
     def __call__(self, index):
-        return encode_example(self.processor, self.examples[index], self.video_options, self.max_length)
+        return encode_example(self.processor, self.examples[index], self.video_options, self.max_length,
+                              self.truncation)
+
+    def where(self, index):
+        """The record's file:line (or record number), for messages."""
+        return self.examples[index]["where"]
 
 
 def sft_step(model, module, samples):
@@ -136,17 +142,18 @@ def read_sft_inputs(args, world):
     run_dir = args.out or os.path.join(args.runs, "sft")
     runs.check_run_dir(run_dir, args.resume)
     init = None if args.init in (None, "base") else args.init
-    start = runs.start_after(init, args.model, run_dir)
+    identity = vlm.model_identity(args.model, args.model_seed)
+    start = runs.start_after(init, args.model, run_dir, identity)
     examples, missing = load_conversations(args.data, args.video_root)
     if world.main and missing:
         print(f"{args.data}: skipped {missing} record(s) whose video file is missing")
     if not examples:
         raise ValueError(f"{args.data}: no usable records")
     video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
-    meta = {"stage": "sft", "base_model": args.model, "start": start, "data": args.data, "video": video,
-            "max_length": args.max_length, "seed": args.seed, "model_seed": args.model_seed,
-            "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
-                     "vision": not args.freeze_vit}}
+    meta = {"stage": "sft", "base_model": args.model, "base_model_id": identity, "start": start, "data": args.data,
+            "video": video, "max_length": args.max_length, "truncation": args.truncation, "seed": args.seed,
+            "model_seed": args.model_seed, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
+                                                    "dropout": args.lora_dropout, "vision": not args.freeze_vit}}
     if args.resume:
         runs.check_resume(run_dir, meta)
     return run_dir, init, video, meta, examples
@@ -167,7 +174,8 @@ def run_sft(args):
         # a text-only record leaves the vision adapters out of the forward; DDP must be told to look for that
         find_unused_parameters=not args.freeze_vit and any(e["video"] is None for e in examples))
     train.train(model.hf_model, lambda module, items: sft_step(model, module, items),
-                ExampleEncoder(model.processor, examples, video, args.max_length), len(examples), config, world, meta,
+                ExampleEncoder(model.processor, examples, video, args.max_length, args.truncation), len(examples),
+                config, world, meta,
                 resume=args.resume, tokens=answer_tokens)
     if world.main:
         print(f"sft: {len(examples)} records -> {run_dir}")

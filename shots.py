@@ -55,7 +55,11 @@ SMALL_WIDTH, SMALL_HEIGHT = 96, 54
 # Decoding: threaded PyAV, frames scaled down as they come out of the decoder
 
 
-BAD_VIDEO = (OSError, ValueError, av.FFmpegError)  # what reading a vanished, unreadable or too short file raises
+class VideoError(ValueError):
+    """A file that is no usable video: a directory, empty, not a video, no video stream, frames that do not decode."""
+
+
+BAD_VIDEO = (OSError, av.FFmpegError, VideoError)  # what reading a vanished, unreadable or too short file raises
 
 
 def open_video(path):
@@ -64,16 +68,16 @@ def open_video(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.isdir(path):
-        raise ValueError(f"{path}: is a directory, not a video file")
+        raise VideoError(f"{path}: is a directory, not a video file")
     if os.path.getsize(path) == 0:
-        raise ValueError(f"{path}: empty file (0 bytes)")
+        raise VideoError(f"{path}: empty file (0 bytes)")
     try:
         container = av.open(path)
     except av.FFmpegError as e:
-        raise ValueError(f"{path}: not a readable video ({e.strerror or e})") from None
+        raise VideoError(f"{path}: not a readable video ({e.strerror or e})") from None
     if not container.streams.video:
         container.close()
-        raise ValueError(f"{path}: has no video stream")
+        raise VideoError(f"{path}: has no video stream")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame + slice threads: decoding is most of the cost
     return container, stream
@@ -134,7 +138,7 @@ def read_frames(path, indices):
                 break
     missing = sorted(wanted - found.keys())
     if missing:
-        raise ValueError(f"{path}: could not decode frame(s) {missing[:5]} (video has fewer frames or is corrupt)")
+        raise VideoError(f"{path}: could not decode frame(s) {missing[:5]} (video has fewer frames or is corrupt)")
     return np.stack([found[int(i)] for i in indices]), stream_fps(stream)
 
 
@@ -281,12 +285,12 @@ def scan_video(path, levels=4, grid=2, chunk=32):
         except av.FFmpegError as e:  # the demuxer itself gave up: keep what decoded
             errors[0] += 1
             if not summaries and not pending:
-                raise ValueError(f"{path}: not a readable video ({e.strerror or e})") from None
+                raise VideoError(f"{path}: not a readable video ({e.strerror or e})") from None
         if pending:
             summaries.append(worker.submit(summarise, pending))
         parts = list(zip(*[summary.result() for summary in summaries]))
     if not parts:
-        raise ValueError(f"{path}: truncated or corrupt: no frame could be decoded")
+        raise VideoError(f"{path}: truncated or corrupt: no frame could be decoded")
     histograms, tiles, grey_min, grey_max = (np.concatenate(p) for p in parts)
     return Scan(fps, len(histograms), histograms, tiles, grey_min, grey_max, promised, exact, errors[0])
 

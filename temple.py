@@ -25,6 +25,7 @@ import sys
 import datafiles
 import jobs
 import perturb
+import prompts as prompt_texts
 import shots
 import views
 
@@ -147,6 +148,7 @@ def cmd_select(args):
 
 def add_generation_options(p, max_new_tokens):
     p.add_argument("--model", default=RELEASED_MODEL, help="directory, cached hub id or tiny / tiny-qwen2.5 / tiny-qwen3 (the same model makes captions and pairs)")
+    p.add_argument("--prompts", default=None, metavar="FILE", help="the prompts as JSON, as `temple.py prompts` prints them (None = ours)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="prompts per generate call, across videos")
     p.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="length limit of each answer (the released value)")
     p.add_argument("--max-pixels", type=positive_int, default=512 * 28 * 28, help="pixel cap per keyframe (released: 512*28*28)")
@@ -172,14 +174,15 @@ def cmd_captions(args):
     import vlm
 
     videos = captions.kept_videos(args.videos)  # an empty selection fails here, before the model loads
+    prompts = prompt_texts.read(args.prompts)
     rank, world_size, local_rank = jobs.distributed_env()
     out = args.out or os.path.join(os.path.dirname(args.videos), "captions.jsonl")
-    settings = captions.caption_settings(args.model, args.max_new_tokens, keyframe_pixel_options(args))
+    settings = captions.caption_settings(args.model, args.max_new_tokens, keyframe_pixel_options(args), prompts)
     jobs.check_settings(out, settings, "--out")  # before the model loads
     model = vlm.load(args.model, device=vlm.rank_device(local_rank))
     records = captions.caption_videos(model, videos, out, batch_size=args.batch_size,
                                       max_new_tokens=args.max_new_tokens, rank=rank, world_size=world_size,
-                                      **keyframe_pixel_options(args))
+                                      prompts=prompts, **keyframe_pixel_options(args))
     if records is not None:  # rank 0; nothing captioned at all is an error (captions.jsonl holds the reasons)
         print(captions.caption_summary(args.videos, out, records))
 
@@ -195,7 +198,8 @@ def add_pairs(sub):
     add_generation_options(p, max_new_tokens=8192)
     p.add_argument("--total-pixels", type=positive_int, default=9_000_000, help="frames route: pixel budget for all keyframes")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens (0 = all); None = the model's generation_config.json, as the released run (Qwen2/2.5-VL: 1, greedy in effect), else 0")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass; None = the model's generation_config.json (Qwen2/2.5-VL: 0.001), else 1.0")
     p.add_argument("--repetition-penalty", type=float, default=1.05, help="penalty on repeated tokens")
     p.add_argument("--seed", type=int, default=0, help="seeds perturbations, sampling and instructions (with the video path)")
     p.add_argument("--max-length-ratio", type=float, default=1.5, help="pairs of the kinds other than drop and speed whose answers differ more in length are dropped")
@@ -208,24 +212,40 @@ def cmd_pairs(args):
 
     route = args.perturb_input
     out_dir = args.out_dir or os.path.dirname(args.captions) or "."
-    captions.check_pairs_settings(out_dir, args.r, args.kinds, route, args.seed, args.max_length_ratio)
+    prompts = prompt_texts.read(args.prompts)
+    chosen = dict(kinds=args.kinds, seed=args.seed, max_length_ratio=args.max_length_ratio,
+                  instructions=prompts["instructions"])
+    captions.check_pairs_settings(out_dir, args.r, route, **chosen)
     videos = captions.pair_inputs(args.captions, need_captions=route == "captions")
     rank, world_size, local_rank = jobs.distributed_env()
     pixels = {**keyframe_pixel_options(args), "total_pixels": args.total_pixels} if route == "frames" else {}
-    settings = captions.description_settings(args.model, route, args.seed, args.temperature, args.top_p,
-                                             args.repetition_penalty, args.max_new_tokens, pixels)
+    top_k, top_p, origin = captions.sample_filters(args.model, args.top_k, args.top_p)
+    settings = captions.description_settings(args.model, route, args.seed, args.temperature, top_k, top_p,
+                                             args.repetition_penalty, args.max_new_tokens, pixels, prompts)
     jobs.check_settings(captions.descriptions_path(out_dir, route), settings, "--out-dir")  # before loading
+    if origin and rank == 0:
+        print(f"descriptions: temperature {args.temperature}, top_k {top_k}, top_p {top_p} ({origin}, as the "
+              f"released run; --top-k 0 --top-p 1.0 samples from every token)", file=sys.stderr)
     model = vlm.load(args.model, device=vlm.rank_device(local_rank))
     descriptions = captions.describe_videos(
         model, videos, captions.descriptions_path(out_dir, route), args.r, args.kinds, route,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, rank=rank,
-        world_size=world_size, **pixels)
+        top_k=top_k, top_p=top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, rank=rank,
+        world_size=world_size, prompts=prompts, **pixels)
     if descriptions is None:  # rank > 0: rank 0 writes the pairs
         return
-    for path, stats in captions.write_pairs(descriptions, out_dir, args.r, args.kinds, route, args.seed,
-                                            args.max_length_ratio):
+    for path, stats in captions.write_pairs(descriptions, out_dir, args.r, route, **chosen):
         print(captions.summary_line(path, stats))
+
+
+def add_prompts(sub):
+    p = sub.add_parser("prompts", help="print every prompt captions and pairs give the model, as JSON (edit it, pass it back with --prompts)",
+                       formatter_class=Defaults)
+    p.set_defaults(func=cmd_prompts)
+
+
+def cmd_prompts(args):
+    print(json.dumps(prompt_texts.PROMPTS, indent=2, ensure_ascii=False))
 
 
 def add_view(sub):
@@ -268,7 +288,8 @@ def add_video_options(p):
     p.add_argument("--fps", type=float, default=1.0, help="video frames per second")
     p.add_argument("--max-frames", type=int, default=600, help="at most this many frames per video")
     p.add_argument("--total-pixels", type=int, default=9_000_000, help="pixel budget per video")
-    p.add_argument("--max-length", type=int, default=16384, help="tokens per sequence; longer answers are cut")
+    p.add_argument("--max-length", type=int, default=16384, help="tokens per sequence")
+    p.add_argument("--truncation", default="delete", choices=["delete", "right"], help="an example over --max-length: delete = left out (ms-swift's default, the released run), right = its answer's end cut")
     p.add_argument("--attn", default="sdpa", choices=ATTENTION, help="attention implementation")
 
 
@@ -306,7 +327,7 @@ def add_dpo_options(p):
     p.add_argument("--nll-weight", type=float, default=1.0, help="weight of the NLL of the chosen answer")
     p.add_argument("--precompute-ref", action="store_true", help="score the reference once per stage and cache it")
     p.add_argument("--eval-pairs", default=None, metavar="FILE", help="held-out pairs whose preference accuracy is measured during training")
-    p.add_argument("--heldout", type=int, default=0, metavar="N", help="set N pairs of the stage's own data aside for that (the same on every rank and resume)")
+    p.add_argument("--heldout", type=int, default=0, metavar="N", help="set N videos aside for that, every pair of theirs, chosen from --seed and their paths; a later stage holds out the videos its start held out")
     p.add_argument("--eval-every", type=positive_int, default=50, metavar="STEPS", help="optimizer steps between held-out evaluations (and one at the end)")
     p.add_argument("--adaptive", action="store_true", help="end a stage when held-out accuracy stops improving or reaches the ceiling (--epochs is then the cap)")
     p.add_argument("--plateau-delta", type=float, default=0.01, help="adaptive: a gain of at most this much is no gain")
@@ -334,6 +355,7 @@ def add_curriculum(sub):
     p = sub.add_parser("curriculum", help="run the DPO stages r = 16, 8, 4, 2 in order, skipping finished ones",
                        formatter_class=Defaults)
     p.add_argument("--stages", type=positive_int, nargs="+", default=[16, 8, 4, 2], help="the r of each stage, in order")
+    p.add_argument("--init", default=None, help="the finished run the first stage starts from, or 'base'; default RUNS/dpo_r{2R} when the first stage's R is under 16, else the base model")
     add_dpo_options(p)
     p.set_defaults(func=cmd_curriculum)
 
@@ -344,7 +366,12 @@ def cmd_curriculum(args):
     import train
 
     main_process = train.setup_distributed().main
-    previous = None
+    previous = args.init
+    if previous is None and args.stages[0] < 16:
+        previous = os.path.join(args.runs, f"dpo_r{args.stages[0] * 2}")
+        if main_process:
+            print(f"stage r={args.stages[0]} starts from {previous}, the stage before it (--init RUN or --init base "
+                  f"to start elsewhere)")
     for r in args.stages:
         run_dir = os.path.join(args.runs, f"dpo_r{r}")
         if runs.finished(run_dir):
@@ -487,6 +514,7 @@ def build_parser():
     add_select(sub)
     add_captions(sub)
     add_pairs(sub)
+    add_prompts(sub)
     add_view(sub)
     add_export(sub)
     add_dpo(sub)
@@ -520,11 +548,21 @@ def interrupted_line(command, argv, error):
     return line + ". Resume: " + shlex.join(["python", "temple.py", *argv, *flag])
 
 
+def leave_process_group():
+    """Under torchrun, leave the process group once the command is done: at interpreter exit gloo's threads can
+    abort a process that finished its work (SIGABRT, and torchrun reports the run as failed)."""
+    dist = sys.modules.get("torch.distributed")  # only where the command loaded torch
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        leave_process_group()
+        return code
     except (OSError, ValueError) as e:  # expected: bad files, bad names, bad data
         if os.environ.get("TEMPLE_DEBUG"):
             raise

@@ -221,10 +221,12 @@ def rank_micro_batches(num_items, step, config, world):
 
 
 def learning_rate(step, steps, config):
-    """Linear warmup over warmup_ratio of the steps, then cosine decay to 0 (the HF/ms-swift default)."""
+    """The learning rate of optimizer step `step` (0-based): HF's get_cosine_schedule_with_warmup, which ms-swift
+    uses: linear warmup over ceil(warmup_ratio x steps) steps from 0 (step k gets k / warmup: the first step runs
+    at lr 0), then cosine decay to 0."""
     warmup = math.ceil(steps * config.warmup_ratio)
     if step < warmup:
-        return config.lr * (step + 1) / warmup
+        return config.lr * step / warmup
     progress = (step - warmup) / max(1, steps - warmup)
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -317,6 +319,12 @@ def train_config(args, run_dir, **extra):
                        seed=args.seed, grad_ckpt=args.grad_ckpt, workers=args.workers, **extra)
 
 
+def read_metrics(run_dir):
+    """The records of a run's metrics.jsonl."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def trim_metrics(path, step):
     """On resume, drop metric lines past the checkpoint so metrics.jsonl reads as one continuous run. A last line cut
     short by a kill is dropped too; a bad line before it is an error naming the file and line."""
@@ -360,7 +368,12 @@ def disable_activation_checkpointing(model):
 
 
 class BadItem(ValueError):
-    """Raised by an `encode` function for an example that cannot be used, e.g. its video does not decode."""
+    """An example that cannot be used: training leaves it out (another takes its place), eval skips it. `kind` is
+    the reason's heading the counts go by: "unreadable video", "unusable video" or "over --max-length"."""
+
+    def __init__(self, message, kind):
+        super().__init__(message)
+        self.kind = kind
 
 
 def prepared_video(model, path, video_options):
@@ -369,38 +382,41 @@ def prepared_video(model, path, video_options):
     try:
         video = vlm.read_video(path, fps=video_options["fps"], max_frames=video_options["max_frames"])
     except vlm.BAD_VIDEO as e:  # a vanished, unreadable or too thin video (vlm.ExtremeShape)
-        raise BadItem(str(e)) from None
+        raise BadItem(str(e), "unusable video" if isinstance(e, vlm.ExtremeShape) else "unreadable video") from None
     return model.prepare(video, total_pixels=video_options["total_pixels"])  # its errors are the settings'
 
 
-def truncated(sample, max_length, where):
-    """vlm.truncate; a prompt longer than max_length on its own raises BadItem."""
+def truncated(sample, max_length, where, strategy="delete"):
+    """vlm.truncate; a sample it may not cut raises BadItem."""
     try:
-        return vlm.truncate(sample, max_length, where)
+        return vlm.truncate(sample, max_length, where, strategy)
     except vlm.TooLong as e:
-        raise BadItem(str(e)) from None
+        raise BadItem(str(e), "over --max-length") from None
 
 
 class _Items(torch.utils.data.Dataset):
     """Micro-batches of encoded examples; encoding (video decoding, preprocessing) runs in loader workers."""
 
-    def __init__(self, batches, encode, num_items):
-        self.batches, self.encode, self.num_items = batches, encode, num_items
+    def __init__(self, batches, encode, num_items, describe):
+        self.batches, self.encode, self.num_items, self.describe = batches, encode, num_items, describe
 
     def __len__(self):
         return len(self.batches)
 
     def __getitem__(self, i):
-        return [self.encode_or_substitute(index) for index in self.batches[i]]
+        """(encoded examples, how many were left out for them)."""
+        encoded = [self.encode_or_substitute(index) for index in self.batches[i]]
+        return [item for item, _ in encoded], sum(skipped for _, skipped in encoded)
 
     def encode_or_substitute(self, index):
-        """An unusable example is replaced by the next usable one, not dropped: every rank still runs the same
+        """An unusable example is left out and the next usable one takes its place: every rank still runs the same
         number of micro-batches (DDP waits for all of them), and a resumed run meets the same substitutes."""
-        for candidate in [(index + k) % self.num_items for k in range(self.num_items)]:
+        for k in range(self.num_items):
+            candidate = (index + k) % self.num_items
             try:
-                return self.encode(candidate)
+                return self.encode(candidate), k
             except BadItem as e:
-                print(f"skipped example {candidate}: {e}", file=sys.stderr)
+                print(f"left out {self.describe(candidate)}: {e}", file=sys.stderr)
         raise ValueError(f"none of the {self.num_items} examples could be used (reasons above)")
 
 
@@ -412,15 +428,20 @@ class Interrupted(KeyboardInterrupt):
         self.kept = kept
 
 
-def plateau(key, delta, evaluations, ceiling):
+def plateau(key, delta, evaluations, ceiling, count=None):
     """A stop rule for Evaluation (an adaptive curriculum stage): stop once `key` reaches `ceiling`, or once the last
-    `evaluations` evaluations gained no more than `delta` over the best one before them."""
+    `evaluations` evaluations gained no more than `delta` over the best one before them. With `count` (the history's
+    key for the number of items measured, n), a gain must also be more than one item, 1 / n: a single held-out pair
+    changing its mind is noise, not progress (with 64 pairs one is 0.016, more than the default delta 0.01)."""
     def stop(history):
         values = [h[key] for h in history]
         if values[-1] >= ceiling:
             return f"held-out {key} {values[-1]:.3f} reached the ceiling {ceiling}"
-        if len(values) > evaluations and max(values[-evaluations:]) - max(values[:-evaluations]) <= delta:
-            return (f"held-out {key} gained no more than {delta} in {evaluations} evaluations (best "
+        items = history[-1].get(count) if count else None
+        least = max(delta, 1 / items) if items else delta
+        if len(values) > evaluations and max(values[-evaluations:]) - max(values[:-evaluations]) <= least:
+            unit = f" (one of {items} held-out pairs)" if least > delta else ""
+            return (f"held-out {key} gained no more than {least:.3g}{unit} in {evaluations} evaluations (best "
                     f"{max(values):.3f})")
         return None
     return stop
@@ -443,7 +464,8 @@ def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, 
     loss_fn(module, encoded_items) -> (loss tensor, {metric: float}); module is the DDP wrapper when distributed,
     so its forward must be the one that runs the policy. The loss is a mean over the micro-batch, or, given
     tokens(encoded_items) -> int, a sum that the loop divides by the tokens of this rank's whole accumulation window.
-    encode(index) -> one encoded example (runs in workers).
+    encode(index) -> one encoded example (runs in workers); it raises BadItem for an example that cannot be used,
+    which is left out and named by encode.where(index) when encode has that method.
     meta: what config.json records besides the settings (base_model, the run it started from, data, ...).
     evaluation: an Evaluation, or None.
     """
@@ -454,6 +476,10 @@ def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, 
         raise Interrupted(checkpoint_note(config, run.saved)) from None
     save_checkpoint(model, run.optimizer, run.steps, config, world, meta, final=True,
                     evaluations=run.evaluations)
+    left_out = sum(m.get("left_out", 0) for m in read_metrics(config.out)) if world.main else 0
+    if left_out:
+        print(f"{config.out}: {left_out} example(s) left out and replaced by the next usable one (reasons above; "
+              f"metrics.jsonl counts them per step)", file=sys.stderr)
     if config.grad_ckpt:
         disable_activation_checkpointing(model)
     model.eval()
@@ -494,7 +520,8 @@ def set_up(model, encode, num_items, config, world, meta, resume):
     wrapped = DistributedDataParallel(model, device_ids=[world.local_rank] if world.device.type == "cuda" else None,
                                       find_unused_parameters=config.find_unused_parameters) if world.size > 1 else model
     micro_batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, world)]
-    loader = torch.utils.data.DataLoader(_Items(micro_batches, encode, num_items), batch_size=None, shuffle=False,
+    items = _Items(micro_batches, encode, num_items, getattr(encode, "where", None))
+    loader = torch.utils.data.DataLoader(items, batch_size=None, shuffle=False,
                                          num_workers=config.workers, collate_fn=keep_as_is,
                                          generator=torch.Generator())  # own RNG: the global one drives dropout
     return Run(model, wrapped, optimizer, trainable, iter(loader), start, steps, start, evaluations)
@@ -508,7 +535,7 @@ def start_run_files(config, meta, world_size, start):
 
 
 def keep_as_is(items):
-    """The loader's collate_fn: a micro-batch stays a list of encoded examples (a module-level function pickles)."""
+    """The loader's collate_fn: a micro-batch stays as _Items made it (a module-level function pickles)."""
     return items
 
 
@@ -524,8 +551,9 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
             lr = learning_rate(step, run.steps, config)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            window = [next(run.batches) for _ in range(accumulation)]  # this rank's micro-batches of the step
+            window, left_out = zip(*[next(run.batches) for _ in range(accumulation)])  # this rank's share
             logged = forward_backward(run, window, loss_fn, config, world, tokens, autocast)
+            left_out = round(all_sum(world, sum(left_out)))  # examples this step left out, over all ranks
             if not math.isfinite(logged["loss"]):
                 raise ValueError(f"step {step + 1}: the loss is {logged['loss']}; stopped before updating the "
                                  f"weights. {checkpoint_note(config, run.saved)}, whose weights gave a finite loss: "
@@ -546,6 +574,8 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
             if world.main:
                 record = {"step": step + 1, **{k: round(v, 6) for k, v in {**logged, **held_out}.items()},
                           "grad_norm": round(grad_norm.item(), 6), "learning_rate": lr}
+                if left_out:
+                    record["left_out"] = left_out
                 with open(os.path.join(config.out, "metrics.jsonl"), "a") as f:
                     f.write(json.dumps(record) + "\n")
                 progress.set_postfix(loss=f"{logged['loss']:.4f}")

@@ -138,7 +138,7 @@ def pair_page(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_heigh
         try:
             keyframes = datafiles.clips_and_keyframes(videos[video])[1]
             thumbnails[video] = (f"v{k}", thumbnail_css(video, keyframes, thumb_height, f"v{k}"))
-        except (KeyError, *shots.BAD_VIDEO):  # no keyframes known, or the video cannot be read
+        except (KeyError, datafiles.BadRecord, *shots.BAD_VIDEO):  # no keyframes known, or an unreadable video
             pass
     datafiles.write_atomic(out, render_page(os.path.basename(pairs_file), shown, numbers, stats, videos, thumbnails))
     return len(shown)

@@ -46,6 +46,7 @@ in-process byte-level tokenizer, so tests and the demo need no download.
 """
 
 import contextlib
+import hashlib
 import importlib.util
 import math
 import os
@@ -55,9 +56,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from huggingface_hub import try_to_load_from_cache
 from PIL import Image
-from transformers import (AutoConfig, AutoModelForImageTextToText, AutoTokenizer, LogitsProcessorList,
-                          Qwen2Tokenizer)
+from transformers import (AutoConfig, AutoModelForImageTextToText, AutoTokenizer, GenerationConfig,
+                          LogitsProcessorList, Qwen2Tokenizer)
 
 import shots
 
@@ -138,7 +140,7 @@ def read_video(path, fps=1.0, max_frames=600, min_frames=4):
     """Frames sampled at `fps` (the released run: 1 fps, at most 600 frames), with the rate actually sampled."""
     num_frames = shots.count_frames(path)
     if num_frames == 0:
-        raise ValueError(f"{path}: the video stream has no frames")
+        raise shots.VideoError(f"{path}: the video stream has no frames")
     container, stream = shots.open_video(path)
     container.close()
     video_fps = shots.stream_fps(stream)
@@ -151,7 +153,7 @@ def read_video(path, fps=1.0, max_frames=600, min_frames=4):
 # Preprocessing: resize, normalise, patchify (no HF processor, no torchvision)
 
 
-class ExtremeShape(ValueError):
+class ExtremeShape(shots.VideoError):
     """A picture whose sides differ more than 200 times: Qwen's preprocessing refuses it. read_frames checks it as
     soon as a video's frames are decoded, so it is one more BAD_VIDEO: batch jobs record it, training leaves the
     example out, eval skips the item."""
@@ -318,6 +320,39 @@ def hub_reachable(timeout=3):
         return False
 
 
+def generation_config(name):
+    """The checkpoint's generation_config.json (a GenerationConfig), or None for a built-in tiny model or a model
+    without one: what its generate() uses for every setting a call leaves out. Read without loading the model."""
+    if name in TINY_MODELS:
+        return None
+    try:
+        return GenerationConfig.from_pretrained(name, local_files_only=os.path.isdir(name) or not hub_reachable())
+    except OSError:
+        return None
+
+
+WEIGHT_FILES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+
+
+def model_identity(name, seed=0):
+    """What a base model is, whatever it is called (a hub id, its snapshot in the cache, a copy on another disk): a
+    built-in tiny model is its name and seed, any other the hash of its config.json and the names and sizes of its
+    weight files. None when its files are not here to look at (a hub id not in the local cache)."""
+    if name in TINY_MODELS:
+        return {"tiny": name, "seed": seed}
+    directory = name if os.path.isdir(name) else None
+    if directory is None:
+        cached = try_to_load_from_cache(name, "config.json")
+        directory = os.path.dirname(cached) if isinstance(cached, str) else None
+    if directory is None or not os.path.isfile(os.path.join(directory, "config.json")):
+        return None
+    with open(os.path.join(directory, "config.json"), "rb") as f:
+        config = hashlib.sha256(f.read()).hexdigest()
+    weights = {n: os.path.getsize(os.path.join(directory, n)) for n in sorted(os.listdir(directory))
+               if n.endswith(WEIGHT_FILES)}
+    return {"config_sha256": config, "weights": weights}
+
+
 def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
     """A model by built-in name, local directory or hub id: from the local Hugging Face cache, or downloaded when
     the hub answers (HF_HUB_OFFLINE=1 forbids that). attn_implementation: sdpa, eager or flash_attention_2."""
@@ -437,18 +472,25 @@ class Sample:
 
 
 class TooLong(ValueError):
-    """A prompt longer than --max-length on its own: training leaves the example out (train.BadItem)."""
+    """A sample over --max-length that truncate() may not cut: training leaves the example out (train.BadItem)."""
 
 
-def truncate(sample, max_length, where):
-    """Cut a Sample to max_length tokens: the end of the answer goes; a prompt longer on its own is an error that
-    names `where` (the record it came from)."""
+TRUNCATION = ("delete", "right")  # ms-swift's truncation_strategy names; "delete" is its default
+
+
+def truncate(sample, max_length, where, strategy="delete"):
+    """Fit a Sample into max_length tokens as ms-swift's truncation_strategy does. "delete" (its default, so the
+    released run's) refuses a longer sample: TooLong, and training leaves the example out. "right" cuts the end of
+    the answer; a prompt longer on its own is TooLong either way. `where` names the record in the error."""
     if len(sample.input_ids) <= max_length:
         return sample
-    first_answer_token = next(i for i, label in enumerate(sample.labels) if label != IGNORE)
+    first_answer_token = next((i for i, label in enumerate(sample.labels) if label != IGNORE), len(sample.labels))
     if first_answer_token >= max_length:
         raise TooLong(f"{where}: the prompt alone is {first_answer_token} tokens, over --max-length {max_length}; "
                       f"lower --fps / --max-frames / --total-pixels or raise --max-length")
+    if strategy == "delete":
+        raise TooLong(f"{where}: {len(sample.input_ids)} tokens, over --max-length {max_length} (--truncation right "
+                      f"cuts the answer instead of leaving the example out)")
     sample.input_ids, sample.labels, sample.token_types = (
         x[:max_length] for x in (sample.input_ids, sample.labels, sample.token_types))
     return sample
@@ -731,10 +773,12 @@ class VideoLM:
     # -- generation ----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, samples, max_new_tokens=256, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0,
-                 seeds=None):
+    def generate(self, samples, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                 seed=0, seeds=None):
         """Answers for prompts encoded without a response; greedy when temperature is 0, else sampled with `seed`, or
         with one seed per row (`seeds`): then a row's text depends on its own seed alone, not on the batch it is in.
+        Sampling keeps the top_k likeliest tokens (0: all) and of those the smallest set of mass top_p; the
+        checkpoint's generation_config never fills these in here (generation_config() reads it for the caller).
 
         The prompt's positions are ours; transformers' generate extends position_ids by one per new token on all three
         axes (5.17 and 5.24 alike), so the answer continues at the prompt's last position + 1, as when it was trained.
@@ -742,11 +786,10 @@ class VideoLM:
         batch = self.to_device(self.collate(samples, padding="left"))
         features = self.vision_features(batch)
         if temperature > 0 and seeds is not None:  # RowSampler picks each row's token; greedy decoding takes it
-            processors = LogitsProcessorList([RowSampler(seeds, temperature, top_p, self.device)])
+            processors = LogitsProcessorList([RowSampler(seeds, temperature, top_k, top_p, self.device)])
             sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None, logits_processor=processors)
         elif temperature > 0:
-            # top_k=0: the checkpoint's generation_config (Qwen: top_k=1) would otherwise make "sampling" greedy
-            sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+            sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
         else:
             sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
@@ -781,17 +824,17 @@ class VideoLM:
         token_logps = selective_log_softmax(logits, targets.clamp(min=0))
         return (token_logps * mask).sum(-1), mask.sum(-1)
 
-    def score_options(self, prompt, options, max_length=None, where="a prompt"):
+    def score_options(self, prompt, options, max_length=None, where="a prompt", truncation="delete"):
         """How likely each candidate answer is after one prompt (multiple-choice QA): summed log p(option | prompt)
         and the option's token count, as tensors, from one forward over all options without gradient.
 
         `prompt` is a user turn as encode() takes it; a Prepared video in it is preprocessed once and encoded by the
         vision tower once for all options. The answer's closing <|im_end|> counts too: an option must end the answer.
-        With max_length, each row is cut as truncate() cuts it, `where` naming the item in its error.
+        With max_length, each row goes through truncate() (TooLong names `where`).
         """
         samples = [self.encode(prompt, response=option) for option in options]
         if max_length is not None:
-            samples = [truncate(sample, max_length, where) for sample in samples]
+            samples = [truncate(sample, max_length, where, truncation) for sample in samples]
         with torch.no_grad():
             return self.response_logps(self.to_device(self.collate(samples)))
 
@@ -800,12 +843,16 @@ class RowSampler:
     """A logits processor that samples every row with its own torch.Generator and returns a one-hot choice, which
     greedy decoding then takes. A row's text then depends on its seed alone, not on the batch it was in."""
 
-    def __init__(self, seeds, temperature, top_p, device):
-        self.temperature, self.top_p = temperature, top_p
+    def __init__(self, seeds, temperature, top_k, top_p, device):
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
 
     def __call__(self, input_ids, scores):
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        scores = scores.float() / self.temperature  # transformers' order: temperature, top_k, top_p
+        if 0 < self.top_k < scores.shape[-1]:
+            kth = scores.topk(self.top_k, dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
         if self.top_p < 1.0:  # nucleus: the smallest set of tokens whose mass reaches top_p
             sorted_probs, index = probs.sort(dim=-1, descending=True)
             outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p

@@ -20,6 +20,7 @@ import vlm
 import views
 from media import scene_frames, write_video
 from perturb import ALL_KINDS, CURRICULUM, KINDS, perturb
+from prompts import PROMPTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(min_pixels=32 * 32, max_pixels=64 * 64)  # a 2-frame clip becomes a handful of tokens
@@ -91,9 +92,11 @@ def test_clean_caption_follows_the_released_post_processing():
 
 def test_prompts_show_the_previous_clip_as_context():
     clips = ["clip0", "clip1", "clip2"]
-    assert captions.clip_prompt(clips, 0) == ["clip0", captions.FIRST_CLIP_PROMPT]
+    first = captions.clip_prompt(clips, 0)
+    assert first[:2] == ["", "clip0"] and first[2].startswith("Describe this video clip in detail") and len(first) == 3
     prompt = captions.clip_prompt(clips, 2)
     assert prompt[1] == "clip1" and prompt[3] == "clip2" and "caption for video clip 2" in prompt[-1]
+    assert "<vid>" not in "".join(part for part in prompt if isinstance(part, str))
 
 
 def test_captions_for_kept_videos_and_bad_entries_recorded(captioned, dataset):
@@ -193,16 +196,20 @@ def test_clip_records_as_lists_or_dicts():
 # ---- step B + C: descriptions and pairs ----------------------------------------------------------------------
 
 
-def test_row_sampler_is_seeded_per_row_and_respects_top_p():
+def test_row_sampler_is_seeded_per_row_and_respects_top_k_and_top_p():
     scores = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
-    pick = lambda seeds, **kw: vlm.RowSampler(seeds, kw.get("temperature", 1.0), kw.get("top_p", 1.0),  # noqa
-                                                   "cpu")(None, scores.clone()).argmax(-1).tolist()
-    out = vlm.RowSampler([1, 2, 3], 1.0, 1.0, "cpu")(None, scores.clone())
+    pick = lambda seeds, **kw: vlm.RowSampler(seeds, kw.get("temperature", 1.0), kw.get("top_k", 0),  # noqa
+                                              kw.get("top_p", 1.0), "cpu")(None, scores.clone()).argmax(-1).tolist()
+    out = vlm.RowSampler([1, 2, 3], 1.0, 0, 1.0, "cpu")(None, scores.clone())
     assert ((out == 0).sum(-1) == 1).all() and torch.isinf(out).sum() == 3 * 49  # one allowed token per row
     assert pick([1, 2, 3]) == pick([1, 2, 3])
     assert [pick([s, 0, 0])[0] for s in range(20)] != [pick([1, 0, 0])[0]] * 20  # the seed matters
     assert pick([4, 5, 6], top_p=1e-6) == scores.argmax(-1).tolist()  # the nucleus holds the top token only
     assert pick([4, 5, 6], temperature=1e-4) == scores.argmax(-1).tolist()
+    assert pick([4, 5, 6], top_k=1) == scores.argmax(-1).tolist()  # Qwen's generation_config: greedy in effect
+    top3 = scores.topk(3, dim=-1).indices.tolist()
+    for seed in range(10):
+        assert all(token in allowed for token, allowed in zip(pick([seed, seed + 1, seed + 2], top_k=3), top3))
 
 
 
@@ -220,7 +227,7 @@ def check_pairs_files(out_dir, videos, rs, route="captions"):
         assert stats["kept"] == len(pairs) and set(stats["dropped"]) == set(captions.FILTER_REASONS)
         for pair in pairs:
             assert set(pair) == {"video", "instruction", "chosen", "rejected", "kind", "r", "order"}
-            assert pair["r"] == r and pair["kind"] in KINDS and pair["instruction"] in captions.INSTRUCTIONS
+            assert pair["r"] == r and pair["kind"] in KINDS and pair["instruction"] in PROMPTS["instructions"]
             assert isinstance(pair["chosen"], str) and isinstance(pair["rejected"], str)
             n = len(by_video[pair["video"]]["clips"])
             assert pair["order"] != list(range(n)) and sorted(set(pair["order"])) == sorted(pair["order"])
@@ -308,12 +315,12 @@ def test_pairs_of_other_kinds_do_not_replace_earlier_pairs(tiny, tmp_path, monke
     descriptions = captions.describe_videos(tiny, fake_videos(root=str(tmp_path)), str(tmp_path / "d.jsonl"), [4],
                                             kinds=ALL_KINDS)
     [(path, _)] = captions.write_pairs(descriptions, str(tmp_path), [4])
-    captions.check_pairs_settings(str(tmp_path), [4], ["reverse", "drop", "shuffle"])  # the same, in another order
-    captions.check_pairs_settings(str(tmp_path), [8], ["swap"])  # no pairs_r8 yet
-    with pytest.raises(ValueError, match=r"pairs_r4.jsonl holds pairs made with other settings \(kinds: \['drop', "
-                                         r"'reverse', 'shuffle'\] -> \['repeat', 'speed', 'swap'\]\); give another "
-                                         r"--out-dir"):
-        captions.check_pairs_settings(str(tmp_path), [4], ["swap", "repeat", "speed"])
+    captions.check_pairs_settings(str(tmp_path), [4], kinds=["reverse", "drop", "shuffle"])  # another order
+    captions.check_pairs_settings(str(tmp_path), [8], kinds=["swap"])  # no pairs_r8 yet
+    with pytest.raises(ValueError, match=r'pairs_r4.jsonl holds pairs made with other settings \(kinds: \["drop", '
+                                         r'"reverse", "shuffle"\] -> \["repeat", "speed", "swap"\]\); give another '
+                                         r'--out-dir'):
+        captions.check_pairs_settings(str(tmp_path), [4], kinds=["swap", "repeat", "speed"])
     with pytest.raises(ValueError, match=r"max_length_ratio: 1.5 -> 2.0"):
         captions.check_pairs_settings(str(tmp_path), [4], max_length_ratio=2.0)
     assert temple.main(["pairs", "--captions", str(tmp_path / "none.jsonl"), "--out-dir", str(tmp_path), "-r", "4",
@@ -499,3 +506,107 @@ def test_rank_0_stops_when_another_rank_finished_other_inputs(tmp_path):
     merged = first.merge(["a.mp4", "b.mp4", "c.mp4"], poll_seconds=0.01)
     assert merged == [{"video": "a.mp4"}, {"video": "b.mp4"}, {"video": "c.mp4"}]
     assert sorted(os.listdir(tmp_path)) == ["captions.jsonl"]  # parts and notes removed
+
+
+# ---- the released run's generation settings and prompts ---------------------------------------------------------
+
+
+def model_with_generation_config(directory, **config):
+    """The built-in tiny model saved as a checkpoint directory whose generation_config.json sets `config`."""
+    model = vlm.load("tiny")
+    model.hf_model.save_pretrained(directory)
+    model.tokenizer.save_pretrained(directory)
+    with open(os.path.join(directory, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": model.ids["im_end"], "pad_token_id": model.ids["pad"], **config}, f)
+    return str(directory)
+
+
+def clean_descriptions(out_dir):
+    return {d["video"]: d["text"] for d in datafiles.read_jsonl(os.path.join(out_dir, "descriptions.jsonl"))
+            if d["kind"] == "none"}
+
+
+def test_descriptions_take_top_k_and_top_p_from_the_checkpoint_as_the_released_run_did(tmp_path, capsys):
+    """Qwen2/2.5-VL-7B-Instruct ship top_k 1, top_p 0.001: the released generate call (do_sample, T 0.7) was greedy in
+    effect, so --seed changes nothing; --top-k 0 --top-p 1.0 samples for real."""
+    qwen_like = model_with_generation_config(tmp_path / "model", do_sample=True, temperature=0.01, top_k=1,
+                                             top_p=0.001, repetition_penalty=1.05)
+    videos = fake_videos(root=str(tmp_path))
+    path = write_captions(videos, tmp_path)
+
+    def pairs(out, seed, *extra):
+        assert temple.main(["pairs", "--captions", path, "--model", qwen_like, "--out-dir", str(tmp_path / out), "-r",
+                            "4", "--max-new-tokens", "12", "--seed", str(seed), *extra]) == 0
+        return clean_descriptions(tmp_path / out)
+
+    assert pairs("a", 1) == pairs("b", 2)
+    assert "top_k and top_p from" in capsys.readouterr().err
+    settings = json.load(open(tmp_path / "a" / "descriptions.settings.json"))
+    assert (settings["top_k"], settings["top_p"], settings["temperature"]) == (1, 0.001, 0.7)
+    assert pairs("c", 1, "--top-k", "0", "--top-p", "1.0") != pairs("d", 2, "--top-k", "0", "--top-p", "1.0")
+    assert captions.sample_filters("tiny") == (0, 1.0, None)  # no generation_config: plain T 0.7 sampling
+    assert captions.sample_filters(qwen_like, top_k=5)[:2] == (5, 0.001)
+
+
+def changed_prompts(tmp_path, capsys):
+    """`temple.py prompts` with every string changed (the markers kept), written to a file."""
+    assert temple.main(["prompts"]) == 0
+    prompts = json.loads(capsys.readouterr().out)
+    changed = {key: ("NEW " + value if isinstance(value, str) else [f"NEW {i}" for i in value])
+               for key, value in prompts.items()}
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps(changed))
+    return str(path), changed
+
+
+def test_pairs_and_captions_use_the_prompts_given(tiny, dataset, tmp_path, capsys, monkeypatch):
+    path, changed = changed_prompts(tmp_path, capsys)
+    for k in range(3):
+        (tmp_path / f"v{k}.mp4").write_bytes(b"")
+    seen = []
+
+    def echo(model, samples, *args, **kwargs):
+        seen.extend(model.tokenizer.decode(s.input_ids, skip_special_tokens=True) for s in samples)
+        return echo_captions(model, samples)
+
+    monkeypatch.setattr(vlm.VideoLM, "generate", echo)
+    captions_file = write_captions(fake_videos(root=str(tmp_path)), tmp_path)
+    assert temple.main(["pairs", "--captions", captions_file, "--model", "tiny", "-r", "4", "--prompts", path]) == 0
+    pairs = datafiles.read_jsonl(tmp_path / "pairs_r4.jsonl")
+    assert pairs and {p["instruction"] for p in pairs} <= set(changed["instructions"])
+    assert all(text.startswith("system\nYou are a helpful assistant.\nuser\nNEW You will be given") for text in seen)
+    assert "NEW - Caption 1: event 0.0 happens" in seen[0]
+    assert json.load(open(tmp_path / "pairs_r4.stats.json"))["instructions"] == changed["instructions"]
+    # the pairs and descriptions record what they were made with: going on with other prompts is refused
+    assert temple.main(["pairs", "--captions", captions_file, "--model", "tiny", "-r", "4"]) == 1
+    assert "pairs_r4.jsonl holds pairs made with other settings (instructions: " in capsys.readouterr().err
+    os.remove(tmp_path / "pairs_r4.stats.json")  # the descriptions, too, remember their prompts
+    assert temple.main(["pairs", "--captions", captions_file, "--model", "tiny", "-r", "4"]) == 1
+    assert "descriptions.jsonl was made with other settings (prompts.description: " in capsys.readouterr().err
+
+    seen.clear()
+    out = tmp_path / "captions_new.jsonl"
+    assert temple.main(["captions", "--videos", dataset, "--model", "tiny", "--out", str(out), "--prompts", path,
+                        "--max-new-tokens", "4", "--max-pixels", str(64 * 64), "--min-pixels", str(32 * 32)]) == 0
+    assert any("NEW <vid>Describe" not in t and t.startswith("system\nYou are a helpful assistant.\nuser\nNEW ")
+               for t in seen)
+    assert sum("NEW Here are two consecutive clips" in t for t in seen) == sum(
+        len(r["clips"]) - 1 for r in datafiles.read_jsonl(out) if r["status"] == "ok")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.pop("description"), 'missing key "description"'),
+    (lambda p: p.update(extra="x"), 'unknown key "extra"'),
+    (lambda p: p.update(instructions="Describe."), '"instructions" must be a list of one or more texts'),
+    (lambda p: p.update(description=["x"]), '"description" must be a text, got list'),
+    (lambda p: p.update(caption_with_context="Clip 1: <vid>"), '"caption_with_context" must contain <vid> 2 times'),
+    (lambda p: p.update(description="no list here"), '"description" must contain {captions} once'),
+])
+def test_a_wrong_prompts_file_is_one_line_naming_the_key(tmp_path, capsys, edit, message):
+    prompts = json.loads(json.dumps(PROMPTS))
+    edit(prompts)
+    (tmp_path / "p.json").write_text(json.dumps(prompts))
+    assert temple.main(["pairs", "--captions", "none.jsonl", "--prompts", str(tmp_path / "p.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"temple.py pairs: error: {tmp_path / 'p.json'}: {message}") and err.count("\n") == 1
+    assert os.listdir(tmp_path) == ["p.json"]  # caught before anything was read or written

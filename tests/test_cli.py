@@ -4,6 +4,7 @@ import json
 import os
 
 import temple
+from prompts import PROMPTS
 from media import scene_frames, write_video
 
 
@@ -25,10 +26,11 @@ def test_other_settings_name_the_option_before_the_model_loads(tmp_path, capsys)
     videos = tmp_path / "videos.jsonl"
     videos.write_text(json.dumps({"path": "a.mp4", "status": "kept", "clips": [[0, 4]], "keyframes": [[1, 2]]}) + "\n")
     (tmp_path / "captions.jsonl").write_text("")
-    (tmp_path / "captions.settings.json").write_text(json.dumps({"model": "tiny", "max_new_tokens": 2048,
-                                                                 "max_pixels": 401408}))
+    settings = {"model": "tiny", "max_new_tokens": 2048, "max_pixels": 401408,
+                "prompts": {key: PROMPTS[key] for key in ("caption_first_clip", "caption_with_context")}}
+    (tmp_path / "captions.settings.json").write_text(json.dumps(settings))
     code, err = run(capsys, "captions", "--videos", str(videos), "--model", "no-such-model")
-    assert code == 1 and "was made with other settings (model: 'tiny' -> 'no-such-model')" in err
+    assert code == 1 and 'was made with other settings (model: "tiny" -> "no-such-model")' in err
     assert err.endswith("give another --out, or delete it and its .part files to start over")
     captions = tmp_path / "captions.jsonl"
     captions.write_text(json.dumps({"video": "a.mp4", "captions": ["x"], "clips": [[0, 4]], "keyframes": [[1, 2]]}))

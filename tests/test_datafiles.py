@@ -68,12 +68,23 @@ def test_read_records_takes_a_json_list_or_json_lines(tmp_path):
         datafiles.read_records(tmp_path / "missing.json")
 
 
-def test_write_atomic_leaves_no_temporary_file_and_the_usual_mode(tmp_path):
-    datafiles.write_atomic(tmp_path / "a" / "out.txt", "text")
+def test_write_atomic_leaves_no_temporary_file_and_the_usual_mode(tmp_path, monkeypatch):
+    umask = os.umask(0o027)  # an unusual one, so that the mode is seen to follow it
+    try:
+        def no_umask(mask):  # setting the umask to read it races with other threads: it must not be called
+            raise AssertionError("os.umask called")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        datafiles.write_atomic(tmp_path / "a" / "out.txt", "text")
+        assert datafiles.usual_file_mode(str(tmp_path)) == 0o640
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
     assert os.listdir(tmp_path / "a") == ["out.txt"] and (tmp_path / "a" / "out.txt").read_text() == "text"
-    umask = os.umask(0)
-    os.umask(umask)
-    assert os.stat(tmp_path / "a" / "out.txt").st_mode & 0o777 == 0o666 & ~umask
+    assert os.stat(tmp_path / "a" / "out.txt").st_mode & 0o777 == 0o640 and os.listdir(tmp_path) == ["a"]
+    with pytest.raises(IsADirectoryError):
+        datafiles.write_atomic(tmp_path / "a", "text")  # a failure leaves no temporary file behind
+    assert os.listdir(tmp_path / "a") == ["out.txt"] and os.listdir(tmp_path) == ["a"]
 
 
 # ---- pairs: ours and ms-swift's -------------------------------------------------------------------------------------
@@ -82,7 +93,8 @@ def test_write_atomic_leaves_no_temporary_file_and_the_usual_mode(tmp_path):
 def test_read_pairs_takes_ours_and_swift_and_lists_missing_videos(pairs_dir):
     ours, skipped = datafiles.read_pairs(str(pairs_dir / "pairs_r16.jsonl"))
     assert len(ours) == 4 and skipped == []
-    assert ours[0] == {**{k: ours[0][k] for k in datafiles.PAIR_TEXTS}, "kind": "shuffle", "r": 16, "order": [1, 0]}
+    assert ours[0] == {**{k: ours[0][k] for k in datafiles.PAIR_TEXTS}, "kind": "shuffle", "r": 16, "order": [1, 0],
+                       "where": f"{pairs_dir / 'pairs_r16.jsonl'}:1", "video_in_data": ours[0]["video"]}
     swift = datafiles.swift_records([{**p, "video": os.path.basename(p["video"])} for p in ours])
     swift.append({**swift[0], "videos": ["gone.mp4"]})
     (pairs_dir / "swift.json").write_text(json.dumps(swift))
@@ -90,6 +102,7 @@ def test_read_pairs_takes_ours_and_swift_and_lists_missing_videos(pairs_dir):
     assert skipped == [(f"{pairs_dir / 'swift.json'}: record 5", f"video missing: {pairs_dir / 'gone.mp4'}")]
     assert [(p["instruction"], p["chosen"], p["rejected"], p["video"]) for p in loaded] == \
         [(p["instruction"], p["chosen"], p["rejected"], p["video"]) for p in ours]
+    assert loaded[0]["video_in_data"] == os.path.basename(ours[0]["video"])  # as the file has it, before the root
     everything, _ = datafiles.read_pairs(str(pairs_dir / "swift.json"), need_video=False)  # view, export
     assert len(everything) == 5 and everything[4]["video"] == "gone.mp4"
 
@@ -176,6 +189,7 @@ def test_pairs_without_order_kind_or_r_are_fine(tmp_path):
     plain = {k: GOOD_PAIR[k] for k in datafiles.PAIR_TEXTS}
     datafiles.write_jsonl(path, [plain, {**plain, "order": None}])
     pairs, _ = datafiles.read_pairs(str(path), need_video=False)
-    assert pairs == [{**plain, "kind": "", "r": 0, "order": None}] * 2
+    assert pairs == [{**plain, "kind": "", "r": 0, "order": None, "where": f"{path}:{line}",
+                      "video_in_data": plain["video"]} for line in (1, 2)]
     assert temple.main(["view", str(path), "--out", str(tmp_path / "x.html")]) == 0
     assert datafiles.export_pairs(str(path))[1] == 2

@@ -48,9 +48,11 @@ def test_demo_trains_every_stage_and_chains_them(demo):
     assert runs.read_run_config(run_dirs / "sft")["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2"]
     for name in STAGES:
         assert len(datafiles.read_jsonl(run_dirs / name / "metrics.jsonl")) == 1  # --steps 1
-    for name in STAGES[:4]:  # 2 pairs of every stage held out, measured at every step
+    held = [runs.read_run_config(run_dirs / name)["heldout_videos"] for name in STAGES[:4]]
+    assert len(held[0]) == 1 and held == [held[0]] * 4  # one video held out of every stage, the same one
+    for name in STAGES[:4]:  # measured at every step
         config = runs.read_run_config(run_dirs / name)
-        assert config["heldout"]["pairs"] == 2 and config["adaptive"]["plateau_evals"] == 2
+        assert config["heldout"]["videos"] == 1 and config["adaptive"]["plateau_evals"] == 2
         assert "eval/rewards/accuracies" in datafiles.read_jsonl(run_dirs / name / "metrics.jsonl")[-1]
 
 

@@ -91,7 +91,8 @@ def stage_args(data_dir, runs, r=16, **overrides):
     args = parser.parse_args([])
     settings = dict(r=r, data=None, out=None, init=None, model="tiny", runs=str(runs), data_dir=str(data_dir),
                     workers=0, global_batch=2, micro_batch=1, max_steps=0, epochs=1.0, lr=1e-3, save_every=500,
-                    total_pixels=64 * 96 * 4, max_frames=4, lora_dropout=0.0)
+                    total_pixels=64 * 96 * 4, max_frames=4, lora_dropout=0.0,
+                    warmup_ratio=0.0)  # HF's warmup runs step 0 at lr 0: a 1-step run would learn nothing
     settings.update(overrides)
     for key, value in settings.items():
         setattr(args, key, value)
@@ -253,6 +254,25 @@ def test_training_drives_preference_accuracy_to_one(data_dir, tmp_path):
     assert config["peft_type"] == "LORA" and config["r"] == 32
 
 
+def test_schedule_is_hf_cosine_with_warmup_step_for_step():
+    """ms-swift trains with transformers' get_cosine_schedule_with_warmup: step k of the warmup runs at k / warmup
+    of the peak (the first step at 0), then cosine decay to 0."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    for steps, ratio in [(100, 0.05), (7, 0.05), (40, 0.0), (3, 0.5), (1, 0.05)]:
+        config = train.TrainConfig(out="", lr=5e-6, warmup_ratio=ratio)
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+        schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(steps * ratio), steps)
+        theirs = []
+        for _ in range(steps):  # the Trainer reads the rate, steps the optimizer, then the scheduler
+            theirs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        ours = [train.learning_rate(step, steps, config) for step in range(steps)]
+        assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-20), (steps, ratio)
+    assert train.learning_rate(0, 100, train.TrainConfig(out="", lr=1.0)) == 0.0
+
+
 def test_defaults_are_the_released_recipe(data_dir, tmp_path):
     """ms-swift's DPO: dropout off, activation checkpointing on, AdamW betas (0.9, 0.95); SFT keeps LoRA dropout."""
     parser = temple.build_parser()
@@ -304,6 +324,28 @@ def test_a_pair_whose_prompt_alone_is_over_max_length_is_left_out_not_fatal(data
         dpo.encode_pair(model, pair, video, 8)
 
 
+def test_a_pair_over_max_length_is_left_out_as_ms_swift_deletes_it_or_cut_on_request(data_dir, tmp_path, capfd):
+    """ms-swift 3.7's truncation_strategy 'delete' (the released run's) leaves an over-long example out; ours counts it
+    in the log and in metrics.jsonl. --truncation right cuts its answer instead."""
+    pairs = datafiles.read_jsonl(data_dir / "pairs_r16.jsonl")
+    pairs[1] = {**pairs[1], "rejected": "and then the person walks in " * 40}
+    datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
+    video = {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}
+    fits = max(len(row.input_ids) for row in dpo.encode_pair(vlm.load("tiny"), {**pairs[0], "where": "x"}, video,
+                                                               10_000))
+    args = dict(global_batch=1, max_steps=4, max_length=fits + 5)
+    run = dpo.run_stage(stage_args(tmp_path, tmp_path / "delete", **args))
+    err = capfd.readouterr().err
+    assert f"left out pair {tmp_path / 'pairs_r16.jsonl'}:2: {pairs[1]['video']}: " in err
+    assert f"tokens, over --max-length {fits + 5} (--truncation right cuts the answer" in err
+    assert sum(m.get("left_out", 0) for m in read_metrics(run)) == 1  # 4 steps of 1 pair: it comes up once
+    assert f"{run}: 1 example(s) left out" in err and runs.read_run_config(run)["truncation"] == "delete"
+    cut = dpo.run_stage(stage_args(tmp_path, tmp_path / "right", truncation="right", **args))
+    assert "left out" not in capfd.readouterr().err and not any("left_out" in m for m in read_metrics(cut))
+    with pytest.raises(ValueError, match="the run was started with another truncation"):
+        dpo.run_stage(stage_args(tmp_path, tmp_path / "right", truncation="delete", resume=True, **args))
+
+
 def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, capfd):
     (tmp_path / "broken.mp4").write_text("not a video")
     pairs = datafiles.read_jsonl(data_dir / "pairs_r16.jsonl")
@@ -313,10 +355,13 @@ def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, ca
         run = dpo.run_stage(stage_args(tmp_path, tmp_path / f"runs_{precompute_ref}", global_batch=1,
                                        precompute_ref=precompute_ref))
         assert len(read_metrics(run)) == len(pairs) and runs.finished(run)
-        assert f"skipped example 1: {tmp_path / 'broken.mp4'}: not a readable video" in capfd.readouterr().err
+        err = capfd.readouterr().err
+        assert f"left out pair {tmp_path / 'pairs_r16.jsonl'}:2: {tmp_path / 'broken.mp4'}: not a readable video" in err
+        assert f"{run}: 1 example(s) left out" in err and sum(m.get("left_out", 0) for m in read_metrics(run)) == 1
     shutil.copy(pairs[0]["video"], tmp_path / "broken.mp4")  # mended after the reference cache was made
     run = dpo.run_stage(stage_args(tmp_path, tmp_path / "runs_mended", global_batch=1, precompute_ref=True))
-    assert runs.finished(run) and "skipped example 1: pair 1 has no cached reference" in capfd.readouterr().err
+    assert runs.finished(run)
+    assert f"left out pair {tmp_path / 'pairs_r16.jsonl'}:2: no cached reference" in capfd.readouterr().err
 
 
 # ---- resume, chaining, merge ------------------------------------------------------------------------------------
@@ -549,6 +594,45 @@ def test_bad_input_messages(data_dir, tmp_path):
         dpo.run_stage(stage_args(data_dir, tmp_path / "runs", r=8, model="tiny-qwen3", init=run))
     with pytest.raises(ValueError, match=r"dpo_r16 holds an earlier run \(config.json, checkpoint, adapter_model"):
         dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1, lr=1e30))  # without --resume
+
+
+def saved_tiny(directory, seed=0):
+    model = vlm.load("tiny", seed=seed)
+    model.hf_model.save_pretrained(directory)
+    model.tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def test_a_base_model_is_known_by_what_it_is_not_by_its_name(data_dir, tmp_path, monkeypatch):
+    """A hub id and its snapshot on disk, or two copies of one model, are one base model for chaining and resume;
+    another model under the same kind of name is not."""
+    original = saved_tiny(tmp_path / "model")
+    copy = shutil.copytree(original, tmp_path / "copy")
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--tiny-vl" / "snapshots" / ("0" * 40)
+    shutil.copytree(original, snapshot)
+    (cache / "models--someone--tiny-vl" / "refs").mkdir()
+    (cache / "models--someone--tiny-vl" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(vlm, "hub_reachable", lambda timeout=3: False)
+    identity = vlm.model_identity(original)
+    assert identity == vlm.model_identity(str(copy)) == vlm.model_identity("someone/tiny-vl") is not None
+    assert identity["weights"] == {"model.safetensors": os.path.getsize(os.path.join(original, "model.safetensors"))}
+    assert vlm.model_identity("someone/not-cached") is None and vlm.model_identity("tiny", 1) == {"tiny": "tiny", "seed": 1}
+
+    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=original, max_steps=1))
+    for name in (str(copy), "someone/tiny-vl"):
+        assert runs.start_after(run, name, str(tmp_path / "runs" / "dpo_r8"), vlm.model_identity(name))["stages"] == \
+            ["dpo_r16"]
+    dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=str(copy), max_steps=2, resume=True))
+    other = saved_tiny(tmp_path / "other", seed=1)
+    os.remove(os.path.join(other, "config.json"))
+    shutil.copy(os.path.join(original, "config.json"), other)
+    (tmp_path / "other" / "model-extra.safetensors").write_bytes(b"0")  # the files differ (not only their bytes)
+    with pytest.raises(ValueError, match=f"trained on base model '{original}', not '{other}'"):
+        runs.start_after(run, other, str(tmp_path / "runs" / "dpo_r8"), vlm.model_identity(other))
+    with pytest.raises(ValueError, match="the run was started with another base_model"):
+        dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=other, max_steps=3, resume=True))
 
 
 def test_cli_reports_a_missing_data_file_in_one_line(tmp_path):

@@ -182,12 +182,34 @@ def test_base_model_preference_is_the_raw_log_prob(videos, tmp_path):
     assert part["measure"].startswith("raw log-prob")
     groups = part["groups"]
     assert list(groups) == ["all", "drop r=16", "shuffle r=16", "shuffle r=8"]
-    assert groups["all"] == pytest.approx({"pairs": 4, "accuracy": 0.75, "mean_margin": groups["all"]["mean_margin"]})
+    assert set(groups["all"]) == {"pairs", "accuracy", "mean_margin", "per_token_accuracy"}
+    assert groups["all"]["pairs"] == 4 and groups["all"]["accuracy"] == 0.75
     assert groups["drop r=16"]["accuracy"] == 1.0 and groups["shuffle r=16"]["accuracy"] == 0.0
     assert groups["shuffle r=8"]["mean_margin"] > 0 > groups["shuffle r=16"]["mean_margin"]
+    # a sum favours the shorter answer; beside it, the mean log-prob per token of each answer
     for item in part["items"]:
         assert item["logp_margin"] == pytest.approx(item["logps"][0] - item["logps"][1])
+        assert item["tokens"][0] != item["tokens"][1]
+        assert item["per_token_margin"] == pytest.approx(item["logps"][0] / item["tokens"][0] -
+                                                         item["logps"][1] / item["tokens"][1])
         assert "reward_margin" not in item
+    assert groups["all"]["per_token_accuracy"] == sum(i["per_token_margin"] > 0 for i in part["items"]) / 4
+
+
+def test_an_item_over_max_length_is_skipped_as_such_not_as_an_unreadable_video(videos, tmp_path):
+    write_pairs(tmp_path / "pairs.jsonl", videos, [(SHORT, SHORT + TAIL, "drop", 16),
+                                                   (SHORT, SHORT + TAIL * 40, "drop", 16)])
+    datafiles.write_jsonl(tmp_path / "mcq.jsonl", [mcq_record(videos[0], "rain"),
+                                                   mcq_record(videos[0], "rain", options=[*OPTIONS, "x" + TAIL * 40])])
+    report = run_eval("--model", "tiny", "--pairs", str(tmp_path / "pairs.jsonl"), "--mcq", str(tmp_path / "mcq.jsonl"),
+                      "--max-length", "400")
+    for part in report["pairs"] + report["mcq"]:
+        assert part["evaluated"] == 1 and part["skipped_by_reason"] == {"over --max-length": 1}
+        assert part["skipped_items"][0]["where"].endswith(":2")
+    cut = run_eval("--model", "tiny", "--pairs", str(tmp_path / "pairs.jsonl"), "--mcq", str(tmp_path / "mcq.jsonl"),
+                   "--max-length", "400", "--truncation", "right", "--out", str(tmp_path / "cut.json"))
+    # the pair's long answer is cut; the question lists the long option, so its prompt alone is too long
+    assert [part["evaluated"] for part in cut["pairs"] + cut["mcq"]] == [2, 1]
 
 
 def test_a_bad_pair_record_is_skipped_and_counted(videos, tmp_path, capsys):

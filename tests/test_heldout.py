@@ -11,29 +11,40 @@ import runs
 import temple
 import train
 import vlm
+from media import scene_frames, write_video
 from test_dpo import read_metrics, stage_args
 
 
-def test_heldout_pairs_are_the_same_on_every_call_and_never_trained_on():
-    pairs = [{"video": f"v{i}.mp4"} for i in range(10)]
-    train_pairs, heldout = dpo.heldout_split(pairs, 3, seed=42)
-    assert (train_pairs, heldout) == dpo.heldout_split(pairs, 3, seed=42)  # every rank, every resume
-    assert len(heldout) == 3 and len(train_pairs) == 7 and not {p["video"] for p in heldout} & \
-        {p["video"] for p in train_pairs}
-    assert dpo.heldout_split(pairs, 3, seed=7)[1] != heldout
+def test_heldout_videos_are_the_same_on_every_call_with_every_pair_of_theirs():
+    pairs = [{"video": f"/root/v{i}.mp4", "video_in_data": f"v{i}.mp4", "kind": kind}
+             for i in range(10) for kind in ("drop", "shuffle", "reverse")]
+    videos = dpo.heldout_videos(pairs, 3, seed=42)
+    assert videos == dpo.heldout_videos(pairs[::-1], 3, seed=42)  # every rank, every resume, any order of the data
+    assert len(videos) == 3 and videos == sorted(videos) and set(videos) <= {p["video_in_data"] for p in pairs}
+    train_pairs, heldout = dpo.split_off(pairs, videos)
+    assert len(heldout) == 9 and len(train_pairs) == 21  # every kind of a held-out video
+    assert not {p["video_in_data"] for p in heldout} & {p["video_in_data"] for p in train_pairs}
+    assert dpo.heldout_videos(pairs, 3, seed=7) != videos
+    # a stage whose data lacks some videos ranks the others the same way: the choice depends on seed and path only
+    fewer = [p for p in pairs if p["video_in_data"] not in videos[1:]]
+    assert dpo.heldout_videos(fewer, 1, seed=42) == videos[:1]
     for bad in (0, 10):
-        with pytest.raises(ValueError, match=f"--heldout {bad}: the data has 10 pairs"):
-            dpo.heldout_split(pairs, bad, seed=42)
+        with pytest.raises(ValueError, match=rf"--heldout {bad}: the data has pairs on 10 video\(s\); set aside "
+                                             r"between 1 and 9 \(every pair of a held-out video is held out\)"):
+            dpo.heldout_videos(pairs, bad, seed=42)
 
 
 def test_metrics_get_the_heldout_accuracy_that_eval_reports(data_dir, tmp_path):
     """eval/rewards/* of the last step equal what `temple.py eval --pairs --run` computes on the same pairs."""
-    run = dpo.run_stage(stage_args(data_dir, tmp_path, epochs=2, max_steps=3, global_batch=1, heldout=2,
+    run = dpo.run_stage(stage_args(data_dir, tmp_path, epochs=2, max_steps=3, global_batch=1, heldout=1,
                                    eval_every=2))
     metrics = read_metrics(run)
     assert [("eval/rewards/accuracies" in m) for m in metrics] == [False, True, True]  # every 2 steps and the end
+    config = runs.read_run_config(run)
+    assert config["heldout"] == {"videos": 1, "file": None, "every": 2} and len(config["heldout_videos"]) == 1
     pairs, _ = datafiles.read_pairs(str(data_dir / "pairs_r16.jsonl"))
-    _, heldout = dpo.heldout_split(pairs, 2, seed=42)
+    _, heldout = dpo.split_off(pairs, config["heldout_videos"])
+    assert len(heldout) == 2 and metrics[-1]["eval/pairs"] == 2  # the data's 4 pairs are on 2 videos
     datafiles.write_jsonl(tmp_path / "heldout.jsonl", heldout)
     args = temple.build_parser().parse_args(["eval", "--run", run, "--pairs", str(tmp_path / "heldout.jsonl"),
                                              "--max-frames", "4", "--total-pixels", str(64 * 96 * 4)])
@@ -41,7 +52,41 @@ def test_metrics_get_the_heldout_accuracy_that_eval_reports(data_dir, tmp_path):
     assert report["pairs"] == 2
     assert metrics[-1]["eval/rewards/accuracies"] == pytest.approx(report["accuracy"])
     assert metrics[-1]["eval/rewards/margins"] == pytest.approx(report["mean_margin"], abs=1e-5)
-    assert runs.read_run_config(run)["heldout"] == {"pairs": 2, "file": None, "every": 2}
+
+
+def curriculum_data(directory):
+    """pairs_r16 on 4 videos, pairs_r8 on 3 of them (its filters dropped every pair of the fourth)."""
+    videos = [write_video(directory / f"v{i}.mp4", scene_frames(4, 5, seed=i), fps=5) for i in range(4)]
+    pair = lambda video, kind: {"video": os.path.basename(video), "instruction": "Describe the video.",  # noqa
+                                "chosen": "the person walks in and then sits", "rejected": "a person", "kind": kind}
+    datafiles.write_jsonl(directory / "pairs_r16.jsonl", [pair(v, k) for v in videos for k in ("drop", "reverse")])
+    datafiles.write_jsonl(directory / "pairs_r8.jsonl", [pair(v, k) for v in videos[1:] for k in ("drop", "reverse")])
+
+
+def test_a_curriculum_holds_out_the_same_videos_in_every_stage_and_never_trains_on_them(tmp_path, monkeypatch,
+                                                                                       capsys):
+    curriculum_data(tmp_path)
+    trained = {}
+    encode = dpo.PairEncoder.__call__
+
+    def recorded(self, index):  # the videos each stage's encoder is asked for (kept alive: ids stay unique)
+        trained.setdefault(id(self), (self, set()))[1].add(self.pairs[index]["video_in_data"])
+        return encode(self, index)
+
+    monkeypatch.setattr(dpo.PairEncoder, "__call__", recorded)
+    args = ["curriculum", "--model", "tiny", "--stages", "16", "8", "--data-dir", str(tmp_path), "--runs",
+            str(tmp_path / "runs"), "--video-root", str(tmp_path), "--heldout", "2", "--seed", "1", "--workers", "0",
+            "--max-steps", "2", "--global-batch", "2", "--max-frames", "4", "--total-pixels", str(64 * 96 * 4),
+            "--eval-every", "1"]
+    assert temple.main(args) == 0
+    held = [runs.read_run_config(tmp_path / "runs" / f"dpo_r{r}")["heldout_videos"] for r in (16, 8)]
+    assert held[0] == held[1] and len(held[0]) == 2
+    assert held[0] != dpo.heldout_videos(datafiles.read_pairs(str(tmp_path / "pairs_r8.jsonl"))[0], 2, seed=1)
+    assert len(trained) == 2 and all(videos and not videos & set(held[0]) for _, videos in trained.values())
+    with pytest.raises(ValueError, match=r"--heldout 1: .*dpo_r16, which this stage starts from, held out 2 "
+                                         r"video\(s\); hold out the same ones \(--heldout 2\)"):
+        dpo.run_stage(stage_args(tmp_path, tmp_path / "runs", r=8, out=str(tmp_path / "other"), heldout=1,
+                                 video_root=str(tmp_path), max_steps=1))
 
 
 def test_adaptive_stage_ends_early_on_pairs_it_learns_quickly(data_dir, tmp_path, capsys, monkeypatch):
@@ -121,6 +166,18 @@ def test_plateau_rule_on_fixed_numbers():
     assert stop(history(0.5, 0.6, 0.605)) is None  # 0.605 over the best before (0.5): a gain
     assert stop(history(0.5, 0.6, 0.605, 0.6)) == "held-out acc gained no more than 0.01 in 2 evaluations (best 0.605)"
     assert stop(history(0.5, 0.99)) == "held-out acc 0.990 reached the ceiling 0.98"
+
+
+def test_plateau_rule_ignores_one_pair_changing_its_mind():
+    """On 64 held-out pairs one pair is 1/64 = 0.016, more than --plateau-delta 0.01: a gain of one pair is noise."""
+    stop = train.plateau("acc", delta=0.01, evaluations=2, ceiling=0.98, count="n")
+    history = lambda *right: [{"acc": k / 64, "n": 64} for k in right]  # noqa: E731
+    assert stop(history(40, 41, 40)) == ("held-out acc gained no more than 0.0156 (one of 64 held-out pairs) in 2 "
+                                         "evaluations (best 0.641)")
+    assert stop(history(40, 42, 40)) is None  # two pairs more: a gain
+    assert stop([{"acc": 0.5, "n": 500}, {"acc": 0.6, "n": 500}, {"acc": 0.6, "n": 500}]) is None  # 1/500 < delta
+    assert stop([{"acc": 0.6, "n": 500}, {"acc": 0.605, "n": 500}, {"acc": 0.608, "n": 500}]).startswith(
+        "held-out acc gained no more than 0.01 in 2")
 
 
 def test_a_pair_too_long_to_score_leaves_the_other_pairs_of_its_video_in(data_dir):

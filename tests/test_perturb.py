@@ -4,6 +4,7 @@ and of our swap / repeat / speed, for N = 1..40 and every r."""
 import ast
 import glob
 import itertools
+import math
 import os
 import random
 import shutil
@@ -221,6 +222,61 @@ def test_r_sets_the_strength_of_swap_speed_and_repeat():
         assert swaps == sorted(swaps)  # larger r: more order errors, as shuffle and reverse
         assert kept == sorted(kept, reverse=True)  # larger r: fewer clips, as drop
         assert loops == sorted(loops)  # larger r: more loops
+
+
+def broken_share(n, order):
+    """The share of the clean list's transitions (i, i + 1) that the perturbed order no longer shows in a row."""
+    shown = set(zip(order, order[1:]))
+    return sum((i, i + 1) not in shown for i in range(n - 1)) / (n - 1)
+
+
+def expected_broken_share(n, kind, r):
+    """broken_share averaged over the random draw: drop keeps k = max(1, n // r) clips, a uniform k-subset in which
+    each neighbouring pair survives with probability k (k - 1) / (n (n - 1)); shuffle permutes m chunks uniformly
+    over the m! - 1 other orders, keeping the n - m transitions inside chunks and, on average, (m - 1)((m - 1)! - 1)
+    / (m! - 1) of the m - 1 between them. The other kinds draw nothing."""
+    if kind == "drop":
+        k = max(1, n // r)
+        return 1 - k * (k - 1) / (n * (n - 1))
+    if kind == "shuffle":
+        m = len(perturb_module.chunks(n, max(1, n // r)))
+        if m == 1:
+            return 0.0
+        between = (m - 1) * (math.factorial(m - 1) - 1) / (math.factorial(m) - 1)
+        return 1 - (n - m + between) / (n - 1)
+    return broken_share(n, perturb(range(n), kind, r, random.Random(0))[1])
+
+
+def test_the_expected_shares_of_drop_and_shuffle_are_exact():
+    for n in range(4, 9):
+        for r in (1, 2, 4, 8, 16):
+            k = max(1, n // r)
+            subsets = list(itertools.combinations(range(n), k))
+            assert expected_broken_share(n, "drop", r) == pytest.approx(
+                sum(broken_share(n, list(s)) for s in subsets) / len(subsets))
+            chunked = perturb_module.chunks(n, max(1, n // r))
+            others = [p for p in itertools.permutations(chunked) if list(p) != chunked] or [chunked]
+            assert expected_broken_share(n, "shuffle", r) == pytest.approx(
+                sum(broken_share(n, [i for c in p for i in c]) for p in others) / len(others))
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_larger_r_breaks_a_larger_share_of_the_clean_transitions(kind):
+    """What "larger r = stronger" means for every kind, along the curriculum (each stage halves r): the share of the
+    clean order's clip-to-clip transitions the perturbed list breaks never falls as r doubles (drop and shuffle:
+    on average over their random draw)."""
+    for n in range(4, 41):
+        shares = [expected_broken_share(n, kind, r) for r in (1, 2, 4, 8, 16, 32)]
+        assert shares == sorted(shares), (n, shares)
+        assert shares[0] == 0 < shares[1]  # r = 1 is the clean list; r = 2 breaks something
+
+
+def test_the_number_of_inversions_is_not_the_measure():
+    """Swap at r = 2 exchanges the two halves (n / 2 squared inversions), at r = 4 the quarters pairwise (fewer)."""
+    def inversions(order):
+        return sum(a > b for i, a in enumerate(order) for b in order[i + 1:])
+
+    assert [inversions(perturb(range(8), "swap", r, None)[1]) for r in (2, 4, 8)] == [16, 8, 4]
 
 
 # ---- standing alone -------------------------------------------------------------------------------------------------

@@ -163,4 +163,5 @@ def test_an_error_every_rank_meets_is_printed_once(pairs_dir, tmp_path):
     result = run_torchrun(readme_line("dpo"), tmp_path, "--data-dir", str(pairs_dir), *SMALL_RUN, "--heldout", "64")
     assert result.returncode != 0
     said = [line for line in result.stderr.splitlines() if line.startswith("temple.py dpo: error:")]
-    assert said == ["temple.py dpo: error: --heldout 64: the data has 4 pairs; set aside between 1 and 3"]
+    assert said == ["temple.py dpo: error: --heldout 64: the data has pairs on 2 video(s); set aside between 1 and 1 "
+                    "(every pair of a held-out video is held out)"]

@@ -177,7 +177,7 @@ def test_report_overall_and_per_category():
 
 def eval_args(root, normalize=False):
     return SimpleNamespace(video_root=str(root), fps=2, max_frames=4, total_pixels=4 * 56 * 56, max_length=4096,
-                           normalize=normalize)
+                           truncation="delete", normalize=normalize)
 
 
 def test_tiny_model_run_scores_each_clip_with_one_vision_pass(tmp_path):

@@ -347,10 +347,15 @@ def test_score_options_scores_each_answer_as_alone_in_one_forward(tiny):
             alone, alone_count = tiny.response_logps(tiny.collate([tiny.encode(prompt, response=option)]))
         assert torch.allclose(total, alone[0], atol=1e-4) and count == alone_count[0]
     prompt_length = len(tiny.encode(prompt).input_ids)  # ends with the assistant header, as the scored rows do
-    _, cut_counts = tiny.score_options(prompt, options, max_length=prompt_length + 2)
+    _, cut_counts = tiny.score_options(prompt, options, max_length=prompt_length + 2, truncation="right")
     assert cut_counts.tolist() == [2, 2, 2]
-    with pytest.raises(ValueError, match="question 7: the prompt alone is"):
-        tiny.score_options(prompt, options, max_length=prompt_length - 1, where="question 7")
+    with pytest.raises(vlm.TooLong, match=rf"question 7: \d+ tokens, over --max-length "
+                                          rf"{prompt_length + 2} \(--truncation right cuts"):
+        tiny.score_options(prompt, options, max_length=prompt_length + 2, where="question 7")  # ms-swift's delete
+    for truncation in ("delete", "right"):
+        with pytest.raises(vlm.TooLong, match="question 7: the prompt alone is"):
+            tiny.score_options(prompt, options, max_length=prompt_length - 1, where="question 7",
+                               truncation=truncation)
 
 
 def test_selective_log_softmax_bf16_matches_float32():
