@@ -2,8 +2,8 @@
 stage without it (goal: at most 10 % more time).
 
 Both sides train the built-in tiny model for 50 optimizer steps of 16 pairs (the released global batch) on the same
-32 pairs over 8 short synthetic videos; the evaluated side also scores 64 other pairs (policy and reference, no
-gradient, their videos decoded and encoded again at each evaluation) after step 50. The sides run in turns
+32 pairs over 8 short synthetic videos; the evaluated side also scores 64 pairs on 8 other videos (policy and
+reference, no gradient, their videos decoded and encoded again at each evaluation) after step 50. The sides run in turns
 (A, B, A, B) and are compared by their fastest turn, so that load from other processes hits both alike.
 
     python bench/heldout.py          # ~3 min on 2 CPU cores
@@ -31,8 +31,8 @@ WORDS = "the person walks into the scene and then picks up a clip of video with 
 
 def make_pairs(directory):
     videos = [write_video(os.path.join(directory, f"v{k}.mp4"), scene_frames(4, 4, 48, 64, seed=k), fps=4)
-              for k in range(VIDEOS)]
-    pairs = [{"video": videos[i % VIDEOS], "instruction": "Describe the video.",
+              for k in range(2 * VIDEOS)]
+    pairs = [{"video": videos[i % VIDEOS + (VIDEOS if i >= TRAIN_PAIRS else 0)], "instruction": "Describe the video.",
               "chosen": " ".join(WORDS[i % 5:i % 5 + 8]), "rejected": " ".join(WORDS[(i + 2) % 7:(i + 2) % 7 + 6]),
               "kind": "shuffle", "r": 16} for i in range(TRAIN_PAIRS + HELDOUT_PAIRS)]
     datafiles.write_jsonl(os.path.join(directory, "train.jsonl"), pairs[:TRAIN_PAIRS])
