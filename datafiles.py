@@ -89,6 +89,33 @@ def write_atomic(path, text):
         raise
 
 
+def writable_place(path, option):
+    """The nearest existing directory at or above `path`'s parent, checked to be one this process can write in."""
+    place = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(place):
+        place = os.path.dirname(place)
+    if not os.path.isdir(place):
+        raise ValueError(f"{option} {path}: {place} is a file, not a directory")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot write in {place} (permission denied)")
+    return place
+
+
+def check_output_file(path, option, example="out.json"):
+    """A file a command will write, checked before any work: not a directory, in a place it can be written."""
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path}: is a directory; give a file name, e.g. {option} "
+                         f"{os.path.join(path, example)}")
+    writable_place(path, option)
+
+
+def check_output_dir(path, option):
+    """A directory a command will write into, checked before any work: not a file, in a place it can be made."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option} {path}: is a file, not a directory; give a directory (it is made if missing)")
+    writable_place(os.path.join(path, "x"), option)
+
+
 def usual_file_mode(directory):
     """The mode a plain open() gives a new file in `directory` (0666 less the umask), read off an empty file made
     there: the umask can only be read by setting it, which races with other threads."""
