@@ -187,6 +187,21 @@ def read_pairs(path, video_root=None, skip_bad=False, need_video=True):
     return pairs, skipped
 
 
+def missing_videos(skipped, video_root=None, what="pair"):
+    """What a reader left out for missing videos ((where, "video missing: PATH") items of `skipped`), in words that
+    say where relative paths are looked for: "N pair(s) whose video file is missing, the first PATH (...)"."""
+    paths = [reason.removeprefix("video missing: ") for _, reason in skipped if reason.startswith("video missing: ")]
+    if not paths:
+        return f"{len(skipped)} left out"
+    if video_root:
+        where = f" (relative paths start from --video-root {video_root})"
+    elif not os.path.isabs(paths[0]):
+        where = f" (relative paths start from the directory you run in, {os.getcwd()}; --video-root DIR starts them there)"
+    else:
+        where = ""
+    return f"{len(paths)} {what}(s) whose video file is missing, the first {paths[0]}{where}"
+
+
 def pair_from_record(record):
     """Our pair or an ms-swift record as our pair; ValueError says what is wrong with it."""
     if not isinstance(record, dict):

@@ -339,12 +339,46 @@ def stage_init(args):
     return None if init == "base" else init
 
 
+def stage_meta(args, data, start, identity, held_videos):
+    """What config.json records of what a stage trains (the settings of how it trains are the TrainConfig's)."""
+    return {"stage": "dpo", "r": args.r, "base_model": args.model, "base_model_id": identity, "start": start,
+            "data": data, "video": {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels},
+            "max_length": args.max_length, "truncation": args.truncation, "seed": args.seed,
+            "model_seed": args.model_seed, "beta": args.beta, "loss_type": args.loss_type,
+            "nll_weight": args.nll_weight, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
+                                                    "dropout": args.lora_dropout},
+            "heldout": {"videos": args.heldout, "file": args.eval_pairs, "every": args.eval_every},
+            "heldout_videos": held_videos,
+            "adaptive": {"plateau_delta": args.plateau_delta, "plateau_evals": args.plateau_evals,
+                         "accuracy_ceiling": args.accuracy_ceiling} if args.adaptive else None}
+
+
+def stage_paths(args):
+    """(run directory, pairs file) of a stage."""
+    return (args.out or os.path.join(args.runs, f"dpo_r{args.r}"),
+            args.data or os.path.join(args.data_dir, f"pairs_r{args.r}.jsonl"))
+
+
+def trained_otherwise(args):
+    """What a finished stage was trained with that differs from what `args` asks (curriculum skips a finished stage
+    only when this is empty): its start (by content), base model, data file, loss, LoRA, video, the settings that
+    change the weights. Its held-out videos follow from the seed and the data, so they are not compared again."""
+    run_dir, data = stage_paths(args)
+    saved = runs.read_run_config(run_dir)
+    init = stage_init(args)
+    identity = vlm.model_identity(args.model, args.model_seed)
+    start = runs.start_after(init, args.model, run_dir, identity)
+    meta = stage_meta(args, data, start, identity, saved.get("heldout_videos", []))
+    return (runs.trained_otherwise(saved, meta) +
+            runs.trained_with_other_settings(saved, train.train_config(args, run_dir)))
+
+
 def read_stage_inputs(args, world):
     """What a stage trains on, read and checked before the model loads: (run_dir, data, init, meta, video, pairs,
     heldout); init is the finished run it starts from (None: the base model), meta what config.json records."""
-    run_dir = args.out or os.path.join(args.runs, f"dpo_r{args.r}")
-    data = args.data or os.path.join(args.data_dir, f"pairs_r{args.r}.jsonl")
+    run_dir, data = stage_paths(args)
     runs.check_run_dir(run_dir, args.resume)
+    train.check_accumulation(train.train_config(args, run_dir), world)
     init = stage_init(args)
     identity = vlm.model_identity(args.model, args.model_seed)
     start = runs.start_after(init, args.model, run_dir, identity)
@@ -354,11 +388,11 @@ def read_stage_inputs(args, world):
         raise FileNotFoundError(f"{data}: no such file; make the pairs with `temple.py pairs` first, or pass "
                                 f"--data FILE")
     pairs, skipped = datafiles.read_pairs(data, args.video_root)
-    missing = len(skipped)  # their video files; a malformed record stopped read_pairs with its file:line
-    if world.main and missing:
-        print(f"{data}: skipped {missing} pair(s) whose video file is missing")
+    if world.main and skipped and pairs:
+        print(f"{data}: skipped {datafiles.missing_videos(skipped, args.video_root)}")
     if not pairs:
-        raise ValueError(f"{data}: no usable pairs" + (f" ({missing} with a missing video)" if missing else ""))
+        raise ValueError(f"{data}: no usable pairs" + (
+            f": {datafiles.missing_videos(skipped, args.video_root)}" if skipped else ""))
     held_videos, note = stage_heldout_videos(args, init, pairs)
     if world.main and note:
         print(note)
@@ -373,19 +407,10 @@ def read_stage_inputs(args, world):
         heldout += extra
     if not pairs:
         raise ValueError(f"{data}: every pair is on a held-out video; hold out fewer (--heldout) or other ones")
-    video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
-    meta = {"stage": "dpo", "r": args.r, "base_model": args.model, "base_model_id": identity, "start": start,
-            "data": data, "video": video, "max_length": args.max_length, "truncation": args.truncation,
-            "seed": args.seed, "model_seed": args.model_seed, "beta": args.beta, "loss_type": args.loss_type,
-            "nll_weight": args.nll_weight, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
-                                                    "dropout": args.lora_dropout},
-            "heldout": {"videos": args.heldout, "file": args.eval_pairs, "every": args.eval_every},
-            "heldout_videos": held_videos,
-            "adaptive": {"plateau_delta": args.plateau_delta, "plateau_evals": args.plateau_evals,
-                         "accuracy_ceiling": args.accuracy_ceiling} if args.adaptive else None}
-    if args.resume:
+    meta = stage_meta(args, data, start, identity, held_videos)
+    if args.resume and runs.resumable(run_dir):
         runs.check_resume(run_dir, meta)
-    return run_dir, data, init, meta, video, pairs, heldout
+    return run_dir, data, init, meta, meta["video"], pairs, heldout
 
 
 def run_stage(args):
@@ -395,6 +420,11 @@ def run_stage(args):
     inputs = train.on_every_rank(world, lambda: read_stage_inputs(args, world))
     run_dir, data, init, meta, video, pairs, heldout = inputs
     train.check_same_data(world, pairs + heldout, data)
+    config = train.train_config(args, run_dir)
+    if args.resume and (done := train.finished_at(config, len(pairs))):
+        if world.main:
+            print(f"stage r={args.r}: {run_dir} was already finished (step {done}); nothing to resume")
+        return run_dir
 
     model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
 
@@ -407,7 +437,6 @@ def run_stage(args):
             encode.cache = reference_cache_path(data, pairs, meta)
             encode.references = precompute_reference(model, encode, len(pairs), encode.cache, world)
 
-    config = train.train_config(args, run_dir)
     train.train(model.hf_model, lambda module, items: dpo_step(model, module, items, settings), encode, len(pairs),
                 config, world, meta, resume=args.resume, evaluation=evaluation(args, model, heldout, video, world))
     if world.main:

@@ -44,12 +44,22 @@ def check_finished(run_dir, label=""):
                          f"goes on with --resume)")
 
 
+def resumable(run_dir):
+    """Whether a run directory holds work a --resume goes on from: a checkpoint, or the finished run itself. A run
+    that stopped before its first checkpoint (a bad option, a crash in step 1) left nothing worth keeping."""
+    return finished(run_dir) or any(os.path.exists(os.path.join(run_dir, name, "train_state.pt"))
+                                    for name in ("checkpoint", "checkpoint.old"))
+
+
 def check_run_dir(run_dir, resume):
     """A new run never writes into an earlier one: its final adapter or checkpoint would outlive a failed new run,
-    and the directory would still look finished (curriculum skips it, the next stage chains from it)."""
-    earlier = [n for n in ("config.json", "checkpoint", "adapter_model.safetensors")
-               if os.path.exists(os.path.join(run_dir, n))]
-    if earlier and not resume:
+    and the directory would still look finished (curriculum skips it, the next stage chains from it). What a run
+    that never reached a checkpoint left behind does not block a new one."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ValueError(f"{run_dir}: is a file, not a run directory; give another --out (or --runs)")
+    if resumable(run_dir) and not resume:
+        earlier = [n for n in ("config.json", "checkpoint", "adapter_model.safetensors")
+                   if os.path.exists(os.path.join(run_dir, n))]
         raise ValueError(f"{run_dir} holds an earlier run ({', '.join(earlier)}); add --resume to continue it, or "
                          f"give another --out (or delete it) to start over")
 
@@ -99,13 +109,6 @@ def stage_adapter_notes(meta):
                     f"directory's own adapter_model.safetensors instead (the whole chain, on the plain base model: "
                     f"peft.PeftModel.from_pretrained(base, RUN)), or merge everything with "
                     f"`python temple.py merge RUN --out DIR`.\n")
-
-
-def start_changed_since(run_dir, init):
-    """Whether the run `init` that `run_dir` started from holds other weights now than then (retrained since)."""
-    start = read_run_config(run_dir).get("start") or {}
-    return finished(init) and start.get("adapter_sha256") != file_sha256(os.path.join(init,
-                                                                                       "adapter_model.safetensors"))
 
 
 def merge_start(model, init):
@@ -166,7 +169,7 @@ def write_run_config(config, meta, world_size, start=0):
     from which step, as metrics.jsonl keeps the history of the steps. It may not change what is trained."""
     path = os.path.join(config.out, "config.json")
     record = json.loads(json.dumps({**meta, "train": asdict(config), "world_size": world_size}))  # tuples as lists
-    if os.path.exists(path):  # a resume (a new run never meets a config.json), already checked by check_resume
+    if start and os.path.exists(path):  # a resume from a checkpoint, already checked by check_resume
         saved = read_run_config(config.out)
         current = {**saved["train"], **{k: new for resume in saved.get("resumes", []) for k, (_, new) in
                                         resume["changed"].items()}}
@@ -189,13 +192,9 @@ def unfinish(run_dir):
             os.remove(os.path.join(run_dir, name))
 
 
-def check_resume(run_dir, meta):
-    """A resume continues the same training: refused when what is trained differs from the run's config.json (the
-    base model, the start (by content: a moved start is the same), the data (by file), LoRA, loss, video...)."""
-    if not os.path.exists(os.path.join(run_dir, "config.json")):
-        return
-    saved = read_run_config(run_dir)
-
+def trained_otherwise(saved, meta):
+    """What a run's config.json says was trained otherwise than `meta` asks: base model (by what it is), start (by
+    content: a moved start is the same), data (by file), LoRA, loss, video, held-out settings..."""
     def what(record):
         # left out: how it trains (train, world_size, resumes), what it wrote since (stopped), and what is compared
         # by what it is (base model), by content (start) or by file (data)
@@ -208,6 +207,28 @@ def check_resume(run_dir, meta):
     differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     if not same_base_model(saved, meta["base_model"], meta.get("base_model_id")):
         differ.insert(0, "base_model")
+    return differ
+
+
+# TrainConfig fields that change the weights a run ends with (workers, save_every, grad_ckpt, micro_batch do not)
+TRAINING_SETTINGS = ("lr", "warmup_ratio", "epochs", "global_batch", "weight_decay", "betas", "max_grad_norm",
+                     "max_steps", "seed", "tokens_across_ranks")
+
+
+def trained_with_other_settings(saved, config):
+    """The TRAINING_SETTINGS a finished run ended with (its first settings and what its resumes changed) that differ
+    from `config` (a TrainConfig)."""
+    current = {**saved["train"], **{k: new for resume in saved.get("resumes", []) for k, (_, new) in
+                                    resume["changed"].items()}}
+    wanted = json.loads(json.dumps(asdict(config)))
+    return [k for k in TRAINING_SETTINGS if current.get(k) != wanted.get(k)]
+
+
+def check_resume(run_dir, meta):
+    """A resume continues the same training: refused when what is trained differs from the run's config.json."""
+    if not os.path.exists(os.path.join(run_dir, "config.json")):
+        return
+    differ = trained_otherwise(read_run_config(run_dir), meta)
     if differ:
         raise ValueError(f"{run_dir}: the run was started with another {', '.join(differ)}; a resume may change how "
                          f"it trains (--lr, --max-steps, ...), not what it trains; give another --out to start over")

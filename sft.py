@@ -31,14 +31,15 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
 
 
 def load_conversations(path, video_root=None):
-    """Records as {"video": path or None, "messages": [{"role", "content"}]}; errors name the file and record."""
-    examples, missing = [], 0
+    """(records as {"video": path or None, "messages": [{"role", "content"}], "where"}, [(where, "video missing: PATH")]
+    of the records whose video is not there); errors name the file and record."""
+    examples, missing = [], []
     for where, record in datafiles.read_records(path):
         example = {**normalise(record, where), "where": where}
         if example["video"] is not None:
             example["video"] = os.path.join(video_root or "", example["video"])  # absolute stays absolute
             if not os.path.exists(example["video"]):
-                missing += 1
+                missing.append((where, f"video missing: {example['video']}"))
                 continue
         examples.append(example)
     return examples, missing
@@ -141,22 +142,32 @@ def read_sft_inputs(args, world):
     """What SFT trains on, read and checked before the model loads: (run_dir, init, video, meta, examples)."""
     run_dir = args.out or os.path.join(args.runs, "sft")
     runs.check_run_dir(run_dir, args.resume)
+    train.check_accumulation(sft_config(args, run_dir, []), world)
     init = None if args.init in (None, "base") else args.init
     identity = vlm.model_identity(args.model, args.model_seed)
     start = runs.start_after(init, args.model, run_dir, identity)
     examples, missing = load_conversations(args.data, args.video_root)
-    if world.main and missing:
-        print(f"{args.data}: skipped {missing} record(s) whose video file is missing")
+    if world.main and missing and examples:
+        print(f"{args.data}: skipped {datafiles.missing_videos(missing, args.video_root, 'record')}")
     if not examples:
-        raise ValueError(f"{args.data}: no usable records")
+        raise ValueError(f"{args.data}: no usable records" + (
+            f": {datafiles.missing_videos(missing, args.video_root, 'record')}" if missing else ""))
     video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
     meta = {"stage": "sft", "base_model": args.model, "base_model_id": identity, "start": start, "data": args.data,
             "video": video, "max_length": args.max_length, "truncation": args.truncation, "seed": args.seed,
             "model_seed": args.model_seed, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
                                                     "dropout": args.lora_dropout, "vision": not args.freeze_vit}}
-    if args.resume:
+    if args.resume and runs.resumable(run_dir):
         runs.check_resume(run_dir, meta)
     return run_dir, init, video, meta, examples
+
+
+def sft_config(args, run_dir, examples):
+    """The TrainConfig of an SFT run."""
+    return train.train_config(
+        args, run_dir, tokens_across_ranks=args.tokens_across_ranks,
+        # a text-only record leaves the vision adapters out of the forward; DDP must be told to look for that
+        find_unused_parameters=not args.freeze_vit and any(e["video"] is None for e in examples))
 
 
 def run_sft(args):
@@ -165,18 +176,18 @@ def run_sft(args):
     # every rank reads the data from its own disk; a failure on one node stops them all, before the model loads
     run_dir, init, video, meta, examples = train.on_every_rank(world, lambda: read_sft_inputs(args, world))
     train.check_same_data(world, examples, args.data)
+    config = sft_config(args, run_dir, examples)
+    if args.resume and (done := train.finished_at(config, len(examples))):
+        if world.main:
+            print(f"sft: {run_dir} was already finished (step {done}); nothing to resume")
+        return run_dir
 
     # the released SFT: LoRA on the ViT too, but not on the merger that feeds it to the language model (its aligner)
     model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                               include_vision=not args.freeze_vit, exclude=vlm.ALIGNER)
-    config = train.train_config(
-        args, run_dir, tokens_across_ranks=args.tokens_across_ranks,
-        # a text-only record leaves the vision adapters out of the forward; DDP must be told to look for that
-        find_unused_parameters=not args.freeze_vit and any(e["video"] is None for e in examples))
     train.train(model.hf_model, lambda module, items: sft_step(model, module, items),
                 ExampleEncoder(model.processor, examples, video, args.max_length, args.truncation), len(examples),
-                config, world, meta,
-                resume=args.resume, tokens=answer_tokens)
+                config, world, meta, resume=args.resume, tokens=answer_tokens)
     if world.main:
         print(f"sft: {len(examples)} records -> {run_dir}")
     return run_dir

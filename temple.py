@@ -37,11 +37,36 @@ class Defaults(argparse.ArgumentDefaultsHelpFormatter):
     """Show every default in --help."""
 
 
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """A mistake on the command line is one line naming it, not the whole usage."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def ranged(kind, low=None, high=None, above=None, below=None):
+    """An argparse type: a number of `kind` (int or float) >= low / > above and <= high / < below. Every option has its
+    range, checked before any work: --epochs 0 or --beta 0 is a mistake, not a run that trains nothing."""
+    bounds = [f">= {low}" if low is not None else "", f"> {above}" if above is not None else "",
+              f"<= {high}" if high is not None else "", f"< {below}" if below is not None else ""]
+    wanted = f"{'an integer' if kind is int else 'a number'} {' and '.join(b for b in bounds if b)}".strip()
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if (value != value or (low is not None and value < low) or (above is not None and value <= above) or
+                (high is not None and value > high) or (below is not None and value >= below)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    return parse
+
+
+positive_int = ranged(int, low=1)
+count = ranged(int, low=0)
+positive = ranged(float, above=0)
+non_negative = ranged(float, low=0)
+share = ranged(float, low=0, below=1)  # a part of a whole: warmup, dropout
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -53,11 +78,11 @@ def add_describe(sub):
     p.add_argument("video", help="path of a video file")
     p.add_argument("--model", default="tiny", help="model directory, hub id, or built-in tiny / tiny-qwen2.5 / tiny-qwen3")
     p.add_argument("--prompt", default="Describe the video in detail.", help="the instruction")
-    p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second of video")
-    p.add_argument("--max-frames", type=int, default=600, help="at most this many frames")
-    p.add_argument("--total-pixels", type=int, default=9_000_000, help="pixel budget for all frames together")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="length limit of the answer")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--fps", type=positive, default=1.0, help="frames sampled per second of video")
+    p.add_argument("--max-frames", type=ranged(int, low=2), default=600, help="at most this many frames")
+    p.add_argument("--total-pixels", type=positive_int, default=9_000_000, help="pixel budget for all frames together")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="length limit of the answer")
+    p.add_argument("--temperature", type=non_negative, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.set_defaults(func=cmd_describe)
 
@@ -78,15 +103,15 @@ def cmd_describe(args):
 
 
 def add_detector_options(p):
-    p.add_argument("--colour-threshold", type=float, default=0.2, help="a cut: the colour histograms of two frames differ by this much (0..1) ...")
-    p.add_argument("--layout-threshold", type=float, default=0.3, help="... or their layouts (coarse grey grids, 0..2) by this much ...")
-    p.add_argument("--ratio", type=float, default=3.0, help="... and by this many times the local level of that change")
+    p.add_argument("--colour-threshold", type=ranged(float, above=0, high=1), default=0.2, help="a cut: the colour histograms of two frames differ by this much (0..1) ...")
+    p.add_argument("--layout-threshold", type=ranged(float, above=0, high=2), default=0.3, help="... or their layouts (coarse grey grids, 0..2) by this much ...")
+    p.add_argument("--ratio", type=positive, default=3.0, help="... and by this many times the local level of that change")
     p.add_argument("--window", type=positive_int, default=12, help="frames on each side for the local level")
-    p.add_argument("--flash-frames", type=int, default=4, help="a jump whose old picture returns within this many frames is a flash")
+    p.add_argument("--flash-frames", type=count, default=4, help="a jump whose old picture returns within this many frames is a flash")
     p.add_argument("--min-shot-frames", type=positive_int, default=8, help="no two cuts closer than this")
-    p.add_argument("--fade-frames", type=int, default=16, help="window each side for dissolves (0 = hard cuts only)")
-    p.add_argument("--fade-threshold", type=float, default=1.5, help="a dissolve: the windows' mean pictures differ by this many times what a cut needs")
-    p.add_argument("--min-grey-range", type=int, default=10, help="a frame whose grey levels span less than this is blank (black, white, a uniform fade); select drops shots of blank frames")
+    p.add_argument("--fade-frames", type=count, default=16, help="window each side for dissolves (0 = hard cuts only)")
+    p.add_argument("--fade-threshold", type=positive, default=1.5, help="a dissolve: the windows' mean pictures differ by this many times what a cut needs")
+    p.add_argument("--min-grey-range", type=ranged(int, low=0, high=255), default=10, help="a frame whose grey levels span less than this is blank (black, white, a uniform fade); select drops shots of blank frames")
 
 
 def detector_options(args):
@@ -121,18 +146,20 @@ def add_select(sub):
     p.add_argument("--workers", type=positive_int, default=1, help="videos processed in parallel (processes)")
     p.add_argument("--retry-errors", action="store_true", help="process again the videos recorded with status error")
     add_detector_options(p)
-    p.add_argument("--min-shot-seconds", type=float, default=0.2, help="cleaning: drop shots shorter than this")
-    p.add_argument("--min-shot-len", type=int, default=8, help="cleaning: drop shots of fewer frames")
-    p.add_argument("--min-shots", type=int, default=4, help="keep videos with at least this many shots")
-    p.add_argument("--max-shots", type=int, default=32, help="... and at most this many")
-    p.add_argument("--max-shot-seconds", type=float, default=16.0, help="... and no shot longer than this")
-    p.add_argument("--group-threshold", type=float, default=0.8, help="shots more similar than this (1 - histogram distance of middle frames) join one group")
-    p.add_argument("--min-clips", type=int, default=4, help="keep videos with at least this many clips (runs of one group)")
-    p.add_argument("--max-runs", type=int, default=3, help="a group may come back in at most min(this, clips // 3) runs")
+    p.add_argument("--min-shot-seconds", type=non_negative, default=0.2, help="cleaning: drop shots shorter than this")
+    p.add_argument("--min-shot-len", type=count, default=8, help="cleaning: drop shots of fewer frames")
+    p.add_argument("--min-shots", type=positive_int, default=4, help="keep videos with at least this many shots")
+    p.add_argument("--max-shots", type=positive_int, default=32, help="... and at most this many")
+    p.add_argument("--max-shot-seconds", type=positive, default=16.0, help="... and no shot longer than this")
+    p.add_argument("--group-threshold", type=ranged(float, low=0, high=1), default=0.8, help="shots more similar than this (1 - histogram distance of middle frames) join one group")
+    p.add_argument("--min-clips", type=positive_int, default=4, help="keep videos with at least this many clips (runs of one group)")
+    p.add_argument("--max-runs", type=positive_int, default=3, help="a group may come back in at most min(this, clips // 3) runs")
     p.set_defaults(func=cmd_select)
 
 
 def cmd_select(args):
+    if args.min_shots > args.max_shots:
+        raise ValueError(f"--min-shots {args.min_shots} is more than --max-shots {args.max_shots}")
     options = dict(detector_options(args), min_shot_seconds=args.min_shot_seconds, min_shot_len=args.min_shot_len,
                    min_shots=args.min_shots, max_shots=args.max_shots, max_shot_seconds=args.max_shot_seconds,
                    group_threshold=args.group_threshold, min_clips=args.min_clips, max_runs=args.max_runs)
@@ -197,12 +224,12 @@ def add_pairs(sub):
     p.add_argument("--perturb-input", default="captions", choices=["captions", "frames"], help="perturb the caption list (released code) or the keyframe sequence (paper wording)")
     add_generation_options(p, max_new_tokens=8192)
     p.add_argument("--total-pixels", type=positive_int, default=9_000_000, help="frames route: pixel budget for all keyframes")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens (0 = all); None = the model's generation_config.json, as the released run (Qwen2/2.5-VL: 1, greedy in effect), else 0")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass; None = the model's generation_config.json (Qwen2/2.5-VL: 0.001), else 1.0")
-    p.add_argument("--repetition-penalty", type=float, default=1.05, help="penalty on repeated tokens")
+    p.add_argument("--temperature", type=non_negative, default=0.7, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-k", type=count, default=None, help="sample from the k likeliest tokens (0 = all); None = the model's generation_config.json, as the released run (Qwen2/2.5-VL: 1, greedy in effect), else 0")
+    p.add_argument("--top-p", type=ranged(float, above=0, high=1), default=None, help="nucleus sampling mass; None = the model's generation_config.json (Qwen2/2.5-VL: 0.001), else 1.0")
+    p.add_argument("--repetition-penalty", type=positive, default=1.05, help="penalty on repeated tokens")
     p.add_argument("--seed", type=int, default=0, help="seeds perturbations, sampling and instructions (with the video path)")
-    p.add_argument("--max-length-ratio", type=float, default=1.5, help="pairs of the kinds other than drop and speed whose answers differ more in length are dropped")
+    p.add_argument("--max-length-ratio", type=ranged(float, low=1), default=1.5, help="pairs of the kinds other than drop and speed whose answers differ more in length are dropped")
     p.set_defaults(func=cmd_pairs)
 
 
@@ -253,7 +280,7 @@ def add_view(sub):
     p.add_argument("pairs", help="a pairs_r{R}.jsonl file")
     p.add_argument("--out", default=None, help="HTML file (None = the pairs file with .html)")
     p.add_argument("--captions", default=None, help="captions.jsonl for thumbnails and clip captions (None = beside the pairs)")
-    p.add_argument("--limit", type=int, default=30, help="show a random sample of this many pairs (0 = all)")
+    p.add_argument("--limit", type=count, default=30, help="show a random sample of this many pairs (0 = all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.add_argument("--thumb-height", type=positive_int, default=64, help="keyframe thumbnail height in pixels")
     p.set_defaults(func=cmd_view)
@@ -285,10 +312,10 @@ def cmd_export(args):
 def add_video_options(p):
     """How a model sees a video in training and eval: the released run's settings (docs/method.md, "Training")."""
     p.add_argument("--video-root", default=None, help="directory that relative video paths in the data start from")
-    p.add_argument("--fps", type=float, default=1.0, help="video frames per second")
-    p.add_argument("--max-frames", type=int, default=600, help="at most this many frames per video")
-    p.add_argument("--total-pixels", type=int, default=9_000_000, help="pixel budget per video")
-    p.add_argument("--max-length", type=int, default=16384, help="tokens per sequence")
+    p.add_argument("--fps", type=positive, default=1.0, help="video frames per second")
+    p.add_argument("--max-frames", type=ranged(int, low=2), default=600, help="at most this many frames per video")
+    p.add_argument("--total-pixels", type=positive_int, default=9_000_000, help="pixel budget per video")
+    p.add_argument("--max-length", type=positive_int, default=16384, help="tokens per sequence")
     p.add_argument("--truncation", default="delete", choices=["delete", "right"], help="an example over --max-length: delete = left out (ms-swift's default, the released run), right = its answer's end cut")
     p.add_argument("--attn", default="sdpa", choices=ATTENTION, help="attention implementation")
 
@@ -299,40 +326,40 @@ def add_training_options(p, lr, lora_alpha, lora_dropout):
     p.add_argument("--model-seed", type=int, default=0, help="seed of a built-in tiny model's random weights")
     p.add_argument("--runs", default="runs", help="directory holding the run directories")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument("--lora-r", type=int, default=32, help="LoRA rank")
-    p.add_argument("--lora-alpha", type=float, default=lora_alpha, help="LoRA alpha (scaling alpha / r)")
-    p.add_argument("--lora-dropout", type=float, default=lora_dropout, help="dropout on the LoRA input" + (
+    p.add_argument("--lora-r", type=positive_int, default=32, help="LoRA rank")
+    p.add_argument("--lora-alpha", type=positive, default=lora_alpha, help="LoRA alpha (scaling alpha / r)")
+    p.add_argument("--lora-dropout", type=share, default=lora_dropout, help="dropout on the LoRA input" + (
         " (0: ms-swift and TRL switch dropout off in DPO, disable_dropout)" if lora_dropout == 0 else ""))
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
-    p.add_argument("--warmup-ratio", type=float, default=0.05, help="share of steps with linear warmup, then cosine")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data")
-    p.add_argument("--global-batch", type=int, default=16, help="examples per optimizer step over all processes")
-    p.add_argument("--micro-batch", type=int, default=1, help="examples per forward on one process")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
-    p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping")
-    p.add_argument("--save-every", type=int, default=500, help="optimizer steps between checkpoints")
-    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = all epochs)")
+    p.add_argument("--lr", type=positive, default=lr, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup-ratio", type=share, default=0.05, help="share of steps with linear warmup, then cosine")
+    p.add_argument("--epochs", type=positive, default=1.0, help="passes over the data")
+    p.add_argument("--global-batch", type=positive_int, default=16, help="examples per optimizer step over all processes")
+    p.add_argument("--micro-batch", type=positive_int, default=1, help="examples per forward on one process")
+    p.add_argument("--weight-decay", type=non_negative, default=0.1, help="AdamW weight decay")
+    p.add_argument("--max-grad-norm", type=positive, default=1.0, help="gradient clipping")
+    p.add_argument("--save-every", type=positive_int, default=500, help="optimizer steps between checkpoints")
+    p.add_argument("--max-steps", type=count, default=0, help="train this many optimizer steps, the data repeated as needed (HF's meaning: it overrides --epochs; 0 = as many as --epochs give)")
     p.add_argument("--seed", type=int, default=42, help="seed of the data order, dropout and sampling")
     p.add_argument("--grad-ckpt", action=argparse.BooleanOptionalAction, default=True,
                    help="non-reentrant activation checkpointing: recompute activations in backward (a real pair needs it)")
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes per GPU (video decoding)")
+    p.add_argument("--workers", type=count, default=2, help="data-loading processes per GPU (video decoding)")
     add_video_options(p)
 
 
 def add_dpo_options(p):
     add_training_options(p, lr=5e-6, lora_alpha=64, lora_dropout=0.0)
     p.add_argument("--data-dir", default="data", help="where pairs_r{R}.jsonl are")
-    p.add_argument("--beta", type=float, default=0.1, help="DPO temperature")
+    p.add_argument("--beta", type=positive, default=0.1, help="DPO temperature")
     p.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo", "hinge"], help="DPO loss")
-    p.add_argument("--nll-weight", type=float, default=1.0, help="weight of the NLL of the chosen answer")
+    p.add_argument("--nll-weight", type=non_negative, default=1.0, help="weight of the NLL of the chosen answer")
     p.add_argument("--precompute-ref", action="store_true", help="score the reference once per stage and cache it")
     p.add_argument("--eval-pairs", default=None, metavar="FILE", help="held-out pairs whose preference accuracy is measured during training")
-    p.add_argument("--heldout", type=int, default=0, metavar="N", help="set N videos aside for that, every pair of theirs, chosen from --seed and their paths; a later stage holds out the videos its start held out")
+    p.add_argument("--heldout", type=count, default=0, metavar="N", help="set N videos aside for that, every pair of theirs, chosen from --seed and their paths; a later stage holds out the videos its start held out")
     p.add_argument("--eval-every", type=positive_int, default=50, metavar="STEPS", help="optimizer steps between held-out evaluations (and one at the end)")
-    p.add_argument("--adaptive", action="store_true", help="end a stage when held-out accuracy stops improving or reaches the ceiling (--epochs is then the cap)")
-    p.add_argument("--plateau-delta", type=float, default=0.01, help="adaptive: a gain of at most this much is no gain")
+    p.add_argument("--adaptive", action="store_true", help="end a stage when held-out accuracy stops improving or reaches the ceiling (--epochs, or --max-steps, is then the cap)")
+    p.add_argument("--plateau-delta", type=non_negative, default=0.01, help="adaptive: a gain of at most this much is no gain")
     p.add_argument("--plateau-evals", type=positive_int, default=3, help="adaptive: evaluations without gain before a stage ends")
-    p.add_argument("--accuracy-ceiling", type=float, default=0.98, help="adaptive: a stage ends once held-out accuracy reaches this")
+    p.add_argument("--accuracy-ceiling", type=ranged(float, above=0, high=1), default=0.98, help="adaptive: a stage ends once held-out accuracy reaches this")
 
 
 def add_dpo(sub):
@@ -374,15 +401,17 @@ def cmd_curriculum(args):
                   f"to start elsewhere)")
     for r in args.stages:
         run_dir = os.path.join(args.runs, f"dpo_r{r}")
-        if runs.finished(run_dir):
+        stage = argparse.Namespace(**{**vars(args), "r": r, "data": None, "out": run_dir, "init": previous,
+                                      "resume": args.resume or os.path.isdir(run_dir)})
+        if runs.finished(run_dir):  # skipped only when it was trained as this command would train it
+            differ = dpo.trained_otherwise(stage)
+            if differ:
+                raise ValueError(f"stage r={r}: {run_dir} is finished, but was trained with another "
+                                 f"{', '.join(differ)} than this command asks for; delete it and the stages after "
+                                 f"it to train them again, or give another --runs")
             if main_process:  # under torchrun: one line, not one per rank
                 print(f"stage r={r}: {run_dir} is finished, skipped")
-                if previous and runs.start_changed_since(run_dir, previous):
-                    print(f"stage r={r}: note: {run_dir} was trained on {previous} as it was before it changed; "
-                          f"delete {run_dir} and the stages after it to train them on the new one")
         else:
-            stage = argparse.Namespace(**{**vars(args), "r": r, "data": None, "out": run_dir, "init": previous,
-                                          "resume": args.resume or os.path.isdir(run_dir)})
             dpo.run_stage(stage)
         previous = run_dir
 
@@ -438,7 +467,7 @@ def add_eval(sub):
     p.add_argument("--run", "--run-dir", default=None, help="a finished run directory: its adapter on its base model with the runs before it merged in (None = no adapter; --run-dir under torchrun)")
     p.add_argument("--out", default=None, help="JSON report (None = the first data file with .eval.json)")
     p.add_argument("--normalize", action="store_true", help="MCQ and Vinoground: compare mean log-probs per token, not sums")
-    p.add_argument("--beta", type=float, default=0.1, help="pairs: DPO temperature of the reward margin beta * (r+ - r-)")
+    p.add_argument("--beta", type=positive, default=0.1, help="pairs: DPO temperature of the reward margin beta * (r+ - r-)")
     add_video_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -459,8 +488,8 @@ def add_plot(sub):
                        formatter_class=Defaults)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or metrics.jsonl files), drawn end to end in this order")
     p.add_argument("--out", default="runs/curves.png", help="PNG file")
-    p.add_argument("--width", type=positive_int, default=960, help="image width in pixels")
-    p.add_argument("--panel-height", type=positive_int, default=220, help="height of each of the three panels in pixels")
+    p.add_argument("--width", type=ranged(int, low=200), default=960, help="image width in pixels")
+    p.add_argument("--panel-height", type=ranged(int, low=80), default=220, help="height of each of the three panels in pixels")
     p.set_defaults(func=cmd_plot)
 
 
@@ -498,7 +527,7 @@ def cmd_demo(args):
 
 def run_command(argv):
     """Run another subcommand in this process, its options parsed (and defaulted) as on the command line."""
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     args.func(args)
 
 
@@ -506,8 +535,7 @@ def run_command(argv):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="temple.py", description=__doc__.split("\n\n")[1],
-                                     formatter_class=Defaults)
+    parser = Parser(prog="temple.py", description=__doc__.split("\n\n")[1], formatter_class=Defaults)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_describe(sub)
     add_shots(sub)
@@ -548,6 +576,17 @@ def interrupted_line(command, argv, error):
     return line + ". Resume: " + shlex.join(["python", "temple.py", *argv, *flag])
 
 
+def parse(argv):
+    """The command line as build_parser reads it; an option the subcommand does not know is named by the subcommand
+    (argparse's own message would name temple.py and show the top-level usage)."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def leave_process_group():
     """Under torchrun, leave the process group once the command is done: at interpreter exit gloo's threads can
     abort a process that finished its work (SIGABRT, and torchrun reports the run as failed)."""
@@ -558,7 +597,7 @@ def leave_process_group():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         code = args.func(args) or 0
         leave_process_group()

@@ -55,7 +55,7 @@ class TrainConfig:
     betas: tuple = (0.9, 0.95)  # AdamW's; ms-swift's default beta2 is 0.95 (torch's is 0.999)
     max_grad_norm: float = 1.0
     save_every: int = 500  # optimizer steps between checkpoints
-    max_steps: int = 0  # 0 = as many as the epochs give
+    max_steps: int = 0  # the number of optimizer steps, overriding epochs (0 = as many as the epochs give)
     seed: int = 42
     # a summed loss (SFT) is divided by the answer tokens of this rank's accumulation window, as the released run did
     # (transformers 4.53, average_tokens_across_devices=False); True: by those of the whole global batch, all ranks
@@ -198,8 +198,9 @@ def check_shared_directory(directory, world, what="the run directory"):
 
 
 def total_steps(num_items, config):
-    steps = math.ceil(num_items * config.epochs / config.global_batch)
-    return min(steps, config.max_steps) if config.max_steps else steps
+    """The optimizer steps of a run: --max-steps when given (the data repeats as often as that needs: HF's and
+    ms-swift's meaning, so --max-steps 2 on 6 pairs is 2 steps), else as many as --epochs give."""
+    return config.max_steps or math.ceil(num_items * config.epochs / config.global_batch)
 
 
 def step_items(num_items, step, config):
@@ -297,6 +298,18 @@ def load_checkpoint(model, optimizer, config, world):
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"][world.rank])
     return state["step"], state.get("evaluations", [])
+
+
+def finished_at(config, num_items):
+    """The last step of a finished run that a --resume would not train on (it reached every planned step), else
+    None. A stage an adaptive rule stopped early trains on from its stop."""
+    if not runs.finished(config.out) or "stopped" in runs.read_run_config(config.out):
+        return None
+    try:
+        last = read_metrics(config.out)[-1]["step"]
+    except (OSError, ValueError, IndexError, KeyError):  # a damaged metrics.jsonl: the resume itself names the line
+        return None
+    return last if last >= total_steps(num_items, config) else None
 
 
 def start_stage(args, init, world, **lora_options):

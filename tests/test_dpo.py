@@ -587,7 +587,8 @@ def test_bad_input_messages(data_dir, tmp_path):
         dpo.run_stage(stage_args(tmp_path, tmp_path / "runs"))
     gone = [{"video": str(tmp_path / "gone.mp4"), "instruction": "x", "chosen": "a", "rejected": "b"}]
     datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", gone)
-    with pytest.raises(ValueError, match=r"no usable pairs \(1 with a missing video\)"):
+    with pytest.raises(ValueError, match=rf"no usable pairs: 1 pair\(s\) whose video file is missing, the first "
+                                         rf"{tmp_path / 'gone.mp4'}$"):
         dpo.run_stage(stage_args(tmp_path, tmp_path / "runs"))
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
     with pytest.raises(ValueError, match="trained on base model 'tiny', not 'tiny-qwen3'"):
@@ -812,26 +813,38 @@ def test_a_failure_on_one_rank_stops_every_rank_with_its_line(data_dir, tmp_path
                                       str(tmp_path / "errors")), nprocs=2)
     said = {name: (tmp_path / "errors" / name).read_text() for name in os.listdir(tmp_path / "errors")}
     assert set(said) == {"videos.0", "videos.1", "metrics.0", "metrics.1"}
-    assert said["videos.1"].endswith("relative.jsonl: no usable pairs (4 with a missing video)")
+    assert said["videos.1"].endswith("relative.jsonl: no usable pairs: 4 pair(s) whose video file is missing, the first "
+                                     f"{data / 'missing' / 'v0.mp4'} (relative paths start from --video-root "
+                                     f"{data / 'missing'})")
     assert said["videos.0"].startswith("rank 1 (") and said["videos.0"].endswith("): " + said["videos.1"])
     assert said["metrics.0"].endswith("metrics.jsonl:1: not a metrics line")
     assert said["metrics.1"].startswith("rank 0 (") and said["metrics.1"].endswith("): " + said["metrics.0"])
 
 
-def test_curriculum_says_when_a_finished_stage_was_trained_on_an_earlier_version_of_the_one_before(data_dir,
-                                                                                                    tmp_path, capsys):
+def test_curriculum_skips_a_finished_stage_only_when_it_was_trained_as_this_command_would(data_dir, tmp_path,
+                                                                                         capsys):
     from safetensors.torch import load_file, save_file
     command = ["curriculum", "--model", "tiny", "--stages", "16", "8", "--data-dir", str(data_dir), "--runs",
                str(tmp_path), "--max-steps", "1", "--global-batch", "2", "--workers", "0", "--max-frames", "4",
                "--total-pixels", str(64 * 96 * 4)]
     assert temple.main(command) == 0
-    assert temple.main(command) == 0 and "note:" not in capsys.readouterr().out  # nothing changed
+    capsys.readouterr()
+    assert temple.main(command) == 0 and capsys.readouterr().out.count("is finished, skipped") == 2
+    for other, differ in ((["--model", "tiny-qwen3"], "base_model"), (["--lr", "1e-3"], "lr"),
+                          (["--beta", "0.2"], "beta"), (["--max-steps", "2"], "max_steps")):
+        assert temple.main([*command, *other]) == 1
+        assert capsys.readouterr().err == (f"temple.py curriculum: error: stage r=16: {tmp_path / 'dpo_r16'} is "
+                                           f"finished, but was trained with another {differ} than this command asks "
+                                           f"for; delete it and the stages after it to train them again, or give "
+                                           f"another --runs\n")
+    assert temple.main([*command, "--workers", "1", "--save-every", "7"]) == 0  # how it runs, not what it trains
     first = tmp_path / "dpo_r16" / "adapter_model.safetensors"
     tensors = load_file(first)
     name = next(iter(tensors))
     tensors[name] = tensors[name] + 1  # r16 trained again (e.g. resumed after an adaptive stop)
     save_file(tensors, first)
-    assert temple.main(command) == 0
-    notes = [line for line in capsys.readouterr().out.splitlines() if "note:" in line]
-    assert notes == [f"stage r=8: note: {tmp_path / 'dpo_r8'} was trained on {tmp_path / 'dpo_r16'} as it was before "
-                     f"it changed; delete {tmp_path / 'dpo_r8'} and the stages after it to train them on the new one"]
+    capsys.readouterr()
+    assert temple.main(command) == 1
+    assert f"stage r=8: {tmp_path / 'dpo_r8'} is finished, but was trained with another start" in capsys.readouterr().err
+
+

@@ -40,7 +40,7 @@ def data(tmp_path_factory):
 def test_both_formats_normalise_to_messages(data):
     llava, missing = sft.load_conversations(str(data / "llava.json"), video_root=str(data))
     swift, _ = sft.load_conversations(str(data / "swift.jsonl"), video_root=str(data))
-    assert missing == 0 and len(llava) == 2 and llava[1]["video"] is None
+    assert missing == [] and len(llava) == 2 and llava[1]["video"] is None
     assert [m["role"] for m in llava[0]["messages"]] == ["user", "assistant", "user", "assistant"]
     assert swift[0]["video"] == str(data / "a.mp4") and swift[0]["messages"][1]["content"] == "the video ends"
 
@@ -122,7 +122,8 @@ def test_bad_records_name_the_file_and_record(tmp_path):
             sft.load_conversations(str(tmp_path / "typed.jsonl"))
     gone = [{"video": "gone.mp4", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]
     (tmp_path / "gone.json").write_text(json.dumps(gone))
-    assert sft.load_conversations(str(tmp_path / "gone.json"), video_root=str(tmp_path)) == ([], 1)
+    assert sft.load_conversations(str(tmp_path / "gone.json"), video_root=str(tmp_path)) == \
+        ([], [(f"{tmp_path / 'gone.json'}: record 1", f"video missing: {tmp_path / 'gone.mp4'}")])
 
 
 # ---- DDP: a text-only record leaves the vision adapters unused on its rank ---------------------------------------

@@ -155,7 +155,8 @@ def test_readme_curriculum_line_trains_every_stage_under_torchrun(pairs_dir, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     for r in (16, 8, 4, 2):
         check_trained_by_two_ranks(tmp_path / "runs" / f"dpo_r{r}", steps=1)
-    again = run_torchrun(readme_line("curriculum"), tmp_path, "--data-dir", str(pairs_dir), *SMALL_RUN)
+    again = run_torchrun(readme_line("curriculum"), tmp_path, "--data-dir", str(pairs_dir), *SMALL_RUN,
+                         "--max-steps", "1")
     assert again.returncode == 0 and again.stdout.count("is finished, skipped") == 4  # once, not once per rank
 
 
@@ -165,3 +166,7 @@ def test_an_error_every_rank_meets_is_printed_once(pairs_dir, tmp_path):
     said = [line for line in result.stderr.splitlines() if line.startswith("temple.py dpo: error:")]
     assert said == ["temple.py dpo: error: --heldout 64: the data has pairs on 2 video(s); set aside between 1 and 1 "
                     "(every pair of a held-out video is held out)"]
+    result = run_torchrun(readme_line("dpo"), tmp_path, "--data-dir", str(pairs_dir), *SMALL_RUN, "--global-batch", "3")
+    said = [line for line in result.stderr.splitlines() if line.startswith("temple.py dpo: error:")]
+    assert said == ["temple.py dpo: error: --global-batch 3 is not a multiple of world size 2 x --micro-batch 1"]
+    assert "Loading weights" not in result.stderr and not os.path.exists(tmp_path / "runs")  # before the model loads

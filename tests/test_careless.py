@@ -1,0 +1,115 @@
+"""The careless user: a wrong option, a wrong path, a second try. Every mistake is one line before any work, and
+nothing it leaves behind blocks the corrected command."""
+
+import argparse
+import json
+import os
+
+import pytest
+
+import datafiles
+import dpo
+import runs
+import temple
+from test_dpo import read_metrics, stage_args
+
+SEEDS = {"seed", "model_seed"}  # any integer seeds a generator
+
+
+def subcommands():
+    parser = temple.build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+def test_every_numeric_option_has_a_range():
+    """A bare int or float type would let --epochs 0, --beta 0 or --micro-batch 0 through to a traceback or a run
+    that trains nothing."""
+    for command, parser in subcommands().items():
+        for action in parser._actions:
+            if action.dest not in SEEDS:
+                assert action.type not in (int, float), f"temple.py {command} {action.option_strings}: no range"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["dpo", "-r", "16", "--epochs", "0"], "argument --epochs: must be a number > 0, got 0"),
+    (["dpo", "-r", "16", "--max-steps", "-1"], "argument --max-steps: must be an integer >= 0, got -1"),
+    (["dpo", "-r", "16", "--micro-batch", "0"], "argument --micro-batch: must be an integer >= 1, got 0"),
+    (["dpo", "-r", "16", "--global-batch", "0"], "argument --global-batch: must be an integer >= 1, got 0"),
+    (["dpo", "-r", "16", "--save-every", "0"], "argument --save-every: must be an integer >= 1, got 0"),
+    (["dpo", "-r", "16", "--lora-r", "0"], "argument --lora-r: must be an integer >= 1, got 0"),
+    (["dpo", "-r", "16", "--lora-alpha", "0"], "argument --lora-alpha: must be a number > 0, got 0"),
+    (["dpo", "-r", "16", "--beta", "0"], "argument --beta: must be a number > 0, got 0"),
+    (["dpo", "-r", "16", "--fps", "0"], "argument --fps: must be a number > 0, got 0"),
+    (["dpo", "-r", "16", "--warmup-ratio", "1"], "argument --warmup-ratio: must be a number >= 0 and < 1, got 1"),
+    (["pairs", "--top-p", "0"], "argument --top-p: must be a number > 0 and <= 1, got 0"),
+    (["sft", "--data", "x.json", "--lr", "fast"], "argument --lr: must be a number > 0, got 'fast'"),
+    (["dpo", "-r", "16", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
+])
+def test_a_bad_option_is_one_line_from_its_subcommand_and_nothing_is_made(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        temple.main(argv)
+    command = argv[0]
+    assert stop.value.code == 2 and os.listdir(tmp_path) == []
+    assert capsys.readouterr().err == f"temple.py {command}: error: {message} (see temple.py {command} --help)\n"
+
+
+def test_select_wants_min_shots_no_more_than_max_shots(tmp_path, capsys):
+    (tmp_path / "v.mp4").write_bytes(b"")
+    assert temple.main(["select", str(tmp_path / "v.mp4"), "--min-shots", "9", "--max-shots", "4",
+                        "--out", str(tmp_path / "data")]) == 1
+    assert capsys.readouterr().err == "temple.py select: error: --min-shots 9 is more than --max-shots 4\n"
+    assert not os.path.exists(tmp_path / "data")
+
+
+def test_max_steps_is_the_number_of_steps_whatever_the_epochs_give(data_dir, tmp_path):
+    """HF's and ms-swift's meaning: --max-steps 3 on 4 pairs at a global batch of 4 is 3 steps, the data repeated."""
+    run = dpo.run_stage(stage_args(data_dir, tmp_path, global_batch=4, max_steps=3))
+    assert [m["step"] for m in read_metrics(run)] == [1, 2, 3]
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_does_not_block_the_corrected_command(data_dir, tmp_path,
+                                                                                            capsys):
+    with pytest.raises(ValueError, match="the loss is (nan|inf)"):
+        dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=3, lr=1e30))
+    run = tmp_path / "dpo_r16"
+    assert os.path.exists(run / "config.json") and not runs.resumable(str(run))
+    assert dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=2)) == str(run)  # the corrected command
+    assert runs.finished(str(run)) and "resumes" not in runs.read_run_config(str(run))
+    assert len(read_metrics(run)) == 2
+    # and --resume on such a directory starts over with what it is given, even other LoRA settings
+    other = tmp_path / "other"
+    with pytest.raises(ValueError, match="the loss is (nan|inf)"):
+        dpo.run_stage(stage_args(data_dir, tmp_path, out=str(other), max_steps=3, lr=1e30, lora_r=4))
+    dpo.run_stage(stage_args(data_dir, tmp_path, out=str(other), max_steps=2, lora_r=8, resume=True))
+    assert runs.read_run_config(str(other))["lora"]["r"] == 8
+
+
+def test_resuming_a_finished_run_says_it_was_finished(data_dir, tmp_path, capsys):
+    run = dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=2))
+    before = open(os.path.join(run, "config.json")).read(), os.path.getmtime(os.path.join(run, "adapter_model.safetensors"))
+    capsys.readouterr()
+    assert dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=2, resume=True)) == run
+    assert capsys.readouterr().out == f"stage r=16: {run} was already finished (step 2); nothing to resume\n"
+    assert (open(os.path.join(run, "config.json")).read(),
+            os.path.getmtime(os.path.join(run, "adapter_model.safetensors"))) == before
+    dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=3, resume=True))  # more steps: it trains on
+    assert len(read_metrics(run)) == 3
+
+
+def test_a_file_where_the_run_directory_goes_is_one_line(data_dir, tmp_path):
+    (tmp_path / "dpo_r16").write_text("")
+    with pytest.raises(ValueError, match=r"dpo_r16: is a file, not a run directory; give another --out \(or --runs\)"):
+        dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=1))
+
+
+def test_missing_videos_name_the_first_path_and_the_video_root(data_dir, tmp_path, monkeypatch, capsys):
+    pairs = datafiles.read_jsonl(data_dir / "pairs_r16.jsonl")
+    relative = [{**p, "video": os.path.join("videos", os.path.basename(p["video"]))} for p in pairs]
+    datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", relative)
+    monkeypatch.chdir(tmp_path)
+    assert temple.main(["dpo", "-r", "16", "--model", "tiny", "--data-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"temple.py dpo: error: {tmp_path / 'pairs_r16.jsonl'}: no usable pairs: 4 pair(s) whose video file is "
+        f"missing, the first videos/v0.mp4 (relative paths start from the directory you run in, {tmp_path}; "
+        f"--video-root DIR starts them there)\n")
