@@ -30,6 +30,7 @@ stage's adapter merged into its starting weights, which are also this stage's re
     python temple.py curriculum --model tiny && python temple.py merge runs/dpo_r2 --out merged/
 """
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -444,12 +445,25 @@ def run_stage(args):
     return run_dir
 
 
-def is_merged_model(directory):
-    """A directory `merge` may replace: transformers weights and config, and nothing of a training run."""
-    names = set(os.listdir(directory))
-    has_weights = any(n.startswith("model") and n.endswith((".safetensors", ".safetensors.index.json")) for n in names)
-    return "config.json" in names and has_weights and not names & {"adapter_model.safetensors", "checkpoint",
-                                                                     "metrics.jsonl", "train_state.pt"}
+MERGED_MARK = "merged_from.json"  # merge writes it: a directory that has it holds a model merge made and may replace
+
+
+def check_merge_out(out):
+    """merge's --out, checked before the model loads: a directory (or a new one) that is empty or holds an earlier
+    merge (its MERGED_MARK); never a run, another model, or a file."""
+    datafiles.check_output_dir(out, "--out")
+    if not os.path.isdir(out) or not os.listdir(out) or os.path.exists(os.path.join(out, MERGED_MARK)):
+        return
+    names = set(os.listdir(out))
+    if names & {"adapter_model.safetensors", "checkpoint", "metrics.jsonl"}:
+        raise ValueError(f"--out {out}: holds a training run; give a new directory for the merged model")
+    if "config.json" in names or any(is_weight_file(n) for n in names):
+        raise ValueError(f"--out {out}: holds a model that merge did not write (no {MERGED_MARK}); give a new "
+                         f"directory")
+
+
+def is_weight_file(name):
+    return name.startswith(("model", "pytorch_model")) and name.endswith((".safetensors", ".bin", ".index.json"))
 
 
 # What a model directory holds besides weights, config and tokenizer: vLLM, lmms-eval and AutoProcessor read these
@@ -486,8 +500,13 @@ def base_model_file(base_model, name, ask_hub):
         return UNCHECKED
 
 
-def copy_processor_files(base, out):
-    """Put the base model's processor and chat-template files into `out`; say which could not be looked up."""
+def copy_processor_files(base, out, processor):
+    """Put the base model's processor and chat-template files into `out` (a built-in tiny model's are made from
+    its vlm.Processor); say which could not be looked up."""
+    if base in vlm.TINY_MODELS:
+        for name, content in vlm.processor_files(processor).items():
+            datafiles.write_atomic(os.path.join(out, name), json.dumps(content, indent=2) + "\n")
+        return
     ask_hub = functools.cache(vlm.hub_reachable)  # probed once, and only for a file the cache does not know
     unchecked = []
     for name in PROCESSOR_FILES:
@@ -504,25 +523,43 @@ def copy_processor_files(base, out):
 
 def merge_run(run_dir, out, model_name=None):
     """`temple.py merge`: the base model with the run's whole chain folded in (one float32 sum, rounded once),
-    saved as a transformers model directory with the base model's processor and chat-template files beside it."""
+    saved as a transformers model directory with the base model's processor and chat-template files beside it.
+    An earlier merge in `out` is replaced file by file; other files there (notes, reports) stay."""
     out = os.path.normpath(out)
-    if os.path.isdir(out) and os.listdir(out) and not is_merged_model(out):
-        raise ValueError(f"--out {out}: exists and is not a merged model (a run, or other files); give a new or "
-                         f"empty directory")
+    check_merge_out(out)
     runs.check_finished(run_dir)
     config = runs.read_run_config(run_dir)
     base = model_name or config["base_model"]
     model = vlm.load(base, seed=config.get("model_seed", 0))
     runs.merge_start(model.hf_model, run_dir)
-    partial = out + ".partial"  # written whole, then swapped in: a crash never leaves half a model at `out`
+    partial = out + ".partial"  # written whole first: a failure leaves `out` as it was
     shutil.rmtree(partial, ignore_errors=True)
-    model.hf_model.save_pretrained(partial)
-    model.tokenizer.save_pretrained(partial)
-    copy_processor_files(base, partial)
-    mode = datafiles.usual_file_mode(partial)
-    for name in os.listdir(partial):  # safetensors writes private (0600) files
-        os.chmod(os.path.join(partial, name), mode)
-    if os.path.isdir(out):
-        shutil.rmtree(out)  # an earlier merged model (or an empty directory)
-    os.replace(partial, out)
+    try:
+        model.hf_model.save_pretrained(partial)
+        model.tokenizer.save_pretrained(partial)
+        copy_processor_files(base, partial, model.processor)
+        datafiles.write_atomic(os.path.join(partial, MERGED_MARK), json.dumps(
+            {"run": os.path.abspath(run_dir), "base_model": base}, indent=2) + "\n")
+        mode = datafiles.usual_file_mode(partial)
+        for name in os.listdir(partial):  # safetensors writes private (0600) files
+            os.chmod(os.path.join(partial, name), mode)
+        replace_files(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return out
+
+
+def replace_files(new, out):
+    """Put the files of directory `new` into `out`: all at once when `out` is new or empty, else one by one, first
+    taking away the weight files of the earlier merge that the new one does not have (another sharding)."""
+    if not os.path.isdir(out) or not os.listdir(out):
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(out)
+        os.replace(new, out)
+        return
+    written = set(os.listdir(new))
+    for name in os.listdir(out):
+        if is_weight_file(name) and name not in written:
+            os.remove(os.path.join(out, name))
+    for name in sorted(written, key=lambda n: n == MERGED_MARK):  # the mark last: it vouches for a whole merge
+        os.replace(os.path.join(new, name), os.path.join(out, name))

@@ -78,14 +78,19 @@ class Family:
     mean: tuple
     std: tuple
     system_prompt: str | None  # the chat template's default system message
+    processor_class: str  # transformers' processor and video processor of the family, as checkpoints name them
+    video_processor_class: str
     frame_timestamps: bool = False  # Qwen3-VL: "<1.5 seconds>" before every temporal patch
     seconds_per_grid: bool = False  # Qwen2.5-VL: time between temporal patches feeds M-RoPE
 
 
 FAMILIES = {
-    "qwen2_vl": Family("qwen2_vl", CLIP_MEAN, CLIP_STD, "You are a helpful assistant."),
-    "qwen2_5_vl": Family("qwen2_5_vl", CLIP_MEAN, CLIP_STD, "You are a helpful assistant.", seconds_per_grid=True),
-    "qwen3_vl": Family("qwen3_vl", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), None, frame_timestamps=True),
+    "qwen2_vl": Family("qwen2_vl", CLIP_MEAN, CLIP_STD, "You are a helpful assistant.", "Qwen2VLProcessor",
+                       "Qwen2VLVideoProcessor"),
+    "qwen2_5_vl": Family("qwen2_5_vl", CLIP_MEAN, CLIP_STD, "You are a helpful assistant.", "Qwen2_5_VLProcessor",
+                         "Qwen2VLVideoProcessor", seconds_per_grid=True),
+    "qwen3_vl": Family("qwen3_vl", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), None, "Qwen3VLProcessor", "Qwen3VLVideoProcessor",
+                       frame_timestamps=True),
 }
 # The projector from vision to language features (ms-swift's "aligner"); the released SFT puts LoRA on the ViT
 # but leaves this frozen. A full-match regex over module paths, as lora.apply_lora's `exclude` takes it.
@@ -295,6 +300,20 @@ def build_tiny(name, seed=0):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config)
     return model, tokenizer
+
+
+def processor_files(processor):
+    """{file name: content} of the processor files a checkpoint of this family carries (preprocessor_config.json and
+    video_preprocessor_config.json, as on the hub), made from a Processor: what a merged built-in tiny model needs so that AutoProcessor, vLLM and
+    lmms-eval load its directory as a real checkpoint's. The chat template is the tokenizer's own file."""
+    family = processor.family
+    common = {"processor_class": family.processor_class, "patch_size": processor.patch,
+              "temporal_patch_size": processor.temporal_patch, "merge_size": processor.merge,
+              "size": {"shortest_edge": processor.min_pixels, "longest_edge": processor.max_pixels},
+              "image_mean": list(family.mean), "image_std": list(family.std), "do_resize": True, "do_rescale": True,
+              "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True, "resample": 3}
+    return {"preprocessor_config.json": {"image_processor_type": "Qwen2VLImageProcessor", **common},
+            "video_preprocessor_config.json": {"video_processor_type": family.video_processor_class, **common}}
 
 
 # ----------------------------------------------------------------------------------------------------------------

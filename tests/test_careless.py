@@ -11,6 +11,7 @@ import datafiles
 import dpo
 import runs
 import temple
+import vlm
 from test_dpo import read_metrics, stage_args
 
 SEEDS = {"seed", "model_seed"}  # any integer seeds a generator
@@ -113,3 +114,41 @@ def test_missing_videos_name_the_first_path_and_the_video_root(data_dir, tmp_pat
         f"temple.py dpo: error: {tmp_path / 'pairs_r16.jsonl'}: no usable pairs: 4 pair(s) whose video file is "
         f"missing, the first videos/v0.mp4 (relative paths start from the directory you run in, {tmp_path}; "
         f"--video-root DIR starts them there)\n")
+
+
+def test_merge_replaces_only_what_an_earlier_merge_wrote_and_refuses_other_places(data_dir, tmp_path, capsys):
+    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
+    out = tmp_path / "merged"
+    dpo.merge_run(run, str(out))
+    (out / "notes.txt").write_text("my eval notes")
+    (out / "model-00002-of-00002.safetensors").write_bytes(b"a shard of an earlier, other sharding")
+    dpo.merge_run(run, str(out))
+    names = set(os.listdir(out))
+    assert "notes.txt" in names and "model-00002-of-00002.safetensors" not in names and "merged_from.json" in names
+    assert not os.path.exists(str(out) + ".partial")
+    for place, problem in ((data_dir / "pairs_r16.jsonl", "is a file, not a directory"),
+                           (run, "holds a training run"), (tmp_path / "model", "holds a model that merge did not write")):
+        if place == tmp_path / "model":
+            vlm.load("tiny").hf_model.save_pretrained(place)
+        before = sorted(os.listdir(os.path.dirname(place)))
+        assert temple.main(["merge", run, "--out", str(place)]) == 1
+        err = capsys.readouterr().err.splitlines()[-1]
+        assert err.startswith(f"temple.py merge: error: --out {place}: {problem}")
+        assert sorted(os.listdir(os.path.dirname(place))) == before  # refused before the model loaded
+
+
+@pytest.mark.parametrize("model", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
+def test_a_merged_built_in_model_carries_the_processor_files_a_checkpoint_has(data_dir, tmp_path, model):
+    from transformers import Qwen2VLImageProcessorPil
+
+    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=model, max_steps=1))
+    out = dpo.merge_run(run, str(tmp_path / "merged"))
+    processor = vlm.load(model).processor
+    loaded = Qwen2VLImageProcessorPil.from_pretrained(out)  # what AutoProcessor reads (its video side needs torchvision)
+    assert (loaded.patch_size, loaded.merge_size, loaded.temporal_patch_size) == (
+        processor.patch, processor.merge, processor.temporal_patch)
+    assert (loaded.size["shortest_edge"], loaded.size["longest_edge"]) == (processor.min_pixels, processor.max_pixels)
+    assert tuple(loaded.image_mean) == processor.family.mean
+    video = json.load(open(os.path.join(out, "video_preprocessor_config.json")))
+    assert video["video_processor_type"] == processor.family.video_processor_class
+    assert os.path.exists(os.path.join(out, "chat_template.jinja"))

@@ -563,10 +563,11 @@ def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
     assert len(set(modes.values())) == 1 and modes["model.safetensors"] & 0o044, modes  # not private 0600
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="notes: exists and is not a merged model"):
-        dpo.merge_run(first, str(tmp_path / "notes"))
-    for run in (first, second):  # a run directory is never replaced, not even the one being merged
-        with pytest.raises(ValueError, match="is not a merged model"):
+    dpo.merge_run(first, str(tmp_path / "notes"))  # a directory of other files: they stay beside the model
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+    assert (tmp_path / "notes" / "model.safetensors").exists()
+    for run in (first, second):  # a run directory is never written into, not even the one being merged
+        with pytest.raises(ValueError, match="holds a training run"):
             dpo.merge_run(second, run)
         assert runs.finished(run)
     (tmp_path / "broken_run").mkdir()
