@@ -73,20 +73,38 @@ def read_records(path, what="records", bad=None):
     return [(f"{path}: record {number}", record) for number, record in enumerate(records, 1)]
 
 
-def write_atomic(path, text):
-    """Write `text` to a temporary file beside `path`, then rename: readers never see a half-written file, and a
-    failure (a full disk) leaves the old file and no temporary one. The file gets the mode a plain open() gives."""
+def write_atomic(path, data):
+    """Write `data` (text, or bytes) to a temporary file beside `path`, then rename: readers never see a half-written
+    file, and a failure (a full disk) leaves the old file and no temporary one, and names `path`. The file gets the
+    mode a plain open() gives."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), "w", encoding="utf-8") as f:
-            f.write(text)
+        with named(path), open(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def named(path):
+    """An OSError inside the block names `path` (a write or close that finds the disk full names no file)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
+def append_line(path, line):
+    """One line added to a log (metrics.jsonl, a journal's part file) and flushed; an error names the file."""
+    with named(path), open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
 
 
 def writable_place(path, option):

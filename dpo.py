@@ -31,6 +31,7 @@ stage's adapter merged into its starting weights, which are also this stage's re
 """
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -535,7 +536,8 @@ def merge_run(run_dir, out, model_name=None):
     partial = out + ".partial"  # written whole first: a failure leaves `out` as it was
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        model.hf_model.save_pretrained(partial)
+        with full_disk_named(partial):
+            model.hf_model.save_pretrained(partial)
         model.tokenizer.save_pretrained(partial)
         copy_processor_files(base, partial, model.processor)
         datafiles.write_atomic(os.path.join(partial, MERGED_MARK), json.dumps(
@@ -547,6 +549,18 @@ def merge_run(run_dir, out, model_name=None):
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out
+
+
+@contextlib.contextmanager
+def full_disk_named(path):
+    """safetensors (under save_pretrained) reports a full disk as its own error, without a file: an OSError naming
+    `path` instead, which temple.py turns into one line."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - only the full-disk case is translated; the rest goes on as it was
+        if "os error 28" in str(e) or "No space left" in str(e):
+            raise OSError(errno.ENOSPC, "No space left on device", path) from e
+        raise
 
 
 def replace_files(new, out):

@@ -77,11 +77,12 @@ class Journal:
         return {self.key(r) for r in self.records()}
 
     def append(self, record):
-        if self.file is None:
-            drop_torn_line(self.part)
-            self.file = open(self.part, "a", encoding="utf-8")
-        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.file.flush()
+        with datafiles.named(self.part):  # a full disk names the part file
+            if self.file is None:
+                drop_torn_line(self.part)
+                self.file = open(self.part, "a", encoding="utf-8")
+            self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.file.flush()
 
     def close(self):
         if self.file:
@@ -154,17 +155,18 @@ def check_settings(path, settings, out_option="--out"):
 
 
 def read_part(path):
-    """Records of a part file; an unfinished last line (a rank still writing, or killed mid-line) is ignored."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    """Records of a part file; an unfinished last line (a rank still writing, killed mid-line, or a full disk, which
+    can cut a character in two) is ignored."""
+    with open(path, "rb") as f:
+        data = f.read()
     records = []
-    for number, line in enumerate(text.split("\n")[:-1], 1):  # the piece after the last newline is unfinished
+    for number, line in enumerate(data.split(b"\n")[:-1], 1):  # the piece after the last newline is unfinished
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: invalid JSON ({e.msg})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}:{number}: invalid JSON ({getattr(e, 'msg', e)})") from None
     return records
 
 
@@ -210,7 +212,8 @@ def select_videos(inputs, out, workers=1, retry_errors=False, **options):
     pool = multiprocessing.Pool(workers) if workers > 1 and len(todo) > 1 else None
     results = pool.imap_unordered(select, todo) if pool else map(select, todo)
     try:
-        with open(out, "a", encoding="utf-8") as f, tqdm(total=len(todo), unit="video", desc="select") as bar:
+        with datafiles.named(out), open(out, "a", encoding="utf-8") as f, \
+                tqdm(total=len(todo), unit="video", desc="select") as bar:
             for record in results:  # one complete line per video, flushed: a crash loses at most the videos in flight
                 f.write(json.dumps(record) + "\n")
                 f.flush()

@@ -28,7 +28,8 @@ from collections import Counter
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 # apply_lora's defaults. A module whose path matches VISION belongs to the vision encoder or to the projector that
@@ -221,31 +222,22 @@ def most_common(values):
     return Counter(values).most_common(1)[0][0]
 
 
-def save_atomically(path, save):
-    """save(tmp) writes a file beside `path`, which is then renamed to `path`: readers never see half a file. It gets
-    the mode a plain open() gives (safetensors writes private 0600 files), read off an empty file made first: the
-    umask can only be read by setting it, which races with other threads."""
+def save_atomically(path, data):
+    """Write `data` (bytes) to a file beside `path`, then rename it to `path`: readers never see half a file, a failure
+    (a full disk) leaves no temporary file and names `path`. The file gets the mode a plain open() gives (0666 less
+    the umask, which can only be read by setting it: that races with other threads)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # 0666 less the umask
-        mode = os.stat(tmp).st_mode & 0o777
-        save(tmp)
-        os.chmod(tmp, mode)
+        with open(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from e  # a write that finds the disk full names no file
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def write_text(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def write_json(path, data):
-    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_adapter(model, path, base_model=None, task_type="CAUSAL_LM", readme=None):
@@ -267,7 +259,7 @@ def save_adapter(model, path, base_model=None, task_type="CAUSAL_LM", readme=Non
         most_common(m.dropout.p for m in modules.values()))
     write_adapter(path, tensors, config)
     if readme:
-        save_atomically(os.path.join(path, "README.md"), lambda tmp: write_text(tmp, readme))
+        save_atomically(os.path.join(path, "README.md"), readme.encode())
 
 
 def peft_config(base_model, task_type, target_modules, ranks, alphas, rslora=False, dropout=0.0):
@@ -286,9 +278,9 @@ def peft_config(base_model, task_type, target_modules, ranks, alphas, rslora=Fal
 def write_adapter(path, tensors, config):
     """The config first, the weights last: a directory with adapter_model.safetensors holds a whole adapter."""
     os.makedirs(path, exist_ok=True)
-    save_atomically(os.path.join(path, "adapter_config.json"), lambda tmp: write_json(tmp, config))
+    save_atomically(os.path.join(path, "adapter_config.json"), (json.dumps(config, indent=2) + "\n").encode())
     save_atomically(os.path.join(path, "adapter_model.safetensors"),
-                 lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+                    safetensors_bytes(tensors, metadata={"format": "pt"}))
 
 
 def pattern_value(patterns, name, default):

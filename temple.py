@@ -17,6 +17,7 @@ Expected failures (a missing file, a bad model name, malformed data) print one l
 """
 
 import argparse
+import errno
 import json
 import os
 import shlex
@@ -559,21 +560,36 @@ def build_parser():
 KEPT_ON_INTERRUPT = {
     "select": "every video finished so far is in videos.jsonl", "captions": "every caption finished so far is kept",
     "pairs": "every description finished so far is kept", "curriculum": "finished stages and checkpoints are kept",
+    "merge": "--out is as it was", "eval": "no report was written",
 }
 RESUMED_BY_RERUN = ("select", "captions", "pairs", "curriculum")  # these skip what is done on their own
 RESUMED_WITH_FLAG = ("dpo", "sft")
 
 
-def interrupted_line(command, argv, error):
-    """One line for Ctrl-C: what was interrupted, what is kept, the command that goes on from there."""
+def stopped_line(command, argv, what, error, then="Resume"):
+    """One line for a job stopped half-way (Ctrl-C, a full disk): what stopped it, what is kept, the command that goes
+    on from there."""
     kept = getattr(error, "kept", None) or KEPT_ON_INTERRUPT.get(command, "nothing is lost but the unfinished work")
-    line = f"temple.py {command}: interrupted; {kept}"
+    line = f"temple.py {command}: {what}; {kept}"
     if command not in RESUMED_BY_RERUN + RESUMED_WITH_FLAG:
         return line
     flag = ["--resume"] if command in RESUMED_WITH_FLAG and "--resume" not in argv else []
     if "RANK" in os.environ:  # under torchrun: its own options are not ours to repeat
-        return line + (". Resume: the same torchrun command" + (" with --resume" if flag else ""))
-    return line + ". Resume: " + shlex.join(["python", "temple.py", *argv, *flag])
+        return line + (f". {then}: the same torchrun command" + (" with --resume" if flag else ""))
+    return line + f". {then}: " + shlex.join(["python", "temple.py", *argv, *flag])
+
+
+def interrupted_line(command, argv, error):
+    return stopped_line(command, argv, "interrupted", error)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space_line(command, argv, error):
+    """A full disk (or quota) while writing: which file, what is kept, how to go on once there is room."""
+    return stopped_line(command, argv, f"error: no space left on the device of {error.filename}", error,
+                        then="Free some space, then resume")
 
 
 def parse(argv):
@@ -595,6 +611,13 @@ def leave_process_group():
         dist.destroy_process_group()
 
 
+def close_progress_bars():
+    """End the progress bars a failed command left open, so that its one line starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", [])):
+        bar.close()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse(argv)
@@ -602,15 +625,19 @@ def main(argv=None):
         code = args.func(args) or 0
         leave_process_group()
         return code
-    except (OSError, ValueError) as e:  # expected: bad files, bad names, bad data
+    except (OSError, ValueError) as e:  # expected: bad files, bad names, bad data, a full disk
         if os.environ.get("TEMPLE_DEBUG"):
             raise
+        close_progress_bars()
         if os.environ.get("RANK", "0") == "0" or not getattr(e, "known_to_every_rank", False):
-            print(f"temple.py {args.command}: error: {e}", file=sys.stderr)
+            full = isinstance(e, OSError) and e.errno in NO_SPACE
+            print(no_space_line(args.command, argv, e) if full else f"temple.py {args.command}: error: {e}",
+                  file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C: one line, from rank 0 only, not a traceback per process
         if os.environ.get("TEMPLE_DEBUG"):
             raise
+        close_progress_bars()
         if os.environ.get("RANK", "0") == "0":
             print(interrupted_line(args.command, argv, e), file=sys.stderr)
         return 130  # the shell's code for "stopped by SIGINT"

@@ -22,6 +22,7 @@ exactly the items an uninterrupted run would have seen. What a run directory hol
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -268,9 +269,15 @@ def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rn
         ckpt = os.path.join(config.out, "checkpoint")
         tmp = ckpt + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        lora.save_adapter(model, tmp, base_model=base_model, readme=readme)
+        state = io.BytesIO()  # torch.save's own file writing turns a full disk into an unnamed RuntimeError
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "world": world.size,
-                    "evaluations": list(evaluations)}, os.path.join(tmp, "train_state.pt"))
+                    "evaluations": list(evaluations)}, state)
+        try:
+            lora.save_adapter(model, tmp, base_model=base_model, readme=readme)
+            datafiles.write_atomic(os.path.join(tmp, "train_state.pt"), state.getvalue())
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # give back the space a half-written checkpoint took
+            raise
         if os.path.exists(ckpt):
             os.replace(ckpt, ckpt + ".old")
         os.replace(tmp, ckpt)
@@ -485,10 +492,13 @@ def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, 
     run = set_up(model, encode, num_items, config, world, meta, resume)
     try:
         loop(run, loss_fn, config, world, meta, tokens, evaluation)
+        save_checkpoint(model, run.optimizer, run.steps, config, world, meta, final=True,
+                        evaluations=run.evaluations)
     except KeyboardInterrupt:
         raise Interrupted(checkpoint_note(config, run.saved)) from None
-    save_checkpoint(model, run.optimizer, run.steps, config, world, meta, final=True,
-                    evaluations=run.evaluations)
+    except OSError as e:  # e.g. the disk filled up while a checkpoint was written: say what a resume goes on from
+        e.kept = checkpoint_note(config, run.saved)
+        raise
     left_out = sum(m.get("left_out", 0) for m in read_metrics(config.out)) if world.main else 0
     if left_out:
         print(f"{config.out}: {left_out} example(s) left out and replaced by the next usable one (reasons above; "
@@ -589,8 +599,7 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
                           "grad_norm": round(grad_norm.item(), 6), "learning_rate": lr}
                 if left_out:
                     record["left_out"] = left_out
-                with open(os.path.join(config.out, "metrics.jsonl"), "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                datafiles.append_line(os.path.join(config.out, "metrics.jsonl"), json.dumps(record))
                 progress.set_postfix(loss=f"{logged['loss']:.4f}")
                 progress.update()
             reason = held_out and evaluation.stop and evaluation.stop(run.evaluations)

@@ -152,3 +152,43 @@ def test_a_merged_built_in_model_carries_the_processor_files_a_checkpoint_has(da
     video = json.load(open(os.path.join(out, "video_preprocessor_config.json")))
     assert video["video_processor_type"] == processor.family.video_processor_class
     assert os.path.exists(os.path.join(out, "chat_template.jinja"))
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_is_one_line_and_resume_goes_on(data_dir, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """torch.save on a full disk raises an unnamed RuntimeError ("unexpected pos ..."); the checkpoint's files are
+    written by our own writes, so the error names the file, and the line says what is kept and how to go on."""
+    real, calls = datafiles.write_atomic, []
+
+    def fills_up(path, data):
+        if path.endswith("train_state.pt"):
+            calls.append(path)
+            if len(calls) == 2:  # the second checkpoint finds the disk full: a write raises, naming no file
+                with datafiles.named(path):
+                    raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(datafiles, "write_atomic", fills_up)
+    out = tmp_path / "run"
+    argv = ["dpo", "-r", "16", "--model", "tiny", "--data-dir", str(data_dir), "--out", str(out), "--max-steps", "3",
+            "--save-every", "1", "--global-batch", "1", "--workers", "0", "--max-frames", "4", "--total-pixels",
+            str(64 * 96 * 4)]
+    assert temple.main(argv) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == (f"temple.py dpo: error: no space left on the device of {out / 'checkpoint.tmp' / 'train_state.pt'}; "
+                   f"{out}/checkpoint holds step 1. Free some space, then resume: python temple.py "
+                   f"{' '.join(argv)} --resume")
+    assert not os.path.exists(out / "checkpoint.tmp")  # the half-written checkpoint gave its space back
+    monkeypatch.setattr(datafiles, "write_atomic", real)
+    assert temple.main([*argv, "--resume"]) == 0
+    assert [m["step"] for m in read_metrics(out)] == [1, 2, 3] and runs.finished(str(out))
+
+
+def test_a_part_file_cut_inside_a_character_by_a_full_disk_reads_up_to_its_last_whole_line(tmp_path):
+    import jobs
+    line = json.dumps({"video": "a.mp4", "captions": ["un café"]}, ensure_ascii=False).encode()
+    (tmp_path / "c.jsonl.part0of1").write_bytes(line + b"\n" + line[:line.index("é".encode()) + 1])
+    assert jobs.read_part(str(tmp_path / "c.jsonl.part0of1")) == [json.loads(line)]
+    with pytest.raises(OSError) as failed, datafiles.named(tmp_path / "x"):
+        raise OSError(28, "No space left on device")  # what a write on a full disk raises: no file named
+    assert failed.value.filename == str(tmp_path / "x") and failed.value.errno == 28
