@@ -261,7 +261,8 @@ def add_view(sub):
 
 def cmd_view(args):
     out = args.out or os.path.splitext(args.pairs)[0] + ".html"
-    rows = views.pair_page(args.pairs, out, args.captions, args.limit, args.seed, args.thumb_height)
+    rows = views.pair_page(args.pairs, out, args.captions, args.limit, args.seed, args.thumb_height,
+                           warn=lambda line: print(f"temple.py view: warning: {line}", file=sys.stderr))
     print(f"{out}: {rows} pairs")
 
 

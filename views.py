@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import sys
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -115,8 +116,15 @@ def render_page(title, pairs, numbers, stats, videos, thumbnails):
             f"{rows}\n</table></body></html>\n")
 
 
-def pair_page(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_height=64):
-    """Write the HTML page for (a seeded sample of `limit`) pairs; returns the number of rows."""
+def pair_page(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_height=64, warn=None):
+    """Write the HTML page for (a seeded sample of `limit`) pairs; returns the number of rows. Without a
+    captions_file, the captions.jsonl beside the pairs gives the thumbnails where it can be read; where not, the page
+    has none and `warn` (a function of one line; default: stderr) says so."""
+    datafiles.check_input_file(pairs_file, "a pairs file", "data/pairs_r16.jsonl")
+    datafiles.check_output_file(out, "--out", "pairs.html")
+    if captions_file:
+        datafiles.check_input_file(captions_file, "the captions.jsonl the pairs were made from", "data/captions.jsonl",
+                                   "--captions")
     pairs, _ = datafiles.read_pairs(pairs_file, need_video=False)
     if not pairs:
         raise ValueError(f"{pairs_file}: no pairs to show")
@@ -124,15 +132,12 @@ def pair_page(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_heigh
     if limit and len(pairs) > limit:
         numbers = sorted(random.Random(seed).sample(numbers, limit))
     shown = [pairs[n - 1] for n in numbers]
-    stats = None
-    if os.path.exists(datafiles.stats_path(pairs_file)):
-        with open(datafiles.stats_path(pairs_file), encoding="utf-8") as f:
-            stats = json.load(f)
-    captions_file = captions_file or os.path.join(os.path.dirname(pairs_file), "captions.jsonl")
-    videos = {}
-    if os.path.exists(captions_file):
-        for record in datafiles.read_jsonl(captions_file):
-            videos[record.get("video") or record.get("path")] = record
+    warn = warn or warn_line
+    stats = read_stats(datafiles.stats_path(pairs_file), warn)
+    if captions_file:
+        videos = video_records(captions_file)
+    else:
+        videos = neighbour_records(os.path.join(os.path.dirname(pairs_file), "captions.jsonl"), warn)
     thumbnails = {}
     for k, video in enumerate(dict.fromkeys(p["video"] for p in shown)):
         try:
@@ -143,6 +148,56 @@ def pair_page(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_heigh
     datafiles.write_atomic(out, render_page(os.path.basename(pairs_file), shown, numbers, stats, videos, thumbnails))
     return len(shown)
 
+
+def video_records(captions_file):
+    """{video path: captions record} of a captions.jsonl; a bad line is an error naming the file and line."""
+    videos = {}
+    for record in datafiles.read_jsonl(captions_file):
+        video = record.get("video") or record.get("path")
+        if isinstance(video, str):
+            videos[video] = record
+    return videos
+
+
+def neighbour_records(path, warn):
+    """video_records of the captions.jsonl beside the pairs file, which the user did not name: where it is missing
+    or unreadable the page goes without thumbnails, and one warning names the file."""
+    try:
+        return video_records(path)
+    except (OSError, ValueError) as e:
+        warn(f"no thumbnails: {problem(path, e)}; pass --captions FILE (the captions.jsonl the pairs were made from)")
+        return {}
+
+
+def read_stats(path, warn):
+    """The filter counts beside the pairs file (pairs_r16.stats.json), or None where it is missing; where it is
+    unreadable, one warning names it and the page goes without them."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            stats = json.load(f)
+        if not isinstance(stats, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        return stats
+    except (OSError, ValueError) as e:
+        warn(f"no filter counts: {problem(path, e)}")
+        return None
+
+
+def problem(path, error):
+    """One line for why `path` could not be read, naming it once."""
+    if isinstance(error, FileNotFoundError):
+        return f"{path}: no such file"
+    if isinstance(error, OSError):
+        return f"{path}: {(error.strerror or str(error)).lower()}"
+    if isinstance(error, json.JSONDecodeError):
+        return f"{path}:{error.lineno}: invalid JSON ({error.msg})"
+    return str(error) if str(error).startswith(path) else f"{path}: {error}"  # read_jsonl's name file and line
+
+
+def warn_line(line):
+    print(f"warning: {line}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------------
