@@ -34,8 +34,8 @@ table { border-collapse: collapse; width: 100%; table-layout: fixed; }
 td, th { border-top: 1px solid #ccc; padding: .6em; vertical-align: top; text-align: left; overflow-wrap: anywhere; }
 th.text { width: 34%; } .pair td.text { white-space: pre-wrap; }
 .chosen { background: #f1f8f1; } .rejected { background: #fbf1f1; }
-.strip { margin: .3em 0; white-space: nowrap; overflow-x: auto; }
-.t { display: inline-block; position: relative; margin-right: 2px; background: #ddd center / cover; }
+.strip { margin: .3em 0; } .cells { display: flex; flex-wrap: wrap; gap: 2px; }
+.t { flex: none; max-width: 100%; position: relative; background: #ddd center / cover; }
 .t b { position: absolute; left: 2px; top: 1px; color: #fff; font-size: 11px; text-shadow: 0 0 2px #000; }
 .kind { font-weight: bold; } .note { color: #888; } details { margin-top: .4em; }
 .stats td, .stats th { border: 1px solid #ccc; padding: .2em .6em; }
@@ -43,10 +43,11 @@ th.text { width: 34%; } .pair td.text { white-space: pre-wrap; }
 
 
 def thumbnail_css(video, keyframes, height, css_class):
-    """CSS rules with the first keyframe of every clip as an inline JPEG (each clip stored once on the page)."""
+    """CSS rules with the first keyframe of every clip as an inline JPEG (each clip stored once on the page). The
+    strip wraps, and a thumbnail wider than its column shrinks with its aspect ratio kept: every clip stays in view."""
     frames, _ = shots.read_frames(video, [pair[0] for pair in keyframes])
     width = max(1, round(frames.shape[2] * height / frames.shape[1]))
-    rules = [f".{css_class} {{ width: {width}px; height: {height}px; }}"]
+    rules = [f".{css_class} {{ width: {width}px; aspect-ratio: {width} / {height}; }}"]
     for i, frame in enumerate(frames):
         buffer = io.BytesIO()
         Image.fromarray(frame).resize((width, height), Image.BILINEAR).save(buffer, "JPEG", quality=70)
@@ -60,7 +61,7 @@ def strip_html(order, css_class, label, captions=None):
     titles = [f"clip {i + 1}" + (f": {captions[i]}" if captions else "") for i in order]
     cells = "".join(f'<span class="t {css_class} {css_class}c{i}" title="{html.escape(title)}"><b>{i + 1}</b></span>'
                     for i, title in zip(order, titles))
-    return f'<div class="strip"><span class="note">{label}</span><br>{cells}</div>'
+    return f'<div class="strip"><div class="note">{label}</div><div class="cells">{cells}</div></div>'
 
 
 def pair_row(number, pair, video_info, css_class):
@@ -94,10 +95,12 @@ def stats_html(stats):
     if not stats:
         return '<p class="note">no .stats.json beside the pairs file: filter counts unknown</p>'
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in stats.get("dropped", {}).items())
-    kinds = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v}</td></tr>"
-                    for k, v in stats.get("kept_by_kind", {}).items())
+    kept = stats.get("kept_by_kind", {})  # kinds with no pair kept are absent there: listed as 0, as drop reasons are
+    kinds = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{kept.get(k, 0)}</td></tr>"
+                    for k in dict.fromkeys([*stats.get("kinds", []), *kept]))
+    source = f' (input: {html.escape(str(stats["perturb_input"]))})' if stats.get("perturb_input") else ""
     return (f'<p>{stats.get("kept")} of {stats.get("candidates")} candidate pairs kept from {stats.get("videos")} '
-            f'videos (input: {html.escape(str(stats.get("perturb_input")))}).</p>'
+            f'videos{source}.</p>'
             f'<table class="stats"><tr><th>kept, by kind</th><th>pairs</th></tr>{kinds}</table>'
             f'<table class="stats"><tr><th>dropped because</th><th>pairs</th></tr>{rows}</table>')
 

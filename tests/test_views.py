@@ -3,6 +3,8 @@ wrong path before any work."""
 
 import json
 import os
+import re
+from html.parser import HTMLParser
 
 import pytest
 
@@ -36,6 +38,56 @@ def pairs_with_video(directory, clips=6, height=64, width=96):
 
 
 # ---- the pair page -----------------------------------------------------------------------------------------------
+
+
+class Strips(HTMLParser):
+    """The thumbnails (span.t) and the element each sits in."""
+
+    def __init__(self):
+        super().__init__()
+        self.open, self.parents = [], []
+
+    def handle_starttag(self, tag, attrs):
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "span" and "t" in classes:
+            self.parents.append(self.open[-1])
+        self.open.append((tag, classes))
+
+    def handle_endtag(self, tag):
+        while self.open and self.open.pop()[0] != tag:
+            pass
+
+
+def style_rule(page, selector):
+    style = page[page.index("<style>"):page.index("</style>")]
+    return re.search(re.escape(selector) + r" \{([^}]*)\}", style).group(1)
+
+
+def test_the_clip_strip_wraps_real_size_thumbnails_instead_of_hiding_them(tmp_path):
+    """1280x720 clips at --thumb-height 64 are 114 px wide: six of them are wider than the first column at a 1400 px
+    window. The strip wraps onto more lines (and a thumbnail wider than the column shrinks, its aspect kept), where a
+    nowrap strip scrolled and hid the last clips behind a scrollbar."""
+    pairs = pairs_with_video(tmp_path, clips=6, height=720, width=1280)
+    page_file = tmp_path / "p.html"
+    assert temple.main(["view", pairs, "--out", str(page_file)]) == 0
+    page = page_file.read_text()
+    style = page[page.index("<style>"):page.index("</style>")]
+    assert "nowrap" not in style and "overflow" not in style.replace("overflow-wrap", "")
+    assert "flex-wrap: wrap" in style_rule(page, ".cells") and "max-width: 100%" in style_rule(page, ".t")
+    assert style_rule(page, ".v0") == " width: 114px; aspect-ratio: 114 / 64; "  # its height follows a shrunk width
+    parser = Strips()
+    parser.feed(page)
+    assert len(parser.parents) == 12 and all(parent == ("div", ["cells"]) for parent in parser.parents)
+
+
+def test_kept_by_kind_lists_every_kind_with_its_zeros(tmp_path):
+    """Like "dropped because", which lists every reason: a kind with no pair kept is a row with 0, not missing."""
+    pairs = pairs_with_video(tmp_path, clips=2)
+    views.pair_page(pairs, str(tmp_path / "p.html"))
+    page = (tmp_path / "p.html").read_text()
+    kept = page[page.index("kept, by kind"):page.index("dropped because")]
+    assert re.findall(r"<td>(\w+)</td><td>(\d+)</td>", kept) == [("drop", "0"), ("reverse", "0"), ("shuffle", "1")]
+    assert "<td>empty</td><td>0</td>" in page
 
 
 def test_a_broken_captions_file_beside_the_pairs_is_a_warning_one_given_is_an_error(tmp_path, capsys):
