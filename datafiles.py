@@ -38,7 +38,11 @@ def numbered_jsonl(path, bad=None):
         raise FileNotFoundError(f"{path}: no such file")
     records = []
     with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+        try:
+            lines = list(enumerate(f, 1))
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 text (a JSON-lines file expected)") from None
+        for number, line in lines:
             if not line.strip():
                 continue
             where = f"{path}:{number}"
@@ -132,6 +136,16 @@ def check_output_dir(path, option):
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{option} {path}: is a file, not a directory; give a directory (it is made if missing)")
     writable_place(os.path.join(path, "x"), option)
+
+
+def check_input_file(path, what, example, option=None):
+    """A file a command reads, checked before any work: there, and a file, not a directory."""
+    prefix = f"{option} " if option else ""
+    if os.path.isdir(path):
+        example = os.path.join(path, os.path.basename(example))
+        raise ValueError(f"{prefix}{path}: is a directory; give {what}, e.g. {prefix}{example}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{prefix}{path}: no such file; give {what}, e.g. {prefix}{example}")
 
 
 def usual_file_mode(directory):
@@ -280,10 +294,12 @@ def export_pairs(path, out=None, fmt="swift"):
     """`temple.py export`: a pairs file in ms-swift's RLHF format (a JSON list); returns (out, count)."""
     if fmt != "swift":
         raise ValueError(f"unknown export format {fmt!r} (known: swift)")
+    check_input_file(path, "a pairs file", "data/pairs_r16.jsonl")
+    out = out or swap_ending(path, ".swift.json")
+    check_output_file(out, "--out", "pairs_r16.swift.json")
     pairs, _ = read_pairs(path, need_video=False)
     if not pairs:
         raise ValueError(f"{path}: no pairs to export")
-    out = out or swap_ending(path, ".swift.json")
     write_atomic(out, json.dumps(swift_records(pairs), ensure_ascii=False, indent=1) + "\n")
     return out, len(pairs)
 

@@ -289,7 +289,8 @@ def add_view(sub):
 
 def cmd_view(args):
     out = args.out or os.path.splitext(args.pairs)[0] + ".html"
-    rows = views.pair_page(args.pairs, out, args.captions, args.limit, args.seed, args.thumb_height)
+    rows = views.pair_page(args.pairs, out, args.captions, args.limit, args.seed, args.thumb_height,
+                           warn=lambda line: print(f"temple.py view: warning: {line}", file=sys.stderr))
     print(f"{out}: {rows} pairs")
 
 
@@ -495,14 +496,11 @@ def add_plot(sub):
 
 
 def cmd_plot(args):
+    image_format = views.image_format(args.out, "--out")
     curves = views.read_curves(args.runs)
     image = views.plot_curves(curves, args.width, args.panel_height)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    root, extension = os.path.splitext(args.out)
-    partial = f"{root}.partial{extension or '.png'}"  # written whole, then renamed: a reader never sees half an image
-    image.save(partial)
-    os.replace(partial, args.out)
-    steps = ", ".join(f"{name} {len(records)}" for name, records in curves)
+    datafiles.write_atomic(args.out, views.image_bytes(image, image_format))
+    steps = ", ".join(f"{name} {len(records)}" for name, records, _ in curves)
     print(f"{args.out}: {len(curves)} run(s), steps: {steps}")
 
 

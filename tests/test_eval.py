@@ -1,7 +1,6 @@
-"""temple.py eval and plot: option scoring, preference accuracy with and without a reference, bad input, the PNG."""
+"""temple.py eval: option scoring, preference accuracy with and without a reference, bad input."""
 
 import argparse
-import io
 import json
 import os
 import subprocess
@@ -16,7 +15,6 @@ import dpo
 import evaluate
 import temple
 import vlm
-import views
 from media import scene_frames, write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -274,70 +272,6 @@ def test_a_run_given_as_model_says_how_to_use_it(tmp_path):
     with pytest.raises(ValueError, match=f"{tmp_path} holds a LoRA adapter .* not a model: evaluate it with "
                                          f"`temple.py eval --run {tmp_path}`, or .* merge"):
         vlm.load(str(tmp_path))
-
-
-# ---- plot -------------------------------------------------------------------------------------------------------
-
-
-def write_metrics(run_dir, records):
-    os.makedirs(run_dir, exist_ok=True)
-    datafiles.write_jsonl(os.path.join(run_dir, "metrics.jsonl"), records)
-    return str(run_dir)
-
-
-def test_plot_writes_a_png_with_every_run(tmp_path, capsys):
-    from PIL import Image
-
-    dpo_run = write_metrics(tmp_path / "dpo_r16", [
-        {"step": s, "loss": 0.7 - 0.05 * s, "rewards/accuracies": s / 4, "rewards/margins": 0.1 * s} for s in (1, 2, 3, 4)])
-    sft_run = write_metrics(tmp_path / "sft", [{"step": s, "loss": 2.0 / s, "nll": 2.0 / s} for s in (1, 2, 3)])
-    out = tmp_path / "plots" / "curves.png"
-    assert temple.main(["plot", dpo_run, sft_run, "--out", str(out), "--width", "600"]) == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    image = Image.open(io.BytesIO(out.read_bytes()))
-    image.verify()
-    image = Image.open(out).convert("RGB")
-    assert image.width == 600
-    colours = {colour for _, colour in image.getcolors(maxcolors=1 << 20)}
-    for hex_colour in views.PLOT_COLOURS[:2]:  # both runs drew something
-        assert tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)) in colours
-    assert "dpo_r16 4, sft 3" in capsys.readouterr().out
-    curves = views.read_curves([dpo_run, sft_run])
-    assert [r["x"] for r in curves[1][1]] == [5, 6, 7]  # the second run continues after the first
-
-
-def test_plot_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="metrics.jsonl: no such file"):
-        views.read_curves([str(tmp_path)])
-    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": \n')
-    with pytest.raises(ValueError, match=r"metrics.jsonl:2: invalid JSON"):
-        views.read_curves([str(tmp_path)])
-    (tmp_path / "metrics.jsonl").write_text("")
-    with pytest.raises(ValueError, match="no metrics yet"):
-        views.read_curves([str(tmp_path)])
-
-
-def test_nice_axis_ranges():
-    assert views.nice_range(0.03, 0.97) == pytest.approx((0.0, 1.0, 0.2))
-    assert views.nice_range(0, 17) == (0, 20, 5)
-    low, high, step = views.nice_range(0.5, 0.5)  # a flat line still gets an axis
-    assert low < 0.5 < high and step > 0
-    assert views.tick_values(0.0, 1.0, 0.2) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-
-
-def test_plot_draws_the_heldout_accuracy_where_a_run_logged_it(tmp_path):
-    plain = [{"step": s, "loss": 0.7, "rewards/accuracies": 0.5, "rewards/margins": 0.1} for s in (1, 2, 3, 4)]
-    held = [{**r, "eval/rewards/accuracies": 0.25 * r["step"], "eval/rewards/margins": 0.3} if r["step"] % 2 == 0
-            else r for r in plain]
-    images = {}
-    for name, records in (("plain", plain), ("held", held)):
-        curves = views.read_curves([write_metrics(tmp_path / name / "dpo_r16", records)])
-        images[name] = views.plot_curves(curves, 600, 220).convert("RGB")
-    colour = tuple(int(views.PLOT_COLOURS[0][i:i + 2], 16) for i in (1, 3, 5))
-    panel = (0, 30 + 220, 600, 30 + 2 * 220)  # rewards/accuracies
-    counts = {name: dict((c, n) for n, c in image.crop(panel).getcolors(1 << 20)).get(colour, 0)
-              for name, image in images.items()}
-    assert counts["held"] > counts["plain"] + 20  # the squares (two held-out evaluations) and the line joining them
 
 
 def test_a_video_too_thin_for_qwen_is_skipped_with_its_reason(tmp_path):
