@@ -256,11 +256,14 @@ def caption_summary(videos_path, out, records):
     If not one video could be captioned it is an error instead, so a run over a broken videos.jsonl does not
     exit 0 (the error records stay in `out`, with their reasons)."""
     failed = [r for r in records if r["status"] != "ok"]
+    retry = ("they are tried again when captions runs again" +
+             (f"; relative paths start from the directory it runs in, {os.getcwd()}"
+              if any(not os.path.isabs(r["video"]) for r in failed) else ""))
     if records and len(failed) == len(records):
         first = failed[0]
         raise ValueError(f"{videos_path}: nothing could be captioned, {len(failed)} of {len(records)} videos are "
-                         f"errors (first: {first['video']}: {first['reason']}; all reasons in {out})")
-    return (f"{out}: {len(records) - len(failed)} videos captioned, {len(failed)} skipped"
+                         f"errors (first: {first['video']}: {first['reason']}; all reasons in {out}; {retry})")
+    return (f"{out}: {len(records) - len(failed)} videos captioned, {len(failed)} skipped" + (f" ({retry})" if failed else "")
             + "".join(f"\n  {r['video']}: {r['reason']}" for r in failed))
 
 

@@ -34,8 +34,7 @@ def numbered_jsonl(path, bad=None):
     """[(where, record)] of a JSON-lines file, where = "FILE:LINE" for messages about the record. A line that is not
     a JSON object is an error naming file and line; given a list `bad`, it is skipped and noted there as
     (where, reason) instead, for jobs that count bad items and carry on."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
+    check_readable_file(path)
     records = []
     with open(path, encoding="utf-8") as f:
         try:
@@ -60,13 +59,22 @@ def numbered_jsonl(path, bad=None):
     return records
 
 
+def check_readable_file(path):
+    """A data file given: there, and not a directory (say which files the directory holds)."""
+    if os.path.isdir(path):
+        inside = sorted(n for n in os.listdir(path) if n.endswith((".jsonl", ".json")))
+        hint = f" (it holds {', '.join(inside[:4])}{', ...' if len(inside) > 4 else ''})" if inside else ""
+        raise ValueError(f"{path}: is a directory; give the data file itself{hint}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+
+
 def read_records(path, what="records", bad=None):
     """[(where, record)] of a JSON file holding a list (LLaVA, ms-swift; where = "FILE: record N") or of a
     JSON-lines file (ours; where = "FILE:LINE", `bad` as in numbered_jsonl), told apart by the ending."""
     if not os.fspath(path).endswith(".json"):
         return numbered_jsonl(path, bad)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
+    check_readable_file(path)
     with open(path, encoding="utf-8") as f:
         try:
             records = json.load(f)

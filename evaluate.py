@@ -47,6 +47,21 @@ def report_path(args):
     return args.out or os.path.splitext((args.mcq + args.pairs + args.vinoground)[0])[0] + ".eval.json"
 
 
+def check_report_path(out, given):
+    """The report's file, checked before any work: writable, and not an earlier report (evaluating another model on
+    the same data would replace it without a word)."""
+    datafiles.check_output_file(out, "--out", "report.json")
+    if os.path.exists(out):
+        try:
+            with open(out, encoding="utf-8") as f:
+                earlier = json.load(f)
+            of = f" of {earlier.get('run') or earlier.get('model')}"
+        except (OSError, ValueError, AttributeError):
+            of = ""
+        raise ValueError(f"{out}: holds an earlier report{of}; give another --out{'' if given else ' FILE'}, or "
+                         f"delete it")
+
+
 def video_settings(args):
     return {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
 
@@ -82,6 +97,7 @@ def skip_fields(skipped):
 # ----------------------------------------------------------------------------------------------------------------
 # Multiple choice
 
+NO_CATEGORY = "(no category)"  # the per-category rows cover every item: those without a category get this row
 MCQ_INSTRUCTION = "Answer with the text of the correct option."
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -165,6 +181,8 @@ def mcq_report(path, results, skipped, rule):
         result["correct"] = result[f"predicted_{rule}"] == result["answer"]
     categories = sorted({r["category"] for r in results if r["category"] is not None})
     by_category = {c: [r for r in results if r["category"] == c] for c in categories}
+    if categories and any(r["category"] is None for r in results):
+        by_category[NO_CATEGORY] = [r for r in results if r["category"] is None]
     return {"file": path, "rule": f"highest {rule} log-prob", "evaluated": len(results),
             "accuracy": accuracy(results, rule), "accuracy_sum": accuracy(results, "sum"),
             "accuracy_mean": accuracy(results, "mean"),
@@ -422,6 +440,8 @@ def vinoground_report(path, results, skipped, rule):
         result.update(text=text_correct(s), video=video_correct(s), group=group_correct(s))
     categories = sorted({c for r in results for c in r["categories"]})
     by_category = {c: [r for r in results if c in r["categories"]] for c in categories}
+    if categories and any(not r["categories"] for r in results):
+        by_category[NO_CATEGORY] = [r for r in results if not r["categories"]]
     return {"file": path, "rule": f"higher {rule} log-prob", "evaluated": len(results), **scores(results),
             "by_category": {c: {"items": len(rows), **scores(rows)} for c, rows in by_category.items()},
             **skip_fields(skipped), "items": results}
@@ -449,8 +469,8 @@ def run(args):
         refusal.known_to_every_rank = True  # every process refuses alike: printed once, by rank 0
         raise refusal
     for path in files:  # before the model loads
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no such file")
+        datafiles.check_readable_file(path)
+    check_report_path(report_path(args), args.out)
     model, has_reference = load_eval_model(args)
     report = {"model": model.name, "run": args.run, "video": video_settings(args),
               "mcq": [evaluate_mcq(model, path, args) for path in args.mcq],

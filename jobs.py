@@ -74,7 +74,9 @@ class Journal:
         return final + [r for part in self.part_paths() for r in read_part(part)]
 
     def done(self):
-        return {self.key(r) for r in self.records()}
+        """The keys of the records finished: an error record (a video that could not be read) is not, so a re-run
+        tries it again (the file may be there now)."""
+        return {self.key(r) for r in self.records() if r.get("status") != "error"}
 
     def append(self, record):
         with datafiles.named(self.part):  # a full disk names the part file
@@ -106,8 +108,8 @@ class Journal:
         waiting = False
         while True:
             by_key = {}
-            for record in self.records():
-                by_key.setdefault(self.key(record), record)
+            for record in self.records():  # the part files come after the final file: a record made again wins
+                by_key[self.key(record)] = record
             missing = [k for k in wanted if k not in by_key]
             if not missing:
                 break
@@ -195,7 +197,8 @@ def in_batches(groups, size):
 
 def select_videos(inputs, out, workers=1, retry_errors=False, **options):
     """`temple.py select`: shots.select_video on every video of `inputs` not yet in `out` (videos.jsonl), in
-    `workers` processes; returns (all records, how many were there before)."""
+    `workers` processes; returns (all records, the records of the videos given, how many of those were recorded
+    before)."""
     missing = [path for path in inputs if not os.path.exists(path)]
     if missing:  # a mistyped path is a usage error: nothing is written
         raise FileNotFoundError(f"{', '.join(missing)}: no such file or directory")
@@ -207,7 +210,7 @@ def select_videos(inputs, out, workers=1, retry_errors=False, **options):
         if os.path.abspath(path) not in done:
             todo.append(path)
             done.add(os.path.abspath(path))
-    before = len(records)
+    before = len(listed) - len(todo)
     select = functools.partial(shots.select_video, **options)
     pool = multiprocessing.Pool(workers) if workers > 1 and len(todo) > 1 else None
     results = pool.imap_unordered(select, todo) if pool else map(select, todo)
@@ -225,7 +228,9 @@ def select_videos(inputs, out, workers=1, retry_errors=False, **options):
             pool.terminate()
     records = in_input_order(records, listed)
     datafiles.write_jsonl(out, records)
-    return records, before
+    given = {os.path.abspath(path) for path in listed}
+    return records, [r for r in records if isinstance(r.get("path"), str) and os.path.abspath(r["path"]) in given], \
+        before
 
 
 def in_input_order(records, listed):
@@ -265,8 +270,8 @@ def read_selection(path, retry_errors=False):
     return kept
 
 
-def selection_summary(records):
-    """kept / rejected by reason / errors by reason, one line each."""
+def selection_summary(records, which=""):
+    """kept / rejected by reason / errors by reason, one line each ("7 videos{which}: 2 kept, ...")."""
     def kind(record):  # "too few shots: 2 after ..." -> "too few shots"; "a.mp4: empty file (0 bytes)" -> "empty file"
         reason = record.get("reason", "")
         if record.get("status") == "error":
@@ -274,7 +279,8 @@ def selection_summary(records):
         return reason.split(":")[0].split(" (")[0]
 
     by_status = Counter(r.get("status") for r in records)
-    lines = [f"{len(records)} videos: {by_status['kept']} kept, {by_status['rejected']} rejected, {by_status['error']} errors"]
+    lines = [f"{len(records)} videos{which}: {by_status['kept']} kept, {by_status['rejected']} rejected, "
+             f"{by_status['error']} errors"]
     for status in ("rejected", "error"):
         for reason, count in Counter(kind(r) for r in records if r.get("status") == status).most_common():
             lines.append(f"  {status}: {reason}: {count}")

@@ -164,10 +164,17 @@ def cmd_select(args):
     options = dict(detector_options(args), min_shot_seconds=args.min_shot_seconds, min_shot_len=args.min_shot_len,
                    min_shots=args.min_shots, max_shots=args.max_shots, max_shot_seconds=args.max_shot_seconds,
                    group_threshold=args.group_threshold, min_clips=args.min_clips, max_runs=args.max_runs)
+    if os.path.isfile(args.out):
+        raise ValueError(f"--out {args.out}: is a file; --out is the directory videos.jsonl goes in (e.g. --out "
+                         f"{os.path.dirname(args.out) or '.'})")
+    datafiles.check_output_dir(args.out, "--out")
     out = os.path.join(args.out, "videos.jsonl")
-    records, before = jobs.select_videos(args.inputs, out, args.workers, args.retry_errors, **options)
-    skipped = f" ({before} already recorded, skipped)" if before else ""
-    print(f"{out}: {jobs.selection_summary(records)}{skipped}")
+    records, given, before = jobs.select_videos(args.inputs, out, args.workers, args.retry_errors, **options)
+    print(f"{out}: {jobs.selection_summary(given, ' given')}")
+    if before:
+        print(f"  {before} of them were recorded before, not selected again (--retry-errors runs the errors again)")
+    if len(records) > len(given):
+        print(f"{out} holds {len(records)} videos in all")
 
 
 # ----------------------------------------------------------------------------------------------------------------

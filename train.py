@@ -606,8 +606,9 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
             if reason and step + 1 < run.steps:  # every rank has the same numbers, so every rank stops here
                 on_main(world, lambda: runs.record_stop(config.out, step + 1, reason))
                 if world.main:
-                    progress.write(f"{os.path.basename(config.out)}: {reason}; the stage ends at step {step + 1} "
-                                   f"of {run.steps}")
+                    progress.close()  # its last state stays on the screen; the reason goes on a line below it
+                    print(f"{os.path.basename(config.out)}: {reason}; the stage ends at step {step + 1} of "
+                          f"{run.steps}")
                 run.steps = step + 1
                 break
 

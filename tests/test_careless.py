@@ -192,3 +192,29 @@ def test_a_part_file_cut_inside_a_character_by_a_full_disk_reads_up_to_its_last_
     with pytest.raises(OSError) as failed, datafiles.named(tmp_path / "x"):
         raise OSError(28, "No space left on device")  # what a write on a full disk raises: no file named
     assert failed.value.filename == str(tmp_path / "x") and failed.value.errno == 28
+
+
+def test_captions_run_from_the_wrong_directory_are_tried_again_from_the_right_one(tmp_path, monkeypatch, capsys):
+    from media import scene_frames, write_video
+
+    project = tmp_path / "project"
+    os.makedirs(project / "videos")
+    clips = [[6 * i, 6 * (i + 1)] for i in range(4)]
+    records = []
+    for k in range(2):
+        write_video(project / "videos" / f"v{k}.mp4", scene_frames(4, 6, 32, 48, seed=k), fps=6)
+        records.append({"path": f"videos/v{k}.mp4", "status": "kept", "clips": clips,
+                        "keyframes": [[s + 1, e - 2] for s, e in clips]})
+    datafiles.write_jsonl(project / "videos.jsonl", records)
+    argv = ["captions", "--videos", str(project / "videos.jsonl"), "--model", "tiny", "--max-new-tokens", "4",
+            "--max-pixels", str(64 * 64), "--min-pixels", str(32 * 32)]
+    monkeypatch.chdir(tmp_path)  # the wrong directory: videos/v0.mp4 is not here
+    assert temple.main(argv) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "nothing could be captioned, 2 of 2 videos are errors (first: videos/v0.mp4: " in err
+    assert err.endswith(f"they are tried again when captions runs again; relative paths start from the directory "
+                        f"it runs in, {tmp_path})")
+    monkeypatch.chdir(project)
+    assert temple.main(argv) == 0
+    assert "2 videos captioned, 0 skipped" in capsys.readouterr().out
+    assert [r["status"] for r in datafiles.read_jsonl(project / "captions.jsonl")] == ["ok", "ok"]

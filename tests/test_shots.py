@@ -541,7 +541,7 @@ def test_select_command_over_a_folder(tmp_path, media):
     for name, message in expected.items():
         assert records[name]["status"] == "error" and message in records[name]["reason"]
     summary = result.stdout
-    assert "7 videos: 2 kept, 1 rejected, 4 errors" in summary
+    assert "7 videos given: 2 kept, 1 rejected, 4 errors" in summary
     assert "rejected: too few shots: 1" in summary and "error: not a readable video: 2" in summary
 
     # a crash mid-write leaves half a line; the re-run cuts it off, skips what is recorded, adds nothing new
@@ -549,7 +549,9 @@ def test_select_command_over_a_folder(tmp_path, media):
         f.write('{"path": "half')
     again = run_cli("select", str(folder), "--out", str(out))
     assert again.returncode == 0, again.stderr
-    assert "(7 already recorded, skipped)" in again.stdout
+    assert again.stdout.splitlines()[0] == f"{out / 'videos.jsonl'}: 6 videos given: 2 kept, 1 rejected, 3 errors"
+    assert "  6 of them were recorded before, not selected again (--retry-errors runs the errors again)" in again.stdout
+    assert again.stdout.splitlines()[-1] == f"{out / 'videos.jsonl'} holds 7 videos in all"
     assert len(open(out / "videos.jsonl").read().splitlines()) == 7
 
     # the file lists the videos in the order given, whatever order the workers (or an interrupted run) wrote them
