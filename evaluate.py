@@ -480,8 +480,13 @@ def run(args):
     datafiles.write_atomic(out, json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     print(eval_table(report))
     print(f"report: {out}")
-    if not any(part["evaluated"] for part in report["mcq"] + report["pairs"] + report["vinoground"]):
-        raise ValueError(f"nothing could be evaluated: every item was skipped (reasons in {out})")
+    parts = report["mcq"] + report["pairs"] + report["vinoground"]
+    if not any(part["evaluated"] for part in parts):
+        skipped = [(item["where"], item["reason"]) for part in parts for item in part["skipped_items"]]
+        missing = [(w, r) for w, r in skipped if r.startswith("video missing: ")]
+        first = (datafiles.missing_videos(missing, args.video_root, "item") if missing else
+                 f"the first: {skipped[0][0]}: {skipped[0][1]}" if skipped else "no items")
+        raise ValueError(f"nothing could be evaluated: every item was skipped ({first}; all reasons in {out})")
     return report
 
 

@@ -105,8 +105,8 @@ def test_normalize_picks_by_mean_log_prob(videos, tmp_path):
     record = mcq_record(videos[0], 0)
     datafiles.write_jsonl(tmp_path / "mcq.jsonl", [record])
     for flag, rule in [([], "sum"), (["--normalize"], "mean")]:
-        report = run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"), "--out", str(tmp_path / "r.json"),
-                          *flag)
+        report = run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"), "--out",
+                          str(tmp_path / f"{rule}.json"), *flag)
         [item] = report["mcq"][0]["items"]
         assert item["correct"] == (item[f"predicted_{rule}"] == 0)
         assert item[f"predicted_{rule}"] == evaluate.argmax(item[f"logp_{rule}"])
@@ -139,9 +139,12 @@ def test_bad_items_are_skipped_and_counted_with_file_and_line(videos, tmp_path, 
 
 def test_nothing_evaluable_is_an_error_with_exit_1(tmp_path):
     datafiles.write_jsonl(tmp_path / "mcq.jsonl", [mcq_record(str(tmp_path / "gone.mp4"), "rain")])
-    with pytest.raises(ValueError, match="nothing could be evaluated"):
+    with pytest.raises(ValueError, match=rf"nothing could be evaluated: every item was skipped \(1 item\(s\) whose "
+                                         rf"video file is missing, the first {tmp_path / 'gone.mp4'}; all reasons in "):
         run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"))
     assert json.load(open(tmp_path / "mcq.eval.json"))["mcq"][0]["skipped"] == 1  # the report says why
+    with pytest.raises(ValueError, match="mcq.eval.json: holds an earlier report of tiny; give another --out FILE"):
+        run_eval("--model", "tiny", "--mcq", str(tmp_path / "mcq.jsonl"))  # before the model loads
     with pytest.raises(ValueError, match="nothing to evaluate"):
         run_eval("--model", "tiny")
     result = subprocess.run([sys.executable, os.path.join(ROOT, "temple.py"), "eval", "--model", "tiny", "--mcq",
