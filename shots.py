@@ -434,12 +434,15 @@ def stands_out(steps, threshold, ratio, window, blank):
 
 def is_flash(change, t, flash_frames, ratio=0.5):
     """A jump at t is a flash, or an overlay flashed onto a few frames, if the picture before it comes back soon:
-    frame t-1 resembles one of t+1..t+F, or frame t resembles one of t-1-F..t-2 (the jump back)."""
+    one of the frames t-1-F..t-1 resembles one of t..t+F (the jump itself, t-1 to t, aside). That covers the jump
+    into a flash, the jump back, and every step of a flash that fades out over a few frames (white, then 0.9, then
+    0.5 white): the picture from before the flash is back a few frames after each of them."""
     jump = change(t - 1, t)[0]
-    after = np.arange(t + 1, min(change.num_frames, t + 1 + flash_frames))
-    before = np.arange(max(0, t - 1 - flash_frames), t - 1)
-    back = [change(t - 1, after).min() if len(after) else np.inf, change(t, before).min() if len(before) else np.inf]
-    return min(back) < ratio * jump
+    before = np.arange(max(0, t - 1 - flash_frames), t)
+    after = np.arange(t, min(change.num_frames, t + 1 + flash_frames))
+    pairs = change(before[:, None], after[None, :])
+    pairs[-1, 0] = np.inf  # frames t-1 and t: the jump itself
+    return pairs.min() < ratio * jump
 
 
 def lasting_change(change, t, reach=2):
@@ -574,17 +577,25 @@ def runs(flags):
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
-def blank_cuts(change, min_frames=8):
+def blank_cuts(change, min_frames=8, flash_frames=4):
     """Boundaries at blank frames. A run of >= min_frames blank frames becomes a shot of its own, which cleaning
     drops: a black gap, the black middle of a fade through black, the black after a final fade-out. A fade to or
     from black thus ends or starts its shot where the picture has faded out, once. A shorter run starts a new shot
-    if the pictures on its two sides differ (a quick dip to black between two shots)."""
+    if the pictures on its two sides differ (a quick dip to black between two shots), unless it is a flash: the
+    colours jump into or out of it (a fade dims them step by step) and the picture from before it is back within
+    flash_frames after it (a white flash, fading out or not; a dropped frame shown black)."""
     n, cuts = change.num_frames, []
+    colours = change.histograms
     for start, end in runs(change.blank):
         if end - start >= min_frames:
             cuts += [frame for frame in (start, end) if 0 < frame < n]
         elif 0 < start and end < n and change(start - min_frames, end - 1 + min_frames)[0] >= 1:
-            cuts.append(start)
+            abrupt = max(histogram_distance(colours[start - 1], colours[start]),
+                         histogram_distance(colours[end - 1], colours[end])) >= change.colour_threshold
+            before = np.arange(max(0, start - 1 - flash_frames), start)
+            after = np.arange(end, min(n, end + 1 + flash_frames))
+            if not (abrupt and change(before[:, None], after[None, :]).min() < 1):
+                cuts.append(start)
     return cuts
 
 
@@ -607,7 +618,7 @@ def find_shots(scan, colour_threshold=0.2, layout_threshold=0.3, ratio=3.0, wind
     they keep the steps of a fade to black out of the cuts), then hard cuts, strongest first, then dissolves."""
     blank = scan.grey_max.astype(np.int16) - scan.grey_min < min_grey_range
     change = FrameChange(scan.histograms, scan.tiles, blank, colour_threshold, layout_threshold)
-    candidates = blank_cuts(change, min_shot_frames)
+    candidates = blank_cuts(change, min_shot_frames, flash_frames)
     cuts = sorted(hard_cuts(change, ratio, window, flash_frames), key=lambda cut: -cut[1])
     candidates += [frame for frame, _ in cuts]
     dissolves = gradual_transitions(change, fade_frames, fade_threshold, cuts=candidates)

@@ -12,8 +12,8 @@ import pytest
 
 import shots
 from media import write_audio_only, write_video
-from shots_media import (camera, dissolve, edited_video, fade, flash, make_scene, overlay, palette_scene,
-                         panorama, subtitles, uniform_ramp)
+from shots_media import (camera, dissolve, edited_video, fade, fading_flash, flash, make_scene, overlay,
+                         palette_scene, panorama, subtitles, uniform_ramp)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLACK = np.zeros((12, 72, 128, 3), np.uint8)
@@ -140,6 +140,17 @@ def test_subtitles_appearing_are_no_cut(tmp_path, brightness):
     """On a dark scene the captions hold much of the frame's contrast; the layout test wants change everywhere."""
     frames = subtitles((camera(make_scene(5), 60, velocity=(0.2, 0.5)) * brightness).astype(np.uint8), at=30)
     assert shots.detect_shots(write_video(tmp_path / "captions.mp4", frames)) == [(0, 60)]
+
+
+# ---- edited web footage (issue 23): boxes, fading flashes, very short shots, repeated frames --------------------
+
+
+@pytest.mark.parametrize("strengths,velocity", [((1.0, 0.9, 0.5), (0.3, 1.0)), ((1.0, 0.9, 0.5), (1.0, 3.0)),
+                                                ((1.0, 0.6, 0.3), (0.5, 2.0)), ((1.0, 1.0), (0.5, 2.0))])
+def test_fading_white_flash_is_no_cut(tmp_path, strengths, velocity):
+    """A white frame (blank: one grey level) whose light fades out over the next frames, in a moving shot."""
+    frames = fading_flash(camera(make_scene(5), 90, velocity=velocity), 40, strengths)
+    assert shots.detect_shots(write_video(tmp_path / "flash.mp4", frames)) == [(0, 90)]
 
 
 @pytest.mark.parametrize("gain", [1.3, 0.6])
