@@ -612,13 +612,13 @@ def cuts_to_shots(candidates, num_frames, min_shot_frames):
 
 
 def find_shots(scan, colour_threshold=0.2, layout_threshold=0.3, ratio=3.0, window=12, flash_frames=4,
-               min_shot_frames=8, fade_frames=16, fade_threshold=1.5, min_grey_range=10):
+               min_shot_frames=7, fade_frames=16, fade_threshold=1.5, min_grey_range=10):
     """Frame ranges [start, end) covering the video, from a Scan. A frame is blank when its grey levels span less
     than min_grey_range. Priority when two candidates are too close: the boundaries at blank frames (certain, and
     they keep the steps of a fade to black out of the cuts), then hard cuts, strongest first, then dissolves."""
     blank = scan.grey_max.astype(np.int16) - scan.grey_min < min_grey_range
     change = FrameChange(scan.histograms, scan.tiles, blank, colour_threshold, layout_threshold)
-    candidates = blank_cuts(change, min_shot_frames, flash_frames)
+    candidates = blank_cuts(change, flash_frames=flash_frames)
     cuts = sorted(hard_cuts(change, ratio, window, flash_frames), key=lambda cut: -cut[1])
     candidates += [frame for frame, _ in cuts]
     dissolves = gradual_transitions(change, fade_frames, fade_threshold, cuts=candidates)

@@ -153,6 +153,17 @@ def test_fading_white_flash_is_no_cut(tmp_path, strengths, velocity):
     assert shots.detect_shots(write_video(tmp_path / "flash.mp4", frames)) == [(0, 90)]
 
 
+def test_seven_frame_shot_between_two_cuts_gives_both_cuts(tmp_path):
+    """select drops the 7-frame shot when it cleans; the detector reports it, so its neighbours stay apart."""
+    a = camera(make_scene(1), 40, velocity=(0.5, 1))
+    b = camera(make_scene(2), 7, velocity=(0, -1))
+    c = camera(make_scene(3), 40, velocity=(0.5, 0))
+    scan = shots.scan_video(write_video(tmp_path / "short.mp4", np.concatenate([a, b, c])))
+    found = shots.find_shots(scan)
+    assert cuts_of(found) == [40, 47]
+    assert shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(0, 40), (47, 87)]
+
+
 @pytest.mark.parametrize("gain", [1.3, 0.6])
 def test_exposure_step_is_no_cut(tmp_path, gain):
     """The 4-level histograms jump when the exposure does; the colours are the old ones under other light."""
