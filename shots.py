@@ -412,18 +412,18 @@ def around(values, window):
     return np.delete(np.lib.stride_tricks.sliding_window_view(padded, 2 * window + 1), window, axis=1)
 
 
-def stands_out(steps, threshold, ratio, window, blank):
+def stands_out(steps, threshold, ratio, window, no_evidence):
     """steps >= threshold and >= ratio x the local level: the largest of the medians of the `window` steps before,
     of the `window` steps after, and of the 3 steps on either side together. A cut is one large step among small
     ones. Camera motion raises the steps for as long as it lasts, on the side where it is (the first frame of a
     fast pan out of a still shot is no cut); a fade raises them for a few frames (its steps are alike, while an
-    overlay flashed next to a cut adds two large steps out of six). Steps between blank frames do not count: they
-    are no change, but no evidence of stillness either."""
+    overlay flashed next to a cut adds two large steps out of six). Steps flagged in no_evidence do not count
+    (between blank frames, into a repeated picture: see hard_cuts)."""
     if len(steps) < 2:
         return np.zeros(len(steps), bool)
     level = steps.copy()
     level[0] = level[1]  # no step into frame 0: borrow the next one so it does not pull medians down
-    level[np.concatenate([[False], blank[1:] & blank[:-1]])] = np.nan
+    level[no_evidence] = np.nan
     sides = around(level, window)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-blank neighbourhoods: no level, NaN
@@ -472,10 +472,17 @@ def hard_cuts(change, ratio=3.0, window=12, flash_frames=4):
     Colour catches cuts between different places and light, but a 4-level histogram also jumps when the exposure
     does: a colour jump with the layout unchanged must be more than a change of light (light_change). Layout
     catches cuts within one palette. Each against its own local level, so camera motion (which raises the steps
-    for as long as it lasts) does not fire."""
+    for as long as it lasts) does not fire. Two kinds of step are no evidence of that level: those between blank
+    frames (no change, but no evidence of stillness either) and those into a repeated picture next to a step that
+    shows change. Footage of 10-15 frames/s shown at 24-30 repeats each picture 2 or 3 times, and its still steps
+    would pull the level down to nothing between the steps that show the motion; a repeated picture leaves the
+    layout as it was to within noise (a hundredth of its threshold) and the colours nearly so (a tenth)."""
     colour, layout = change.steps()
-    by_colour = stands_out(colour, change.colour_threshold, ratio, window, change.blank)
-    by_layout = stands_out(layout, change.layout_threshold, ratio, window, change.blank)
+    same = (layout < change.layout_threshold / 100) & (colour < change.colour_threshold / 10)
+    repeated = same & ~(np.concatenate([[True], same[:-1]]) & np.concatenate([same[1:], [True]]))
+    no_evidence = np.concatenate([[False], change.blank[1:] & change.blank[:-1]]) | repeated
+    by_colour = stands_out(colour, change.colour_threshold, ratio, window, no_evidence)
+    by_layout = stands_out(layout, change.layout_threshold, ratio, window, no_evidence)
     jumps = by_colour | by_layout
     jumps[1:] &= ~(change.blank[1:] | change.blank[:-1])  # into or out of blank frames: blank_cuts decides
     cuts = []

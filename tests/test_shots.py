@@ -13,7 +13,7 @@ import pytest
 import shots
 from media import write_audio_only, write_video
 from shots_media import (camera, dissolve, edited_video, fade, fading_flash, flash, make_scene, overlay,
-                         palette_scene, panorama, subtitles, uniform_ramp)
+                         palette_scene, panorama, repeated, subtitles, uniform_ramp)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLACK = np.zeros((12, 72, 128, 3), np.uint8)
@@ -162,6 +162,14 @@ def test_seven_frame_shot_between_two_cuts_gives_both_cuts(tmp_path):
     found = shots.find_shots(scan)
     assert cuts_of(found) == [40, 47]
     assert shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(0, 40), (47, 87)]
+
+
+@pytest.mark.parametrize("velocity,times", [((1, 5), 3), ((0, 8), 3), ((2, 6), 2)])
+def test_fast_motion_in_repeated_frames_is_no_cut(tmp_path, velocity, times):
+    """10-15 frames/s material shown at 30: each picture 2 or 3 times, so the camera moves in jumps with still
+    steps between them; the still steps are not the level the jumps are judged against."""
+    frames = repeated(camera(make_scene(7), 90, velocity=velocity), times)
+    assert shots.detect_shots(write_video(tmp_path / "repeated.mp4", frames)) == [(0, 90)]
 
 
 @pytest.mark.parametrize("gain", [1.3, 0.6])
