@@ -16,6 +16,11 @@ hand-held footage:
 - layout (a 16x9 grid of mean grey levels, compared without its median level and contrast, block by block, the
   median of 12 blocks) catches cuts within one palette (two faces in one room, a monitor and then its screen),
   stays still through fades and flicker, and ignores captions, logos and boxes that change a few blocks;
+- spread: a jump is a cut only if its change covers the picture. Over the 16x9 grid of mean colours, the median of
+  the tiles' squared change over its mean is about 1/2 when every part of the picture changes, by much or by
+  little, and near 0 when one part changes and the rest goes on as it was. The histograms and even the layout jump
+  when a caption box covering a fifth to a third of the frame appears or goes; the rest of the picture, which goes
+  on, tells that it is no cut, whatever the box's size;
 - a jump whose old picture comes back within a few frames is a flash or an overlay glitch, not a cut; among jumps
   a few frames apart, the one whose change lasts (every frame before differs from every frame after) is the cut;
 - a frame whose grey levels span less than 10 is blank, whatever its level: runs of blank frames (black gaps, the
@@ -453,6 +458,16 @@ def lasting_change(change, t, reach=2):
     return float(np.median(change(before[:, None], after[None, :])))
 
 
+def spread(a, b, noise=3.0):
+    """How much of the picture a change covers, from colour tiles a and b (9, 16, 3): the median over the tiles of
+    their squared colour difference, over its mean (plus `noise` grey levels per channel, so that two identical
+    frames give 0). About 1/2 when every part of the picture changes, by much or by little (a cut, the light, every
+    step of a dissolve or a fade); near 0 when the change is in one part and the rest of the picture goes on as
+    before (a box or a caption appearing, whatever its size as long as the rest stays, or people in a still room)."""
+    change = ((a.astype(np.float64) - b) ** 2).sum(axis=-1)
+    return float(np.median(change) / (change.mean() + 3 * noise ** 2))
+
+
 def light_change(a, b, gains=(0.5, 2.0), unexplained=0.1):
     """Whether colour tiles b (9, 16, 3) are tiles a under other light: b = g a + o, one gain g within `gains` and
     one offset for every tile and channel, leaves less than `unexplained` of the change (an exposure step, a lamp
@@ -464,10 +479,12 @@ def light_change(a, b, gains=(0.5, 2.0), unexplained=0.1):
     return bool(gains[0] <= gain <= gains[1] and left < unexplained)
 
 
-def hard_cuts(change, ratio=3.0, window=12, flash_frames=4):
-    """Frames t where a new shot starts abruptly, with their strength (lasting_change): the colours or the layout of
-    frame t differ from frame t-1 by at least their threshold and by at least ratio x the local level of that kind
-    of change, and the picture before does not come back within flash_frames (a flash).
+def hard_cuts(change, ratio=3.0, window=12, flash_frames=4, min_spread=0.1):
+    """Frames t where a new shot starts abruptly, with their strength (lasting_change), and the frames of the jumps
+    that change only part of the picture. A cut: the colours or the layout of frame t differ from frame t-1 by at
+    least their threshold and by at least ratio x the local level of that kind of change, the change covers the
+    picture (spread >= min_spread: a box or a caption appearing over a picture that goes on is no cut, whatever its
+    size) and the picture before does not come back within flash_frames (a flash).
 
     Colour catches cuts between different places and light, but a 4-level histogram also jumps when the exposure
     does: a colour jump with the layout unchanged must be more than a change of light (light_change). Layout
@@ -485,14 +502,17 @@ def hard_cuts(change, ratio=3.0, window=12, flash_frames=4):
     by_layout = stands_out(layout, change.layout_threshold, ratio, window, no_evidence)
     jumps = by_colour | by_layout
     jumps[1:] &= ~(change.blank[1:] | change.blank[:-1])  # into or out of blank frames: blank_cuts decides
-    cuts = []
+    cuts, partial = [], []
     for t in np.flatnonzero(jumps):
+        if spread(change.colour_tiles[t - 1], change.colour_tiles[t]) < min_spread:
+            partial.append(int(t))
+            continue
         if is_flash(change, t, flash_frames):
             continue
         if not by_layout[t] and light_change(change.colour_tiles[t - 1], change.colour_tiles[t]):
             continue
         cuts.append((int(t), lasting_change(change, t)))
-    return cuts
+    return cuts, partial
 
 
 def window_changes(change, frames):
@@ -541,14 +561,18 @@ def moved_copy(a, b, max_shift=(4, 8)):
     return float(errors.min() / max(errors[rows, columns], 1e-9))     # [rows, columns]: not shifted
 
 
-def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residual=0.08, min_moved=0.1, cuts=()):
+def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residual=0.08, min_moved=0.1, cuts=(),
+                        min_spread=0.1):
     """Dissolves, each as one boundary at the frame where the new picture takes over, with its strength.
 
     A candidate is a peak of window_changes: >= threshold, the largest within +-frames and >= ratio x the level
-    around it (a long camera move keeps the level up), with none of the `cuts` already found in its windows (the
-    change there is the cut). It is a dissolve if, over the 2 x frames frames around it:
+    around it (a long camera move keeps the level up), with none of the `cuts` in its windows (the change there is
+    the cut, or a jump already judged no cut: a box appearing while the camera moves). It is a dissolve if, over
+    the 2 x frames frames around it:
     - neither end is blank: fades from and to blank frames are the blank runs' boundaries;
     - the two ends differ in layout (>= the cut threshold): else it is one picture whose light changed;
+    - the change covers the picture (spread >= min_spread): else a box or a caption faded in or out over a picture
+      that goes on;
     - every frame is a mix of the two ends (blend_fit residual <= max_residual): rules out pans and wipes from one
       region to another, and motion;
     - the last frame is not a moved copy of the first (moved_copy >= min_moved): rules out slow pans, whose frames
@@ -571,6 +595,8 @@ def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residua
         if change.blank[first] or change.blank[last] or any(first < cut <= last for cut in cuts):
             continue
         if layout_distance(tiles[first], tiles[last]) < change.layout_threshold:
+            continue
+        if spread(change.colour_tiles[first], change.colour_tiles[last]) < min_spread:
             continue
         weights, residual = blend_fit(tiles[first:last + 1])
         if residual <= max_residual and moved_copy(tiles[first], tiles[last]) >= min_moved:
@@ -626,9 +652,9 @@ def find_shots(scan, colour_threshold=0.2, layout_threshold=0.3, ratio=3.0, wind
     blank = scan.grey_max.astype(np.int16) - scan.grey_min < min_grey_range
     change = FrameChange(scan.histograms, scan.tiles, blank, colour_threshold, layout_threshold)
     candidates = blank_cuts(change, flash_frames=flash_frames)
-    cuts = sorted(hard_cuts(change, ratio, window, flash_frames), key=lambda cut: -cut[1])
-    candidates += [frame for frame, _ in cuts]
-    dissolves = gradual_transitions(change, fade_frames, fade_threshold, cuts=candidates)
+    cuts, partial = hard_cuts(change, ratio, window, flash_frames)
+    candidates += [frame for frame, _ in sorted(cuts, key=lambda cut: -cut[1])]
+    dissolves = gradual_transitions(change, fade_frames, fade_threshold, cuts=candidates + partial)
     candidates += [frame for frame, _ in dissolves]
     return cuts_to_shots(candidates, scan.num_frames, min_shot_frames)
 

@@ -145,6 +145,19 @@ def test_subtitles_appearing_are_no_cut(tmp_path, brightness):
 # ---- edited web footage (issue 23): boxes, fading flashes, very short shots, repeated frames --------------------
 
 
+@pytest.mark.parametrize("size,colour,velocity", [((0.46, 0.56), 235, (0.3, 1.0)), ((0.5, 0.6), 30, (0.3, 1.0)),
+                                                  ((0.46, 0.56), 235, (0.0, 2.0))])
+def test_large_caption_box_over_a_moving_picture_is_no_cut(tmp_path, size, colour, velocity):
+    """A box covering a quarter to a third of the frame appears at 30 and goes at 60; the rest of the picture goes
+    on (the camera keeps moving). The colours, and for the larger box the layout, jump at both ends."""
+    top, left = (1 - size[0]) / 2, (1 - size[1]) / 2
+    frames = overlay(camera(make_scene(5), 90, velocity=velocity), 30, 30, box=(top, left, *size), value=colour)
+    scan = shots.scan_video(write_video(tmp_path / "box.mp4", frames))
+    colour_step = shots.histogram_distance(scan.histograms[30], scan.histograms[29])
+    assert colour_step > shots.DETECT_DEFAULTS["colour_threshold"]
+    assert shots.find_shots(scan) == [(0, 90)]
+
+
 @pytest.mark.parametrize("strengths,velocity", [((1.0, 0.9, 0.5), (0.3, 1.0)), ((1.0, 0.9, 0.5), (1.0, 3.0)),
                                                 ((1.0, 0.6, 0.3), (0.5, 2.0)), ((1.0, 1.0), (0.5, 2.0))])
 def test_fading_white_flash_is_no_cut(tmp_path, strengths, velocity):
