@@ -479,7 +479,7 @@ def light_change(a, b, gains=(0.5, 2.0), unexplained=0.1):
     return bool(gains[0] <= gain <= gains[1] and left < unexplained)
 
 
-def hard_cuts(change, ratio=3.0, window=12, flash_frames=4, min_spread=0.1):
+def hard_cuts(change, ratio=3.0, window=12, flash_frames=4, min_spread=0.08):
     """Frames t where a new shot starts abruptly, with their strength (lasting_change), and the frames of the jumps
     that change only part of the picture. A cut: the colours or the layout of frame t differ from frame t-1 by at
     least their threshold and by at least ratio x the local level of that kind of change, the change covers the
@@ -562,7 +562,7 @@ def moved_copy(a, b, max_shift=(4, 8)):
 
 
 def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residual=0.08, min_moved=0.1, cuts=(),
-                        min_spread=0.1):
+                        min_spread=0.08):
     """Dissolves, each as one boundary at the frame where the new picture takes over, with its strength.
 
     A candidate is a peak of window_changes: >= threshold, the largest within +-frames and >= ratio x the level
