@@ -9,8 +9,9 @@ dependency-free methods on small decoded frames and keeps every selection rule:
     -> >= 4 clips, no group revisited in more than min(3, N // 3) runs -> two sharp keyframes per clip
 
 Shot detection works on 96x54 point-sampled frames, with two kinds of change between frames, each judged against
-its own local level (what the frames around it do), so that one setting works on film, animation, slideshows and
-hand-held footage:
+its own local level (what the frames around it do; where pictures repeat, 10-15 frames/s shown at 24-30, the still
+steps between the repeats do not count), so that one setting works on film, animation, slideshows and hand-held
+footage:
 - colour (joint RGB histograms of a 2x2 grid) catches cuts to another place or light; a colour jump that is only
   the old picture under other light (one exposure gain fits the 16x9 grid of mean colours) is no cut;
 - layout (a 16x9 grid of mean grey levels, compared without its median level and contrast, block by block, the
@@ -18,14 +19,17 @@ hand-held footage:
   stays still through fades and flicker, and ignores captions, logos and boxes that change a few blocks;
 - spread: a jump is a cut only if its change covers the picture. Over the 16x9 grid of mean colours, the median of
   the tiles' squared change over its mean is about 1/2 when every part of the picture changes, by much or by
-  little, and near 0 when one part changes and the rest goes on as it was. The histograms and even the layout jump
-  when a caption box covering a fifth to a third of the frame appears or goes; the rest of the picture, which goes
-  on, tells that it is no cut, whatever the box's size;
-- a jump whose old picture comes back within a few frames is a flash or an overlay glitch, not a cut; among jumps
-  a few frames apart, the one whose change lasts (every frame before differs from every frame after) is the cut;
+  little, and near 0 when one part changes and the rest goes on as it was (a cut needs 0.08). The histograms and
+  even the layout jump when a caption box covering a fifth to a third of the frame appears or goes; the rest of the
+  picture, which goes on, tells that it is no cut, whatever the box's size. A jump cut (a still shot skipping
+  ahead: the people move, the room stays) is found only when it changes much of the picture;
+- a jump whose old picture comes back within a few frames (one of the few frames before it resembles one of the
+  few after) is a flash, also one that fades out over a few frames, or an overlay glitch, not a cut; among jumps a
+  few frames apart, the one whose change lasts (every frame before differs from every frame after) is the cut;
 - a frame whose grey levels span less than 10 is blank, whatever its level: runs of blank frames (black gaps, the
   black middle of a fade, a uniform fade) are shots of their own that cleaning drops, and nothing changes between
-  two blank frames, so a flat fade is no run of cuts;
+  two blank frames, so a flat fade is no run of cuts; a short run that the colours jump into or out of, with the
+  old picture back after it, is a white flash;
 - a dissolve is found where the mean pictures of the windows before and after a frame differ, and kept only if the
   frames in between are mixes of its two ends (a pan or a wipe sweeps across the frame instead), its ends differ
   in layout (else the light changed) and the last is not a moved copy of the first (a slow pan). It is reported
