@@ -9,18 +9,27 @@ dependency-free methods on small decoded frames and keeps every selection rule:
     -> >= 4 clips, no group revisited in more than min(3, N // 3) runs -> two sharp keyframes per clip
 
 Shot detection works on 96x54 point-sampled frames, with two kinds of change between frames, each judged against
-its own local level (what the frames around it do), so that one setting works on film, animation, slideshows and
-hand-held footage:
+its own local level (what the frames around it do; where pictures repeat, 10-15 frames/s shown at 24-30, the still
+steps between the repeats do not count), so that one setting works on film, animation, slideshows and hand-held
+footage:
 - colour (joint RGB histograms of a 2x2 grid) catches cuts to another place or light; a colour jump that is only
   the old picture under other light (one exposure gain fits the 16x9 grid of mean colours) is no cut;
 - layout (a 16x9 grid of mean grey levels, compared without its median level and contrast, block by block, the
   median of 12 blocks) catches cuts within one palette (two faces in one room, a monitor and then its screen),
   stays still through fades and flicker, and ignores captions, logos and boxes that change a few blocks;
-- a jump whose old picture comes back within a few frames is a flash or an overlay glitch, not a cut; among jumps
-  a few frames apart, the one whose change lasts (every frame before differs from every frame after) is the cut;
+- spread: a jump is a cut only if its change covers the picture. Over the 16x9 grid of mean colours, the median of
+  the tiles' squared change over its mean is about 1/2 when every part of the picture changes, by much or by
+  little, and near 0 when one part changes and the rest goes on as it was (a cut needs 0.08). The histograms and
+  even the layout jump when a caption box covering a fifth to a third of the frame appears or goes; the rest of the
+  picture, which goes on, tells that it is no cut, whatever the box's size. A jump cut (a still shot skipping
+  ahead: the people move, the room stays) is found only when it changes much of the picture;
+- a jump whose old picture comes back within a few frames (one of the few frames before it resembles one of the
+  few after) is a flash, also one that fades out over a few frames, or an overlay glitch, not a cut; among jumps a
+  few frames apart, the one whose change lasts (every frame before differs from every frame after) is the cut;
 - a frame whose grey levels span less than 10 is blank, whatever its level: runs of blank frames (black gaps, the
   black middle of a fade, a uniform fade) are shots of their own that cleaning drops, and nothing changes between
-  two blank frames, so a flat fade is no run of cuts;
+  two blank frames, so a flat fade is no run of cuts; a short run that the colours jump into or out of, with the
+  old picture back after it, is a white flash;
 - a dissolve is found where the mean pictures of the windows before and after a frame differ, and kept only if the
   frames in between are mixes of its two ends (a pan or a wipe sweeps across the frame instead), its ends differ
   in layout (else the light changed) and the last is not a moved copy of the first (a slow pan). It is reported
@@ -416,18 +425,18 @@ def around(values, window):
     return np.delete(np.lib.stride_tricks.sliding_window_view(padded, 2 * window + 1), window, axis=1)
 
 
-def stands_out(steps, threshold, ratio, window, blank):
+def stands_out(steps, threshold, ratio, window, no_evidence):
     """steps >= threshold and >= ratio x the local level: the largest of the medians of the `window` steps before,
     of the `window` steps after, and of the 3 steps on either side together. A cut is one large step among small
     ones. Camera motion raises the steps for as long as it lasts, on the side where it is (the first frame of a
     fast pan out of a still shot is no cut); a fade raises them for a few frames (its steps are alike, while an
-    overlay flashed next to a cut adds two large steps out of six). Steps between blank frames do not count: they
-    are no change, but no evidence of stillness either."""
+    overlay flashed next to a cut adds two large steps out of six). Steps flagged in no_evidence do not count
+    (between blank frames, into a repeated picture: see hard_cuts)."""
     if len(steps) < 2:
         return np.zeros(len(steps), bool)
     level = steps.copy()
     level[0] = level[1]  # no step into frame 0: borrow the next one so it does not pull medians down
-    level[np.concatenate([[False], blank[1:] & blank[:-1]])] = np.nan
+    level[no_evidence] = np.nan
     sides = around(level, window)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-blank neighbourhoods: no level, NaN
@@ -438,12 +447,15 @@ def stands_out(steps, threshold, ratio, window, blank):
 
 def is_flash(change, t, flash_frames, ratio=0.5):
     """A jump at t is a flash, or an overlay flashed onto a few frames, if the picture before it comes back soon:
-    frame t-1 resembles one of t+1..t+F, or frame t resembles one of t-1-F..t-2 (the jump back)."""
+    one of the frames t-1-F..t-1 resembles one of t..t+F (the jump itself, t-1 to t, aside). That covers the jump
+    into a flash, the jump back, and every step of a flash that fades out over a few frames (white, then 0.9, then
+    0.5 white): the picture from before the flash is back a few frames after each of them."""
     jump = change(t - 1, t)[0]
-    after = np.arange(t + 1, min(change.num_frames, t + 1 + flash_frames))
-    before = np.arange(max(0, t - 1 - flash_frames), t - 1)
-    back = [change(t - 1, after).min() if len(after) else np.inf, change(t, before).min() if len(before) else np.inf]
-    return min(back) < ratio * jump
+    before = np.arange(max(0, t - 1 - flash_frames), t)
+    after = np.arange(t, min(change.num_frames, t + 1 + flash_frames))
+    pairs = change(before[:, None], after[None, :])
+    pairs[-1, 0] = np.inf  # frames t-1 and t: the jump itself
+    return pairs.min() < ratio * jump
 
 
 def lasting_change(change, t, reach=2):
@@ -452,6 +464,16 @@ def lasting_change(change, t, reach=2):
     pairs it is on, so where two jumps compete, the cut wins."""
     before, after = np.arange(t - 1 - reach, t), np.arange(t, t + 1 + reach)
     return float(np.median(change(before[:, None], after[None, :])))
+
+
+def spread(a, b, noise=3.0):
+    """How much of the picture a change covers, from colour tiles a and b (9, 16, 3): the median over the tiles of
+    their squared colour difference, over its mean (plus `noise` grey levels per channel, so that two identical
+    frames give 0). About 1/2 when every part of the picture changes, by much or by little (a cut, the light, every
+    step of a dissolve or a fade); near 0 when the change is in one part and the rest of the picture goes on as
+    before (a box or a caption appearing, whatever its size as long as the rest stays, or people in a still room)."""
+    change = ((a.astype(np.float64) - b) ** 2).sum(axis=-1)
+    return float(np.median(change) / (change.mean() + 3 * noise ** 2))
 
 
 def light_change(a, b, gains=(0.5, 2.0), unexplained=0.1):
@@ -465,28 +487,40 @@ def light_change(a, b, gains=(0.5, 2.0), unexplained=0.1):
     return bool(gains[0] <= gain <= gains[1] and left < unexplained)
 
 
-def hard_cuts(change, ratio=3.0, window=12, flash_frames=4):
-    """Frames t where a new shot starts abruptly, with their strength (lasting_change): the colours or the layout of
-    frame t differ from frame t-1 by at least their threshold and by at least ratio x the local level of that kind
-    of change, and the picture before does not come back within flash_frames (a flash).
+def hard_cuts(change, ratio=3.0, window=12, flash_frames=4, min_spread=0.08):
+    """Frames t where a new shot starts abruptly, with their strength (lasting_change), and the frames of the jumps
+    that change only part of the picture. A cut: the colours or the layout of frame t differ from frame t-1 by at
+    least their threshold and by at least ratio x the local level of that kind of change, the change covers the
+    picture (spread >= min_spread: a box or a caption appearing over a picture that goes on is no cut, whatever its
+    size) and the picture before does not come back within flash_frames (a flash).
 
     Colour catches cuts between different places and light, but a 4-level histogram also jumps when the exposure
     does: a colour jump with the layout unchanged must be more than a change of light (light_change). Layout
     catches cuts within one palette. Each against its own local level, so camera motion (which raises the steps
-    for as long as it lasts) does not fire."""
+    for as long as it lasts) does not fire. Two kinds of step are no evidence of that level: those between blank
+    frames (no change, but no evidence of stillness either) and those into a repeated picture next to a step that
+    shows change. Footage of 10-15 frames/s shown at 24-30 repeats each picture 2 or 3 times, and its still steps
+    would pull the level down to nothing between the steps that show the motion; a repeated picture leaves the
+    layout as it was to within noise (a hundredth of its threshold) and the colours nearly so (a tenth)."""
     colour, layout = change.steps()
-    by_colour = stands_out(colour, change.colour_threshold, ratio, window, change.blank)
-    by_layout = stands_out(layout, change.layout_threshold, ratio, window, change.blank)
+    same = (layout < change.layout_threshold / 100) & (colour < change.colour_threshold / 10)
+    repeated = same & ~(np.concatenate([[True], same[:-1]]) & np.concatenate([same[1:], [True]]))
+    no_evidence = np.concatenate([[False], change.blank[1:] & change.blank[:-1]]) | repeated
+    by_colour = stands_out(colour, change.colour_threshold, ratio, window, no_evidence)
+    by_layout = stands_out(layout, change.layout_threshold, ratio, window, no_evidence)
     jumps = by_colour | by_layout
     jumps[1:] &= ~(change.blank[1:] | change.blank[:-1])  # into or out of blank frames: blank_cuts decides
-    cuts = []
+    cuts, partial = [], []
     for t in np.flatnonzero(jumps):
+        if spread(change.colour_tiles[t - 1], change.colour_tiles[t]) < min_spread:
+            partial.append(int(t))
+            continue
         if is_flash(change, t, flash_frames):
             continue
         if not by_layout[t] and light_change(change.colour_tiles[t - 1], change.colour_tiles[t]):
             continue
         cuts.append((int(t), lasting_change(change, t)))
-    return cuts
+    return cuts, partial
 
 
 def window_changes(change, frames):
@@ -535,14 +569,18 @@ def moved_copy(a, b, max_shift=(4, 8)):
     return float(errors.min() / max(errors[rows, columns], 1e-9))     # [rows, columns]: not shifted
 
 
-def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residual=0.08, min_moved=0.1, cuts=()):
+def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residual=0.08, min_moved=0.1, cuts=(),
+                        min_spread=0.08):
     """Dissolves, each as one boundary at the frame where the new picture takes over, with its strength.
 
     A candidate is a peak of window_changes: >= threshold, the largest within +-frames and >= ratio x the level
-    around it (a long camera move keeps the level up), with none of the `cuts` already found in its windows (the
-    change there is the cut). It is a dissolve if, over the 2 x frames frames around it:
+    around it (a long camera move keeps the level up), with none of the `cuts` in its windows (the change there is
+    the cut, or a jump already judged no cut: a box appearing while the camera moves). It is a dissolve if, over
+    the 2 x frames frames around it:
     - neither end is blank: fades from and to blank frames are the blank runs' boundaries;
     - the two ends differ in layout (>= the cut threshold): else it is one picture whose light changed;
+    - the change covers the picture (spread >= min_spread): else a box or a caption faded in or out over a picture
+      that goes on;
     - every frame is a mix of the two ends (blend_fit residual <= max_residual): rules out pans and wipes from one
       region to another, and motion;
     - the last frame is not a moved copy of the first (moved_copy >= min_moved): rules out slow pans, whose frames
@@ -566,6 +604,8 @@ def gradual_transitions(change, frames=16, threshold=1.5, ratio=2.0, max_residua
             continue
         if layout_distance(tiles[first], tiles[last]) < change.layout_threshold:
             continue
+        if spread(change.colour_tiles[first], change.colour_tiles[last]) < min_spread:
+            continue
         weights, residual = blend_fit(tiles[first:last + 1])
         if residual <= max_residual and moved_copy(tiles[first], tiles[last]) >= min_moved:
             found.append((int(first + np.argmax(weights >= 0.5)), float(steps[centre])))
@@ -578,17 +618,25 @@ def runs(flags):
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
-def blank_cuts(change, min_frames=8):
+def blank_cuts(change, min_frames=8, flash_frames=4):
     """Boundaries at blank frames. A run of >= min_frames blank frames becomes a shot of its own, which cleaning
     drops: a black gap, the black middle of a fade through black, the black after a final fade-out. A fade to or
     from black thus ends or starts its shot where the picture has faded out, once. A shorter run starts a new shot
-    if the pictures on its two sides differ (a quick dip to black between two shots)."""
+    if the pictures on its two sides differ (a quick dip to black between two shots), unless it is a flash: the
+    colours jump into or out of it (a fade dims them step by step) and the picture from before it is back within
+    flash_frames after it (a white flash, fading out or not; a dropped frame shown black)."""
     n, cuts = change.num_frames, []
+    colours = change.histograms
     for start, end in runs(change.blank):
         if end - start >= min_frames:
             cuts += [frame for frame in (start, end) if 0 < frame < n]
         elif 0 < start and end < n and change(start - min_frames, end - 1 + min_frames)[0] >= 1:
-            cuts.append(start)
+            abrupt = max(histogram_distance(colours[start - 1], colours[start]),
+                         histogram_distance(colours[end - 1], colours[end])) >= change.colour_threshold
+            before = np.arange(max(0, start - 1 - flash_frames), start)
+            after = np.arange(end, min(n, end + 1 + flash_frames))
+            if not (abrupt and change(before[:, None], after[None, :]).min() < 1):
+                cuts.append(start)
     return cuts
 
 
@@ -605,16 +653,16 @@ def cuts_to_shots(candidates, num_frames, min_shot_frames):
 
 
 def find_shots(scan, colour_threshold=0.2, layout_threshold=0.3, ratio=3.0, window=12, flash_frames=4,
-               min_shot_frames=8, fade_frames=16, fade_threshold=1.5, min_grey_range=10):
+               min_shot_frames=7, fade_frames=16, fade_threshold=1.5, min_grey_range=10):
     """Frame ranges [start, end) covering the video, from a Scan. A frame is blank when its grey levels span less
     than min_grey_range. Priority when two candidates are too close: the boundaries at blank frames (certain, and
     they keep the steps of a fade to black out of the cuts), then hard cuts, strongest first, then dissolves."""
     blank = scan.grey_max.astype(np.int16) - scan.grey_min < min_grey_range
     change = FrameChange(scan.histograms, scan.tiles, blank, colour_threshold, layout_threshold)
-    candidates = blank_cuts(change, min_shot_frames)
-    cuts = sorted(hard_cuts(change, ratio, window, flash_frames), key=lambda cut: -cut[1])
-    candidates += [frame for frame, _ in cuts]
-    dissolves = gradual_transitions(change, fade_frames, fade_threshold, cuts=candidates)
+    candidates = blank_cuts(change, flash_frames=flash_frames)
+    cuts, partial = hard_cuts(change, ratio, window, flash_frames)
+    candidates += [frame for frame, _ in sorted(cuts, key=lambda cut: -cut[1])]
+    dissolves = gradual_transitions(change, fade_frames, fade_threshold, cuts=candidates + partial)
     candidates += [frame for frame, _ in dissolves]
     return cuts_to_shots(candidates, scan.num_frames, min_shot_frames)
 

@@ -109,7 +109,7 @@ def add_detector_options(p):
     p.add_argument("--ratio", type=positive, default=3.0, help="... and by this many times the local level of that change")
     p.add_argument("--window", type=positive_int, default=12, help="frames on each side for the local level")
     p.add_argument("--flash-frames", type=count, default=4, help="a jump whose old picture returns within this many frames is a flash")
-    p.add_argument("--min-shot-frames", type=positive_int, default=8, help="no two cuts closer than this")
+    p.add_argument("--min-shot-frames", type=positive_int, default=7, help="no two cuts closer than this")
     p.add_argument("--fade-frames", type=count, default=16, help="window each side for dissolves (0 = hard cuts only)")
     p.add_argument("--fade-threshold", type=positive, default=1.5, help="a dissolve: the windows' mean pictures differ by this many times what a cut needs")
     p.add_argument("--min-grey-range", type=ranged(int, low=0, high=255), default=10, help="a frame whose grey levels span less than this is blank (black, white, a uniform fade); select drops shots of blank frames")

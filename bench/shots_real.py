@@ -2,11 +2,16 @@
 
     python bench/shots_real.py VIDEO_DIR                       # truth: ../shared/data/shots_dev.json (see below)
     python bench/shots_real.py VIDEO_DIR --truth other.json    # same format, another set
+    python bench/make_edited.py VIDEO_DIR EDITED && python bench/shots_real.py EDITED --truth EDITED/truth.json
     git show 2ea7eee:shots.py > /tmp/before.py && python bench/shots_real.py VIDEO_DIR --before /tmp/before.py
 
 The truth file lists, per video file name, the hard cuts (frame index in PyAV decode order of the first frame of
 the new shot) and the gradual transitions ([first, last] frame of a fade or dissolve). Videos missing from VIDEO_DIR
-are skipped with a note. Every detector is scored on decode indices: PySceneDetect's detectors and TransNetV2 get
+are skipped with a note. A truth file may also name, per video, the cuts of each kind ("cut_kinds": {"jump": [...],
+...}) and the spans [first, last] of events that are not cuts ("events": {"caption": [...], "flash": [...], ...});
+bench/make_edited.py writes such a file for its edited set. Then the cuts found of each kind are counted, and the
+false detections (strict) by the event they fall on (within 1 frame), "other" for the rest (inside a shot, or a
+transition reported twice). Every detector is scored on decode indices: PySceneDetect's detectors and TransNetV2 get
 frames from the same PyAV decoding as shots.py (scenedetect's own video backends number frames by timestamp, which
 is off on variable-frame-rate files), scaled as their own pipelines scale them:
 - PySceneDetect AdaptiveDetector and ContentDetector, defaults (min_scene_len 15 frames), frames resized with
@@ -39,7 +44,8 @@ F1 = 2 TP / (2 TP + FP + FN) over all videos together.
 The last line is `RESULT videos=N f1_strict=... f1_lenient=... f1_any=... time_s=...` plus the same for every other
 detector installed (before_, adaptive_, content_, transnet_), where time_s is the detector's time on the 720 frames of
 1280x720 of testvideo.mp4, decoding included (fastest of 3, detectors taking turns; other work on the machine only
-ever adds time).
+ever adds time). With kinds in the truth it adds false_captions_flashes (false cuts on captions, lower thirds and
+flashes), false_other and jumps_found (jump cuts found / jump cuts) per detector.
 """
 
 import argparse
@@ -178,11 +184,16 @@ def match_cuts(detected, cuts, tolerance=TOLERANCE):
 
 
 def score(detected, truth):
-    """{"hits", "missed", "false_lenient", "false_strict", "false_any"} of one video (see the module docstring)."""
+    """{"hits", "missed", "false_lenient", "false_strict", "false_any", "kinds"} of one video (see the module
+    docstring). kinds counts, per kind named in the truth, the cuts of that kind found ("found_jump", ...) and the
+    strict false detections that fall on an event of that kind ("false_caption", ...; the rest are "false_other")."""
     matched = match_cuts(detected, truth["cuts"])
     spans = [(first - TOLERANCE, last + TOLERANCE) for first, last in truth["gradual"]]
     ignored = [(f, f) if isinstance(f, int) else tuple(f) for f in truth.get("ignore", [])]
+    events = [(kind, a - TOLERANCE, b + TOLERANCE) for kind, found in truth.get("events", {}).items()
+              for a, b in found]
     false = dict(lenient=0, strict=0, any=0)
+    kinds = {f"found_{kind}": len(match_cuts(matched, cuts)) for kind, cuts in truth.get("cut_kinds", {}).items()}
     reported = set()  # gradual spans already reported once
     for d in sorted(set(detected) - matched):
         if any(a <= d <= b for a, b in ignored):
@@ -190,13 +201,16 @@ def score(detected, truth):
         span = next((k for k, (a, b) in enumerate(spans) if a <= d <= b), None)
         if span is None:
             false.update({k: v + 1 for k, v in false.items()})
+            kind = next((kind for kind, a, b in events if a <= d <= b), "other")
+            kinds[f"false_{kind}"] = kinds.get(f"false_{kind}", 0) + 1
             continue
         false["any"] += 1
         if span in reported:
             false["strict"] += 1
+            kinds["false_other"] = kinds.get("false_other", 0) + 1
         reported.add(span)
     return dict(hits=len(matched), missed=len(truth["cuts"]) - len(matched),
-                **{f"false_{k}": v for k, v in false.items()})
+                **{f"false_{k}": v for k, v in false.items()}, kinds=kinds)
 
 
 def f1(hits, missed, false):
@@ -231,23 +245,32 @@ def main():
         detectors = {k: v for k, v in detectors.items() if k in args.only}
 
     totals = {name: dict(hits=0, missed=0, false_lenient=0, false_strict=0, false_any=0) for name in detectors}
-    print(f"{'video':26s} {'cuts':>4s} {'grad':>4s}  " + "  ".join(f"{n:>24s}" for n in detectors))
-    print(f"{'':26s} {'':4s} {'':4s}  " + "  ".join(f"{'found miss false s/l/any':>24s}" for _ in detectors))
+    kinds = {name: {} for name in detectors}
+    cut_kinds = {}  # kind -> number of such cuts in the scored videos
+    by_kind = any("cut_kinds" in video or "events" in video for video in truth.values())
+    width = max(26, *(len(name) for name in truth))
+    print(f"{'video':{width}s} {'cuts':>4s} {'grad':>4s}  " + "  ".join(f"{n:>24s}" for n in detectors))
+    print(f"{'':{width}s} {'':4s} {'':4s}  " + "  ".join(f"{'found miss false s/l/any':>24s}" for _ in detectors))
     scored = 0
     for name, video in truth.items():
         path = os.path.join(args.videos, name)
         if not os.path.exists(path):
-            print(f"{name:26s} missing from {args.videos}: skipped")
+            print(f"{name:{width}s} missing from {args.videos}: skipped")
             continue
         scored += 1
+        for kind, cuts in video.get("cut_kinds", {}).items():
+            cut_kinds[kind] = cut_kinds.get(kind, 0) + len(cuts)
         cells = []
         for detector, detect in detectors.items():
             result = score(detect(path), video)
+            for key, value in result.pop("kinds").items():
+                kinds[detector][key] = kinds[detector].get(key, 0) + value
             for key, value in result.items():
                 totals[detector][key] += value
             false = "/".join(str(result[f"false_{mode}"]) for mode in ("strict", "lenient", "any"))
             cells.append(f"{result['hits']:5d} {result['missed']:4d} {false:>14s}")
-        print(f"{name:26s} {len(video['cuts']):4d} {len(video['gradual']):4d}  " + "  ".join(f"{c:>24s}" for c in cells))
+        print(f"{name:{width}s} {len(video['cuts']):4d} {len(video['gradual']):4d}  "
+              + "  ".join(f"{c:>24s}" for c in cells))
 
     if not scored:
         sys.exit(f"no video of {args.truth} is in {args.videos}: nothing scored")
@@ -258,6 +281,17 @@ def main():
               f"{t['false_lenient']} lenient / {t['false_any']} any: F1 strict {scores['strict']:.3f}, "
               f"lenient {scores['lenient']:.3f}, any {scores['any']:.3f}")
         fields += [f"{detector}_f1_{mode}={value:.3f}" for mode, value in scores.items()]
+        if by_kind:
+            found = [f"{kind} {kinds[detector].get(f'found_{kind}', 0)} of {n}"
+                     for kind, n in sorted(cut_kinds.items())]
+            false = [f"{key.removeprefix('false_')} {n}" for key, n in sorted(kinds[detector].items())
+                     if key.startswith("false_")]
+            print(f"{'':10s} cuts found by kind: {', '.join(found) or '-'}; false cuts on: {', '.join(false) or '-'}")
+            on_events = sum(kinds[detector].get(f"false_{k}", 0) for k in ("caption", "lower_third", "flash"))
+            fields += [f"{detector}_false_captions_flashes={on_events}",
+                       f"{detector}_false_other={kinds[detector].get('false_other', 0)}"]
+            if "jump" in cut_kinds:
+                fields.append(f"{detector}_jumps_found={kinds[detector].get('found_jump', 0)}/{cut_kinds['jump']}")
     timed = os.path.join(args.videos, TIMED_VIDEO)
     if os.path.exists(timed) and not args.no_timing:
         for detector, seconds in timed_runs(detectors, timed).items():

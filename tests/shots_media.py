@@ -45,6 +45,19 @@ def flash(frames, at, length=2, strength=0.75):
     return frames
 
 
+def fading_flash(frames, at, strengths=(1.0, 0.9, 0.5)):
+    """A white flash that fades out: frames[at + k] mixed with white by strengths[k] (1.0 = all white)."""
+    frames = frames.copy()
+    for k, strength in enumerate(strengths):
+        frames[at + k] = (frames[at + k] * (1 - strength) + 255 * strength).astype(np.uint8)
+    return frames
+
+
+def repeated(frames, times):
+    """Every `times`-th frame shown `times` times: 10 frames/s material at 30 (times 3), as much web video is."""
+    return np.repeat(frames[::times], times, axis=0)[:len(frames)]
+
+
 def edited_video(num_shots=6, shot_frames=30, seed=0, same_scene_every=3, height=72, width=128):
     """Shots with hard cuts at known frames. Every `same_scene_every`-th shot films another part of the previous
     shot's scene (same palette: the hard case for histograms). Returns (frames, cut frames)."""

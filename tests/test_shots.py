@@ -12,8 +12,8 @@ import pytest
 
 import shots
 from media import write_audio_only, write_video
-from shots_media import (camera, dissolve, edited_video, fade, flash, make_scene, overlay, palette_scene,
-                         panorama, subtitles, uniform_ramp)
+from shots_media import (camera, dissolve, edited_video, fade, fading_flash, flash, make_scene, overlay,
+                         palette_scene, panorama, repeated, subtitles, uniform_ramp)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLACK = np.zeros((12, 72, 128, 3), np.uint8)
@@ -140,6 +140,49 @@ def test_subtitles_appearing_are_no_cut(tmp_path, brightness):
     """On a dark scene the captions hold much of the frame's contrast; the layout test wants change everywhere."""
     frames = subtitles((camera(make_scene(5), 60, velocity=(0.2, 0.5)) * brightness).astype(np.uint8), at=30)
     assert shots.detect_shots(write_video(tmp_path / "captions.mp4", frames)) == [(0, 60)]
+
+
+# ---- edited web footage (issue 23): boxes, fading flashes, very short shots, repeated frames --------------------
+
+
+@pytest.mark.parametrize("size,colour,velocity", [((0.46, 0.56), 235, (0.3, 1.0)), ((0.5, 0.6), 30, (0.3, 1.0)),
+                                                  ((0.46, 0.56), 235, (0.0, 2.0))])
+def test_large_caption_box_over_a_moving_picture_is_no_cut(tmp_path, size, colour, velocity):
+    """A box covering a quarter to a third of the frame appears at 30 and goes at 60; the rest of the picture goes
+    on (the camera keeps moving). The colours, and for the larger box the layout, jump at both ends."""
+    top, left = (1 - size[0]) / 2, (1 - size[1]) / 2
+    frames = overlay(camera(make_scene(5), 90, velocity=velocity), 30, 30, box=(top, left, *size), value=colour)
+    scan = shots.scan_video(write_video(tmp_path / "box.mp4", frames))
+    colour_step = shots.histogram_distance(scan.histograms[30], scan.histograms[29])
+    assert colour_step > shots.DETECT_DEFAULTS["colour_threshold"]
+    assert shots.find_shots(scan) == [(0, 90)]
+
+
+@pytest.mark.parametrize("strengths,velocity", [((1.0, 0.9, 0.5), (0.3, 1.0)), ((1.0, 0.9, 0.5), (1.0, 3.0)),
+                                                ((1.0, 0.6, 0.3), (0.5, 2.0)), ((1.0, 1.0), (0.5, 2.0))])
+def test_fading_white_flash_is_no_cut(tmp_path, strengths, velocity):
+    """A white frame (blank: one grey level) whose light fades out over the next frames, in a moving shot."""
+    frames = fading_flash(camera(make_scene(5), 90, velocity=velocity), 40, strengths)
+    assert shots.detect_shots(write_video(tmp_path / "flash.mp4", frames)) == [(0, 90)]
+
+
+def test_seven_frame_shot_between_two_cuts_gives_both_cuts(tmp_path):
+    """select drops the 7-frame shot when it cleans; the detector reports it, so its neighbours stay apart."""
+    a = camera(make_scene(1), 40, velocity=(0.5, 1))
+    b = camera(make_scene(2), 7, velocity=(0, -1))
+    c = camera(make_scene(3), 40, velocity=(0.5, 0))
+    scan = shots.scan_video(write_video(tmp_path / "short.mp4", np.concatenate([a, b, c])))
+    found = shots.find_shots(scan)
+    assert cuts_of(found) == [40, 47]
+    assert shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(0, 40), (47, 87)]
+
+
+@pytest.mark.parametrize("velocity,times", [((1, 5), 3), ((0, 8), 3), ((2, 6), 2)])
+def test_fast_motion_in_repeated_frames_is_no_cut(tmp_path, velocity, times):
+    """10-15 frames/s material shown at 30: each picture 2 or 3 times, so the camera moves in jumps with still
+    steps between them; the still steps are not the level the jumps are judged against."""
+    frames = repeated(camera(make_scene(7), 90, velocity=velocity), times)
+    assert shots.detect_shots(write_video(tmp_path / "repeated.mp4", frames)) == [(0, 90)]
 
 
 @pytest.mark.parametrize("gain", [1.3, 0.6])
