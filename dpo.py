@@ -47,6 +47,7 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from tqdm import tqdm
 
 import datafiles
+import distributed
 import lora
 import runs
 import train
@@ -218,9 +219,9 @@ def precompute_reference(model, encode, num_items, path, world):
         with torch.no_grad():
             logps, _ = model.response_logps(batch)
         mine[index] = logps.tolist()
-    merged = {k: v for part in train.all_gather(world, mine) for k, v in part.items()}
+    merged = {k: v for part in distributed.all_gather(world, mine) for k, v in part.items()}
     values = [merged[i] for i in range(num_items)]
-    train.on_main(world, lambda: datafiles.write_atomic(path, json.dumps(values)))
+    distributed.on_main(world, lambda: datafiles.write_atomic(path, json.dumps(values)))
     return values
 
 
@@ -275,7 +276,7 @@ class HeldOutAccuracy:
     video_options: dict
     max_length: int
     beta: float
-    world: object  # train.World
+    world: object  # distributed.World
     batch_size: int = 1
     truncation: str = "delete"
     left_out: set = field(default_factory=set)  # indices of pairs that failed (reported once, then skipped)
@@ -295,7 +296,7 @@ class HeldOutAccuracy:
                 n = len(rows)
                 margins += (self.beta * ((policy[:n] - reference[:n]) - (policy[n:] - reference[n:]))).tolist()
         self.model.hf_model.train(training)
-        margins = [m for part in train.all_gather(self.world, margins) for m in part]
+        margins = [m for part in distributed.all_gather(self.world, margins) for m in part]
         if not margins:
             raise ValueError("no held-out pair could be scored (each was left out, for the reasons above)")
         return {"eval/rewards/accuracies": sum(m > 0 for m in margins) / len(margins),
@@ -417,11 +418,11 @@ def read_stage_inputs(args, world):
 
 def run_stage(args):
     """`temple.py dpo`: train one curriculum stage; returns the run directory."""
-    world = train.setup_distributed()
+    world = distributed.setup()
     # every rank reads the data from its own disk; a failure on one node stops them all, before the model loads
-    inputs = train.on_every_rank(world, lambda: read_stage_inputs(args, world))
+    inputs = distributed.on_every_rank(world, lambda: read_stage_inputs(args, world))
     run_dir, data, init, meta, video, pairs, heldout = inputs
-    train.check_same_data(world, pairs + heldout, data)
+    distributed.check_same_data(world, pairs + heldout, data)
     config = train.train_config(args, run_dir)
     if args.resume and (done := train.finished_at(config, len(pairs))):
         if world.main:
@@ -434,7 +435,7 @@ def run_stage(args):
     settings = {"beta": args.beta, "loss_type": args.loss_type, "nll_weight": args.nll_weight,
                 "precomputed": args.precompute_ref}
     if args.precompute_ref:
-        train.check_shared_directory(os.path.dirname(os.path.abspath(data)), world, "the reference cache's directory")
+        distributed.check_shared_directory(os.path.dirname(os.path.abspath(data)), world, "the reference cache's directory")
         with lora.disable_lora(model.hf_model):
             encode.cache = reference_cache_path(data, pairs, meta)
             encode.references = precompute_reference(model, encode, len(pairs), encode.cache, world)

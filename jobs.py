@@ -34,11 +34,6 @@ from tqdm import tqdm
 import datafiles
 import shots
 
-def distributed_env():
-    """(rank, world_size, local_rank) as torchrun sets them; a plain `python` run is rank 0 of 1."""
-    return tuple(int(os.environ.get(name, default)) for name, default in
-                 (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
-
 
 def fingerprint(value):
     """A short hash of what a record was made from, stored in it as "source": a re-run redoes the records whose

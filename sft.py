@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 
 import datafiles
+import distributed
 import runs
 import train
 import vlm
@@ -172,10 +173,10 @@ def sft_config(args, run_dir, examples):
 
 def run_sft(args):
     """`temple.py sft`: returns the run directory."""
-    world = train.setup_distributed()
+    world = distributed.setup()
     # every rank reads the data from its own disk; a failure on one node stops them all, before the model loads
-    run_dir, init, video, meta, examples = train.on_every_rank(world, lambda: read_sft_inputs(args, world))
-    train.check_same_data(world, examples, args.data)
+    run_dir, init, video, meta, examples = distributed.on_every_rank(world, lambda: read_sft_inputs(args, world))
+    distributed.check_same_data(world, examples, args.data)
     config = sft_config(args, run_dir, examples)
     if args.resume and (done := train.finished_at(config, len(examples))):
         if world.main:

@@ -206,17 +206,18 @@ def add_captions(sub):
 
 def cmd_captions(args):
     import captions
+    import distributed
     import vlm
 
     videos = captions.kept_videos(args.videos)  # an empty selection fails here, before the model loads
     prompts = prompt_texts.read(args.prompts)
-    rank, world_size, local_rank = jobs.distributed_env()
+    world = distributed.from_environment()
     out = args.out or os.path.join(os.path.dirname(args.videos), "captions.jsonl")
     settings = captions.caption_settings(args.model, args.max_new_tokens, keyframe_pixel_options(args), prompts)
     jobs.check_settings(out, settings, "--out")  # before the model loads
-    model = vlm.load(args.model, device=vlm.rank_device(local_rank))
+    model = vlm.load(args.model, device=world.device)
     records = captions.caption_videos(model, videos, out, batch_size=args.batch_size,
-                                      max_new_tokens=args.max_new_tokens, rank=rank, world_size=world_size,
+                                      max_new_tokens=args.max_new_tokens, rank=world.rank, world_size=world.size,
                                       prompts=prompts, **keyframe_pixel_options(args))
     if records is not None:  # rank 0; nothing captioned at all is an error (captions.jsonl holds the reasons)
         print(captions.caption_summary(args.videos, out, records))
@@ -243,6 +244,7 @@ def add_pairs(sub):
 
 def cmd_pairs(args):
     import captions
+    import distributed
     import vlm
 
     route = args.perturb_input
@@ -252,21 +254,21 @@ def cmd_pairs(args):
                   instructions=prompts["instructions"])
     captions.check_pairs_settings(out_dir, args.r, route, **chosen)
     videos = captions.pair_inputs(args.captions, need_captions=route == "captions")
-    rank, world_size, local_rank = jobs.distributed_env()
+    world = distributed.from_environment()
     pixels = {**keyframe_pixel_options(args), "total_pixels": args.total_pixels} if route == "frames" else {}
     top_k, top_p, origin = captions.sample_filters(args.model, args.top_k, args.top_p)
     settings = captions.description_settings(args.model, route, args.seed, args.temperature, top_k, top_p,
                                              args.repetition_penalty, args.max_new_tokens, pixels, prompts)
     jobs.check_settings(captions.descriptions_path(out_dir, route), settings, "--out-dir")  # before loading
-    if origin and rank == 0:
+    if origin and world.main:
         print(f"descriptions: temperature {args.temperature}, top_k {top_k}, top_p {top_p} ({origin}, as the "
               f"released run; --top-k 0 --top-p 1.0 samples from every token)", file=sys.stderr)
-    model = vlm.load(args.model, device=vlm.rank_device(local_rank))
+    model = vlm.load(args.model, device=world.device)
     descriptions = captions.describe_videos(
         model, videos, captions.descriptions_path(out_dir, route), args.r, args.kinds, route,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_k=top_k, top_p=top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, rank=rank,
-        world_size=world_size, prompts=prompts, **pixels)
+        top_k=top_k, top_p=top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, rank=world.rank,
+        world_size=world.size, prompts=prompts, **pixels)
     if descriptions is None:  # rank > 0: rank 0 writes the pairs
         return
     for path, stats in captions.write_pairs(descriptions, out_dir, args.r, route, **chosen):
@@ -397,11 +399,11 @@ def add_curriculum(sub):
 
 
 def cmd_curriculum(args):
+    import distributed
     import dpo
     import runs
-    import train
 
-    main_process = train.setup_distributed().main
+    main_process = distributed.setup().main
     previous = args.init
     if previous is None and args.stages[0] < 16:
         previous = os.path.join(args.runs, f"dpo_r{args.stages[0] * 2}")

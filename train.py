@@ -21,24 +21,21 @@ exactly the items an uninterrupted run would have seen. What a run directory hol
 """
 
 import contextlib
-import hashlib
 import io
 import json
 import math
 import os
 import random
-import secrets
 import shutil
-import socket
 import sys
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel
 
 import datafiles
+import distributed
 import lora
 import runs
 import vlm
@@ -71,127 +68,6 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Distributed set-up (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK; a plain `python` run is a world of one)
-
-
-@dataclass
-class World:
-    """The processes of a run, as torchrun describes them to each one: this one's rank, how many there are, and which
-    GPU of its node this one drives. A plain `python` run is a world of one."""
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self):
-        return self.rank == 0
-
-    @property
-    def device(self):
-        return torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def setup_distributed():
-    if "RANK" not in os.environ:
-        return World()
-    world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    if world.size > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(world.local_rank)
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return world
-
-
-def all_mean(world, values):
-    """Average a dict of floats over ranks."""
-    if world.size == 1:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=world.device)
-    dist.all_reduce(t)
-    return dict(zip(keys, (t / world.size).tolist()))
-
-
-def all_sum(world, value):
-    if world.size == 1:
-        return value
-    t = torch.tensor(float(value), dtype=torch.float64, device=world.device)
-    dist.all_reduce(t)
-    return t.item()
-
-
-def all_gather(world, obj):
-    if world.size == 1:
-        return [obj]
-    out = [None] * world.size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def on_every_rank(world, work):
-    """work() on every rank, e.g. reading the data: each rank reads its own disk, and one node may lack a file the
-    others have. When it fails on some ranks, every rank raises (a failing rank its own error, the others a
-    ValueError naming the first rank that failed), instead of the others waiting for it in the next collective."""
-    if world.size == 1:
-        return work()
-    result, error = None, None
-    try:
-        result = work()
-    except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks have heard of it
-        error = e
-    reports = all_gather(world, error and (str(error), socket.gethostname()))
-    failed = [(rank, report) for rank, report in enumerate(reports) if report]
-    if failed:
-        rank, (message, host) = failed[0]
-        error = error or ValueError(f"rank {rank} ({host}): {message}")
-        error.known_to_every_rank = True  # temple.py prints it on rank 0 only
-        raise error
-    return result
-
-
-def on_main(world, work):
-    """work() on rank 0 alone (the writes: checkpoints, config.json, caches); when it fails, every rank raises."""
-    return on_every_rank(world, work if world.main else lambda: None)
-
-
-def check_same_data(world, items, what):
-    """Every rank must train on the same examples in the same order: each reads the data file itself and leaves out
-    the examples whose video it cannot find, so a video missing on one node's disk would give that rank another
-    list, another data order and another number of steps, and the ranks would hang waiting for each other."""
-    if world.size == 1:
-        return
-    digest = hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
-    views = all_gather(world, (digest, len(items), socket.gethostname()))
-    differ = [f"rank {rank} ({host}: {count} examples)" for rank, (seen, count, host) in enumerate(views)
-              if seen != views[0][0]]
-    if differ:
-        raise ValueError(f"{what}: {', '.join(differ)} read other examples than rank 0 ({views[0][2]}: "
-                         f"{views[0][1]}); every node needs the same data and videos at the same paths")
-
-
-def check_shared_directory(directory, world, what="the run directory"):
-    """Multi-node runs need one directory every rank sees (a disk the nodes share): rank 0 writes the checkpoints
-    and the reference cache, the others read them back on resume. Rank 0 writes a token, each rank looks for it; a
-    rank that cannot see it stops the run on every rank, named in one line."""
-    if world.size == 1:
-        return
-    token = all_gather(world, secrets.token_hex(8))[0]  # rank 0's
-    probe = os.path.join(directory, f".shared-check-{token}")
-
-    def write_probe():
-        os.makedirs(directory, exist_ok=True)
-        with open(probe, "w") as f:
-            f.write(token)
-
-    on_main(world, write_probe)
-    seen = os.path.exists(probe) and open(probe).read() == token
-    views = all_gather(world, (seen, socket.gethostname()))
-    if world.main:
-        with contextlib.suppress(OSError):  # a probe left behind harms nothing
-            os.remove(probe)
-    blind = [f"rank {rank} ({host})" for rank, (ok, host) in enumerate(views) if not ok]
-    if blind:
-        raise ValueError(f"{what} {directory} is not shared: {', '.join(blind)} cannot see what rank 0 "
-                         f"({views[0][1]}) writes there; put it on a disk every node mounts at the same path")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -262,7 +138,7 @@ def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rn
     """Adapter + optimizer + RNG of every rank (`rng`: as it was at the step's start) + the held-out evaluations so
     far (an adaptive stage decides on them), written to checkpoint.tmp/ and then renamed: a crash mid-save leaves
     the previous checkpoint intact."""
-    rngs = all_gather(world, rng or rng_state())
+    rngs = distributed.all_gather(world, rng or rng_state())
     base_model, readme = runs.stage_adapter_notes(meta)
 
     def write():
@@ -286,7 +162,7 @@ def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rn
             lora.save_adapter(model, os.path.join(config.out, "stage"), base_model=base_model, readme=readme)
             runs.finish_run(config.out, meta)
 
-    on_main(world, write)
+    distributed.on_main(world, write)
 
 
 def load_checkpoint(model, optimizer, config, world):
@@ -525,7 +401,7 @@ class Run:
 
 def set_up(model, encode, num_items, config, world, meta, resume):
     check_accumulation(config, world)
-    check_shared_directory(config.out, world)
+    distributed.check_shared_directory(config.out, world)
     steps = total_steps(num_items, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     for p in trainable:
@@ -539,7 +415,7 @@ def set_up(model, encode, num_items, config, world, meta, resume):
         # every rank its own dropout stream; the adapters' init (before this) used one seed on every rank
         torch.manual_seed(config.seed + world.rank)
         random.seed(config.seed + world.rank)
-    on_main(world, lambda: start_run_files(config, meta, world.size, start))
+    distributed.on_main(world, lambda: start_run_files(config, meta, world.size, start))
     wrapped = DistributedDataParallel(model, device_ids=[world.local_rank] if world.device.type == "cuda" else None,
                                       find_unused_parameters=config.find_unused_parameters) if world.size > 1 else model
     micro_batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, world)]
@@ -576,7 +452,7 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
                 group["lr"] = lr
             window, left_out = zip(*[next(run.batches) for _ in range(accumulation)])  # this rank's share
             logged = forward_backward(run, window, loss_fn, config, world, tokens, autocast)
-            left_out = round(all_sum(world, sum(left_out)))  # examples this step left out, over all ranks
+            left_out = round(distributed.all_sum(world, sum(left_out)))  # examples this step left out, over all ranks
             if not math.isfinite(logged["loss"]):
                 raise ValueError(f"step {step + 1}: the loss is {logged['loss']}; stopped before updating the "
                                  f"weights. {checkpoint_note(config, run.saved)}, whose weights gave a finite loss: "
@@ -604,7 +480,7 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
                 progress.update()
             reason = held_out and evaluation.stop and evaluation.stop(run.evaluations)
             if reason and step + 1 < run.steps:  # every rank has the same numbers, so every rank stops here
-                on_main(world, lambda: runs.record_stop(config.out, step + 1, reason))
+                distributed.on_main(world, lambda: runs.record_stop(config.out, step + 1, reason))
                 if world.main:
                     progress.close()  # its last state stays on the screen; the reason goes on a line below it
                     print(f"{os.path.basename(config.out)}: {reason}; the stage ends at step {step + 1} of "
@@ -620,7 +496,7 @@ def forward_backward(run, window, loss_fn, config, world, tokens, autocast):
     # a long answer weighs as much in a small micro-batch as in a big one (ms-swift, HF Trainer)
     divisor = sum(tokens(items) for items in window) if tokens else accumulation
     if tokens and config.tokens_across_ranks:  # DDP averages gradients over ranks: divide by the mean count
-        divisor = all_sum(world, divisor) / world.size
+        divisor = distributed.all_sum(world, divisor) / world.size
     sums = {}
     for micro, items in enumerate(window):
         last = micro == accumulation - 1
@@ -632,7 +508,7 @@ def forward_backward(run, window, loss_fn, config, world, tokens, autocast):
         sums["loss"] = sums.get("loss", 0.0) + loss.item() / divisor
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + float(v) / accumulation
-    return all_mean(world, sums)  # over ranks, so every rank takes the same decisions (NaN stop) with the same numbers
+    return distributed.all_mean(world, sums)  # over ranks, so every rank takes the same decisions (NaN stop) with the same numbers
 
 
 def checkpoint_note(config, saved):

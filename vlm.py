@@ -324,11 +324,6 @@ def default_device():
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def rank_device(local_rank):
-    """The GPU of a torchrun process (its LOCAL_RANK), or the CPU on a machine without one."""
-    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-
-
 def hub_reachable(timeout=3):
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
         return False

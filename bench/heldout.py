@@ -21,6 +21,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 import datafiles  # noqa: E402
+import distributed  # noqa: E402
 import dpo  # noqa: E402
 import temple  # noqa: E402
 from media import scene_frames, write_video  # noqa: E402
@@ -61,7 +62,7 @@ def one_evaluation(directory):
     pairs, _ = datafiles.read_pairs(os.path.join(directory, "heldout.jsonl"))
     args = argparse.Namespace(max_length=16384, beta=0.1, micro_batch=1)
     video = {"fps": 2.0, "max_frames": 4, "total_pixels": 4 * 56 * 56}
-    measure = dpo.HeldOutAccuracy(model, pairs, video, args.max_length, args.beta, dpo.train.World())
+    measure = dpo.HeldOutAccuracy(model, pairs, video, args.max_length, args.beta, distributed.World())
     measure.measure()  # warm-up: first forward passes, video files in the page cache
     start = time.perf_counter()
     measure.measure()

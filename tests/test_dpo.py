@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 import datafiles
+import distributed
 import dpo
 import lora
 import runs
@@ -676,7 +677,7 @@ def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
     # resuming that 2-process run with 1 process is refused
     with pytest.raises(ValueError, match="saved with 2 processes, resumed with 1"):
         train.load_checkpoint(vlm.load("tiny").hf_model, None, train.TrainConfig(
-            out=os.path.join(tmp_path, "ddp", "dpo_r16")), train.World())
+            out=os.path.join(tmp_path, "ddp", "dpo_r16")), distributed.World())
 
 
 def leave_without_teardown():
@@ -724,7 +725,7 @@ def _data_worker(rank, world, init_file, errors):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     pairs = [{"video": f"v{i}.mp4", "chosen": "a", "rejected": "b"} for i in range(4 - rank)]
     try:
-        train.check_same_data(train.World(rank=rank, size=world), pairs, "pairs_r16.jsonl")
+        distributed.check_same_data(distributed.World(rank=rank, size=world), pairs, "pairs_r16.jsonl")
     except ValueError as e:
         with open(os.path.join(errors, str(rank)), "w") as f:
             f.write(str(e))
@@ -733,7 +734,7 @@ def _data_worker(rank, world, init_file, errors):
         raise OSError(28, "No space left on device")
 
     try:  # rank 0's write fails: every rank hears of it, none waits for it
-        train.on_main(train.World(rank=rank, size=world), write_on_a_full_disk)
+        distributed.on_main(distributed.World(rank=rank, size=world), write_on_a_full_disk)
     except (OSError, ValueError) as e:
         with open(os.path.join(errors, f"{rank}.write"), "w") as f:
             f.write(f"{type(e).__name__}: {e}")

@@ -5,6 +5,7 @@ import os
 import pytest
 
 import datafiles
+import distributed
 import dpo
 import evaluate
 import runs
@@ -187,6 +188,6 @@ def test_a_pair_too_long_to_score_leaves_the_other_pairs_of_its_video_in(data_di
     too_long = {**fits, "instruction": "Describe the video. " * 200}
     video = {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}
     max_length = max(len(row.input_ids) for row in dpo.encode_pair(model, fits, video, 4096)) + 5
-    measure = dpo.HeldOutAccuracy(model, [too_long, fits], video, max_length, 0.1, train.World())
+    measure = dpo.HeldOutAccuracy(model, [too_long, fits], video, max_length, 0.1, distributed.World())
     assert measure.measure()["eval/rewards/accuracies"] in (0.0, 1.0)  # the pair that fits, scored
     assert measure.left_out == {0}

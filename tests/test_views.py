@@ -207,7 +207,7 @@ def test_plot_writes_its_png_whole_and_refuses_an_ending_pillow_cannot_write(tmp
     with monkeypatch.context() as patch:
         patch.setattr(os, "replace", full_disk)
         assert temple.main(["plot", run, "--out", "c.png"]) == 1
-    assert capsys.readouterr().err.startswith(f"temple.py plot: error: no space left on the device of c.png;")
+    assert capsys.readouterr().err.startswith("temple.py plot: error: no space left on the device of c.png;")
     assert everything_in(tmp_path) == before
     assert temple.main(["plot", run, "--out", "c.png"]) == 0
     assert everything_in(tmp_path) == sorted([*before, "c.png"])
