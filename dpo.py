@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 import datafiles
 import distributed
+import examples
 import lora
 import runs
 import train
@@ -90,11 +91,11 @@ def encode_pair(model, pair, video_options, max_length, truncation="delete"):
     """(chosen Sample, rejected Sample) for one pair, each fitted into max_length tokens by vlm.truncate. Both rows
     hold the one Prepared video: a batch stores it once and the vision tower encodes it once (policy_and_reference).
     A video that cannot be read, or a pair over --max-length (with truncation "delete", ms-swift's default: either
-    answer; else its prompt alone), raises train.BadItem: training uses another pair in its place."""
-    prepared = train.prepared_video(model, pair["video"], video_options)
+    answer; else its prompt alone), raises examples.BadItem: training uses another pair in its place."""
+    prepared = examples.prepared_video(model, pair["video"], video_options)
     rows = [model.encode([prepared, pair["instruction"]], response=answer)
             for answer in (pair["chosen"], pair["rejected"])]
-    return [train.truncated(row, max_length, pair["video"], truncation) for row in rows]
+    return [examples.truncated(row, max_length, pair["video"], truncation) for row in rows]
 
 
 @dataclass
@@ -115,7 +116,7 @@ class PairEncoder:
                                        self.truncation), "index": index}
         if self.references is not None:
             if self.references[index] is None:  # its video did not decode when the cache was made
-                raise train.BadItem(f"no cached reference (its video was unreadable when {self.cache} was made; "
+                raise examples.BadItem(f"no cached reference (its video was unreadable when {self.cache} was made; "
                                     f"delete it to recompute)", "unreadable video")
             encoded["ref"] = self.references[index]
         return encoded
@@ -211,7 +212,7 @@ def precompute_reference(model, encode, num_items, path, world):
     for index in tqdm(range(world.rank, num_items, world.size), desc="reference log-probs", disable=not world.main):
         try:
             rows = encode(index)["rows"]
-        except train.BadItem as e:
+        except examples.BadItem as e:
             print(f"left out {encode.where(index)}: {e}", file=sys.stderr)
             mine[index] = None
             continue
@@ -307,7 +308,7 @@ class HeldOutAccuracy:
             return None
         try:
             return encode_pair(self.model, self.pairs[index], self.video_options, self.max_length, self.truncation)
-        except train.BadItem as e:  # an unreadable video, or a pair over --max-length: this pair only
+        except examples.BadItem as e:  # an unreadable video, or a pair over --max-length: this pair only
             print(f"held-out pair {self.pairs[index]['where']} left out: {e}", file=sys.stderr)
             self.left_out.add(index)
             return None

@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 import datafiles
 import dpo
+import examples
 import runs
-import train
 import vlm
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -74,12 +74,12 @@ def load_eval_model(args):
     return runs.load_run(args.run, args.model, attn_implementation=args.attn), True
 
 
-UNUSABLE = (train.BadItem, vlm.TooLong)  # an item that cannot be scored: its video, or its length
+UNUSABLE = (examples.BadItem, vlm.TooLong)  # an item that cannot be scored: its video, or its length
 
 
 def problem(error):
     """The reason's heading for an item that cannot be scored (what the report's table counts)."""
-    return error.kind if isinstance(error, train.BadItem) else "over --max-length"
+    return error.kind if isinstance(error, examples.BadItem) else "over --max-length"
 
 
 def skip(where, reason):
@@ -164,7 +164,7 @@ def evaluate_mcq(model, path, args):
     for item in tqdm(items, desc=f"mcq {os.path.basename(path)}", unit="question"):
         try:
             if item["video"] not in prepared:  # benchmarks ask several questions in a row about one video
-                prepared = {item["video"]: train.prepared_video(model, item["video"], video_settings(args))}
+                prepared = {item["video"]: examples.prepared_video(model, item["video"], video_settings(args))}
             sums, means = mcq_scores(model, prepared[item["video"]], item, args.max_length, args.truncation)
         except UNUSABLE as e:
             skipped.append(skip(item["where"], f"{problem(e)}: {e}"))
@@ -422,7 +422,7 @@ def evaluate_vinoground(model, path, args):
     results = []
     for item in tqdm(items, desc=f"vinoground {os.path.basename(path)}", unit="item"):
         try:
-            videos = [train.prepared_video(model, video, video_settings(args)) for video in item["videos"]]
+            videos = [examples.prepared_video(model, video, video_settings(args)) for video in item["videos"]]
             sums, means = caption_scores(model, videos, item["captions"], args.max_length, item["where"],
                                          args.truncation)
         except UNUSABLE as e:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import datafiles
 import distributed
+import examples
 import runs
 import train
 import vlm
@@ -101,10 +102,10 @@ def with_video(messages, video):
 
 def encode_example(model, example, video_options, max_length, truncation="delete"):
     """One record as a Sample; an unreadable video or a record over --max-length (vlm.truncate) raises
-    train.BadItem: training uses another record in its place."""
-    video = None if example["video"] is None else train.prepared_video(model, example["video"], video_options)
+    examples.BadItem: training uses another record in its place."""
+    video = None if example["video"] is None else examples.prepared_video(model, example["video"], video_options)
     sample = model.encode_chat(with_video(example["messages"], video))
-    return train.truncated(sample, max_length, example["video"] or "a text-only record", truncation)
+    return examples.truncated(sample, max_length, example["video"] or "a text-only record", truncation)
 
 
 @dataclass

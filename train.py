@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import datafiles
 import distributed
+import examples
 import lora
 import runs
 import vlm
@@ -263,59 +264,6 @@ def disable_activation_checkpointing(model):
     disable()
 
 
-class BadItem(ValueError):
-    """An example that cannot be used: training leaves it out (another takes its place), eval skips it. `kind` is
-    the reason's heading the counts go by: "unreadable video", "unusable video" or "over --max-length"."""
-
-    def __init__(self, message, kind):
-        super().__init__(message)
-        self.kind = kind
-
-
-def prepared_video(model, path, video_options):
-    """The video at `path` read and prepared for `model` (a vlm.VideoLM or vlm.Processor) with a stage's fps,
-    max_frames and total_pixels. A video that cannot be used raises BadItem."""
-    try:
-        video = vlm.read_video(path, fps=video_options["fps"], max_frames=video_options["max_frames"])
-    except vlm.BAD_VIDEO as e:  # a vanished, unreadable or too thin video (vlm.ExtremeShape)
-        raise BadItem(str(e), "unusable video" if isinstance(e, vlm.ExtremeShape) else "unreadable video") from None
-    return model.prepare(video, total_pixels=video_options["total_pixels"])  # its errors are the settings'
-
-
-def truncated(sample, max_length, where, strategy="delete"):
-    """vlm.truncate; a sample it may not cut raises BadItem."""
-    try:
-        return vlm.truncate(sample, max_length, where, strategy)
-    except vlm.TooLong as e:
-        raise BadItem(str(e), "over --max-length") from None
-
-
-class _Items(torch.utils.data.Dataset):
-    """Micro-batches of encoded examples; encoding (video decoding, preprocessing) runs in loader workers."""
-
-    def __init__(self, batches, encode, num_items, describe):
-        self.batches, self.encode, self.num_items, self.describe = batches, encode, num_items, describe
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, i):
-        """(encoded examples, how many were left out for them)."""
-        encoded = [self.encode_or_substitute(index) for index in self.batches[i]]
-        return [item for item, _ in encoded], sum(skipped for _, skipped in encoded)
-
-    def encode_or_substitute(self, index):
-        """An unusable example is left out and the next usable one takes its place: every rank still runs the same
-        number of micro-batches (DDP waits for all of them), and a resumed run meets the same substitutes."""
-        for k in range(self.num_items):
-            candidate = (index + k) % self.num_items
-            try:
-                return self.encode(candidate), k
-            except BadItem as e:
-                print(f"left out {self.describe(candidate)}: {e}", file=sys.stderr)
-        raise ValueError(f"none of the {self.num_items} examples could be used (reasons above)")
-
-
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during training; `kept` says which checkpoint a --resume continues from."""
 
@@ -360,7 +308,7 @@ def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, 
     loss_fn(module, encoded_items) -> (loss tensor, {metric: float}); module is the DDP wrapper when distributed,
     so its forward must be the one that runs the policy. The loss is a mean over the micro-batch, or, given
     tokens(encoded_items) -> int, a sum that the loop divides by the tokens of this rank's whole accumulation window.
-    encode(index) -> one encoded example (runs in workers); it raises BadItem for an example that cannot be used,
+    encode(index) -> one encoded example (runs in workers); it raises examples.BadItem for an example that cannot be used,
     which is left out and named by encode.where(index) when encode has that method.
     meta: what config.json records besides the settings (base_model, the run it started from, data, ...).
     evaluation: an Evaluation, or None.
@@ -419,9 +367,9 @@ def set_up(model, encode, num_items, config, world, meta, resume):
     wrapped = DistributedDataParallel(model, device_ids=[world.local_rank] if world.device.type == "cuda" else None,
                                       find_unused_parameters=config.find_unused_parameters) if world.size > 1 else model
     micro_batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, world)]
-    items = _Items(micro_batches, encode, num_items, getattr(encode, "where", None))
+    items = examples.Examples(micro_batches, encode, num_items, getattr(encode, "where", None))
     loader = torch.utils.data.DataLoader(items, batch_size=None, shuffle=False,
-                                         num_workers=config.workers, collate_fn=keep_as_is,
+                                         num_workers=config.workers, collate_fn=examples.keep_as_is,
                                          generator=torch.Generator())  # own RNG: the global one drives dropout
     return Run(model, wrapped, optimizer, trainable, iter(loader), start, steps, start, evaluations)
 
@@ -431,11 +379,6 @@ def start_run_files(config, meta, world_size, start):
     runs.write_run_config(config, meta, world_size, start)
     metrics_path = os.path.join(config.out, "metrics.jsonl")
     trim_metrics(metrics_path, start) if start else open(metrics_path, "w").close()
-
-
-def keep_as_is(items):
-    """The loader's collate_fn: a micro-batch stays as _Items made it (a module-level function pickles)."""
-    return items
 
 
 def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):

@@ -486,7 +486,7 @@ class Sample:
 
 
 class TooLong(ValueError):
-    """A sample over --max-length that truncate() may not cut: training leaves the example out (train.BadItem)."""
+    """A sample over --max-length that truncate() may not cut: training leaves the example out (examples.BadItem)."""
 
 
 TRUNCATION = ("delete", "right")  # ms-swift's truncation_strategy names; "delete" is its default

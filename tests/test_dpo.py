@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 
 import datafiles
 import distributed
+import examples
 import dpo
 import lora
 import runs
@@ -313,7 +314,7 @@ def test_reference_cache_follows_the_pairs_in_use(data_dir):
 def test_a_video_too_thin_for_qwen_is_a_left_out_pair_not_fatal(tmp_path):
     thin = write_video(tmp_path / "thin.mp4", np.random.default_rng(0).integers(0, 255, (10, 2, 404, 3)), fps=5)
     pair = {"video": thin, "instruction": "Describe the video.", "chosen": "a", "rejected": "b"}
-    with pytest.raises(train.BadItem, match=f"^{thin}: aspect ratio 202 is over 200$"):
+    with pytest.raises(examples.BadItem, match=f"^{thin}: aspect ratio 202 is over 200$"):
         dpo.encode_pair(vlm.load("tiny"), pair, {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}, 4096)
 
 
@@ -321,7 +322,7 @@ def test_a_pair_whose_prompt_alone_is_over_max_length_is_left_out_not_fatal(data
     model = vlm.load("tiny")
     pair = datafiles.read_pairs(str(data_dir / "pairs_r16.jsonl"))[0][0]
     video = {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}
-    with pytest.raises(train.BadItem, match=f"{pair['video']}: the prompt alone is .* over --max-length 8"):
+    with pytest.raises(examples.BadItem, match=f"{pair['video']}: the prompt alone is .* over --max-length 8"):
         dpo.encode_pair(model, pair, video, 8)
 
 
