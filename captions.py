@@ -40,6 +40,7 @@ from tqdm import tqdm
 import datafiles
 import jobs
 import prompts as prompt_texts
+import hub
 import vlm
 from perturb import KINDS, perturb
 
@@ -136,7 +137,7 @@ def sample_filters(model_name, top_k=None, top_p=None):
     generation_config.json sets, else no filter (0, 1.0). The released generate call passes do_sample, temperature
     and repetition_penalty but neither of these, so the checkpoint's own decide: Qwen2-VL's and Qwen2.5-VL's
     (top_k 1, top_p 0.001) made its sampled descriptions greedy in effect."""
-    config = vlm.generation_config(model_name) if top_k is None or top_p is None else None
+    config = hub.generation_config(model_name) if top_k is None or top_p is None else None
     from_config = [name for name, given in (("top_k", top_k), ("top_p", top_p))
                    if given is None and getattr(config, name, None) is not None]
     top_k = top_k if top_k is not None else getattr(config, "top_k", None) or 0

@@ -42,8 +42,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import hf_hub_download, try_to_load_from_cache
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from tqdm import tqdm
 
 import datafiles
@@ -52,6 +50,7 @@ import examples
 import lora
 import runs
 import train
+import hub
 import vlm
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -370,7 +369,7 @@ def trained_otherwise(args):
     run_dir, data = stage_paths(args)
     saved = runs.read_run_config(run_dir)
     init = stage_init(args)
-    identity = vlm.model_identity(args.model, args.model_seed)
+    identity = hub.model_identity(args.model, args.model_seed)
     start = runs.start_after(init, args.model, run_dir, identity)
     meta = stage_meta(args, data, start, identity, saved.get("heldout_videos", []))
     return (runs.trained_otherwise(saved, meta) +
@@ -384,7 +383,7 @@ def read_stage_inputs(args, world):
     runs.check_run_dir(run_dir, args.resume)
     train.check_accumulation(train.train_config(args, run_dir), world)
     init = stage_init(args)
-    identity = vlm.model_identity(args.model, args.model_seed)
+    identity = hub.model_identity(args.model, args.model_seed)
     start = runs.start_after(init, args.model, run_dir, identity)
     if args.adaptive and not (args.heldout or args.eval_pairs):
         raise ValueError("--adaptive decides on held-out preference accuracy: give --heldout N or --eval-pairs FILE")
@@ -474,35 +473,6 @@ PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json",
                    "chat_template.json", "chat_template.jinja")
 
 
-UNCHECKED = object()  # base_model_file: the file may exist, but neither the cache nor the hub could tell
-
-
-def base_model_file(base_model, name, ask_hub):
-    """A file of the base model: its path, None when the base model has no such file, or UNCHECKED. Looked up in
-    the model's directory, else in the local Hugging Face cache of a hub id, else, when ask_hub() says the hub
-    answers, downloaded from it."""
-    if base_model in vlm.TINY_MODELS:
-        return None  # built in: no files
-    if os.path.isdir(base_model):
-        path = os.path.join(base_model, name)
-        return path if os.path.isfile(path) else None
-    cached = try_to_load_from_cache(base_model, name)  # a path, None (unknown), or a marker: known to be absent
-    if isinstance(cached, str):
-        return cached
-    if cached is not None:  # the cache remembers that the hub has no such file
-        return None
-    if not ask_hub():
-        return UNCHECKED
-    try:
-        return hf_hub_download(base_model, name)
-    except LocalEntryNotFoundError:  # the download failed (a subclass of the next one in huggingface_hub 1.x / 2.x)
-        return UNCHECKED
-    except EntryNotFoundError:  # the hub answered: the model has no such file
-        return None
-    except OSError:
-        return UNCHECKED
-
-
 def copy_processor_files(base, out, processor):
     """Put the base model's processor and chat-template files into `out` (a built-in tiny model's are made from
     its vlm.Processor); say which could not be looked up."""
@@ -510,11 +480,11 @@ def copy_processor_files(base, out, processor):
         for name, content in vlm.processor_files(processor).items():
             datafiles.write_atomic(os.path.join(out, name), json.dumps(content, indent=2) + "\n")
         return
-    ask_hub = functools.cache(vlm.hub_reachable)  # probed once, and only for a file the cache does not know
+    ask_hub = functools.cache(hub.reachable)  # probed once, and only for a file the cache does not know
     unchecked = []
     for name in PROCESSOR_FILES:
-        path = base_model_file(base, name, ask_hub)
-        if path is UNCHECKED:
+        path = hub.base_model_file(base, name, ask_hub)
+        if path is hub.UNCHECKED:
             unchecked.append(name)
         elif path:
             shutil.copyfile(path, os.path.join(out, name))

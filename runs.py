@@ -73,7 +73,7 @@ def file_sha256(path):
 
 
 def same_base_model(config, name, identity):
-    """Whether a run's config.json names the base model `name`: by what it is (vlm.model_identity, so a hub id and
+    """Whether a run's config.json names the base model `name`: by what it is (hub.model_identity, so a hub id and
     its snapshot on disk are one model) when both sides could look at its files, else by name."""
     if config.get("base_model_id") and identity:
         return config["base_model_id"] == identity
@@ -83,7 +83,7 @@ def same_base_model(config, name, identity):
 def start_after(init, base_model, run_dir, identity=None):
     """config.json's record of a stage that starts from the finished run `init` (None: from the base model): where
     it was, relative to the new run (for the reader; never followed later), its stages, and the content hash of the
-    adapter that is merged in. `identity` is the base model's vlm.model_identity."""
+    adapter that is merged in. `identity` is the base model's hub.model_identity."""
     if init is None:
         return None
     check_finished(init, "--init ")

@@ -26,6 +26,7 @@ import distributed
 import examples
 import runs
 import train
+import hub
 import vlm
 
 MARKERS = ("<video>", "<image>")
@@ -146,7 +147,7 @@ def read_sft_inputs(args, world):
     runs.check_run_dir(run_dir, args.resume)
     train.check_accumulation(sft_config(args, run_dir, []), world)
     init = None if args.init in (None, "base") else args.init
-    identity = vlm.model_identity(args.model, args.model_seed)
+    identity = hub.model_identity(args.model, args.model_seed)
     start = runs.start_after(init, args.model, run_dir, identity)
     examples, missing = load_conversations(args.data, args.video_root)
     if world.main and missing and examples:

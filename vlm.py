@@ -46,22 +46,20 @@ in-process byte-level tokenizer, so tests and the demo need no download.
 """
 
 import contextlib
-import hashlib
 import importlib.util
 import math
 import os
-import socket
 import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from huggingface_hub import try_to_load_from_cache
 from PIL import Image
-from transformers import (AutoConfig, AutoModelForImageTextToText, AutoTokenizer, GenerationConfig,
-                          LogitsProcessorList, Qwen2Tokenizer)
+from transformers import AutoModelForImageTextToText, AutoTokenizer, LogitsProcessorList
 
+import hub
 import shots
+import tiny
 
 IGNORE = -100  # label of tokens the loss skips (prompt, video, padding)
 
@@ -95,7 +93,7 @@ FAMILIES = {
 # The projector from vision to language features (ms-swift's "aligner"); the released SFT puts LoRA on the ViT
 # but leaves this frozen. A full-match regex over module paths, as lora.apply_lora's `exclude` takes it.
 ALIGNER = r".*\.visual\.(merger|deepstack_merger_list)\..*"
-TINY_MODELS = {"tiny": "qwen2_vl", "tiny-qwen2.5": "qwen2_5_vl", "tiny-qwen3": "qwen3_vl"}
+TINY_MODELS = tiny.TINY_MODELS  # built-in: tiny.py
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
 TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values
@@ -119,7 +117,6 @@ class Video:
     times: list
     path: str = ""
     fps: float | None = None
-
 
 
 def sample_indices(num_frames, video_fps, fps, max_frames, min_frames=4):
@@ -230,77 +227,6 @@ def patchify(frames, mean, std, patch, merge, temporal_patch):
 # ----------------------------------------------------------------------------------------------------------------
 # Built-in tiny models (random weights, in-process tokenizer)
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'video' %}"
-    "<|vision_start|><|video_pad|><|vision_end|>{% elif part['type'] == 'image' %}"
-    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def byte_alphabet():
-    """GPT-2's printable stand-in character for each byte (what byte-level BPE vocabularies are written in)."""
-    printable = set(range(33, 127)) | set(range(161, 173)) | set(range(174, 256))
-    extra = iter(range(256, 512))
-    return {b: chr(b) if b in printable else chr(next(extra)) for b in range(256)}
-
-
-def tiny_tokenizer():
-    """A byte-level BPE tokenizer with Qwen's special tokens: 256 bytes + a few merges, built without files."""
-    alphabet = byte_alphabet()
-    vocab = {alphabet[b]: b for b in range(256)}
-    merges = []
-    for word in ["the", "video", "clip", "and", "then", "with", "person", "scene", "in", "of", "a", "to", "is"]:
-        pieces = [alphabet[32]] + list(word)  # "Ġword": merged left to right
-        while len(pieces) > 1:
-            merges.append((pieces[0], pieces[1]))
-            pieces = [pieces[0] + pieces[1]] + pieces[2:]
-            vocab.setdefault(pieces[0], len(vocab))
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, extra_special_tokens=SPECIAL_TOKENS[1:])
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
-def tiny_config(model_type, tokenizer, text_overrides=None, vision_overrides=None):
-    """A 2-layer, 64-wide model of the given family, with the tokenizer's special-token ids (benchmarks pass
-    overrides to get realistic sizes: vocab_size=151_669, hidden_size=1536, ...)."""
-    ids = dict(zip(["image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"],
-                   tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
-                                                    "<|vision_end|>"])))
-    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), bos_token_id=None,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
-    if model_type == "qwen3_vl":
-        text.update(head_dim=16, rope_parameters={**text["rope_parameters"], "mrope_interleaved": True})
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
-                      num_position_embeddings=64, deepstack_visual_indexes=[1])
-    elif model_type == "qwen2_5_vl":
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                      fullatt_block_indexes=[1], window_size=56)
-    else:
-        vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2)
-    text.update(text_overrides or {})
-    half = text.get("head_dim", text["hidden_size"] // text["num_attention_heads"]) // 2
-    text["rope_parameters"]["mrope_section"] = [half // 4, half * 3 // 8, half - half // 4 - half * 3 // 8]  # Qwen's split
-    out_dim = "hidden_size" if model_type == "qwen2_vl" else "out_hidden_size"  # the merger's output width
-    vision.update({out_dim: text["hidden_size"]}, **(vision_overrides or {}))
-    return AutoConfig.for_model(model_type, text_config=text, vision_config=vision, **ids)
-
-
-def build_tiny(name, seed=0):
-    """A built-in tiny model with random weights, identical for the same seed."""
-    tokenizer = tiny_tokenizer()
-    config = tiny_config(TINY_MODELS[name], tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_config(config)
-    return model, tokenizer
-
 
 def processor_files(processor):
     """{file name: content} of the processor files a checkpoint of this family carries (preprocessor_config.json and
@@ -324,49 +250,6 @@ def default_device():
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def hub_reachable(timeout=3):
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def generation_config(name):
-    """The checkpoint's generation_config.json (a GenerationConfig), or None for a built-in tiny model or a model
-    without one: what its generate() uses for every setting a call leaves out. Read without loading the model."""
-    if name in TINY_MODELS:
-        return None
-    try:
-        return GenerationConfig.from_pretrained(name, local_files_only=os.path.isdir(name) or not hub_reachable())
-    except OSError:
-        return None
-
-
-WEIGHT_FILES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
-
-
-def model_identity(name, seed=0):
-    """What a base model is, whatever it is called (a hub id, its snapshot in the cache, a copy on another disk): a
-    built-in tiny model is its name and seed, any other the hash of its config.json and the names and sizes of its
-    weight files. None when its files are not here to look at (a hub id not in the local cache)."""
-    if name in TINY_MODELS:
-        return {"tiny": name, "seed": seed}
-    directory = name if os.path.isdir(name) else None
-    if directory is None:
-        cached = try_to_load_from_cache(name, "config.json")
-        directory = os.path.dirname(cached) if isinstance(cached, str) else None
-    if directory is None or not os.path.isfile(os.path.join(directory, "config.json")):
-        return None
-    with open(os.path.join(directory, "config.json"), "rb") as f:
-        config = hashlib.sha256(f.read()).hexdigest()
-    weights = {n: os.path.getsize(os.path.join(directory, n)) for n in sorted(os.listdir(directory))
-               if n.endswith(WEIGHT_FILES)}
-    return {"config_sha256": config, "weights": weights}
-
-
 def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
     """A model by built-in name, local directory or hub id: from the local Hugging Face cache, or downloaded when
     the hub answers (HF_HUB_OFFLINE=1 forbids that). attn_implementation: sdpa, eager or flash_attention_2."""
@@ -376,7 +259,7 @@ def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
     device = torch.device(device) if device else default_device()
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if name in TINY_MODELS:
-        model, tokenizer = build_tiny(name, seed)
+        model, tokenizer = tiny.build(name, seed)
         model.config._attn_implementation = attn_implementation
     else:
         local = os.path.isdir(name)
@@ -386,7 +269,7 @@ def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
                              f"`temple.py eval --run {name}`, or make a model of it with `temple.py merge {name} "
                              f"--out DIR` and pass --model DIR")
         # A hub id is looked up in the local cache first; the hub is asked only when it answers (no long retries).
-        cached_only = local or not hub_reachable()
+        cached_only = local or not hub.reachable()
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=cached_only)
             model = AutoModelForImageTextToText.from_pretrained(

@@ -39,11 +39,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dpo  # noqa: E402
 import lora  # noqa: E402
 import train  # noqa: E402
+import tiny  # noqa: E402
 import vlm  # noqa: E402
 from common import measure, mib  # noqa: E402
 
 VOCAB = 151_669
-SIZES = {  # text / vision overrides of vlm.tiny_config
+SIZES = {  # text / vision overrides of tiny.tiny_config
     "cpu": (dict(vocab_size=VOCAB, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                  num_attention_heads=4, num_key_value_heads=2), dict(depth=4, embed_dim=80, num_heads=2)),
     "2b": (dict(vocab_size=VOCAB, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
@@ -55,9 +56,9 @@ SIZES = {  # text / vision overrides of vlm.tiny_config
 def build(size, device):
     from transformers import AutoModelForImageTextToText
 
-    tokenizer = vlm.tiny_tokenizer()
+    tokenizer = tiny.tiny_tokenizer()
     text, vision = SIZES[size]
-    config = vlm.tiny_config("qwen2_vl", tokenizer, text_overrides=text, vision_overrides=vision)
+    config = tiny.tiny_config("qwen2_vl", tokenizer, text_overrides=text, vision_overrides=vision)
     torch.manual_seed(0)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = AutoModelForImageTextToText.from_config(config).to(device=device, dtype=dtype)

@@ -44,10 +44,11 @@ import dpo  # noqa: E402
 import lora  # noqa: E402
 import sft  # noqa: E402
 import train  # noqa: E402
+import tiny  # noqa: E402
 import vlm  # noqa: E402
 
 PEAK_FLOPS = 989e12  # H100 / H200 SXM dense bf16
-SIZES = {  # vlm.tiny_config overrides: Qwen2.5-VL-7B-Instruct's config.json, and a toy for a CPU dry run
+SIZES = {  # tiny.tiny_config overrides: Qwen2.5-VL-7B-Instruct's config.json, and a toy for a CPU dry run
     "7b": (dict(vocab_size=152_064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                 num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128_000,
                 tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}),
@@ -62,9 +63,9 @@ ANSWER_TOKENS = {"7b": 300, "tiny": 40}
 def build(size, device):
     from transformers import AutoModelForImageTextToText
 
-    tokenizer = vlm.tiny_tokenizer()
+    tokenizer = tiny.tiny_tokenizer()
     text, vision = SIZES[size]
-    config = vlm.tiny_config("qwen2_5_vl", tokenizer, text_overrides=text, vision_overrides=vision)
+    config = tiny.tiny_config("qwen2_5_vl", tokenizer, text_overrides=text, vision_overrides=vision)
     config._attn_implementation = "sdpa"
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tiny  # noqa: E402
 import vlm  # noqa: E402
 from common import measure, mib  # noqa: E402
 
@@ -24,8 +25,8 @@ VOCAB = 151_669
 def build(device):
     from transformers import AutoModelForImageTextToText
 
-    tokenizer = vlm.tiny_tokenizer()
-    config = vlm.tiny_config("qwen2_vl", tokenizer, text_overrides=dict(vocab_size=VOCAB, hidden_size=256,
+    tokenizer = tiny.tiny_tokenizer()
+    config = tiny.tiny_config("qwen2_vl", tokenizer, text_overrides=dict(vocab_size=VOCAB, hidden_size=256,
                                                                          intermediate_size=512))
     torch.manual_seed(0)
     model = AutoModelForImageTextToText.from_config(config).to(device)

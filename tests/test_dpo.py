@@ -22,6 +22,7 @@ import lora
 import runs
 import temple
 import train
+import hub
 import vlm
 from media import write_video
 
@@ -490,7 +491,7 @@ def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path, 
     (base / "chat_template.json").write_text('{"chat_template": "..."}')
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=str(base), max_steps=1))
     out = tmp_path / "merged"
-    monkeypatch.setattr(vlm, "hub_reachable", lambda timeout=3: pytest.fail("the hub was asked"))  # a directory
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3: pytest.fail("the hub was asked"))  # a directory
     dpo.merge_run(run, str(out))
     for name in ("preprocessor_config.json", "chat_template.json"):
         assert (out / name).read_text() == (base / name).read_text()
@@ -513,7 +514,7 @@ def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could
     (snapshot.parent.parent / ".no_exist" / "abc123").mkdir(parents=True)
     (snapshot.parent.parent / ".no_exist" / "abc123" / "processor_config.json").write_text("")  # known absent
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(vlm, "hub_reachable", lambda timeout=3: False)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3: False)
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
 
     out = tmp_path / "offline"
@@ -531,9 +532,9 @@ def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could
             raise EntryNotFoundError(f"{name}: no such file")
         return str(downloaded)
 
-    monkeypatch.setattr(vlm, "hub_reachable", lambda timeout=3: True)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3: True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the model itself still from the cache
-    monkeypatch.setattr(dpo, "hf_hub_download", download)
+    monkeypatch.setattr(hub, "hf_hub_download", download)
     out = tmp_path / "online"
     dpo.merge_run(run, str(out), model_name="org/tiny-vl")
     assert (out / "preprocessor_config.json").read_text() == downloaded.read_text()
@@ -544,7 +545,7 @@ def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could
             raise LocalEntryNotFoundError("an error happened while trying to locate the file on the Hub")
         return download(repo, name)
 
-    monkeypatch.setattr(dpo, "hf_hub_download", download_fails)
+    monkeypatch.setattr(hub, "hf_hub_download", download_fails)
     dpo.merge_run(run, str(tmp_path / "failed"), model_name="org/tiny-vl")
     assert "were not looked up: video_preprocessor_config.json. Copy" in capsys.readouterr().err
 
@@ -618,15 +619,15 @@ def test_a_base_model_is_known_by_what_it_is_not_by_its_name(data_dir, tmp_path,
     (cache / "models--someone--tiny-vl" / "refs").mkdir()
     (cache / "models--someone--tiny-vl" / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(vlm, "hub_reachable", lambda timeout=3: False)
-    identity = vlm.model_identity(original)
-    assert identity == vlm.model_identity(str(copy)) == vlm.model_identity("someone/tiny-vl") is not None
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3: False)
+    identity = hub.model_identity(original)
+    assert identity == hub.model_identity(str(copy)) == hub.model_identity("someone/tiny-vl") is not None
     assert identity["weights"] == {"model.safetensors": os.path.getsize(os.path.join(original, "model.safetensors"))}
-    assert vlm.model_identity("someone/not-cached") is None and vlm.model_identity("tiny", 1) == {"tiny": "tiny", "seed": 1}
+    assert hub.model_identity("someone/not-cached") is None and hub.model_identity("tiny", 1) == {"tiny": "tiny", "seed": 1}
 
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=original, max_steps=1))
     for name in (str(copy), "someone/tiny-vl"):
-        assert runs.start_after(run, name, str(tmp_path / "runs" / "dpo_r8"), vlm.model_identity(name))["stages"] == \
+        assert runs.start_after(run, name, str(tmp_path / "runs" / "dpo_r8"), hub.model_identity(name))["stages"] == \
             ["dpo_r16"]
     dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=str(copy), max_steps=2, resume=True))
     other = saved_tiny(tmp_path / "other", seed=1)
@@ -634,7 +635,7 @@ def test_a_base_model_is_known_by_what_it_is_not_by_its_name(data_dir, tmp_path,
     shutil.copy(os.path.join(original, "config.json"), other)
     (tmp_path / "other" / "model-extra.safetensors").write_bytes(b"0")  # the files differ (not only their bytes)
     with pytest.raises(ValueError, match=f"trained on base model '{original}', not '{other}'"):
-        runs.start_after(run, other, str(tmp_path / "runs" / "dpo_r8"), vlm.model_identity(other))
+        runs.start_after(run, other, str(tmp_path / "runs" / "dpo_r8"), hub.model_identity(other))
     with pytest.raises(ValueError, match="the run was started with another base_model"):
         dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=other, max_steps=3, resume=True))
 
