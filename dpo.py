@@ -30,13 +30,9 @@ stage's adapter merged into its starting weights, which are also this stage's re
     python temple.py curriculum --model tiny && python temple.py merge runs/dpo_r2 --out merged/
 """
 
-import contextlib
-import errno
-import functools
 import hashlib
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 
@@ -51,7 +47,7 @@ import lora
 import runs
 import train
 import hub
-import vlm
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # The loss (torch only: copy this function on its own)
@@ -447,105 +443,3 @@ def run_stage(args):
     return run_dir
 
 
-MERGED_MARK = "merged_from.json"  # merge writes it: a directory that has it holds a model merge made and may replace
-
-
-def check_merge_out(out):
-    """merge's --out, checked before the model loads: a directory (or a new one) that is empty or holds an earlier
-    merge (its MERGED_MARK); never a run, another model, or a file."""
-    datafiles.check_output_dir(out, "--out")
-    if not os.path.isdir(out) or not os.listdir(out) or os.path.exists(os.path.join(out, MERGED_MARK)):
-        return
-    names = set(os.listdir(out))
-    if names & {"adapter_model.safetensors", "checkpoint", "metrics.jsonl"}:
-        raise ValueError(f"--out {out}: holds a training run; give a new directory for the merged model")
-    if "config.json" in names or any(is_weight_file(n) for n in names):
-        raise ValueError(f"--out {out}: holds a model that merge did not write (no {MERGED_MARK}); give a new "
-                         f"directory")
-
-
-def is_weight_file(name):
-    return name.startswith(("model", "pytorch_model")) and name.endswith((".safetensors", ".bin", ".index.json"))
-
-
-# What a model directory holds besides weights, config and tokenizer: vLLM, lmms-eval and AutoProcessor read these
-PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json",
-                   "chat_template.json", "chat_template.jinja")
-
-
-def copy_processor_files(base, out, processor):
-    """Put the base model's processor and chat-template files into `out` (a built-in tiny model's are made from
-    its vlm.Processor); say which could not be looked up."""
-    if base in vlm.TINY_MODELS:
-        for name, content in vlm.processor_files(processor).items():
-            datafiles.write_atomic(os.path.join(out, name), json.dumps(content, indent=2) + "\n")
-        return
-    ask_hub = functools.cache(hub.reachable)  # probed once, and only for a file the cache does not know
-    unchecked = []
-    for name in PROCESSOR_FILES:
-        path = hub.base_model_file(base, name, ask_hub)
-        if path is hub.UNCHECKED:
-            unchecked.append(name)
-        elif path:
-            shutil.copyfile(path, os.path.join(out, name))
-    if unchecked:
-        print(f"warning: {base}: these files are not in the local Hugging Face cache and the hub did not answer, so "
-              f"they were not looked up: {', '.join(unchecked)}. Copy the ones the model has into the merged "
-              f"directory (vLLM, lmms-eval and AutoProcessor read them)", file=sys.stderr)
-
-
-def merge_run(run_dir, out, model_name=None):
-    """`temple.py merge`: the base model with the run's whole chain folded in (one float32 sum, rounded once),
-    saved as a transformers model directory with the base model's processor and chat-template files beside it.
-    An earlier merge in `out` is replaced file by file; other files there (notes, reports) stay."""
-    out = os.path.normpath(out)
-    check_merge_out(out)
-    runs.check_finished(run_dir)
-    config = runs.read_run_config(run_dir)
-    base = model_name or config["base_model"]
-    model = vlm.load(base, seed=config.get("model_seed", 0))
-    runs.merge_start(model.hf_model, run_dir)
-    partial = out + ".partial"  # written whole first: a failure leaves `out` as it was
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        with full_disk_named(partial):
-            model.hf_model.save_pretrained(partial)
-        model.tokenizer.save_pretrained(partial)
-        copy_processor_files(base, partial, model.processor)
-        datafiles.write_atomic(os.path.join(partial, MERGED_MARK), json.dumps(
-            {"run": os.path.abspath(run_dir), "base_model": base}, indent=2) + "\n")
-        mode = datafiles.usual_file_mode(partial)
-        for name in os.listdir(partial):  # safetensors writes private (0600) files
-            os.chmod(os.path.join(partial, name), mode)
-        replace_files(partial, out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return out
-
-
-@contextlib.contextmanager
-def full_disk_named(path):
-    """safetensors (under save_pretrained) reports a full disk as its own error, without a file: an OSError naming
-    `path` instead, which temple.py turns into one line."""
-    try:
-        yield
-    except Exception as e:  # noqa: BLE001 - only the full-disk case is translated; the rest goes on as it was
-        if "os error 28" in str(e) or "No space left" in str(e):
-            raise OSError(errno.ENOSPC, "No space left on device", path) from e
-        raise
-
-
-def replace_files(new, out):
-    """Put the files of directory `new` into `out`: all at once when `out` is new or empty, else one by one, first
-    taking away the weight files of the earlier merge that the new one does not have (another sharding)."""
-    if not os.path.isdir(out) or not os.listdir(out):
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(out)
-        os.replace(new, out)
-        return
-    written = set(os.listdir(new))
-    for name in os.listdir(out):
-        if is_weight_file(name) and name not in written:
-            os.remove(os.path.join(out, name))
-    for name in sorted(written, key=lambda n: n == MERGED_MARK):  # the mark last: it vouches for a whole merge
-        os.replace(os.path.join(new, name), os.path.join(out, name))

@@ -1,4 +1,4 @@
-"""runs.py - a training run on disk: what its directory holds, how a stage starts from another, how a finished run
+"""py - a training run on disk: what its directory holds, how a stage starts from another, how a finished run
 is loaded again.
 
 A curriculum stage trains fresh LoRA adapters on the base model with the earlier stages merged in (its start, which
@@ -20,14 +20,22 @@ model the curriculum made up to this stage.
 """
 
 import contextlib
+import errno
+import functools
 import hashlib
+import io
 import json
 import os
+import random
+import shutil
+import sys
 from dataclasses import asdict
 
 import torch
 
 import datafiles
+import distributed
+import hub
 import lora
 import vlm
 
@@ -254,3 +262,215 @@ def read_run_config(run_dir):
     if missing:
         raise ValueError(f"{path}: not a run's config.json (missing: {', '.join(missing)})")
     return config
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; `kept` says which checkpoint a --resume continues from."""
+
+    def __init__(self, kept):
+        super().__init__(kept)
+        self.kept = kept
+
+
+def checkpoint_note(config, saved):
+    """Where a --resume continues from, in words."""
+    if saved == 0:
+        return f"no checkpoint yet (one every {config.save_every} steps), so --resume starts from step 0, the start"
+    return f"{config.out}/checkpoint holds step {saved}"
+
+
+def rng_state():
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rng=None, evaluations=()):
+    """Adapter + optimizer + RNG of every rank (`rng`: as it was at the step's start) + the held-out evaluations so
+    far (an adaptive stage decides on them), written to checkpoint.tmp/ and then renamed: a crash mid-save leaves
+    the previous checkpoint intact."""
+    rngs = distributed.all_gather(world, rng or rng_state())
+    base_model, readme = stage_adapter_notes(meta)
+
+    def write():
+        ckpt = os.path.join(config.out, "checkpoint")
+        tmp = ckpt + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        state = io.BytesIO()  # torch.save's own file writing turns a full disk into an unnamed RuntimeError
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "world": world.size,
+                    "evaluations": list(evaluations)}, state)
+        try:
+            lora.save_adapter(model, tmp, base_model=base_model, readme=readme)
+            datafiles.write_atomic(os.path.join(tmp, "train_state.pt"), state.getvalue())
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # give back the space a half-written checkpoint took
+            raise
+        if os.path.exists(ckpt):
+            os.replace(ckpt, ckpt + ".old")
+        os.replace(tmp, ckpt)
+        shutil.rmtree(ckpt + ".old", ignore_errors=True)
+        if final:
+            lora.save_adapter(model, os.path.join(config.out, "stage"), base_model=base_model, readme=readme)
+            finish_run(config.out, meta)
+
+    distributed.on_main(world, write)
+
+
+def load_checkpoint(model, optimizer, config, world):
+    """Restore a run's checkpoint; returns (the step to continue from, the held-out evaluations up to it); (0, [])
+    when there is none."""
+    ckpt = os.path.join(config.out, "checkpoint")
+    if not os.path.exists(ckpt) and os.path.exists(ckpt + ".old"):
+        ckpt += ".old"  # a crash between the two renames of save_checkpoint
+    if not os.path.exists(os.path.join(ckpt, "train_state.pt")):
+        return 0, []
+    state = torch.load(os.path.join(ckpt, "train_state.pt"), weights_only=True, map_location="cpu")
+    if state["world"] != world.size:
+        raise ValueError(f"{ckpt}: saved with {state['world']} processes, resumed with {world.size}; resume with "
+                         f"--nproc_per_node matching the original run")
+    lora.load_adapter(model, ckpt)
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"][world.rank])
+    return state["step"], state.get("evaluations", [])
+
+
+def start_run_files(config, meta, world_size, start):
+    """config.json (with what a resume changed) and metrics.jsonl (new, or cut back to the checkpoint's step)."""
+    write_run_config(config, meta, world_size, start)
+    metrics_path = os.path.join(config.out, "metrics.jsonl")
+    trim_metrics(metrics_path, start) if start else open(metrics_path, "w").close()
+
+
+def read_metrics(run_dir):
+    """The records of a run's metrics.jsonl."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def trim_metrics(path, step):
+    """On resume, drop metric lines past the checkpoint so metrics.jsonl reads as one continuous run. A last line cut
+    short by a kill is dropped too; a bad line before it is an error naming the file and line."""
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError, TypeError):
+                if number < len(lines):
+                    raise ValueError(f"{path}:{number}: not a metrics line") from None
+        datafiles.write_atomic(path, "".join(kept))
+
+
+MERGED_MARK = "merged_from.json"  # merge writes it: a directory that has it holds a model merge made and may replace
+
+
+def check_merge_out(out):
+    """merge's --out, checked before the model loads: a directory (or a new one) that is empty or holds an earlier
+    merge (its MERGED_MARK); never a run, another model, or a file."""
+    datafiles.check_output_dir(out, "--out")
+    if not os.path.isdir(out) or not os.listdir(out) or os.path.exists(os.path.join(out, MERGED_MARK)):
+        return
+    names = set(os.listdir(out))
+    if names & {"adapter_model.safetensors", "checkpoint", "metrics.jsonl"}:
+        raise ValueError(f"--out {out}: holds a training run; give a new directory for the merged model")
+    if "config.json" in names or any(is_weight_file(n) for n in names):
+        raise ValueError(f"--out {out}: holds a model that merge did not write (no {MERGED_MARK}); give a new "
+                         f"directory")
+
+
+def is_weight_file(name):
+    return name.startswith(("model", "pytorch_model")) and name.endswith((".safetensors", ".bin", ".index.json"))
+
+
+# What a model directory holds besides weights, config and tokenizer: vLLM, lmms-eval and AutoProcessor read these
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json",
+                   "chat_template.json", "chat_template.jinja")
+
+
+def copy_processor_files(base, out, processor):
+    """Put the base model's processor and chat-template files into `out` (a built-in tiny model's are made from
+    its vlm.Processor); say which could not be looked up."""
+    if base in vlm.TINY_MODELS:
+        for name, content in vlm.processor_files(processor).items():
+            datafiles.write_atomic(os.path.join(out, name), json.dumps(content, indent=2) + "\n")
+        return
+    ask_hub = functools.cache(hub.reachable)  # probed once, and only for a file the cache does not know
+    unchecked = []
+    for name in PROCESSOR_FILES:
+        path = hub.base_model_file(base, name, ask_hub)
+        if path is hub.UNCHECKED:
+            unchecked.append(name)
+        elif path:
+            shutil.copyfile(path, os.path.join(out, name))
+    if unchecked:
+        print(f"warning: {base}: these files are not in the local Hugging Face cache and the hub did not answer, so "
+              f"they were not looked up: {', '.join(unchecked)}. Copy the ones the model has into the merged "
+              f"directory (vLLM, lmms-eval and AutoProcessor read them)", file=sys.stderr)
+
+
+def merge_run(run_dir, out, model_name=None):
+    """`temple.py merge`: the base model with the run's whole chain folded in (one float32 sum, rounded once),
+    saved as a transformers model directory with the base model's processor and chat-template files beside it.
+    An earlier merge in `out` is replaced file by file; other files there (notes, reports) stay."""
+    out = os.path.normpath(out)
+    check_merge_out(out)
+    check_finished(run_dir)
+    config = read_run_config(run_dir)
+    base = model_name or config["base_model"]
+    model = vlm.load(base, seed=config.get("model_seed", 0))
+    merge_start(model.hf_model, run_dir)
+    partial = out + ".partial"  # written whole first: a failure leaves `out` as it was
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        with full_disk_named(partial):
+            model.hf_model.save_pretrained(partial)
+        model.tokenizer.save_pretrained(partial)
+        copy_processor_files(base, partial, model.processor)
+        datafiles.write_atomic(os.path.join(partial, MERGED_MARK), json.dumps(
+            {"run": os.path.abspath(run_dir), "base_model": base}, indent=2) + "\n")
+        mode = datafiles.usual_file_mode(partial)
+        for name in os.listdir(partial):  # safetensors writes private (0600) files
+            os.chmod(os.path.join(partial, name), mode)
+        replace_files(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return out
+
+
+@contextlib.contextmanager
+def full_disk_named(path):
+    """safetensors (under save_pretrained) reports a full disk as its own error, without a file: an OSError naming
+    `path` instead, which temple.py turns into one line."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - only the full-disk case is translated; the rest goes on as it was
+        if "os error 28" in str(e) or "No space left" in str(e):
+            raise OSError(errno.ENOSPC, "No space left on device", path) from e
+        raise
+
+
+def replace_files(new, out):
+    """Put the files of directory `new` into `out`: all at once when `out` is new or empty, else one by one, first
+    taking away the weight files of the earlier merge that the new one does not have (another sharding)."""
+    if not os.path.isdir(out) or not os.listdir(out):
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(out)
+        os.replace(new, out)
+        return
+    written = set(os.listdir(new))
+    for name in os.listdir(out):
+        if is_weight_file(name) and name not in written:
+            os.remove(os.path.join(out, name))
+    for name in sorted(written, key=lambda n: n == MERGED_MARK):  # the mark last: it vouches for a whole merge
+        os.replace(os.path.join(new, name), os.path.join(out, name))

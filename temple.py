@@ -437,9 +437,9 @@ def add_merge(sub):
 
 
 def cmd_merge(args):
-    import dpo
+    import runs
 
-    print(f"merged model written to {dpo.merge_run(args.run, args.out, args.model)}")
+    print(f"merged model written to {runs.merge_run(args.run, args.out, args.model)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -563,7 +563,7 @@ def build_parser():
     return parser
 
 
-# What a Ctrl-C leaves behind, per command, and how to go on (training says which checkpoint: train.Interrupted)
+# What a Ctrl-C leaves behind, per command, and how to go on (training says which checkpoint: runs.Interrupted)
 KEPT_ON_INTERRUPT = {
     "select": "every video finished so far is in videos.jsonl", "captions": "every caption finished so far is kept",
     "pairs": "every description finished so far is kept", "curriculum": "finished stages and checkpoints are kept",

@@ -21,12 +21,10 @@ exactly the items an uninterrupted run would have seen. What a run directory hol
 """
 
 import contextlib
-import io
 import json
 import math
 import os
 import random
-import shutil
 import sys
 from dataclasses import dataclass
 
@@ -121,76 +119,13 @@ def check_accumulation(config, world):
 # Checkpoints
 
 
-def rng_state():
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state):
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def save_checkpoint(model, optimizer, step, config, world, meta, final=False, rng=None, evaluations=()):
-    """Adapter + optimizer + RNG of every rank (`rng`: as it was at the step's start) + the held-out evaluations so
-    far (an adaptive stage decides on them), written to checkpoint.tmp/ and then renamed: a crash mid-save leaves
-    the previous checkpoint intact."""
-    rngs = distributed.all_gather(world, rng or rng_state())
-    base_model, readme = runs.stage_adapter_notes(meta)
-
-    def write():
-        ckpt = os.path.join(config.out, "checkpoint")
-        tmp = ckpt + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        state = io.BytesIO()  # torch.save's own file writing turns a full disk into an unnamed RuntimeError
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "world": world.size,
-                    "evaluations": list(evaluations)}, state)
-        try:
-            lora.save_adapter(model, tmp, base_model=base_model, readme=readme)
-            datafiles.write_atomic(os.path.join(tmp, "train_state.pt"), state.getvalue())
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)  # give back the space a half-written checkpoint took
-            raise
-        if os.path.exists(ckpt):
-            os.replace(ckpt, ckpt + ".old")
-        os.replace(tmp, ckpt)
-        shutil.rmtree(ckpt + ".old", ignore_errors=True)
-        if final:
-            lora.save_adapter(model, os.path.join(config.out, "stage"), base_model=base_model, readme=readme)
-            runs.finish_run(config.out, meta)
-
-    distributed.on_main(world, write)
-
-
-def load_checkpoint(model, optimizer, config, world):
-    """Restore a run's checkpoint; returns (the step to continue from, the held-out evaluations up to it); (0, [])
-    when there is none."""
-    ckpt = os.path.join(config.out, "checkpoint")
-    if not os.path.exists(ckpt) and os.path.exists(ckpt + ".old"):
-        ckpt += ".old"  # a crash between the two renames of save_checkpoint
-    if not os.path.exists(os.path.join(ckpt, "train_state.pt")):
-        return 0, []
-    state = torch.load(os.path.join(ckpt, "train_state.pt"), weights_only=True, map_location="cpu")
-    if state["world"] != world.size:
-        raise ValueError(f"{ckpt}: saved with {state['world']} processes, resumed with {world.size}; resume with "
-                         f"--nproc_per_node matching the original run")
-    lora.load_adapter(model, ckpt)
-    optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"][world.rank])
-    return state["step"], state.get("evaluations", [])
-
-
 def finished_at(config, num_items):
     """The last step of a finished run that a --resume would not train on (it reached every planned step), else
     None. A stage an adaptive rule stopped early trains on from its stop."""
     if not runs.finished(config.out) or "stopped" in runs.read_run_config(config.out):
         return None
     try:
-        last = read_metrics(config.out)[-1]["step"]
+        last = runs.read_metrics(config.out)[-1]["step"]
     except (OSError, ValueError, IndexError, KeyError):  # a damaged metrics.jsonl: the resume itself names the line
         return None
     return last if last >= total_steps(num_items, config) else None
@@ -216,29 +151,6 @@ def train_config(args, run_dir, **extra):
                        seed=args.seed, grad_ckpt=args.grad_ckpt, workers=args.workers, **extra)
 
 
-def read_metrics(run_dir):
-    """The records of a run's metrics.jsonl."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def trim_metrics(path, step):
-    """On resume, drop metric lines past the checkpoint so metrics.jsonl reads as one continuous run. A last line cut
-    short by a kill is dropped too; a bad line before it is an error naming the file and line."""
-    if os.path.exists(path):
-        with open(path) as f:
-            lines = [line for line in f if line.strip()]
-        kept = []
-        for number, line in enumerate(lines, 1):
-            try:
-                if json.loads(line)["step"] <= step:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-            except (ValueError, KeyError, TypeError):
-                if number < len(lines):
-                    raise ValueError(f"{path}:{number}: not a metrics line") from None
-        datafiles.write_atomic(path, "".join(kept))
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The loop
 
@@ -262,14 +174,6 @@ def enable_activation_checkpointing(model):
 def disable_activation_checkpointing(model):
     disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
     disable()
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during training; `kept` says which checkpoint a --resume continues from."""
-
-    def __init__(self, kept):
-        super().__init__(kept)
-        self.kept = kept
 
 
 def plateau(key, delta, evaluations, ceiling, count=None):
@@ -316,14 +220,14 @@ def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, 
     run = set_up(model, encode, num_items, config, world, meta, resume)
     try:
         loop(run, loss_fn, config, world, meta, tokens, evaluation)
-        save_checkpoint(model, run.optimizer, run.steps, config, world, meta, final=True,
+        runs.save_checkpoint(model, run.optimizer, run.steps, config, world, meta, final=True,
                         evaluations=run.evaluations)
     except KeyboardInterrupt:
-        raise Interrupted(checkpoint_note(config, run.saved)) from None
+        raise runs.Interrupted(runs.checkpoint_note(config, run.saved)) from None
     except OSError as e:  # e.g. the disk filled up while a checkpoint was written: say what a resume goes on from
-        e.kept = checkpoint_note(config, run.saved)
+        e.kept = runs.checkpoint_note(config, run.saved)
         raise
-    left_out = sum(m.get("left_out", 0) for m in read_metrics(config.out)) if world.main else 0
+    left_out = sum(m.get("left_out", 0) for m in runs.read_metrics(config.out)) if world.main else 0
     if left_out:
         print(f"{config.out}: {left_out} example(s) left out and replaced by the next usable one (reasons above; "
               f"metrics.jsonl counts them per step)", file=sys.stderr)
@@ -358,12 +262,12 @@ def set_up(model, encode, num_items, config, world, meta, resume):
     if config.grad_ckpt:
         enable_activation_checkpointing(model)
     model.train()
-    start, evaluations = load_checkpoint(model, optimizer, config, world) if resume else (0, [])
+    start, evaluations = runs.load_checkpoint(model, optimizer, config, world) if resume else (0, [])
     if start == 0:
         # every rank its own dropout stream; the adapters' init (before this) used one seed on every rank
         torch.manual_seed(config.seed + world.rank)
         random.seed(config.seed + world.rank)
-    distributed.on_main(world, lambda: start_run_files(config, meta, world.size, start))
+    distributed.on_main(world, lambda: runs.start_run_files(config, meta, world.size, start))
     wrapped = DistributedDataParallel(model, device_ids=[world.local_rank] if world.device.type == "cuda" else None,
                                       find_unused_parameters=config.find_unused_parameters) if world.size > 1 else model
     micro_batches = [b for step in range(start, steps) for b in rank_micro_batches(num_items, step, config, world)]
@@ -374,13 +278,6 @@ def set_up(model, encode, num_items, config, world, meta, resume):
     return Run(model, wrapped, optimizer, trainable, iter(loader), start, steps, start, evaluations)
 
 
-def start_run_files(config, meta, world_size, start):
-    """config.json (with what a resume changed) and metrics.jsonl (new, or cut back to the checkpoint's step)."""
-    runs.write_run_config(config, meta, world_size, start)
-    metrics_path = os.path.join(config.out, "metrics.jsonl")
-    trim_metrics(metrics_path, start) if start else open(metrics_path, "w").close()
-
-
 def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
     """The optimizer steps from run.start to run.steps, in the order of the module docstring."""
     accumulation = config.global_batch // (world.size * config.micro_batch)
@@ -389,7 +286,7 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
     with tqdm(total=run.steps, initial=run.start, disable=not world.main,
               desc=os.path.basename(config.out) or "train") as progress:  # closed before any message (Ctrl-C, NaN)
         for step in range(run.start, run.steps):
-            rng_at_start = rng_state()  # this step's weights are checkpointed once their loss proves finite (below)
+            rng_at_start = runs.rng_state()  # this step's weights are checkpointed once their loss proves finite (below)
             lr = learning_rate(step, run.steps, config)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
@@ -398,12 +295,12 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
             left_out = round(distributed.all_sum(world, sum(left_out)))  # examples this step left out, over all ranks
             if not math.isfinite(logged["loss"]):
                 raise ValueError(f"step {step + 1}: the loss is {logged['loss']}; stopped before updating the "
-                                 f"weights. {checkpoint_note(config, run.saved)}, whose weights gave a finite loss: "
+                                 f"weights. {runs.checkpoint_note(config, run.saved)}, whose weights gave a finite loss: "
                                  f"lower --lr or check the data, then continue with --resume")
             if step > run.start and step % config.save_every == 0:
                 # saved only now: the weights after `step` updates have just given a finite loss, so a NaN stop
                 # never leaves behind a checkpoint that holds the update that blew up
-                save_checkpoint(run.model, run.optimizer, step, config, world, meta, rng=rng_at_start,
+                runs.save_checkpoint(run.model, run.optimizer, step, config, world, meta, rng=rng_at_start,
                                 evaluations=run.evaluations)
                 run.saved = step
             grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, config.max_grad_norm)
@@ -454,8 +351,3 @@ def forward_backward(run, window, loss_fn, config, world, tokens, autocast):
     return distributed.all_mean(world, sums)  # over ranks, so every rank takes the same decisions (NaN stop) with the same numbers
 
 
-def checkpoint_note(config, saved):
-    """Where a --resume continues from, in words."""
-    if saved == 0:
-        return f"no checkpoint yet (one every {config.save_every} steps), so --resume starts from step 0, the start"
-    return f"{config.out}/checkpoint holds step {saved}"

@@ -119,10 +119,10 @@ def test_missing_videos_name_the_first_path_and_the_video_root(data_dir, tmp_pat
 def test_merge_replaces_only_what_an_earlier_merge_wrote_and_refuses_other_places(data_dir, tmp_path, capsys):
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
     out = tmp_path / "merged"
-    dpo.merge_run(run, str(out))
+    runs.merge_run(run, str(out))
     (out / "notes.txt").write_text("my eval notes")
     (out / "model-00002-of-00002.safetensors").write_bytes(b"a shard of an earlier, other sharding")
-    dpo.merge_run(run, str(out))
+    runs.merge_run(run, str(out))
     names = set(os.listdir(out))
     assert "notes.txt" in names and "model-00002-of-00002.safetensors" not in names and "merged_from.json" in names
     assert not os.path.exists(str(out) + ".partial")
@@ -142,7 +142,7 @@ def test_a_merged_built_in_model_carries_the_processor_files_a_checkpoint_has(da
     from transformers import Qwen2VLImageProcessorPil
 
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=model, max_steps=1))
-    out = dpo.merge_run(run, str(tmp_path / "merged"))
+    out = runs.merge_run(run, str(tmp_path / "merged"))
     processor = vlm.load(model).processor
     loaded = Qwen2VLImageProcessorPil.from_pretrained(out)  # what AutoProcessor reads (its video side needs torchvision)
     assert (loaded.patch_size, loaded.merge_size, loaded.temporal_patch_size) == (

@@ -455,7 +455,7 @@ def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
     os.makedirs(tmp_path / "copy")
     single = shutil.copytree(moved / "dpo_r4", tmp_path / "copy" / "dpo_r4")  # one run on its own
     for run in (moved / "dpo_r4", single):
-        assert torch.allclose(logps_of(vlm.load(dpo.merge_run(str(run), str(tmp_path / "merged"))), data_dir), want,
+        assert torch.allclose(logps_of(vlm.load(runs.merge_run(str(run), str(tmp_path / "merged"))), data_dir), want,
                               atol=1e-4)
         loaded = runs.load_run(str(run))  # eval --run: the start merged, the stage's adapter on top
         assert torch.allclose(logps_of(loaded, data_dir), want, atol=1e-4)
@@ -492,7 +492,7 @@ def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path, 
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=str(base), max_steps=1))
     out = tmp_path / "merged"
     monkeypatch.setattr(hub, "reachable", lambda timeout=3: pytest.fail("the hub was asked"))  # a directory
-    dpo.merge_run(run, str(out))
+    runs.merge_run(run, str(out))
     for name in ("preprocessor_config.json", "chat_template.json"):
         assert (out / name).read_text() == (base / name).read_text()
     assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
@@ -518,7 +518,7 @@ def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could
     run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
 
     out = tmp_path / "offline"
-    dpo.merge_run(run, str(out), model_name="org/tiny-vl")
+    runs.merge_run(run, str(out), model_name="org/tiny-vl")
     assert (out / "chat_template.json").read_text() == '{"chat_template": "cached"}'
     warning = capsys.readouterr().err
     assert "were not looked up: preprocessor_config.json, video_preprocessor_config.json. Copy" in warning
@@ -536,7 +536,7 @@ def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the model itself still from the cache
     monkeypatch.setattr(hub, "hf_hub_download", download)
     out = tmp_path / "online"
-    dpo.merge_run(run, str(out), model_name="org/tiny-vl")
+    runs.merge_run(run, str(out), model_name="org/tiny-vl")
     assert (out / "preprocessor_config.json").read_text() == downloaded.read_text()
     assert not (out / "video_preprocessor_config.json").exists() and "warning" not in capsys.readouterr().err
 
@@ -546,14 +546,14 @@ def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could
         return download(repo, name)
 
     monkeypatch.setattr(hub, "hf_hub_download", download_fails)
-    dpo.merge_run(run, str(tmp_path / "failed"), model_name="org/tiny-vl")
+    runs.merge_run(run, str(tmp_path / "failed"), model_name="org/tiny-vl")
     assert "were not looked up: video_preprocessor_config.json. Copy" in capsys.readouterr().err
 
 
 def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
     first = dpo.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=2))
     second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=2))
-    out = dpo.merge_run(second, str(tmp_path / "merged"))
+    out = runs.merge_run(second, str(tmp_path / "merged"))
     merged = vlm.load(out)
     reference = vlm.load("tiny")
     runs.merge_start(reference.hf_model, first)
@@ -561,23 +561,23 @@ def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
     batch = dpo.collate_pairs(reference, [e["rows"] for e in encoded_pairs(reference, data_dir)])
     with torch.no_grad():
         assert torch.allclose(merged.response_logps(batch)[0], reference.response_logps(batch)[0], atol=1e-4)
-    assert dpo.merge_run(first, out) == out and not os.path.exists(out + ".partial")  # replaces a merged model
+    assert runs.merge_run(first, out) == out and not os.path.exists(out + ".partial")  # replaces a merged model
     modes = {name: os.stat(os.path.join(out, name)).st_mode & 0o777 for name in os.listdir(out)}
     assert len(set(modes.values())) == 1 and modes["model.safetensors"] & 0o044, modes  # not private 0600
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
-    dpo.merge_run(first, str(tmp_path / "notes"))  # a directory of other files: they stay beside the model
+    runs.merge_run(first, str(tmp_path / "notes"))  # a directory of other files: they stay beside the model
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
     assert (tmp_path / "notes" / "model.safetensors").exists()
     for run in (first, second):  # a run directory is never written into, not even the one being merged
         with pytest.raises(ValueError, match="holds a training run"):
-            dpo.merge_run(second, run)
+            runs.merge_run(second, run)
         assert runs.finished(run)
     (tmp_path / "broken_run").mkdir()
     (tmp_path / "broken_run" / "adapter_model.safetensors").write_bytes(b"")
     (tmp_path / "broken_run" / "config.json").write_text("{")
     with pytest.raises(ValueError, match=r"broken_run/config.json:1: invalid JSON"):
-        dpo.merge_run(str(tmp_path / "broken_run"), str(tmp_path / "m2"))
+        runs.merge_run(str(tmp_path / "broken_run"), str(tmp_path / "m2"))
 
 
 # ---- bad input --------------------------------------------------------------------------------------------------
@@ -678,7 +678,7 @@ def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
         assert [m[key] for m in ma] == pytest.approx([m[key] for m in mb], abs=1e-5)
     # resuming that 2-process run with 1 process is refused
     with pytest.raises(ValueError, match="saved with 2 processes, resumed with 1"):
-        train.load_checkpoint(vlm.load("tiny").hf_model, None, train.TrainConfig(
+        runs.load_checkpoint(vlm.load("tiny").hf_model, None, train.TrainConfig(
             out=os.path.join(tmp_path, "ddp", "dpo_r16")), distributed.World())
 
 

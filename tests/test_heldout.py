@@ -108,7 +108,7 @@ def test_adaptive_stage_ends_early_on_pairs_it_learns_quickly(data_dir, tmp_path
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dpo, "dpo_step", interrupted)
-    with pytest.raises(train.Interrupted):  # Ctrl-C in its first step on
+    with pytest.raises(runs.Interrupted):  # Ctrl-C in its first step on
         dpo.run_stage(args)
     monkeypatch.setattr(dpo, "dpo_step", real_step)
     # while it trains on it is not finished: curriculum would skip it and the next stage chain from the old weights

@@ -103,13 +103,12 @@ def test_lr_1e30_stops_at_step_2_without_leaving_the_blown_up_weights(data_dir, 
 
 
 def test_a_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
-    import train
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 0.69}\n{"step": 2, "loss": 0.68}\n{"step": 3, "lo')
-    train.trim_metrics(str(path), 2)
+    runs.trim_metrics(str(path), 2)
     assert path.read_text() == '{"step": 1, "loss": 0.69}\n{"step": 2, "loss": 0.68}\n'
-    train.trim_metrics(str(path), 1)
+    runs.trim_metrics(str(path), 1)
     assert path.read_text() == '{"step": 1, "loss": 0.69}\n'
     path.write_text('{"step": 1, "loss": 0.69}\nnot json\n{"step": 2, "loss": 0.68}\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a metrics line"):
-        train.trim_metrics(str(path), 2)
+        runs.trim_metrics(str(path), 2)
