@@ -46,6 +46,7 @@ import examples
 import lora
 import runs
 import train
+import vision_cache
 import hub
 
 
@@ -127,18 +128,14 @@ def collate_pairs(model, encoded):
 
 
 def policy_and_reference(model, module, batch, reference=None):
-    """Policy log-probs (with gradient) and reference log-probs (LoRA off, no gradient) of a pairs batch.
-
-    The vision tower runs once for the whole batch, each pair's video once: its features serve the chosen and the
-    rejected row and the reference pass, since a tower without adapters (DPO leaves it frozen) gives the same
-    features with LoRA on or off. A tower with adapters (an SFT run being evaluated) is run per pass instead."""
-    features = None if lora.lora_modules(model.vision_tower) else model.vision_features(batch)
-    policy, counts = model.response_logps(batch, model=module, features=features)
-    if reference is None:
-        # through the plain model, not the DDP wrapper `module`: a pass without gradient must not enter DDP's
-        # bookkeeping of which parameters took part in the backward
-        with torch.no_grad(), lora.disable_lora(model.hf_model):
-            reference, _ = model.response_logps(batch, features=features)
+    """Policy log-probs (with gradient) and reference log-probs (LoRA off, no gradient) of a pairs batch."""
+    with vision_cache.shared(model, batch):  # each pair's video through the frozen tower once, for all three passes
+        policy, counts = model.response_logps(batch, model=module)
+        if reference is None:
+            # the plain model, not the DDP wrapper `module`: a pass without gradient must stay out of DDP's
+            # bookkeeping of which parameters took part in the backward
+            with torch.no_grad(), lora.disable_lora(model.hf_model):
+                reference, _ = model.response_logps(batch)
     return policy, reference, counts
 
 

@@ -45,7 +45,6 @@ in-process byte-level tokenizer, so tests and the demo need no download.
     python temple.py describe VIDEO --model tiny
 """
 
-import contextlib
 import importlib.util
 import math
 import os
@@ -60,6 +59,7 @@ from transformers import AutoModelForImageTextToText, AutoTokenizer, LogitsProce
 import hub
 import shots
 import tiny
+import vision_cache
 
 IGNORE = -100  # label of tokens the loss skips (prompt, video, padding)
 
@@ -393,29 +393,6 @@ def truncate(sample, max_length, where, strategy="delete"):
     return sample
 
 
-@dataclass
-class VisionFeatures:
-    """What the vision tower made of a batch's videos: each distinct video encoded once, without gradient, then laid
-    out for every video of the batch in order (vlm.VideoLM.vision_features)."""
-    output_type: type  # the class of the tower's own output
-    pooled: torch.Tensor  # (video tokens of the batch, hidden): merged patch features, placed at the video tokens
-    deepstack: list | None  # Qwen3-VL: features of early ViT layers, added after the first decoder layers
-    grids: torch.Tensor  # (t, h, w) of every video of the batch: what the model's forward asks the tower for
-
-    def output(self):
-        """A fresh output object as the tower returns it (the model splits its fields in place: one per forward)."""
-        extra = {} if self.deepstack is None else {"deepstack_features": list(self.deepstack)}
-        return self.output_type(pooler_output=self.pooled, **extra)
-
-
-def slot_rows(sizes, slots):
-    """Indices of the rows of blocks `slots`, in that order, in a tensor that stores blocks of `sizes` rows one after
-    another (the patches or merged features of a batch's distinct videos)."""
-    sizes = [int(n) for n in sizes]
-    starts = np.cumsum([0] + sizes)
-    return torch.cat([torch.arange(starts[s], starts[s] + sizes[s]) for s in slots.tolist()])
-
-
 def patch_seconds(times, temporal_patch):
     """Qwen3-VL's timestamp of each temporal patch: the mean time of its first and last frame, the last frame repeated
     to fill the last patch (what its processor computes from frame indices / the file's fps)."""
@@ -580,6 +557,7 @@ class VideoLM:
 
     def __init__(self, hf_model, tokenizer, name=""):
         self.hf_model, self.tokenizer, self.name = hf_model, tokenizer, name
+        self.shared_vision = None  # (batch, features) inside vision_cache.shared()
         self.processor = Processor(hf_model.config, tokenizer)
         self.family, self.ids, self.merge = self.processor.family, self.processor.ids, self.processor.merge
 
@@ -613,59 +591,15 @@ class VideoLM:
     def model_inputs(self, batch, features=None):
         """The transformers model's keyword arguments for a collated batch: always our position_ids; the videos as
         pixels for the model's own forward to encode (a video shown twice is then encoded twice), or, given
-        `features` (vision_features), for the forward to take from the tower inside reuse_vision()."""
+        `features` (vision_cache), for the forward to take from the tower inside vision_cache.reuse()."""
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "position_ids")}
         if "pixel_values_videos" in batch:
             pixels, grids, slots = batch["pixel_values_videos"], batch["video_grid_thw"], batch.get("video_slots")
             if slots is not None and features is None:
-                pixels = pixels[slot_rows(grids.prod(-1), slots).to(pixels.device)]
+                pixels = pixels[vision_cache.slot_rows(grids.prod(-1), slots).to(pixels.device)]
             inputs["pixel_values_videos"] = pixels
             inputs["video_grid_thw"] = grids if slots is None else grids[slots]
         return inputs
-
-    # -- one vision pass per batch -------------------------------------------------------------------------------
-
-    def vision_features(self, batch):
-        """Encode the batch's distinct videos once, without gradient, for every forward over the batch (see
-        reuse_vision): both rows of a DPO pair and its reference pass, every option of a question, every row of a
-        generate call that shares a clip. None when the batch has no video, or when the tower has trainable
-        parameters and gradients are on (SFT with LoRA on the ViT): its features must keep their graph, so each
-        forward runs the tower itself."""
-        if "pixel_values_videos" not in batch:
-            return None
-        tower = self.vision_tower
-        if torch.is_grad_enabled() and any(p.requires_grad for p in tower.parameters()):
-            return None
-        grids = batch["video_grid_thw"]
-        slots = batch.get("video_slots", torch.arange(len(grids), device=grids.device))
-        with torch.no_grad():
-            output = tower(batch["pixel_values_videos"].type(tower.dtype), grid_thw=grids)
-        rows = slot_rows(grids.prod(-1) // self.merge ** 2, slots).to(output.pooler_output.device)
-        deepstack = getattr(output, "deepstack_features", None)
-        return VisionFeatures(type(output), output.pooler_output[rows],
-                              None if deepstack is None else [f[rows] for f in deepstack], grids[slots])
-
-    @contextlib.contextmanager
-    def reuse_vision(self, features):
-        """Inside the block the vision tower hands back `features` instead of running, and the model's own forward
-        places them (with Qwen3-VL's deepstack features) exactly as if it had just encoded the pixels. One mechanism
-        for all three families and for transformers 5.17 and 5.24 alike: inputs_embeds cannot carry Qwen3-VL's
-        deepstack features, and 5.24's mm_encoder_outputs argument does not exist in 5.17."""
-        if features is None:
-            yield
-            return
-        tower = self.vision_tower
-
-        def encoded(pixels, grid_thw=None, **kwargs):
-            if grid_thw.tolist() != features.grids.tolist():
-                raise RuntimeError("the model asked the vision tower for other videos than the features were made of")
-            return features.output()
-
-        tower.forward = encoded  # an instance attribute shadows the class's forward until deleted
-        try:
-            yield
-        finally:
-            del tower.forward
 
     # -- generation ----------------------------------------------------------------------------------------------
 
@@ -681,7 +615,7 @@ class VideoLM:
         axes (5.17 and 5.24 alike), so the answer continues at the prompt's last position + 1, as when it was trained.
         Left padding keeps every row's last prompt token in the last column."""
         batch = self.to_device(self.collate(samples, padding="left"))
-        features = self.vision_features(batch)
+        features = vision_cache.encode(self, batch)  # a clip shown in several rows goes through the tower once
         if temperature > 0 and seeds is not None:  # RowSampler picks each row's token; greedy decoding takes it
             processors = LogitsProcessorList([RowSampler(seeds, temperature, top_k, top_p, self.device)])
             sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None, logits_processor=processors)
@@ -690,7 +624,7 @@ class VideoLM:
         else:
             sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
-                self.reuse_vision(features):
+                vision_cache.reuse(self, features):
             torch.manual_seed(seed)
             out = self.hf_model.generate(**self.model_inputs(batch, features), max_new_tokens=max_new_tokens,
                                       repetition_penalty=repetition_penalty,
@@ -701,21 +635,19 @@ class VideoLM:
 
     # -- scoring -------------------------------------------------------------------------------------------------
 
-    def response_logps(self, batch, model=None, features=None):
+    def response_logps(self, batch, model=None):
         """Summed log-probability of each row's labelled tokens, and their count.
 
         Logits are computed only at the positions that predict a label (the union over the batch), never for the
         whole sequence x vocabulary: with a 151k vocabulary that is most of the memory of a DPO step.
-        `model` overrides self.hf_model (e.g. the DDP-wrapped module, so its gradient hooks run). `features`
-        (vision_features) are the videos already encoded; by default each distinct video is encoded once here.
+        `model` overrides self.hf_model (e.g. the DDP-wrapped module, so its gradient hooks run).
         """
         model = model or self.hf_model
-        if features is None:
-            features = self.vision_features(batch)
+        features = vision_cache.for_batch(self, batch)
         targets = batch["labels"][:, 1:]
         mask = targets != IGNORE
         positions = mask.any(0).nonzero().squeeze(1)  # position p predicts token p + 1
-        with self.reuse_vision(features):
+        with vision_cache.reuse(self, features):
             logits = model(**self.model_inputs(batch, features), logits_to_keep=positions, use_cache=False).logits
         targets, mask = targets[:, positions], mask[:, positions]
         token_logps = selective_log_softmax(logits, targets.clamp(min=0))

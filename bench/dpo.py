@@ -10,7 +10,7 @@ costs per patch about a tenth of what the language model costs per token, as Qwe
     per-row  our step as it was before the vision tower ran once per pair: one forward for chosen + rejected, but
              every row's copy of the video encoded again in the policy and in the reference pass (4 videos)
     ours     dpo.dpo_step: chosen + rejected in one forward, the video preprocessed once and encoded once for both
-             rows and the reference pass (vlm.VideoLM.vision_features), logits only at answer positions, the
+             rows and the reference pass (vision_cache.shared), logits only at answer positions, the
              reference pass under no_grad with LoRA switched off
     ours, --precompute-ref   the same with the reference log-probs read from the cache (no reference pass)
 
@@ -40,6 +40,7 @@ import dpo  # noqa: E402
 import lora  # noqa: E402
 import train  # noqa: E402
 import tiny  # noqa: E402
+import vision_cache  # noqa: E402
 import vlm  # noqa: E402
 from common import measure, mib  # noqa: E402
 
@@ -89,11 +90,11 @@ def naive_step(model, video, instruction, chosen, rejected, beta=0.1):
 
 def per_row_step(model, pair, settings):
     """Our step with every forward encoding each row's video itself (no shared vision features)."""
-    model.vision_features = lambda batch: None  # an instance attribute: the class's method is back after del
+    encode, vision_cache.encode = vision_cache.encode, lambda model, batch: None
     try:
         return dpo.dpo_step(model, model.hf_model, [pair], settings)[0]
     finally:
-        del model.vision_features
+        vision_cache.encode = encode
 
 
 def vision_passes(model, fn):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import vision_cache
 import vlm
 from media import scene_frames, write_audio_only, write_video
 
@@ -282,12 +283,12 @@ def test_generation_after_a_long_video_continues_our_positions(name, monkeypatch
                model.encode([long_video(model), "What happens in this long clip, in order?"], **small)]
     generated = model.generate(samples, max_new_tokens=5)
     for row, sample in enumerate(samples):
-        answer, features = [], model.vision_features(model.collate([sample]))
+        answer, features = [], vision_cache.encode(model, model.collate([sample]))
         for step, logits in enumerate(steps[0][row]):
             grown = dataclasses.replace(sample, input_ids=sample.input_ids + answer,
                                         labels=sample.labels + [vlm.IGNORE] * len(answer),
                                         token_types=sample.token_types + [vlm.TEXT] * len(answer))
-            with torch.no_grad(), model.reuse_vision(features):
+            with torch.no_grad(), vision_cache.reuse(model, features):
                 full = model.hf_model(**model.model_inputs(model.collate([grown]), features)).logits[0, -1]
             assert torch.allclose(logits, full, atol=2e-5), (row, step, (logits - full).abs().max())
             answer.append(int(full.argmax()))
