@@ -41,7 +41,7 @@ import datafiles
 import jobs
 import prompts as prompt_texts
 import hub
-import vlm
+import preprocess
 from perturb import KINDS, perturb
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ def kept_videos(path):
 
 def read_keyframes(path, keyframes):
     """A Video of the 2N keyframes, clip after clip."""
-    return vlm.read_frames(path, [k for pair in keyframes for k in pair])
+    return preprocess.read_frames(path, [k for pair in keyframes for k in pair])
 
 
 def pair_inputs(path, need_captions=True):
@@ -194,9 +194,9 @@ def open_clips(model, video, pixel_options):
     try:
         record["clips"], record["keyframes"] = datafiles.clips_and_keyframes(video)
         frames = read_keyframes(video["path"], record["keyframes"])
-    except (*vlm.BAD_VIDEO, datafiles.BadRecord) as e:
+    except (*preprocess.BAD_VIDEO, datafiles.BadRecord) as e:
         return {**record, "status": "error", "reason": str(e).removeprefix(f"{video['path']}: ")}, None
-    clips = [model.prepare(vlm.Video(frames.frames[2 * i:2 * i + 2], frames.times[2 * i:2 * i + 2]), **pixel_options)
+    clips = [model.prepare(preprocess.Video(frames.frames[2 * i:2 * i + 2], frames.times[2 * i:2 * i + 2]), **pixel_options)
              for i in range(len(record["keyframes"]))]
     return {**record, "captions": [None] * len(clips), "status": "ok"}, clips
 
@@ -313,7 +313,7 @@ def frames_prompt(keyframes, order, prompts=prompt_texts.PROMPTS):
     """The frames route: the keyframes of the clips in `order` as one video; shown times are renumbered like the
     captions, so a perturbed sequence looks like an ordinary video."""
     frames = np.concatenate([keyframes.frames[2 * i:2 * i + 2] for i in order])
-    return prompt_texts.with_videos(prompts["description_frames"], [vlm.Video(frames, keyframes.times[:len(frames)])])
+    return prompt_texts.with_videos(prompts["description_frames"], [preprocess.Video(frames, keyframes.times[:len(frames)])])
 
 
 def open_description_jobs(video, rs, kinds, seed, route, done, prompts=prompt_texts.PROMPTS):
@@ -326,7 +326,7 @@ def open_description_jobs(video, rs, kinds, seed, route, done, prompts=prompt_te
                 for (kind, r, order), prompt in zip(todo, texts)], []
     try:
         keyframes = read_keyframes(video["video"], datafiles.clips_and_keyframes(video)[1]) if todo else None
-    except (*vlm.BAD_VIDEO, datafiles.BadRecord) as e:
+    except (*preprocess.BAD_VIDEO, datafiles.BadRecord) as e:
         reason = str(e).removeprefix(f"{video['video']}: ")
         return [], [{"video": video["video"], "kind": kind, "r": r, "order": order, "source": source,
                      "status": "error", "reason": reason} for kind, r, order in todo]

@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+import preprocess
 import vlm
 
 
@@ -29,9 +30,9 @@ def prepared_video(model, path, video_options):
     """The video at `path` read and prepared for `model` (a vlm.VideoLM or vlm.Processor) with a stage's fps,
     max_frames and total_pixels. A video that cannot be used raises BadItem."""
     try:
-        video = vlm.read_video(path, fps=video_options["fps"], max_frames=video_options["max_frames"])
-    except vlm.BAD_VIDEO as e:  # a vanished, unreadable or too thin video (vlm.ExtremeShape)
-        raise BadItem(str(e), "unusable video" if isinstance(e, vlm.ExtremeShape) else "unreadable video") from None
+        video = preprocess.read_video(path, fps=video_options["fps"], max_frames=video_options["max_frames"])
+    except preprocess.BAD_VIDEO as e:  # a vanished, unreadable or too thin video (preprocess.ExtremeShape)
+        raise BadItem(str(e), "unusable video" if isinstance(e, preprocess.ExtremeShape) else "unreadable video") from None
     return model.prepare(video, total_pixels=video_options["total_pixels"])  # its errors are the settings'
 
 

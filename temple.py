@@ -89,10 +89,11 @@ def add_describe(sub):
 
 
 def cmd_describe(args):
+    import preprocess
     import vlm
 
     model = vlm.load(args.model)
-    video = vlm.read_video(args.video, fps=args.fps, max_frames=args.max_frames)
+    video = preprocess.read_video(args.video, fps=args.fps, max_frames=args.max_frames)
     sample = model.encode([video, args.prompt], total_pixels=args.total_pixels)
     [text] = model.generate([sample], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             seed=args.seed)

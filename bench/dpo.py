@@ -41,6 +41,7 @@ import lora  # noqa: E402
 import train  # noqa: E402
 import tiny  # noqa: E402
 import vision_cache  # noqa: E402
+import preprocess  # noqa: E402
 import vlm  # noqa: E402
 from common import measure, mib  # noqa: E402
 
@@ -136,7 +137,7 @@ def main():
     model = build(size, device)
     model.hf_model.train()
     rng = np.random.default_rng(0)
-    video = vlm.Video(rng.integers(0, 256, (args.frames, 224, 224, 3), dtype=np.uint8),
+    video = preprocess.Video(rng.integers(0, 256, (args.frames, 224, 224, 3), dtype=np.uint8),
                       [float(i) for i in range(args.frames)], fps=1.0)
     words = "the person walks into the scene and then picks up a clip of video with the other hand".split()
     chosen, rejected = (" ".join(rng.choice(words, 150)) for _ in range(2))

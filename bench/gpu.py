@@ -45,6 +45,7 @@ import lora  # noqa: E402
 import sft  # noqa: E402
 import train  # noqa: E402
 import tiny  # noqa: E402
+import preprocess  # noqa: E402
 import vlm  # noqa: E402
 
 PEAK_FLOPS = 989e12  # H100 / H200 SXM dense bf16
@@ -87,7 +88,7 @@ def answer(model, tokens, seed):
 def video(size, budget_scale=1.0):
     frames, height, width, pixels = VIDEO[size]
     rng = np.random.default_rng(0)
-    clip = vlm.Video(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8), [float(i) for i in
+    clip = preprocess.Video(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8), [float(i) for i in
                      range(frames)], fps=1.0)
     return clip, int(pixels * budget_scale)
 

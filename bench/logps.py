@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tiny  # noqa: E402
+import preprocess  # noqa: E402
 import vlm  # noqa: E402
 from common import measure, mib  # noqa: E402
 
@@ -46,7 +47,7 @@ def main():
     device = vlm.default_device()
     model = build(device)
     rng = np.random.default_rng(0)
-    video = vlm.Video(rng.integers(0, 256, (32, 224, 224, 3), dtype=np.uint8), [float(i) for i in range(32)])
+    video = preprocess.Video(rng.integers(0, 256, (32, 224, 224, 3), dtype=np.uint8), [float(i) for i in range(32)])
     words = "the person walks into the scene and then picks up a clip of video with the other hand ".split()
     answer = lambda n: " ".join(rng.choice(words, n))  # noqa: E731
     pair = [model.encode([video, "Describe the video in detail."], response=answer(150), min_pixels=224 * 224)

@@ -23,6 +23,7 @@ import runs
 import temple
 import train
 import hub
+import preprocess
 import vlm
 from media import write_video
 
@@ -230,7 +231,7 @@ def test_a_dpo_step_and_a_question_run_the_vision_tower_once(data_dir):
     passes = VisionPasses(model)
     dpo.dpo_step(model, model.hf_model, encoded, settings)[0].backward()  # chosen, rejected, reference: one pass
     assert len(passes.patches) == 1
-    video = model.prepare(vlm.read_video(encoded[0]["video"], fps=1.0, max_frames=4), total_pixels=64 * 96 * 4)
+    video = model.prepare(preprocess.read_video(encoded[0]["video"], fps=1.0, max_frames=4), total_pixels=64 * 96 * 4)
     model.score_options([video, "What happens?"], ["a person", "the scene", "a clip"])  # three rows, one pass
     assert len(passes.patches) == 2
 

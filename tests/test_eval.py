@@ -14,6 +14,7 @@ import datafiles
 import dpo
 import evaluate
 import temple
+import preprocess
 import vlm
 from media import scene_frames, write_video
 
@@ -58,14 +59,14 @@ def mcq_record(video, answer, question="What happens in the video?", **extra):
 
 
 def score(model, video, question):
-    prepared = model.prepare(vlm.read_video(video, fps=2, max_frames=4), total_pixels=4 * 56 * 56)
+    prepared = model.prepare(preprocess.read_video(video, fps=2, max_frames=4), total_pixels=4 * 56 * 56)
     item = {"question": question, "options": OPTIONS, "where": "test"}
     return evaluate.mcq_scores(model, prepared, item, 4096)
 
 
 def teach(model, video, question, answer, steps=40):
     """Some optimizer steps on one answer (all weights): afterwards the model must rank it first."""
-    prepared = model.prepare(vlm.read_video(video, fps=2, max_frames=4), total_pixels=4 * 56 * 56)
+    prepared = model.prepare(preprocess.read_video(video, fps=2, max_frames=4), total_pixels=4 * 56 * 56)
     batch = model.to_device(model.collate([model.encode([prepared, evaluate.mcq_prompt(question, OPTIONS)],
                                                         response=answer)]))
     optimizer = torch.optim.Adam(model.hf_model.parameters(), lr=3e-3)

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import lora
+import preprocess
 import vlm
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -101,7 +102,7 @@ def randomize_adapters(model, seed=1):
 
 def video_batch(model):
     frames = np.random.default_rng(0).integers(0, 256, (4, 56, 56, 3), dtype=np.uint8)
-    video = model.encode([vlm.Video(frames, [0.0, 1.0, 2.0, 3.0]), "What happens?"], response="A cat sits.",
+    video = model.encode([preprocess.Video(frames, [0.0, 1.0, 2.0, 3.0]), "What happens?"], response="A cat sits.",
                          min_pixels=32 * 32)
     text = model.encode("Say hi.", response="Hi there.")
     batch = model.collate([video, text])

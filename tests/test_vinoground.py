@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 import evaluate as vino
+import preprocess
 import vlm
 from media import scene_frames, write_video
 from evaluate import skip
@@ -192,7 +193,7 @@ def test_tiny_model_run_scores_each_clip_with_one_vision_pass(tmp_path):
     assert report["evaluated"] == 4 and report["skipped"] == 0 and report["rule"] == "higher sum log-prob"
     assert sorted(report["by_category"]) == sorted({c for cs in CATEGORIES for c in cs})
     assert report["by_category"]["action"]["items"] == 2
-    clip = model.prepare(vlm.read_video(clip_paths(str(tmp_path))[7], fps=2, max_frames=4), total_pixels=4 * 56 * 56)
+    clip = model.prepare(preprocess.read_video(clip_paths(str(tmp_path))[7], fps=2, max_frames=4), total_pixels=4 * 56 * 56)
     assert patches == [math.prod(clip.grid)] * 8  # each of the 8 clips through the tower once, on its own
     for item in report["items"]:
         sums, means = item["logp_sum"], item["logp_mean"]

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 import vision_cache
+import preprocess
+import mrope
 import vlm
 from media import scene_frames, write_audio_only, write_video
 
@@ -30,7 +32,7 @@ def clip_file(tmp_path_factory):
 
 def random_video(frames=4, height=64, width=80, seed=0):
     rng = np.random.default_rng(seed)
-    return vlm.Video(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8), [0.5 * i for i in range(frames)])
+    return preprocess.Video(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8), [0.5 * i for i in range(frames)])
 
 
 # ---- preprocessing --------------------------------------------------------------------------------------------
@@ -55,43 +57,43 @@ def test_preprocess_equals_hf_image_processor(name, patch, mean, size):
 
 def test_smart_resize_respects_budget():
     for h, w in [(1080, 1920), (27, 48), (360, 640)]:
-        rh, rw = vlm.smart_resize(h, w, 28, 3136, 401408)
+        rh, rw = preprocess.smart_resize(h, w, 28, 3136, 401408)
         assert rh % 28 == 0 and rw % 28 == 0 and 3136 <= rh * rw <= 401408
     # The released run: 600 frames share 9,000,000 pixels -> 30,000 pixels (two frames per temporal patch).
-    assert vlm.frame_max_pixels(600, 9_000_000, 3136, 768 * 28 * 28) == 30_000
+    assert preprocess.frame_max_pixels(600, 9_000_000, 3136, 768 * 28 * 28) == 30_000
 
 
 def test_video_frames_are_resized_as_torchvision_does(tiny):
     frame = (np.arange(24) * 97 % 256).astype(np.uint8).reshape(1, 4, 6, 1).repeat(3, -1)
     # torchvision 0.28's resize of the uint8 tensor (BICUBIC, antialias=True), as qwen_vl_utils calls it
-    assert vlm.resize_video(frame, 3, 4)[0, :, :, 0].tolist() == [[46, 127, 91, 177], [149, 103, 119, 82],
+    assert preprocess.resize_video(frame, 3, 4)[0, :, :, 0].tolist() == [[46, 127, 91, 177], [149, 103, 119, 82],
                                                                   [161, 131, 166, 124]]
-    up = vlm.resize_video(frame, 6, 8)
+    up = preprocess.resize_video(frame, 6, 8)
     assert up[0, :, :, 0].tolist() == [[0, 48, 147, 196, 41, 78, 177, 247], [24, 91, 127, 97, 62, 138, 169, 135],
                                        [76, 157, 123, 5, 103, 175, 134, 32], [122, 211, 183, 64, 160, 79, 50, 102],
                                        [183, 159, 127, 127, 216, 98, 72, 160], [224, 96, 61, 167, 250, 143, 116, 193]]
-    assert not np.array_equal(vlm.resize_frames(frame, 6, 8), up)  # PIL's bicubic is another kernel
+    assert not np.array_equal(preprocess.resize_frames(frame, 6, 8), up)  # PIL's bicubic is another kernel
     frames = random_video(3, 60, 80).frames  # -> 56 x 84
-    assert np.array_equal(vlm.resize_video(frames, 56, 84, chunk=2), vlm.resize_video(frames, 56, 84))
+    assert np.array_equal(preprocess.resize_video(frames, 56, 84, chunk=2), preprocess.resize_video(frames, 56, 84))
     # decoded video (a Video with its sampling rate) goes the torchvision way, a list of frames the PIL way
-    pixels, _ = tiny.processor.preprocess(vlm.Video(frames, [0.0, 0.5, 1.0], fps=2.0), **SMALL)
-    expected, _ = vlm.patchify(vlm.resize_video(frames, 56, 84), vlm.CLIP_MEAN, vlm.CLIP_STD, 14, 2, 2)
+    pixels, _ = tiny.processor.preprocess(preprocess.Video(frames, [0.0, 0.5, 1.0], fps=2.0), **SMALL)
+    expected, _ = preprocess.patchify(preprocess.resize_video(frames, 56, 84), vlm.CLIP_MEAN, vlm.CLIP_STD, 14, 2, 2)
     np.testing.assert_array_equal(pixels, expected)
 
 
 def test_sample_indices_follow_qwen_vl_utils():
     # 121.5 s at 30 fps sampled at 1 fps: 121.5 frames, rounded down to an even 120, spread by torch.linspace
-    indices = vlm.sample_indices(3645, 30.0, fps=1.0, max_frames=600)
+    indices = preprocess.sample_indices(3645, 30.0, fps=1.0, max_frames=600)
     assert len(indices) == 120 and indices[:3] == [0, 31, 61] and indices[-1] == 3644
-    assert len(vlm.sample_indices(3645, 30.0, fps=1.0, max_frames=99)) == 98  # the cap, made even
-    assert vlm.sample_indices(30, 30.0, fps=1.0, max_frames=600) == [0, 10, 19, 29]  # at least 4 frames
-    assert vlm.sample_indices(3, 30.0, fps=1.0, max_frames=600) == [0, 2]  # never more than the video, even
+    assert len(preprocess.sample_indices(3645, 30.0, fps=1.0, max_frames=99)) == 98  # the cap, made even
+    assert preprocess.sample_indices(30, 30.0, fps=1.0, max_frames=600) == [0, 10, 19, 29]  # at least 4 frames
+    assert preprocess.sample_indices(3, 30.0, fps=1.0, max_frames=600) == [0, 2]  # never more than the video, even
 
 
 def test_odd_frame_count_is_padded_with_last_frame(tiny):
     video = random_video(frames=3)
     pixels, (t, h, w) = tiny.processor.preprocess(video, **SMALL)
-    padded, grid = tiny.processor.preprocess(vlm.Video(np.concatenate([video.frames, video.frames[-1:]]), []), **SMALL)
+    padded, grid = tiny.processor.preprocess(preprocess.Video(np.concatenate([video.frames, video.frames[-1:]]), []), **SMALL)
     assert t == 2 and grid == (t, h, w)
     np.testing.assert_array_equal(pixels, padded)
 
@@ -142,7 +144,7 @@ def test_prompt_matches_the_chat_template_text(tiny):
 
 def test_qwen3_timestamps_one_block_per_temporal_patch():
     model = vlm.load("tiny-qwen3")
-    video = vlm.Video(random_video(frames=4).frames, [0.0, 1.0, 2.0, 3.0])
+    video = preprocess.Video(random_video(frames=4).frames, [0.0, 1.0, 2.0, 3.0])
     text = model.tokenizer.decode(model.encode([video, "Hi"], **SMALL).input_ids)
     # transformers 4.57's processor (the released one) and vLLM: no <|vision_start|> ... <|vision_end|> around them
     block = "<|vision_start|>" + "<|video_pad|>" * 4 + "<|vision_end|>"
@@ -153,11 +155,11 @@ def test_qwen25_time_steps_follow_the_sampled_rate_in_float():
     model = vlm.load("tiny-qwen2.5")
     model.processor.tokens_per_second = 2  # Qwen2.5-VL-7B's value (the tiny config has another)
     # 122 of 3645 frames at 30 fps: sampled at 1.0041 fps, 1.9918 s per temporal patch, 3.98 ticks per patch
-    video = vlm.Video(random_video(frames=8).frames, [float(i) for i in range(8)], fps=122 / 3645 * 30)
+    video = preprocess.Video(random_video(frames=8).frames, [float(i) for i in range(8)], fps=122 / 3645 * 30)
     prepared = model.prepare(video, **SMALL)
     assert prepared.seconds_per_grid == pytest.approx(1.99180, abs=1e-5)
     assert model.processor.time_steps(prepared) == [0, 3, 7, 11]  # transformers 4.53-4.57 (int cast): [0, 2, 4, 6]
-    assert model.prepare(vlm.Video(video.frames, video.times), **SMALL).seconds_per_grid == 1.0  # a frame list: 2 fps
+    assert model.prepare(preprocess.Video(video.frames, video.times), **SMALL).seconds_per_grid == 1.0  # a frame list: 2 fps
 
 
 def test_collate_padding_sides(tiny):
@@ -177,7 +179,7 @@ T, V = vlm.TEXT, vlm.VIDEO
 
 def test_positions_text_video_text_by_hand():
     # 2 text tokens, a video of 3 temporal patches on a 1 x 2 grid (Qwen2-VL's times 0, 1, 2), 2 text tokens
-    positions = vlm.mrope_positions([T, T] + [V] * 6 + [T, T], [([0, 1, 2], 1, 2)])
+    positions = mrope.positions([T, T] + [V] * 6 + [T, T], [([0, 1, 2], 1, 2)])
     assert positions.tolist() == [[0, 1, 2, 2, 3, 3, 4, 4, 5, 6],   # time: the video spans 2..4, text resumes at 5
                                   [0, 1, 2, 2, 2, 2, 2, 2, 5, 6],   # height: one row
                                   [0, 1, 2, 3, 2, 3, 2, 3, 5, 6]]   # width: two columns
@@ -187,12 +189,12 @@ def test_positions_text_video_text_by_hand():
 def test_positions_two_videos_by_hand():
     # text, video A (2 time steps on 2 rows x 1 column), text, video B (1 time step, 1 row x 3 columns), text
     types = [T] + [V] * 4 + [T] + [V] * 3 + [T]
-    positions = vlm.mrope_positions(types, [([0, 1], 2, 1), ([0], 1, 3)])
+    positions = mrope.positions(types, [([0, 1], 2, 1), ([0], 1, 3)])
     assert positions.tolist() == [[0, 1, 1, 2, 2, 3, 4, 4, 4, 7],   # A from 1: 1 + max(1, 1, 0) + 1 = 3 next
                                   [0, 1, 2, 1, 2, 3, 4, 4, 4, 7],   # B from 4: 4 + max(0, 0, 2) + 1 = 7 next
                                   [0, 1, 1, 1, 1, 3, 4, 5, 6, 7]]
     with pytest.raises(ValueError, match="does not fill a 2x2x1 grid"):
-        vlm.mrope_positions([T] + [V] * 3 + [T], [([0, 1], 2, 1)])
+        mrope.positions([T] + [V] * 3 + [T], [([0, 1], 2, 1)])
 
 
 def test_positions_of_an_odd_frame_count(tiny):
@@ -219,7 +221,7 @@ def test_left_padding_shifts_positions_and_pads_with_zero(tiny):
 def long_video(model, fps=2.0):
     """16 frames of 2 x 3 merged patches: 8 time steps, more than the grid's rows and columns."""
     f = model.processor.factor
-    return vlm.Video(random_video(16, 2 * f, 3 * f).frames, [i / 2 for i in range(16)], fps=fps)
+    return preprocess.Video(random_video(16, 2 * f, 3 * f).frames, [i / 2 for i in range(16)], fps=fps)
 
 
 def landmarks(model, prompt):
@@ -248,7 +250,7 @@ def test_positions_equal_transformers_5_where_it_is_right(name):
     model = vlm.load(name)
     f = model.processor.factor
     still = random_video(1, 3 * f, 2 * f)  # an image: one time step
-    short = vlm.Video(random_video(4, 4 * f, 5 * f).frames, [0.0, 0.5, 1.0, 1.5], fps=2.0)  # 2 steps, 2 x 2 merged
+    short = preprocess.Video(random_video(4, 4 * f, 5 * f).frames, [0.0, 0.5, 1.0, 1.5], fps=2.0)  # 2 steps, 2 x 2 merged
     small = dict(min_pixels=f * f, total_pixels=10 ** 9)
     samples = [model.encode([still, "What is it?"], response="a cat", **small),
                model.encode(["First", short, "then", still, "compare."], response="same", **small),
@@ -405,21 +407,21 @@ def test_flash_attention_without_its_package_is_a_clear_error():
 
 
 def test_read_video_samples_at_fps_with_a_cap(clip_file):
-    video = vlm.read_video(clip_file, fps=2.0, max_frames=600)  # 40 frames at 10 fps = 4 s -> 8 frames
+    video = preprocess.read_video(clip_file, fps=2.0, max_frames=600)  # 40 frames at 10 fps = 4 s -> 8 frames
     assert video.frames.shape == (8, 64, 96, 3) and video.times[0] == 0.0 and video.fps == 2.0
-    capped = vlm.read_video(clip_file, fps=10.0, max_frames=6)
+    capped = preprocess.read_video(clip_file, fps=10.0, max_frames=6)
     assert len(capped.frames) == 6 and capped.fps == 1.5  # the rate actually sampled: 6 frames over 4 s
-    assert len(vlm.read_video(clip_file, fps=0.1).frames) == 4  # at least 4 frames
+    assert len(preprocess.read_video(clip_file, fps=0.1).frames) == 4  # at least 4 frames
 
 
 def test_read_frames_by_index(clip_file):
-    video = vlm.read_frames(clip_file, [25, 5])
+    video = preprocess.read_frames(clip_file, [25, 5])
     assert video.times == [2.5, 0.5] and video.frames.shape[0] == 2
     # frame 5 is in shot 1 (colour of frame 0), frame 25 in shot 3
-    first = vlm.read_frames(clip_file, [0]).frames[0]
+    first = preprocess.read_frames(clip_file, [0]).frames[0]
     assert np.abs(video.frames[1, :, 40:].astype(int) - first[:, 40:]).mean() < 10
     with pytest.raises(ValueError, match="could not decode frame"):
-        vlm.read_frames(clip_file, [1000])
+        preprocess.read_frames(clip_file, [1000])
 
 
 def bad_files(tmp_path):
@@ -437,7 +439,7 @@ def test_bad_video_files_raise_naming_the_file(name, tmp_path):
     write_audio_only(tmp_path / "audio.wav")
     path = str(tmp_path / name)
     with pytest.raises((ValueError, OSError), match=expected[name]) as info:
-        vlm.read_video(path)
+        preprocess.read_video(path)
     assert path in str(info.value)
 
 
