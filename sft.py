@@ -20,13 +20,8 @@ without a video trains text-only.
 import os
 from dataclasses import dataclass
 
-
 import datafiles
-import distributed
 import examples
-import runs
-import train
-import hub
 import vlm
 
 MARKERS = ("<video>", "<image>")
@@ -141,56 +136,3 @@ def answer_tokens(samples):
     return sum(sum(label != vlm.IGNORE for label in s.labels[1:]) for s in samples)
 
 
-def read_sft_inputs(args, world):
-    """What SFT trains on, read and checked before the model loads: (run_dir, init, video, meta, examples)."""
-    run_dir = args.out or os.path.join(args.runs, "sft")
-    runs.check_run_dir(run_dir, args.resume)
-    train.check_accumulation(sft_config(args, run_dir, []), world)
-    init = None if args.init in (None, "base") else args.init
-    identity = hub.model_identity(args.model, args.model_seed)
-    start = runs.start_after(init, args.model, run_dir, identity)
-    examples, missing = load_conversations(args.data, args.video_root)
-    if world.main and missing and examples:
-        print(f"{args.data}: skipped {datafiles.missing_videos(missing, args.video_root, 'record')}")
-    if not examples:
-        raise ValueError(f"{args.data}: no usable records" + (
-            f": {datafiles.missing_videos(missing, args.video_root, 'record')}" if missing else ""))
-    video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
-    meta = {"stage": "sft", "base_model": args.model, "base_model_id": identity, "start": start, "data": args.data,
-            "video": video, "max_length": args.max_length, "truncation": args.truncation, "seed": args.seed,
-            "model_seed": args.model_seed, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
-                                                    "dropout": args.lora_dropout, "vision": not args.freeze_vit}}
-    if args.resume and runs.resumable(run_dir):
-        runs.check_resume(run_dir, meta)
-    return run_dir, init, video, meta, examples
-
-
-def sft_config(args, run_dir, examples):
-    """The TrainConfig of an SFT run."""
-    return train.train_config(
-        args, run_dir, tokens_across_ranks=args.tokens_across_ranks,
-        # a text-only record leaves the vision adapters out of the forward; DDP must be told to look for that
-        find_unused_parameters=not args.freeze_vit and any(e["video"] is None for e in examples))
-
-
-def run_sft(args):
-    """`temple.py sft`: returns the run directory."""
-    world = distributed.setup()
-    # every rank reads the data from its own disk; a failure on one node stops them all, before the model loads
-    run_dir, init, video, meta, examples = distributed.on_every_rank(world, lambda: read_sft_inputs(args, world))
-    distributed.check_same_data(world, examples, args.data)
-    config = sft_config(args, run_dir, examples)
-    if args.resume and (done := train.finished_at(config, len(examples))):
-        if world.main:
-            print(f"sft: {run_dir} was already finished (step {done}); nothing to resume")
-        return run_dir
-
-    # the released SFT: LoRA on the ViT too, but not on the merger that feeds it to the language model (its aligner)
-    model = train.start_stage(args, init, world, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                              include_vision=not args.freeze_vit, exclude=vlm.ALIGNER)
-    train.train(model.hf_model, lambda module, items: sft_step(model, module, items),
-                ExampleEncoder(model.processor, examples, video, args.max_length, args.truncation), len(examples),
-                config, world, meta, resume=args.resume, tokens=answer_tokens)
-    if world.main:
-        print(f"sft: {len(examples)} records -> {run_dir}")
-    return run_dir

@@ -385,9 +385,9 @@ def add_dpo(sub):
 
 
 def cmd_dpo(args):
-    import dpo
+    import recipes
 
-    dpo.run_stage(args)
+    recipes.run_stage(args)
 
 
 def add_curriculum(sub):
@@ -400,32 +400,9 @@ def add_curriculum(sub):
 
 
 def cmd_curriculum(args):
-    import distributed
-    import dpo
-    import runs
+    import recipes
 
-    main_process = distributed.setup().main
-    previous = args.init
-    if previous is None and args.stages[0] < 16:
-        previous = os.path.join(args.runs, f"dpo_r{args.stages[0] * 2}")
-        if main_process:
-            print(f"stage r={args.stages[0]} starts from {previous}, the stage before it (--init RUN or --init base "
-                  f"to start elsewhere)")
-    for r in args.stages:
-        run_dir = os.path.join(args.runs, f"dpo_r{r}")
-        stage = argparse.Namespace(**{**vars(args), "r": r, "data": None, "out": run_dir, "init": previous,
-                                      "resume": args.resume or os.path.isdir(run_dir)})
-        if runs.finished(run_dir):  # skipped only when it was trained as this command would train it
-            differ = dpo.trained_otherwise(stage)
-            if differ:
-                raise ValueError(f"stage r={r}: {run_dir} is finished, but was trained with another "
-                                 f"{', '.join(differ)} than this command asks for; delete it and the stages after "
-                                 f"it to train them again, or give another --runs")
-            if main_process:  # under torchrun: one line, not one per rank
-                print(f"stage r={r}: {run_dir} is finished, skipped")
-        else:
-            dpo.run_stage(stage)
-        previous = run_dir
+    recipes.run_curriculum(args)
 
 
 def add_merge(sub):
@@ -459,9 +436,9 @@ def add_sft(sub):
 
 
 def cmd_sft(args):
-    import sft
+    import recipes
 
-    sft.run_sft(args)
+    recipes.run_sft(args)
 
 
 # ----------------------------------------------------------------------------------------------------------------

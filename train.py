@@ -35,9 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 import datafiles
 import distributed
 import examples
-import lora
 import runs
-import vlm
 
 
 @dataclass
@@ -119,38 +117,6 @@ def check_accumulation(config, world):
 # Checkpoints
 
 
-def finished_at(config, num_items):
-    """The last step of a finished run that a --resume would not train on (it reached every planned step), else
-    None. A stage an adaptive rule stopped early trains on from its stop."""
-    if not runs.finished(config.out) or "stopped" in runs.read_run_config(config.out):
-        return None
-    try:
-        last = runs.read_metrics(config.out)[-1]["step"]
-    except (OSError, ValueError, IndexError, KeyError):  # a damaged metrics.jsonl: the resume itself names the line
-        return None
-    return last if last >= total_steps(num_items, config) else None
-
-
-def start_stage(args, init, world, **lora_options):
-    """The model a stage trains: the base model (args.model) with the chain of `init` merged in (None: the base
-    alone), and fresh adapters on top (lora.apply_lora's options). The adapters' random init comes from --seed,
-    the same on every rank (DDP needs the replicas equal) and in every run; the ranks' dropout streams differ
-    later (set_up)."""
-    model = vlm.load(args.model, device=world.device, attn_implementation=args.attn, seed=args.model_seed)
-    runs.merge_start(model.hf_model, init)
-    torch.manual_seed(args.seed)
-    lora.apply_lora(model.hf_model, **lora_options)
-    return model
-
-
-def train_config(args, run_dir, **extra):
-    """The TrainConfig of the options dpo, curriculum and sft share (temple.add_training_options)."""
-    return TrainConfig(out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs,
-                       global_batch=args.global_batch, micro_batch=args.micro_batch, weight_decay=args.weight_decay,
-                       max_grad_norm=args.max_grad_norm, save_every=args.save_every, max_steps=args.max_steps,
-                       seed=args.seed, grad_ckpt=args.grad_ckpt, workers=args.workers, **extra)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The loop
 
@@ -174,25 +140,6 @@ def enable_activation_checkpointing(model):
 def disable_activation_checkpointing(model):
     disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
     disable()
-
-
-def plateau(key, delta, evaluations, ceiling, count=None):
-    """A stop rule for Evaluation (an adaptive curriculum stage): stop once `key` reaches `ceiling`, or once the last
-    `evaluations` evaluations gained no more than `delta` over the best one before them. With `count` (the history's
-    key for the number of items measured, n), a gain must also be more than one item, 1 / n: a single held-out pair
-    changing its mind is noise, not progress (with 64 pairs one is 0.016, more than the default delta 0.01)."""
-    def stop(history):
-        values = [h[key] for h in history]
-        if values[-1] >= ceiling:
-            return f"held-out {key} {values[-1]:.3f} reached the ceiling {ceiling}"
-        items = history[-1].get(count) if count else None
-        least = max(delta, 1 / items) if items else delta
-        if len(values) > evaluations and max(values[-evaluations:]) - max(values[:-evaluations]) <= least:
-            unit = f" (one of {items} held-out pairs)" if least > delta else ""
-            return (f"held-out {key} gained no more than {least:.3g}{unit} in {evaluations} evaluations (best "
-                    f"{max(values):.3f})")
-        return None
-    return stop
 
 
 @dataclass

@@ -8,7 +8,7 @@ import os
 import pytest
 
 import datafiles
-import dpo
+import recipes
 import runs
 import temple
 import vlm
@@ -65,43 +65,43 @@ def test_select_wants_min_shots_no_more_than_max_shots(tmp_path, capsys):
 
 def test_max_steps_is_the_number_of_steps_whatever_the_epochs_give(data_dir, tmp_path):
     """HF's and ms-swift's meaning: --max-steps 3 on 4 pairs at a global batch of 4 is 3 steps, the data repeated."""
-    run = dpo.run_stage(stage_args(data_dir, tmp_path, global_batch=4, max_steps=3))
+    run = recipes.run_stage(stage_args(data_dir, tmp_path, global_batch=4, max_steps=3))
     assert [m["step"] for m in read_metrics(run)] == [1, 2, 3]
 
 
 def test_a_run_that_stopped_before_its_first_checkpoint_does_not_block_the_corrected_command(data_dir, tmp_path,
                                                                                             capsys):
     with pytest.raises(ValueError, match="the loss is (nan|inf)"):
-        dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=3, lr=1e30))
+        recipes.run_stage(stage_args(data_dir, tmp_path, max_steps=3, lr=1e30))
     run = tmp_path / "dpo_r16"
     assert os.path.exists(run / "config.json") and not runs.resumable(str(run))
-    assert dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=2)) == str(run)  # the corrected command
+    assert recipes.run_stage(stage_args(data_dir, tmp_path, max_steps=2)) == str(run)  # the corrected command
     assert runs.finished(str(run)) and "resumes" not in runs.read_run_config(str(run))
     assert len(read_metrics(run)) == 2
     # and --resume on such a directory starts over with what it is given, even other LoRA settings
     other = tmp_path / "other"
     with pytest.raises(ValueError, match="the loss is (nan|inf)"):
-        dpo.run_stage(stage_args(data_dir, tmp_path, out=str(other), max_steps=3, lr=1e30, lora_r=4))
-    dpo.run_stage(stage_args(data_dir, tmp_path, out=str(other), max_steps=2, lora_r=8, resume=True))
+        recipes.run_stage(stage_args(data_dir, tmp_path, out=str(other), max_steps=3, lr=1e30, lora_r=4))
+    recipes.run_stage(stage_args(data_dir, tmp_path, out=str(other), max_steps=2, lora_r=8, resume=True))
     assert runs.read_run_config(str(other))["lora"]["r"] == 8
 
 
 def test_resuming_a_finished_run_says_it_was_finished(data_dir, tmp_path, capsys):
-    run = dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=2))
+    run = recipes.run_stage(stage_args(data_dir, tmp_path, max_steps=2))
     before = open(os.path.join(run, "config.json")).read(), os.path.getmtime(os.path.join(run, "adapter_model.safetensors"))
     capsys.readouterr()
-    assert dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=2, resume=True)) == run
+    assert recipes.run_stage(stage_args(data_dir, tmp_path, max_steps=2, resume=True)) == run
     assert capsys.readouterr().out == f"stage r=16: {run} was already finished (step 2); nothing to resume\n"
     assert (open(os.path.join(run, "config.json")).read(),
             os.path.getmtime(os.path.join(run, "adapter_model.safetensors"))) == before
-    dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=3, resume=True))  # more steps: it trains on
+    recipes.run_stage(stage_args(data_dir, tmp_path, max_steps=3, resume=True))  # more steps: it trains on
     assert len(read_metrics(run)) == 3
 
 
 def test_a_file_where_the_run_directory_goes_is_one_line(data_dir, tmp_path):
     (tmp_path / "dpo_r16").write_text("")
     with pytest.raises(ValueError, match=r"dpo_r16: is a file, not a run directory; give another --out \(or --runs\)"):
-        dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=1))
+        recipes.run_stage(stage_args(data_dir, tmp_path, max_steps=1))
 
 
 def test_missing_videos_name_the_first_path_and_the_video_root(data_dir, tmp_path, monkeypatch, capsys):
@@ -117,7 +117,7 @@ def test_missing_videos_name_the_first_path_and_the_video_root(data_dir, tmp_pat
 
 
 def test_merge_replaces_only_what_an_earlier_merge_wrote_and_refuses_other_places(data_dir, tmp_path, capsys):
-    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
+    run = recipes.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
     out = tmp_path / "merged"
     runs.merge_run(run, str(out))
     (out / "notes.txt").write_text("my eval notes")
@@ -141,7 +141,7 @@ def test_merge_replaces_only_what_an_earlier_merge_wrote_and_refuses_other_place
 def test_a_merged_built_in_model_carries_the_processor_files_a_checkpoint_has(data_dir, tmp_path, model):
     from transformers import Qwen2VLImageProcessorPil
 
-    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=model, max_steps=1))
+    run = recipes.run_stage(stage_args(data_dir, tmp_path / "runs", model=model, max_steps=1))
     out = runs.merge_run(run, str(tmp_path / "merged"))
     processor = vlm.load(model).processor
     loaded = Qwen2VLImageProcessorPil.from_pretrained(out)  # what AutoProcessor reads (its video side needs torchvision)

@@ -18,6 +18,8 @@ import datafiles
 import distributed
 import examples
 import dpo
+import reference_cache
+import recipes
 import lora
 import runs
 import temple
@@ -243,7 +245,7 @@ def read_metrics(run_dir):
 def test_training_drives_preference_accuracy_to_one(data_dir, tmp_path):
     args = stage_args(data_dir, tmp_path, epochs=12, global_batch=4, micro_batch=2, nll_weight=0.0, lr=2e-3,
                       warmup_ratio=0.0)
-    run_dir = dpo.run_stage(args)
+    run_dir = recipes.run_stage(args)
     metrics = read_metrics(run_dir)
     assert len(metrics) == 12
     assert metrics[0]["rewards/margins"] == pytest.approx(0, abs=1e-6)
@@ -283,14 +285,14 @@ def test_defaults_are_the_released_recipe(data_dir, tmp_path):
     dpo_args, sft_args = parser.parse_args(["dpo", "-r", "16"]), parser.parse_args(["sft", "--data", "x.json"])
     assert dpo_args.lora_dropout == 0.0 and sft_args.lora_dropout == 0.05
     assert dpo_args.grad_ckpt and sft_args.grad_ckpt and not parser.parse_args(["dpo", "-r", "16", "--no-grad-ckpt"]).grad_ckpt
-    run = dpo.run_stage(stage_args(data_dir, tmp_path, max_steps=1))
+    run = recipes.run_stage(stage_args(data_dir, tmp_path, max_steps=1))
     state = torch.load(os.path.join(run, "checkpoint", "train_state.pt"), weights_only=True)
     assert tuple(state["optimizer"]["param_groups"][0]["betas"]) == (0.9, 0.95)
 
 
 def test_precomputed_reference_gives_the_same_training(data_dir, tmp_path):
-    plain = dpo.run_stage(stage_args(data_dir, tmp_path / "a", max_steps=2))
-    cached = dpo.run_stage(stage_args(data_dir, tmp_path / "b", max_steps=2, precompute_ref=True))
+    plain = recipes.run_stage(stage_args(data_dir, tmp_path / "a", max_steps=2))
+    cached = recipes.run_stage(stage_args(data_dir, tmp_path / "b", max_steps=2, precompute_ref=True))
     caches = [f for f in os.listdir(data_dir) if ".ref-" in f]
     assert len(caches) == 1
     a, b = read_metrics(plain), read_metrics(cached)
@@ -303,14 +305,14 @@ def test_reference_cache_follows_the_pairs_in_use(data_dir):
     meta = {"base_model": "tiny", "model_seed": 0, "start": None, "video": {}, "max_length": 100}
     path = str(data_dir / "pairs_r16.jsonl")
     start = {"run": "../dpo_r16", "stages": ["dpo_r16"], "adapter_sha256": "ab"}
-    names = {dpo.reference_cache_path(path, pairs, meta), dpo.reference_cache_path(path, pairs[1:], meta),
-             dpo.reference_cache_path(path, pairs, {**meta, "model_seed": 1}),
-             dpo.reference_cache_path(path, pairs, {**meta, "start": start}),
-             dpo.reference_cache_path(path, pairs, {**meta, "start": {**start, "adapter_sha256": "cd"}})}
+    names = {reference_cache.reference_cache_path(path, pairs, meta), reference_cache.reference_cache_path(path, pairs[1:], meta),
+             reference_cache.reference_cache_path(path, pairs, {**meta, "model_seed": 1}),
+             reference_cache.reference_cache_path(path, pairs, {**meta, "start": start}),
+             reference_cache.reference_cache_path(path, pairs, {**meta, "start": {**start, "adapter_sha256": "cd"}})}
     assert len(names) == 5  # a pair whose video vanished shifts every position: another cache
     # a start moved elsewhere (another relative path), with the same content, is the same reference
-    assert dpo.reference_cache_path(path, pairs, {**meta, "start": start}) == \
-        dpo.reference_cache_path(path, pairs, {**meta, "start": {**start, "run": "/elsewhere/dpo_r16"}})
+    assert reference_cache.reference_cache_path(path, pairs, {**meta, "start": start}) == \
+        reference_cache.reference_cache_path(path, pairs, {**meta, "start": {**start, "run": "/elsewhere/dpo_r16"}})
 
 
 def test_a_video_too_thin_for_qwen_is_a_left_out_pair_not_fatal(tmp_path):
@@ -338,16 +340,16 @@ def test_a_pair_over_max_length_is_left_out_as_ms_swift_deletes_it_or_cut_on_req
     fits = max(len(row.input_ids) for row in dpo.encode_pair(vlm.load("tiny"), {**pairs[0], "where": "x"}, video,
                                                                10_000))
     args = dict(global_batch=1, max_steps=4, max_length=fits + 5)
-    run = dpo.run_stage(stage_args(tmp_path, tmp_path / "delete", **args))
+    run = recipes.run_stage(stage_args(tmp_path, tmp_path / "delete", **args))
     err = capfd.readouterr().err
     assert f"left out pair {tmp_path / 'pairs_r16.jsonl'}:2: {pairs[1]['video']}: " in err
     assert f"tokens, over --max-length {fits + 5} (--truncation right cuts the answer" in err
     assert sum(m.get("left_out", 0) for m in read_metrics(run)) == 1  # 4 steps of 1 pair: it comes up once
     assert f"{run}: 1 example(s) left out" in err and runs.read_run_config(run)["truncation"] == "delete"
-    cut = dpo.run_stage(stage_args(tmp_path, tmp_path / "right", truncation="right", **args))
+    cut = recipes.run_stage(stage_args(tmp_path, tmp_path / "right", truncation="right", **args))
     assert "left out" not in capfd.readouterr().err and not any("left_out" in m for m in read_metrics(cut))
     with pytest.raises(ValueError, match="the run was started with another truncation"):
-        dpo.run_stage(stage_args(tmp_path, tmp_path / "right", truncation="delete", resume=True, **args))
+        recipes.run_stage(stage_args(tmp_path, tmp_path / "right", truncation="delete", resume=True, **args))
 
 
 def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, capfd):
@@ -356,14 +358,14 @@ def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, ca
     pairs.insert(1, {**pairs[0], "video": str(tmp_path / "broken.mp4")})
     datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
     for precompute_ref in (False, True):
-        run = dpo.run_stage(stage_args(tmp_path, tmp_path / f"runs_{precompute_ref}", global_batch=1,
+        run = recipes.run_stage(stage_args(tmp_path, tmp_path / f"runs_{precompute_ref}", global_batch=1,
                                        precompute_ref=precompute_ref))
         assert len(read_metrics(run)) == len(pairs) and runs.finished(run)
         err = capfd.readouterr().err
         assert f"left out pair {tmp_path / 'pairs_r16.jsonl'}:2: {tmp_path / 'broken.mp4'}: not a readable video" in err
         assert f"{run}: 1 example(s) left out" in err and sum(m.get("left_out", 0) for m in read_metrics(run)) == 1
     shutil.copy(pairs[0]["video"], tmp_path / "broken.mp4")  # mended after the reference cache was made
-    run = dpo.run_stage(stage_args(tmp_path, tmp_path / "runs_mended", global_batch=1, precompute_ref=True))
+    run = recipes.run_stage(stage_args(tmp_path, tmp_path / "runs_mended", global_batch=1, precompute_ref=True))
     assert runs.finished(run)
     assert f"left out pair {tmp_path / 'pairs_r16.jsonl'}:2: no cached reference" in capfd.readouterr().err
 
@@ -381,7 +383,7 @@ def adapter_tensors(run_dir):
 
 
 def test_resume_ends_with_the_same_weights(data_dir, tmp_path, monkeypatch):
-    full = dpo.run_stage(stage_args(data_dir, tmp_path / "full", epochs=3, save_every=2, lora_dropout=0.1))
+    full = recipes.run_stage(stage_args(data_dir, tmp_path / "full", epochs=3, save_every=2, lora_dropout=0.1))
     original_step = dpo.dpo_step
     calls = {"n": 0}
 
@@ -394,11 +396,11 @@ def test_resume_ends_with_the_same_weights(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(dpo, "dpo_step", crash_on_fifth_call)
     args = stage_args(data_dir, tmp_path / "resumed", epochs=3, save_every=2, lora_dropout=0.1)
     with pytest.raises(Interrupt):
-        dpo.run_stage(args)
+        recipes.run_stage(args)
     assert not runs.finished(args.out or os.path.join(args.runs, "dpo_r16"))
     monkeypatch.setattr(dpo, "dpo_step", original_step)
     args.resume = True
-    resumed = dpo.run_stage(args)
+    resumed = recipes.run_stage(args)
     a, b = adapter_tensors(full), adapter_tensors(resumed)
     assert a.keys() == b.keys()
     for key in a:
@@ -407,10 +409,10 @@ def test_resume_ends_with_the_same_weights(data_dir, tmp_path, monkeypatch):
 
 
 def test_stage_chaining_uses_previous_stage_as_start_and_reference(data_dir, tmp_path):
-    first = dpo.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=3))
+    first = recipes.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=3))
     with pytest.raises(ValueError, match="dpo_r4, which is not finished"):
-        dpo.run_stage(stage_args(data_dir, tmp_path, r=2))
-    second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=1, nll_weight=0.0))
+        recipes.run_stage(stage_args(data_dir, tmp_path, r=2))
+    second = recipes.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=1, nll_weight=0.0))
     start = runs.read_run_config(second)["start"]
     assert os.path.normpath(os.path.join(second, start["run"])) == os.path.normpath(first)
     assert start["run"] == "../dpo_r16" and start["stages"] == ["dpo_r16"]
@@ -429,9 +431,9 @@ def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
     """Each run's adapter is its whole chain on the plain base model: loaded as an ordinary (PEFT-format) adapter it
     gives the curriculum's model; merge, eval --run and sft --init need nothing outside the run directory."""
     runs_dir = tmp_path / "runs"
-    first = dpo.run_stage(stage_args(data_dir, runs_dir, r=16, max_steps=2))
-    second = dpo.run_stage(stage_args(data_dir, runs_dir, r=8, max_steps=2))
-    third = dpo.run_stage(stage_args(data_dir, runs_dir, r=4, max_steps=1, data=str(data_dir / "pairs_r16.jsonl")))
+    first = recipes.run_stage(stage_args(data_dir, runs_dir, r=16, max_steps=2))
+    second = recipes.run_stage(stage_args(data_dir, runs_dir, r=8, max_steps=2))
+    third = recipes.run_stage(stage_args(data_dir, runs_dir, r=4, max_steps=1, data=str(data_dir / "pairs_r16.jsonl")))
     expected = vlm.load("tiny")  # base + r16 + r8 merged, then the r4 adapter on top, the way training built it
     for run in (first, second):
         lora.load_adapter(expected.hf_model, os.path.join(run, "stage"))
@@ -465,15 +467,15 @@ def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
         assert not torch.allclose(reference, want, atol=1e-4)
     # the next stage finds dpo_r4 in the moved runs/
     following = stage_args(data_dir, moved, r=2, max_steps=1, data=str(data_dir / "pairs_r16.jsonl"))
-    assert runs.read_run_config(dpo.run_stage(following))["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4"]
+    assert runs.read_run_config(recipes.run_stage(following))["start"]["stages"] == ["dpo_r16", "dpo_r8", "dpo_r4"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="PEFT is not installed (not a dependency)")
 def test_peft_loads_a_chained_stage_as_the_curriculum_made_it(data_dir, tmp_path):
     from peft import PeftModel
 
-    first = dpo.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=2))
-    second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=2))
+    first = recipes.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=2))
+    second = recipes.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=2))
     expected = vlm.load("tiny")
     lora.load_adapter(expected.hf_model, os.path.join(first, "stage"))
     lora.merge_lora(expected.hf_model)
@@ -490,7 +492,7 @@ def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path, 
     model.tokenizer.save_pretrained(base)
     (base / "preprocessor_config.json").write_text('{"processor_class": "Qwen2VLProcessor"}')
     (base / "chat_template.json").write_text('{"chat_template": "..."}')
-    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=str(base), max_steps=1))
+    run = recipes.run_stage(stage_args(data_dir, tmp_path / "runs", model=str(base), max_steps=1))
     out = tmp_path / "merged"
     monkeypatch.setattr(hub, "reachable", lambda timeout=3: pytest.fail("the hub was asked"))  # a directory
     runs.merge_run(run, str(out))
@@ -516,7 +518,7 @@ def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could
     (snapshot.parent.parent / ".no_exist" / "abc123" / "processor_config.json").write_text("")  # known absent
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(hub, "reachable", lambda timeout=3: False)
-    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
+    run = recipes.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
 
     out = tmp_path / "offline"
     runs.merge_run(run, str(out), model_name="org/tiny-vl")
@@ -552,8 +554,8 @@ def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could
 
 
 def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
-    first = dpo.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=2))
-    second = dpo.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=2))
+    first = recipes.run_stage(stage_args(data_dir, tmp_path, r=16, max_steps=2))
+    second = recipes.run_stage(stage_args(data_dir, tmp_path, r=8, max_steps=2))
     out = runs.merge_run(second, str(tmp_path / "merged"))
     merged = vlm.load(out)
     reference = vlm.load("tiny")
@@ -586,20 +588,20 @@ def test_merged_model_reloads_and_matches_the_lora_model(data_dir, tmp_path):
 
 def test_bad_input_messages(data_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="pairs_r16.jsonl: no such file"):
-        dpo.run_stage(stage_args(tmp_path, tmp_path / "runs"))
+        recipes.run_stage(stage_args(tmp_path, tmp_path / "runs"))
     (tmp_path / "pairs_r16.jsonl").write_text("")
     with pytest.raises(ValueError, match="pairs_r16.jsonl: no usable pairs"):
-        dpo.run_stage(stage_args(tmp_path, tmp_path / "runs"))
+        recipes.run_stage(stage_args(tmp_path, tmp_path / "runs"))
     gone = [{"video": str(tmp_path / "gone.mp4"), "instruction": "x", "chosen": "a", "rejected": "b"}]
     datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", gone)
     with pytest.raises(ValueError, match=rf"no usable pairs: 1 pair\(s\) whose video file is missing, the first "
                                          rf"{tmp_path / 'gone.mp4'}$"):
-        dpo.run_stage(stage_args(tmp_path, tmp_path / "runs"))
-    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
+        recipes.run_stage(stage_args(tmp_path, tmp_path / "runs"))
+    run = recipes.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1))
     with pytest.raises(ValueError, match="trained on base model 'tiny', not 'tiny-qwen3'"):
-        dpo.run_stage(stage_args(data_dir, tmp_path / "runs", r=8, model="tiny-qwen3", init=run))
+        recipes.run_stage(stage_args(data_dir, tmp_path / "runs", r=8, model="tiny-qwen3", init=run))
     with pytest.raises(ValueError, match=r"dpo_r16 holds an earlier run \(config.json, checkpoint, adapter_model"):
-        dpo.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1, lr=1e30))  # without --resume
+        recipes.run_stage(stage_args(data_dir, tmp_path / "runs", max_steps=1, lr=1e30))  # without --resume
 
 
 def saved_tiny(directory, seed=0):
@@ -626,11 +628,11 @@ def test_a_base_model_is_known_by_what_it_is_not_by_its_name(data_dir, tmp_path,
     assert identity["weights"] == {"model.safetensors": os.path.getsize(os.path.join(original, "model.safetensors"))}
     assert hub.model_identity("someone/not-cached") is None and hub.model_identity("tiny", 1) == {"tiny": "tiny", "seed": 1}
 
-    run = dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=original, max_steps=1))
+    run = recipes.run_stage(stage_args(data_dir, tmp_path / "runs", model=original, max_steps=1))
     for name in (str(copy), "someone/tiny-vl"):
         assert runs.start_after(run, name, str(tmp_path / "runs" / "dpo_r8"), hub.model_identity(name))["stages"] == \
             ["dpo_r16"]
-    dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=str(copy), max_steps=2, resume=True))
+    recipes.run_stage(stage_args(data_dir, tmp_path / "runs", model=str(copy), max_steps=2, resume=True))
     other = saved_tiny(tmp_path / "other", seed=1)
     os.remove(os.path.join(other, "config.json"))
     shutil.copy(os.path.join(original, "config.json"), other)
@@ -638,7 +640,7 @@ def test_a_base_model_is_known_by_what_it_is_not_by_its_name(data_dir, tmp_path,
     with pytest.raises(ValueError, match=f"trained on base model '{original}', not '{other}'"):
         runs.start_after(run, other, str(tmp_path / "runs" / "dpo_r8"), hub.model_identity(other))
     with pytest.raises(ValueError, match="the run was started with another base_model"):
-        dpo.run_stage(stage_args(data_dir, tmp_path / "runs", model=other, max_steps=3, resume=True))
+        recipes.run_stage(stage_args(data_dir, tmp_path / "runs", model=other, max_steps=3, resume=True))
 
 
 def test_cli_reports_a_missing_data_file_in_one_line(tmp_path):
@@ -659,7 +661,7 @@ def _ddp_worker(rank, world, init_file, data_dir, runs):
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        dpo.run_stage(stage_args(data_dir, runs, global_batch=4, micro_batch=1, max_steps=2, lora_dropout=0.0,
+        recipes.run_stage(stage_args(data_dir, runs, global_batch=4, micro_batch=1, max_steps=2, lora_dropout=0.0,
                                  eval_pairs=os.path.join(data_dir, "pairs_r8.jsonl"), eval_every=1))
     finally:
         dist.destroy_process_group()
@@ -668,7 +670,7 @@ def _ddp_worker(rank, world, init_file, data_dir, runs):
 def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(data_dir), str(tmp_path / "ddp")), nprocs=2)
     # the held-out pairs are split over the 2 ranks, their margins gathered: the same numbers as 1 process
-    single = dpo.run_stage(stage_args(data_dir, tmp_path / "single", global_batch=4, micro_batch=1, max_steps=2,
+    single = recipes.run_stage(stage_args(data_dir, tmp_path / "single", global_batch=4, micro_batch=1, max_steps=2,
                                       lora_dropout=0.0, eval_pairs=str(data_dir / "pairs_r8.jsonl"), eval_every=1))
     a, b = adapter_tensors(os.path.join(tmp_path, "ddp", "dpo_r16")), adapter_tensors(single)
     for key in a:
@@ -703,7 +705,7 @@ def _unshared_worker(rank, world, init_file, data_dir, workdir, errors):
     os.makedirs(os.path.join(workdir, str(rank)))
     os.chdir(os.path.join(workdir, str(rank)))
     try:
-        dpo.run_stage(stage_args(data_dir, "runs", global_batch=2, max_steps=1))
+        recipes.run_stage(stage_args(data_dir, "runs", global_batch=2, max_steps=1))
     except ValueError as e:
         with open(os.path.join(errors, str(rank)), "w") as f:
             f.write(str(e))
@@ -766,11 +768,11 @@ def test_loader_workers_started_by_forkserver_train_the_same(data_dir, tmp_path)
     before = multiprocessing.get_start_method()
     multiprocessing.set_start_method("forkserver", force=True)
     try:
-        forked = dpo.run_stage(stage_args(data_dir, tmp_path / "workers", max_steps=2, workers=1,
+        forked = recipes.run_stage(stage_args(data_dir, tmp_path / "workers", max_steps=2, workers=1,
                                           precompute_ref=True))
     finally:
         multiprocessing.set_start_method(before, force=True)
-    inline = dpo.run_stage(stage_args(data_dir, tmp_path / "inline", max_steps=2, workers=0, precompute_ref=True))
+    inline = recipes.run_stage(stage_args(data_dir, tmp_path / "inline", max_steps=2, workers=0, precompute_ref=True))
     a, b = adapter_tensors(forked), adapter_tensors(inline)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
@@ -785,7 +787,7 @@ def _diverging_worker(rank, world, init_file, data_dir, runs_dir, errors):
 
     def attempt(name, args):
         try:
-            dpo.run_stage(args)
+            recipes.run_stage(args)
         except ValueError as e:
             with open(os.path.join(errors, f"{name}.{rank}"), "w") as f:
                 f.write(str(e))
@@ -793,7 +795,7 @@ def _diverging_worker(rank, world, init_file, data_dir, runs_dir, errors):
     videos = os.path.join(data_dir, "videos" if rank == 0 else "missing")
     attempt("videos", stage_args(data_dir, runs_dir, data=os.path.join(data_dir, "relative.jsonl"),
                                  video_root=videos, global_batch=2, max_steps=1))
-    dpo.run_stage(stage_args(data_dir, runs_dir, global_batch=2, max_steps=2))
+    recipes.run_stage(stage_args(data_dir, runs_dir, global_batch=2, max_steps=2))
     if rank == 0:
         metrics = os.path.join(runs_dir, "dpo_r16", "metrics.jsonl")
         lines = open(metrics).readlines()

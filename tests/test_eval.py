@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import datafiles
-import dpo
+import recipes
 import evaluate
 import temple
 import preprocess
@@ -246,7 +246,7 @@ def test_run_preference_is_the_implicit_reward_against_its_reference(videos, tmp
              ("a clip of the scene with a person", "is in"), ("the video ends with the person", "and then")]
     write_pairs(tmp_path / "pairs_r16.jsonl", videos, [(c, r, "shuffle", 16) for c, r in pairs])
     write_pairs(tmp_path / "swapped.jsonl", videos, [(r, c, "shuffle", 16) for c, r in pairs])
-    run = dpo.run_stage(dpo_args(tmp_path, tmp_path / "runs"))  # trained until it prefers every chosen answer
+    run = recipes.run_stage(dpo_args(tmp_path, tmp_path / "runs"))  # trained until it prefers every chosen answer
     report = run_eval("--run", run, "--pairs", str(tmp_path / "pairs_r16.jsonl"), str(tmp_path / "swapped.jsonl"),
                       "--out", str(tmp_path / "r.json"))
     trained, swapped = report["pairs"]

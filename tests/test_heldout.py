@@ -7,10 +7,11 @@ import pytest
 import datafiles
 import distributed
 import dpo
+import recipes
+import heldout
 import evaluate
 import runs
 import temple
-import train
 import vlm
 from media import scene_frames, write_video
 from test_dpo import read_metrics, stage_args
@@ -19,34 +20,34 @@ from test_dpo import read_metrics, stage_args
 def test_heldout_videos_are_the_same_on_every_call_with_every_pair_of_theirs():
     pairs = [{"video": f"/root/v{i}.mp4", "video_in_data": f"v{i}.mp4", "kind": kind}
              for i in range(10) for kind in ("drop", "shuffle", "reverse")]
-    videos = dpo.heldout_videos(pairs, 3, seed=42)
-    assert videos == dpo.heldout_videos(pairs[::-1], 3, seed=42)  # every rank, every resume, any order of the data
+    videos = heldout.heldout_videos(pairs, 3, seed=42)
+    assert videos == heldout.heldout_videos(pairs[::-1], 3, seed=42)  # every rank, every resume, any order of the data
     assert len(videos) == 3 and videos == sorted(videos) and set(videos) <= {p["video_in_data"] for p in pairs}
-    train_pairs, heldout = dpo.split_off(pairs, videos)
-    assert len(heldout) == 9 and len(train_pairs) == 21  # every kind of a held-out video
-    assert not {p["video_in_data"] for p in heldout} & {p["video_in_data"] for p in train_pairs}
-    assert dpo.heldout_videos(pairs, 3, seed=7) != videos
+    train_pairs, held = heldout.split_off(pairs, videos)
+    assert len(held) == 9 and len(train_pairs) == 21  # every kind of a held-out video
+    assert not {p["video_in_data"] for p in held} & {p["video_in_data"] for p in train_pairs}
+    assert heldout.heldout_videos(pairs, 3, seed=7) != videos
     # a stage whose data lacks some videos ranks the others the same way: the choice depends on seed and path only
     fewer = [p for p in pairs if p["video_in_data"] not in videos[1:]]
-    assert dpo.heldout_videos(fewer, 1, seed=42) == videos[:1]
+    assert heldout.heldout_videos(fewer, 1, seed=42) == videos[:1]
     for bad in (0, 10):
         with pytest.raises(ValueError, match=rf"--heldout {bad}: the data has pairs on 10 video\(s\); set aside "
                                              r"between 1 and 9 \(every pair of a held-out video is held out\)"):
-            dpo.heldout_videos(pairs, bad, seed=42)
+            heldout.heldout_videos(pairs, bad, seed=42)
 
 
 def test_metrics_get_the_heldout_accuracy_that_eval_reports(data_dir, tmp_path):
     """eval/rewards/* of the last step equal what `temple.py eval --pairs --run` computes on the same pairs."""
-    run = dpo.run_stage(stage_args(data_dir, tmp_path, epochs=2, max_steps=3, global_batch=1, heldout=1,
+    run = recipes.run_stage(stage_args(data_dir, tmp_path, epochs=2, max_steps=3, global_batch=1, heldout=1,
                                    eval_every=2))
     metrics = read_metrics(run)
     assert [("eval/rewards/accuracies" in m) for m in metrics] == [False, True, True]  # every 2 steps and the end
     config = runs.read_run_config(run)
     assert config["heldout"] == {"videos": 1, "file": None, "every": 2} and len(config["heldout_videos"]) == 1
     pairs, _ = datafiles.read_pairs(str(data_dir / "pairs_r16.jsonl"))
-    _, heldout = dpo.split_off(pairs, config["heldout_videos"])
-    assert len(heldout) == 2 and metrics[-1]["eval/pairs"] == 2  # the data's 4 pairs are on 2 videos
-    datafiles.write_jsonl(tmp_path / "heldout.jsonl", heldout)
+    _, held = heldout.split_off(pairs, config["heldout_videos"])
+    assert len(held) == 2 and metrics[-1]["eval/pairs"] == 2  # the data's 4 pairs are on 2 videos
+    datafiles.write_jsonl(tmp_path / "heldout.jsonl", held)
     args = temple.build_parser().parse_args(["eval", "--run", run, "--pairs", str(tmp_path / "heldout.jsonl"),
                                              "--max-frames", "4", "--total-pixels", str(64 * 96 * 4)])
     report = evaluate.run(args)["pairs"][0]["groups"]["all"]
@@ -82,18 +83,18 @@ def test_a_curriculum_holds_out_the_same_videos_in_every_stage_and_never_trains_
     assert temple.main(args) == 0
     held = [runs.read_run_config(tmp_path / "runs" / f"dpo_r{r}")["heldout_videos"] for r in (16, 8)]
     assert held[0] == held[1] and len(held[0]) == 2
-    assert held[0] != dpo.heldout_videos(datafiles.read_pairs(str(tmp_path / "pairs_r8.jsonl"))[0], 2, seed=1)
+    assert held[0] != heldout.heldout_videos(datafiles.read_pairs(str(tmp_path / "pairs_r8.jsonl"))[0], 2, seed=1)
     assert len(trained) == 2 and all(videos and not videos & set(held[0]) for _, videos in trained.values())
     with pytest.raises(ValueError, match=r"--heldout 1: .*dpo_r16, which this stage starts from, held out 2 "
                                          r"video\(s\); hold out the same ones \(--heldout 2\)"):
-        dpo.run_stage(stage_args(tmp_path, tmp_path / "runs", r=8, out=str(tmp_path / "other"), heldout=1,
+        recipes.run_stage(stage_args(tmp_path, tmp_path / "runs", r=8, out=str(tmp_path / "other"), heldout=1,
                                  video_root=str(tmp_path), max_steps=1))
 
 
 def test_adaptive_stage_ends_early_on_pairs_it_learns_quickly(data_dir, tmp_path, capsys, monkeypatch):
     args = stage_args(data_dir, tmp_path, epochs=20, global_batch=2, lr=2e-3, eval_every=1, adaptive=True,
                       eval_pairs=str(data_dir / "pairs_r16.jsonl"), accuracy_ceiling=0.98)
-    run = dpo.run_stage(args)
+    run = recipes.run_stage(args)
     stopped = runs.read_run_config(run)["stopped"]
     metrics = read_metrics(run)
     assert stopped["step"] == len(metrics) < 40  # 4 pairs x 20 epochs / 2 per step = 40 planned
@@ -109,11 +110,11 @@ def test_adaptive_stage_ends_early_on_pairs_it_learns_quickly(data_dir, tmp_path
 
     monkeypatch.setattr(dpo, "dpo_step", interrupted)
     with pytest.raises(runs.Interrupted):  # Ctrl-C in its first step on
-        dpo.run_stage(args)
+        recipes.run_stage(args)
     monkeypatch.setattr(dpo, "dpo_step", real_step)
     # while it trains on it is not finished: curriculum would skip it and the next stage chain from the old weights
     assert not runs.finished(run) and os.path.exists(os.path.join(run, "checkpoint"))
-    dpo.run_stage(args)
+    recipes.run_stage(args)
     config = runs.read_run_config(run)
     assert config["resumes"] == [{"step": stopped["step"], "changed": {"max_steps": [0, stopped["step"] + 1]},
                                   "after_stop": stopped}]
@@ -129,7 +130,7 @@ def test_adaptive_decision_survives_a_resume(data_dir, tmp_path, monkeypatch):
                           adaptive=True, eval_pairs=str(data_dir / "pairs_r8.jsonl"), plateau_delta=1.0,
                           plateau_evals=2, accuracy_ceiling=2.0)
 
-    whole = dpo.run_stage(args("whole"))
+    whole = recipes.run_stage(args("whole"))
     assert runs.read_run_config(whole)["stopped"]["step"] == 3
 
     class Interrupt(Exception):
@@ -146,22 +147,22 @@ def test_adaptive_decision_survives_a_resume(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(dpo, "dpo_step", stop_in_step_three)
     interrupted = args("resumed")
     with pytest.raises(Interrupt):
-        dpo.run_stage(interrupted)
+        recipes.run_stage(interrupted)
     monkeypatch.setattr(dpo, "dpo_step", original)
     interrupted.resume = True
-    resumed = dpo.run_stage(interrupted)
+    resumed = recipes.run_stage(interrupted)
     assert runs.read_run_config(resumed)["stopped"]["step"] == 3
     assert [m["step"] for m in read_metrics(resumed)] == [1, 2, 3]
 
 
 def test_adaptive_needs_heldout_pairs(data_dir, tmp_path):
     with pytest.raises(ValueError, match="--adaptive decides on held-out preference accuracy: give --heldout N"):
-        dpo.run_stage(stage_args(data_dir, tmp_path, adaptive=True, max_steps=1))
+        recipes.run_stage(stage_args(data_dir, tmp_path, adaptive=True, max_steps=1))
     assert not os.path.exists(tmp_path / "dpo_r16" / "adapter_model.safetensors")
 
 
 def test_plateau_rule_on_fixed_numbers():
-    stop = train.plateau("acc", delta=0.01, evaluations=2, ceiling=0.98)
+    stop = heldout.plateau("acc", delta=0.01, evaluations=2, ceiling=0.98)
     history = lambda *values: [{"acc": v} for v in values]  # noqa: E731
     assert stop(history(0.5)) is None and stop(history(0.5, 0.6)) is None
     assert stop(history(0.5, 0.6, 0.605)) is None  # 0.605 over the best before (0.5): a gain
@@ -171,7 +172,7 @@ def test_plateau_rule_on_fixed_numbers():
 
 def test_plateau_rule_ignores_one_pair_changing_its_mind():
     """On 64 held-out pairs one pair is 1/64 = 0.016, more than --plateau-delta 0.01: a gain of one pair is noise."""
-    stop = train.plateau("acc", delta=0.01, evaluations=2, ceiling=0.98, count="n")
+    stop = heldout.plateau("acc", delta=0.01, evaluations=2, ceiling=0.98, count="n")
     history = lambda *right: [{"acc": k / 64, "n": 64} for k in right]  # noqa: E731
     assert stop(history(40, 41, 40)) == ("held-out acc gained no more than 0.0156 (one of 64 held-out pairs) in 2 "
                                          "evaluations (best 0.641)")
@@ -188,6 +189,6 @@ def test_a_pair_too_long_to_score_leaves_the_other_pairs_of_its_video_in(data_di
     too_long = {**fits, "instruction": "Describe the video. " * 200}
     video = {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}
     max_length = max(len(row.input_ids) for row in dpo.encode_pair(model, fits, video, 4096)) + 5
-    measure = dpo.HeldOutAccuracy(model, [too_long, fits], video, max_length, 0.1, distributed.World())
+    measure = heldout.HeldOutAccuracy(model, [too_long, fits], video, max_length, 0.1, distributed.World())
     assert measure.measure()["eval/rewards/accuracies"] in (0.0, 1.0)  # the pair that fits, scored
     assert measure.left_out == {0}

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import dpo
+import recipes
 import runs
 from test_dpo import read_metrics, stage_args
 
@@ -77,28 +78,28 @@ def test_a_nan_stop_leaves_a_checkpoint_whose_loss_was_finite(data_dir, tmp_path
     monkeypatch.setattr(dpo, "dpo_step", nan_at_step_five)
     args = stage_args(data_dir, tmp_path, epochs=4, save_every=2)
     with pytest.raises(ValueError) as stop:
-        dpo.run_stage(args)
+        recipes.run_stage(args)
     run = os.path.join(tmp_path, "dpo_r16")
     assert str(stop.value).startswith("step 5: the loss is nan; stopped before updating the weights. ")
     assert f"{run}/checkpoint holds step 2, whose weights gave a finite loss" in str(stop.value)
     assert torch.load(os.path.join(run, "checkpoint", "train_state.pt"), weights_only=True)["step"] == 2
     monkeypatch.setattr(dpo, "dpo_step", original)
     args.resume, args.lr = True, 1e-4
-    dpo.run_stage(args)
+    recipes.run_stage(args)
     config = runs.read_run_config(run)
     assert config["train"]["lr"] == 1e-3 and config["resumes"] == [{"step": 2, "changed": {"lr": [1e-3, 1e-4]}}]
     assert [m["step"] for m in read_metrics(run)] == list(range(1, 9))
     assert {m["learning_rate"] <= 1e-4 for m in read_metrics(run)[2:]} == {True}
     args.data = str(data_dir / "pairs_r8.jsonl")
     with pytest.raises(ValueError, match="started with another data; a resume may change how it trains"):
-        dpo.run_stage(args)
+        recipes.run_stage(args)
 
 
 def test_lr_1e30_stops_at_step_2_without_leaving_the_blown_up_weights(data_dir, tmp_path):
     args = stage_args(data_dir, tmp_path, epochs=4, save_every=1, lr=1e30, warmup_ratio=0)
     with pytest.raises(ValueError, match=r"step 2: the loss is nan.* no checkpoint yet \(one every 1 steps\), so "
                                          r"--resume starts from step 0"):
-        dpo.run_stage(args)
+        recipes.run_stage(args)
     assert not os.path.exists(os.path.join(tmp_path, "dpo_r16", "checkpoint"))
 
 

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import datafiles
-import dpo
+import recipes
 import lora
 import runs
 import sft
@@ -77,7 +77,7 @@ def sft_args(data, runs, **overrides):
 
 
 def test_sft_trains_lora_on_vision_and_language_and_lowers_the_loss(data, tmp_path):
-    run = sft.run_sft(sft_args(data, tmp_path, max_steps=8, epochs=8))
+    run = recipes.run_sft(sft_args(data, tmp_path, max_steps=8, epochs=8))
     metrics = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
     assert len(metrics) == 8 and metrics[-1]["loss"] < metrics[0]["loss"]
     keys = json.load(open(os.path.join(run, "adapter_config.json")))["target_modules"]
@@ -95,11 +95,11 @@ def test_sft_starts_from_a_dpo_run(data, tmp_path):
                                   "--workers", "0", "--global-batch", "1", "--max-steps", "1",
                                   "--total-pixels", str(64 * 96 * 4), "--max-frames", "4"])
     dpo_args.r, dpo_args.data, dpo_args.out, dpo_args.init = 16, None, None, None
-    stage = dpo.run_stage(dpo_args)
-    run = sft.run_sft(sft_args(data, tmp_path, init=stage, max_steps=1))
+    stage = recipes.run_stage(dpo_args)
+    run = recipes.run_sft(sft_args(data, tmp_path, init=stage, max_steps=1))
     assert runs.read_run_config(run)["start"]["stages"] == ["dpo_r16"]
     with pytest.raises(ValueError, match="trained on base model 'tiny', not 'tiny-qwen3'"):
-        sft.run_sft(sft_args(data, tmp_path, init=stage, model="tiny-qwen3", out=str(tmp_path / "sft_qwen3")))
+        recipes.run_sft(sft_args(data, tmp_path, init=stage, model="tiny-qwen3", out=str(tmp_path / "sft_qwen3")))
 
 
 def test_bad_records_name_the_file_and_record(tmp_path):
@@ -135,7 +135,7 @@ def _ddp_worker(rank, world, init_file, data, runs):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     try:
-        sft.run_sft(sft_args(data, runs, epochs=2, max_steps=2, lora_dropout=0.0, tokens_across_ranks=True))
+        recipes.run_sft(sft_args(data, runs, epochs=2, max_steps=2, lora_dropout=0.0, tokens_across_ranks=True))
     finally:
         dist.destroy_process_group()
 
@@ -145,7 +145,7 @@ def test_two_gloo_processes_match_one_process_with_text_only_records(data, tmp_p
     # its adapters take no part, while the other rank's video record uses them. With the loss divided by the tokens
     # of the global batch, the number of processes changes nothing (per-rank windows, the released way, would).
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path / "ddp")), nprocs=2)
-    single = sft.run_sft(sft_args(data, tmp_path / "single", epochs=2, max_steps=2, lora_dropout=0.0,
+    single = recipes.run_sft(sft_args(data, tmp_path / "single", epochs=2, max_steps=2, lora_dropout=0.0,
                                   tokens_across_ranks=True))
     a = load_file(os.path.join(tmp_path, "ddp", "sft", "adapter_model.safetensors"))
     b = load_file(os.path.join(single, "adapter_model.safetensors"))
@@ -166,7 +166,7 @@ def test_loss_is_normalised_by_the_answer_tokens_of_the_whole_accumulation_windo
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", capture_grads)
     args = sft_args(data, tmp_path, global_batch=2, micro_batch=1, max_steps=1, lora_dropout=0.0, freeze_vit=True)
-    sft.run_sft(args)
+    recipes.run_sft(args)
 
     examples, _ = sft.load_conversations(args.data, args.video_root)
     model = vlm.load("tiny")
@@ -198,7 +198,7 @@ def test_loader_workers_started_by_forkserver(data, tmp_path):
     before = multiprocessing.get_start_method()
     multiprocessing.set_start_method("forkserver", force=True)
     try:
-        run = sft.run_sft(sft_args(data, tmp_path, max_steps=1, workers=1))
+        run = recipes.run_sft(sft_args(data, tmp_path, max_steps=1, workers=1))
     finally:
         multiprocessing.set_start_method(before, force=True)
     assert runs.finished(run)
