@@ -38,10 +38,10 @@ import numpy as np
 from tqdm import tqdm
 
 import datafiles
-import jobs
-import prompts as prompt_texts
 import hub
+import jobs
 import preprocess
+import prompts as prompt_texts
 from perturb import KINDS, perturb
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -59,52 +59,9 @@ SHORTENING = ("drop", "speed")  # kinds that show fewer clips: their description
 # Records in: videos.jsonl (select) and captions.jsonl (step A)
 
 
-def kept_videos(path):
-    """The records of videos.jsonl with status "kept" (a record without a status counts as kept), one per path."""
-    numbered = datafiles.numbered_jsonl(path)
-    for where, record in numbered:
-        if not isinstance(record.get("path"), str):
-            raise ValueError(f"{where}: no \"path\"")
-    records = [record for _, record in numbered]
-    kept, seen = [], set()
-    for record in records:
-        if record.get("status", "kept") == "kept" and record["path"] not in seen:  # a repeated path counts once
-            kept.append(record)
-            seen.add(record["path"])
-    if not kept:
-        statuses = Counter(r.get("status") for r in records)
-        summary = ", ".join(f"{n} {s}" for s, n in statuses.items()) or "the file is empty"
-        raise ValueError(f"{path}: no video with status 'kept' to caption ({summary})")
-    return kept
-
-
 def read_keyframes(path, keyframes):
     """A Video of the 2N keyframes, clip after clip."""
     return preprocess.read_frames(path, [k for pair in keyframes for k in pair])
-
-
-def pair_inputs(path, need_captions=True):
-    """Videos ready for step B: from captions.jsonl (status "ok"), or for the frames route also from videos.jsonl.
-    Returns records {video, clips, keyframes, captions}."""
-    records = datafiles.numbered_jsonl(path)
-    videos = []
-    for where, record in records:
-        if "video" in record:  # captions.jsonl
-            if record.get("status", "ok") != "ok":
-                continue
-            if not isinstance(record.get("captions"), list) or len(record["captions"]) != len(record.get("clips", [])):
-                raise ValueError(f"{where}: needs one caption per clip")
-            videos.append({k: record[k] for k in ("video", "clips", "keyframes", "captions")})
-        elif "path" in record and not need_captions:  # videos.jsonl
-            if record.get("status", "kept") == "kept":  # checked when its keyframes are read
-                videos.append({"video": record["path"], "clips": record.get("clips"),
-                               "keyframes": record.get("keyframes"), "captions": None})
-        else:
-            hint = " (run `temple.py captions` first)" if "path" in record else ""
-            raise ValueError(f"{where}: not a captions.jsonl record{hint}")
-    if not videos:
-        raise ValueError(f"{path}: no captioned video to make pairs from ({len(records)} records)")
-    return videos
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -282,7 +239,6 @@ def description_jobs(video, rs, kinds, seed):
             _, order = perturb(range(n), kind, r, random.Random(derived_seed(seed, video["video"], kind, r)))
             jobs.append((kind, r, order))
     return jobs
-
 
 
 @dataclass

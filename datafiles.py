@@ -1,4 +1,4 @@
-"""datafiles.py - the plain files that flow between the stages: JSON lines in and out, and the preference-pairs format.
+"""py - the plain files that flow between the stages: JSON lines in and out, and the preference-pairs format.
 
 Every stage reads and writes records a person can open (docs/method.md, "The data flow"): videos.jsonl, captions.jsonl,
 descriptions.jsonl, pairs_r{r}.jsonl, metrics.jsonl. This module reads them so that a bad line is one error naming
@@ -12,14 +12,15 @@ Pairs come in two formats, told apart per record:
 
 No torch here: `temple.py view` and `export` start fast.
 
-    datafiles.read_jsonl("data/videos.jsonl")
-    pairs, skipped = datafiles.read_pairs("data/pairs_r16.jsonl", video_root=None, skip_bad=False)
+    read_jsonl("data/videos.jsonl")
+    pairs, skipped = read_pairs("data/pairs_r16.jsonl", video_root=None, skip_bad=False)
 """
 
 import contextlib
 import json
 import os
 import secrets
+from collections import Counter
 
 # ----------------------------------------------------------------------------------------------------------------
 # JSON lines (ours) and JSON lists (LLaVA, ms-swift)
@@ -195,6 +196,49 @@ def clips_and_keyframes(record):
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(k, int) and k >= 0 for k in pair)):
             raise BadRecord(f"malformed record: keyframes {pair!r} is not two frame indices")
     return clips, keyframes
+
+
+def kept_videos(path):
+    """The records of videos.jsonl with status "kept" (a record without a status counts as kept), one per path."""
+    numbered = numbered_jsonl(path)
+    for where, record in numbered:
+        if not isinstance(record.get("path"), str):
+            raise ValueError(f"{where}: no \"path\"")
+    records = [record for _, record in numbered]
+    kept, seen = [], set()
+    for record in records:
+        if record.get("status", "kept") == "kept" and record["path"] not in seen:  # a repeated path counts once
+            kept.append(record)
+            seen.add(record["path"])
+    if not kept:
+        statuses = Counter(r.get("status") for r in records)
+        summary = ", ".join(f"{n} {s}" for s, n in statuses.items()) or "the file is empty"
+        raise ValueError(f"{path}: no video with status 'kept' to caption ({summary})")
+    return kept
+
+
+def pair_inputs(path, need_captions=True):
+    """Videos ready for step B: from captions.jsonl (status "ok"), or for the frames route also from videos.jsonl.
+    Returns records {video, clips, keyframes, captions}."""
+    records = numbered_jsonl(path)
+    videos = []
+    for where, record in records:
+        if "video" in record:  # captions.jsonl
+            if record.get("status", "ok") != "ok":
+                continue
+            if not isinstance(record.get("captions"), list) or len(record["captions"]) != len(record.get("clips", [])):
+                raise ValueError(f"{where}: needs one caption per clip")
+            videos.append({k: record[k] for k in ("video", "clips", "keyframes", "captions")})
+        elif "path" in record and not need_captions:  # videos.jsonl
+            if record.get("status", "kept") == "kept":  # checked when its keyframes are read
+                videos.append({"video": record["path"], "clips": record.get("clips"),
+                               "keyframes": record.get("keyframes"), "captions": None})
+        else:
+            hint = " (run `temple.py captions` first)" if "path" in record else ""
+            raise ValueError(f"{where}: not a captions.jsonl record{hint}")
+    if not videos:
+        raise ValueError(f"{path}: no captioned video to make pairs from ({len(records)} records)")
+    return videos
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -19,12 +19,14 @@ never come).
     torchrun --nproc-per-node 8 temple.py captions --videos data/videos.jsonl --model ...
 """
 
+import errno
 import functools
 import glob
 import hashlib
 import json
 import multiprocessing
 import os
+import shlex
 import sys
 import time
 from collections import Counter
@@ -280,3 +282,46 @@ def selection_summary(records, which=""):
         for reason, count in Counter(kind(r) for r in records if r.get("status") == status).most_common():
             lines.append(f"  {status}: {reason}: {count}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A command stopped half-way (Ctrl-C, a full disk): one line with what is kept and the command that goes on
+
+# What each command leaves behind (training says which checkpoint: runs.Interrupted)
+KEPT_ON_INTERRUPT = {
+    "select": "every video finished so far is in videos.jsonl", "captions": "every caption finished so far is kept",
+    "pairs": "every description finished so far is kept", "curriculum": "finished stages and checkpoints are kept",
+    "merge": "--out is as it was", "eval": "no report was written",
+}
+
+
+RESUMED_BY_RERUN = ("select", "captions", "pairs", "curriculum")  # these skip what is done on their own
+
+
+RESUMED_WITH_FLAG = ("dpo", "sft")
+
+
+def stopped_line(command, argv, what, error, then="Resume"):
+    """One line for a job stopped half-way (Ctrl-C, a full disk): what stopped it, what is kept, the command that goes
+    on from there."""
+    kept = getattr(error, "kept", None) or KEPT_ON_INTERRUPT.get(command, "nothing is lost but the unfinished work")
+    line = f"temple.py {command}: {what}; {kept}"
+    if command not in RESUMED_BY_RERUN + RESUMED_WITH_FLAG:
+        return line
+    flag = ["--resume"] if command in RESUMED_WITH_FLAG and "--resume" not in argv else []
+    if "RANK" in os.environ:  # under torchrun: its own options are not ours to repeat
+        return line + (f". {then}: the same torchrun command" + (" with --resume" if flag else ""))
+    return line + f". {then}: " + shlex.join(["python", "temple.py", *argv, *flag])
+
+
+def interrupted_line(command, argv, error):
+    return stopped_line(command, argv, "interrupted", error)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space_line(command, argv, error):
+    """A full disk (or quota) while writing: which file, what is kept, how to go on once there is room."""
+    return stopped_line(command, argv, f"error: no space left on the device of {error.filename}", error,
+                        then="Free some space, then resume")

@@ -17,10 +17,8 @@ Expected failures (a missing file, a bad model name, malformed data) print one l
 """
 
 import argparse
-import errno
 import json
 import os
-import shlex
 import sys
 
 import datafiles
@@ -210,7 +208,7 @@ def cmd_captions(args):
     import distributed
     import vlm
 
-    videos = captions.kept_videos(args.videos)  # an empty selection fails here, before the model loads
+    videos = datafiles.kept_videos(args.videos)  # an empty selection fails here, before the model loads
     prompts = prompt_texts.read(args.prompts)
     world = distributed.from_environment()
     out = args.out or os.path.join(os.path.dirname(args.videos), "captions.jsonl")
@@ -254,7 +252,7 @@ def cmd_pairs(args):
     chosen = dict(kinds=args.kinds, seed=args.seed, max_length_ratio=args.max_length_ratio,
                   instructions=prompts["instructions"])
     captions.check_pairs_settings(out_dir, args.r, route, **chosen)
-    videos = captions.pair_inputs(args.captions, need_captions=route == "captions")
+    videos = datafiles.pair_inputs(args.captions, need_captions=route == "captions")
     world = distributed.from_environment()
     pixels = {**keyframe_pixel_options(args), "total_pixels": args.total_pixels} if route == "frames" else {}
     top_k, top_p, origin = captions.sample_filters(args.model, args.top_k, args.top_p)
@@ -541,42 +539,6 @@ def build_parser():
     return parser
 
 
-# What a Ctrl-C leaves behind, per command, and how to go on (training says which checkpoint: runs.Interrupted)
-KEPT_ON_INTERRUPT = {
-    "select": "every video finished so far is in videos.jsonl", "captions": "every caption finished so far is kept",
-    "pairs": "every description finished so far is kept", "curriculum": "finished stages and checkpoints are kept",
-    "merge": "--out is as it was", "eval": "no report was written",
-}
-RESUMED_BY_RERUN = ("select", "captions", "pairs", "curriculum")  # these skip what is done on their own
-RESUMED_WITH_FLAG = ("dpo", "sft")
-
-
-def stopped_line(command, argv, what, error, then="Resume"):
-    """One line for a job stopped half-way (Ctrl-C, a full disk): what stopped it, what is kept, the command that goes
-    on from there."""
-    kept = getattr(error, "kept", None) or KEPT_ON_INTERRUPT.get(command, "nothing is lost but the unfinished work")
-    line = f"temple.py {command}: {what}; {kept}"
-    if command not in RESUMED_BY_RERUN + RESUMED_WITH_FLAG:
-        return line
-    flag = ["--resume"] if command in RESUMED_WITH_FLAG and "--resume" not in argv else []
-    if "RANK" in os.environ:  # under torchrun: its own options are not ours to repeat
-        return line + (f". {then}: the same torchrun command" + (" with --resume" if flag else ""))
-    return line + f". {then}: " + shlex.join(["python", "temple.py", *argv, *flag])
-
-
-def interrupted_line(command, argv, error):
-    return stopped_line(command, argv, "interrupted", error)
-
-
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-
-
-def no_space_line(command, argv, error):
-    """A full disk (or quota) while writing: which file, what is kept, how to go on once there is room."""
-    return stopped_line(command, argv, f"error: no space left on the device of {error.filename}", error,
-                        then="Free some space, then resume")
-
-
 def parse(argv):
     """The command line as build_parser reads it; an option the subcommand does not know is named by the subcommand
     (argparse's own message would name temple.py and show the top-level usage)."""
@@ -615,8 +577,8 @@ def main(argv=None):
             raise
         close_progress_bars()
         if os.environ.get("RANK", "0") == "0" or not getattr(e, "known_to_every_rank", False):
-            full = isinstance(e, OSError) and e.errno in NO_SPACE
-            print(no_space_line(args.command, argv, e) if full else f"temple.py {args.command}: error: {e}",
+            full = isinstance(e, OSError) and e.errno in jobs.NO_SPACE
+            print(jobs.no_space_line(args.command, argv, e) if full else f"temple.py {args.command}: error: {e}",
                   file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C: one line, from rank 0 only, not a traceback per process
@@ -624,7 +586,7 @@ def main(argv=None):
             raise
         close_progress_bars()
         if os.environ.get("RANK", "0") == "0":
-            print(interrupted_line(args.command, argv, e), file=sys.stderr)
+            print(jobs.interrupted_line(args.command, argv, e), file=sys.stderr)
         return 130  # the shell's code for "stopped by SIGINT"
 
 

@@ -56,7 +56,7 @@ def dataset(tmp_path_factory):
 
 
 def caption(tiny, dataset, out, **kw):
-    return captions.caption_videos(tiny, captions.kept_videos(dataset), str(out), max_new_tokens=8,
+    return captions.caption_videos(tiny, datafiles.kept_videos(dataset), str(out), max_new_tokens=8,
                                    **{"batch_size": 8, **kw, **SMALL})
 
 
@@ -157,7 +157,7 @@ def test_two_ranks_share_the_videos_and_rank0_merges(tiny, dataset, captioned, t
     out = tmp_path / "captions.jsonl"
     assert caption(tiny, dataset, out, rank=1, world_size=2) is None
     rank1 = datafiles.read_jsonl(str(out) + ".part1of2")
-    kept = captions.kept_videos(dataset)
+    kept = datafiles.kept_videos(dataset)
     assert sorted(r["video"] for r in rank1) == sorted(v["path"] for v in kept[1::2])  # in order of completion
     assert caption(tiny, dataset, out, rank=0, world_size=2) == captioned
     assert datafiles.read_jsonl(out) == captioned and not list(tmp_path.glob("*.part*"))
@@ -167,13 +167,13 @@ def test_resuming_with_other_settings_is_an_error(tiny, dataset, tmp_path):
     out = tmp_path / "captions.jsonl"
     caption(tiny, dataset, out)
     with pytest.raises(ValueError, match="other settings"):
-        captions.caption_videos(tiny, captions.kept_videos(dataset), str(out), max_new_tokens=9, **SMALL)
+        captions.caption_videos(tiny, datafiles.kept_videos(dataset), str(out), max_new_tokens=9, **SMALL)
 
 
 def test_a_video_whose_clips_changed_is_captioned_again(tiny, dataset, captioned, tmp_path, monkeypatch):
     out = tmp_path / "captions.jsonl"
     caption(tiny, dataset, out)
-    videos = captions.kept_videos(dataset)
+    videos = datafiles.kept_videos(dataset)
     videos[1] = {**videos[1], "keyframes": [[s, e - 1] for s, e in videos[1]["clips"]]}  # a new `select`
     generate, calls = vlm.VideoLM.generate, []
     monkeypatch.setattr(vlm.VideoLM, "generate", lambda self, samples, **kw: calls.append(len(samples)) or
@@ -237,7 +237,7 @@ def check_pairs_files(out_dir, videos, rs, route="captions"):
 
 
 def test_pairs_end_to_end_with_the_tiny_model(tiny, dataset, captioned, tmp_path):
-    videos = captions.pair_inputs(write_captions(captioned, tmp_path))
+    videos = datafiles.pair_inputs(write_captions(captioned, tmp_path))
     descriptions = captions.describe_videos(tiny, videos, str(tmp_path / "descriptions.jsonl"), CURRICULUM,
                                             max_new_tokens=8)
     assert len(descriptions) == len(videos) * (1 + 3 * len(CURRICULUM))
@@ -371,10 +371,10 @@ def test_sampling_does_not_depend_on_the_batch(tiny, tmp_path):
 
 
 def test_frames_route_perturbs_the_keyframes(tiny, dataset, tmp_path):
-    videos = captions.pair_inputs(dataset, need_captions=False)
+    videos = datafiles.pair_inputs(dataset, need_captions=False)
     assert len(videos) == 6  # the kept records; the frames route needs no captions
     with pytest.raises(ValueError, match="captions"):
-        captions.pair_inputs(dataset)
+        datafiles.pair_inputs(dataset)
     out = str(tmp_path / captions.descriptions_path("", "frames"))
     descriptions = captions.describe_videos(tiny, videos, out, [2], route="frames", max_new_tokens=6, **SMALL)
     errors = [d for d in descriptions if d.get("status") == "error"]
@@ -405,7 +405,7 @@ def test_view_writes_one_row_per_pair(captioned, tmp_path, monkeypatch):
     good = [r for r in captioned if r["status"] == "ok"]
     captions_file = write_captions(captioned, tmp_path)
     monkeypatch.setattr(vlm.VideoLM, "generate", echo_captions)
-    videos = captions.pair_inputs(captions_file)
+    videos = datafiles.pair_inputs(captions_file)
     descriptions = captions.describe_videos(vlm.load("tiny"), videos, str(tmp_path / "d.jsonl"), [2])
     [(path, stats)] = captions.write_pairs(descriptions, str(tmp_path), [2])
     pairs = datafiles.read_jsonl(path)
@@ -451,14 +451,14 @@ def test_cli_under_two_ranks(dataset, tmp_path):
     results = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), results
     records = datafiles.read_jsonl(out)
-    assert len(records) == len(captions.kept_videos(dataset)) and "videos captioned" in results[1][0]
+    assert len(records) == len(datafiles.kept_videos(dataset)) and "videos captioned" in results[1][0]
 
 
 def test_nothing_captioned_is_an_error_but_the_reasons_are_written(tiny, dataset, captioned, tmp_path):
     path = tmp_path / "videos.jsonl"
     datafiles.write_jsonl(path, [{"path": "x.mp4", "clips": "x", "status": "kept"}])
     out = tmp_path / "captions.jsonl"
-    records = captions.caption_videos(tiny, captions.kept_videos(str(path)), str(out), max_new_tokens=4, **SMALL)
+    records = captions.caption_videos(tiny, datafiles.kept_videos(str(path)), str(out), max_new_tokens=4, **SMALL)
     assert [r["status"] for r in datafiles.read_jsonl(out)] == ["error"]
     with pytest.raises(ValueError, match=re.escape(f"{path}: nothing could be captioned, 1 of 1 videos are errors")):
         captions.caption_summary(str(path), str(out), records)
