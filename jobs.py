@@ -34,7 +34,8 @@ from collections import Counter
 from tqdm import tqdm
 
 import datafiles
-import shots
+import decode
+import selection
 
 
 def fingerprint(value):
@@ -193,7 +194,7 @@ def in_batches(groups, size):
 
 
 def select_videos(inputs, out, workers=1, retry_errors=False, **options):
-    """`temple.py select`: shots.select_video on every video of `inputs` not yet in `out` (videos.jsonl), in
+    """`temple.py select`: selection.select_video on every video of `inputs` not yet in `out` (videos.jsonl), in
     `workers` processes; returns (all records, the records of the videos given, how many of those were recorded
     before)."""
     missing = [path for path in inputs if not os.path.exists(path)]
@@ -202,13 +203,13 @@ def select_videos(inputs, out, workers=1, retry_errors=False, **options):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     records = read_selection(out, retry_errors)
     done = {os.path.abspath(r["path"]) for r in records if isinstance(r.get("path"), str)}
-    todo, listed = [], shots.list_videos(inputs)
+    todo, listed = [], decode.list_videos(inputs)
     for path in listed:
         if os.path.abspath(path) not in done:
             todo.append(path)
             done.add(os.path.abspath(path))
     before = len(listed) - len(todo)
-    select = functools.partial(shots.select_video, **options)
+    select = functools.partial(selection.select_video, **options)
     pool = multiprocessing.Pool(workers) if workers > 1 and len(todo) > 1 else None
     results = pool.imap_unordered(select, todo) if pool else map(select, todo)
     try:

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-import shots
+import decode
 
 
-BAD_VIDEO = shots.BAD_VIDEO  # what read_video / read_frames raise for a vanished, unreadable or too short file
+BAD_VIDEO = decode.BAD_VIDEO  # what read_video / read_frames raise for a vanished, unreadable or too short file
 
 
 FRAME_LIST_FPS = 2.0  # qwen_vl_utils' rate for a list of frames given without one (its sample_fps default)
@@ -59,25 +59,25 @@ def sample_indices(num_frames, video_fps, fps, max_frames, min_frames=4):
 def read_frames(path, indices):
     """The frames at the given indices (e.g. keyframes), in the order given: shots.py decodes and numbers them, so a
     keyframe index chosen there is the same frame here."""
-    frames, fps = shots.read_frames(path, indices)
+    frames, fps = decode.read_frames(path, indices)
     check_shape(*frames.shape[1:3], where=f"{path}: ")  # a property of the video: refused with the file's name
     return Video(frames, [int(i) / fps for i in indices], str(path))
 
 
 def read_video(path, fps=1.0, max_frames=600, min_frames=4):
     """Frames sampled at `fps` (the released run: 1 fps, at most 600 frames), with the rate actually sampled."""
-    num_frames = shots.count_frames(path)
+    num_frames = decode.count_frames(path)
     if num_frames == 0:
-        raise shots.VideoError(f"{path}: the video stream has no frames")
-    container, stream = shots.open_video(path)
+        raise decode.VideoError(f"{path}: the video stream has no frames")
+    container, stream = decode.open_video(path)
     container.close()
-    video_fps = shots.stream_fps(stream)
+    video_fps = decode.stream_fps(stream)
     video = read_frames(path, sample_indices(num_frames, video_fps, fps, max_frames, min_frames))
     video.fps = len(video.frames) / num_frames * video_fps  # the rate actually sampled, not `fps` (ms-swift #5110)
     return video
 
 
-class ExtremeShape(shots.VideoError):
+class ExtremeShape(decode.VideoError):
     """A picture whose sides differ more than 200 times: Qwen's preprocessing refuses it. read_frames checks it as
     soon as a video's frames are decoded, so it is one more BAD_VIDEO: batch jobs record it, training leaves the
     example out, eval skips the item."""

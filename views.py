@@ -24,7 +24,7 @@ import sys
 from PIL import Image, ImageDraw, ImageFont
 
 import datafiles
-import shots
+import decode
 
 # ----------------------------------------------------------------------------------------------------------------
 # The pair page: one static HTML file (thumbnails inline), to read pairs before training on them
@@ -46,7 +46,7 @@ th.text { width: 34%; } .pair td.text { white-space: pre-wrap; }
 def thumbnail_css(video, keyframes, height, css_class):
     """CSS rules with the first keyframe of every clip as an inline JPEG (each clip stored once on the page). The
     strip wraps, and a thumbnail wider than its column shrinks with its aspect ratio kept: every clip stays in view."""
-    frames, _ = shots.read_frames(video, [pair[0] for pair in keyframes])
+    frames, _ = decode.read_frames(video, [pair[0] for pair in keyframes])
     width = max(1, round(frames.shape[2] * height / frames.shape[1]))
     rules = [f".{css_class} {{ width: {width}px; aspect-ratio: {width} / {height}; }}"]
     for i, frame in enumerate(frames):
@@ -147,7 +147,7 @@ def pair_page(pairs_file, out, captions_file=None, limit=30, seed=0, thumb_heigh
         try:
             keyframes = datafiles.clips_and_keyframes(videos[video])[1]
             thumbnails[video] = (f"v{k}", thumbnail_css(video, keyframes, thumb_height, f"v{k}"))
-        except (KeyError, datafiles.BadRecord, *shots.BAD_VIDEO):  # no keyframes known, or an unreadable video
+        except (KeyError, datafiles.BadRecord, *decode.BAD_VIDEO):  # no keyframes known, or an unreadable video
             pass
     datafiles.write_atomic(out, render_page(os.path.basename(pairs_file), shown, numbers, stats, videos, thumbnails))
     return len(shown)

