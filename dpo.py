@@ -11,8 +11,8 @@ over the rejected answer y-:
 
 TEMPLE's released run (docs/method.md, "Training"; ms-swift < 3.8 defaults) adds 1.0 x the mean token NLL of the
 chosen answer (`--nll-weight`). An answer's log-probability covers its text and the closing <|im_end|>, not the
-newline the chat template writes after it: so did ms-swift 3.7, the released run's trainer (ms-swift 4.x and TRL
-also score that "\n"). Dropout is off in the policy (LoRA dropout 0), as ms-swift and TRL switch it off for DPO.
+newline the chat template writes after it, as the released run's trainer scored it (docs/stack.md, "The answer's
+last token"). Dropout is off in the policy (LoRA dropout 0), as ms-swift and TRL switch it off for DPO.
 The reference is the same weights with the LoRA adapters switched off: no second copy of the model. Logged metrics
 use TRL's names:
     rewards/chosen, rewards/rejected   mean beta * r+ and beta * r-       (how far the policy moved per answer)

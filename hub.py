@@ -82,7 +82,7 @@ def base_model_file(base_model, name, ask_hub):
         return UNCHECKED
     try:
         return hf_hub_download(base_model, name)
-    except LocalEntryNotFoundError:  # the download failed (a subclass of the next one in huggingface_hub 1.x / 2.x)
+    except LocalEntryNotFoundError:  # the download failed (docs/stack.md, "The Hugging Face cache")
         return UNCHECKED
     except EntryNotFoundError:  # the hub answered: the model has no such file
         return None

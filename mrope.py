@@ -28,8 +28,8 @@ def positions(token_types, blocks):
         text   (0,0,0) (1,1,1)
         video  (2,2,2) (2,2,3)  (3,2,2) (3,2,3)  (4,2,2) (4,2,3)        s = 2, largest = 2 + max(2, 0, 1) = 4
         text   (5,5,5) ...
-    transformers 5.x (5.17 and 5.24 at least) resumes at s + max(rows, cols) = 4 instead, inside the video's time
-    span, whenever a video has more time steps than rows and columns: that is why we never let it compute positions.
+    Some transformers versions resume inside the video's time span instead (docs/stack.md, "M-RoPE positions"): that
+    is why we never let it compute positions.
     """
     positions = np.zeros((3, len(token_types)), dtype=np.int64)
     blocks = iter(blocks)

@@ -73,7 +73,7 @@ def read_video(path, fps=1.0, max_frames=600, min_frames=4):
     container.close()
     video_fps = decode.stream_fps(stream)
     video = read_frames(path, sample_indices(num_frames, video_fps, fps, max_frames, min_frames))
-    video.fps = len(video.frames) / num_frames * video_fps  # the rate actually sampled, not `fps` (ms-swift #5110)
+    video.fps = len(video.frames) / num_frames * video_fps  # the rate sampled (docs/stack.md, "Seconds per patch")
     return video
 
 

@@ -145,7 +145,7 @@ def split_run(run_dir):
     where the stage's own adapter is."""
     stage_dir = os.path.join(run_dir, "stage")
     if not os.path.exists(os.path.join(stage_dir, "adapter_model.safetensors")):
-        raise ValueError(f"{run_dir}: no stage/ adapter (a run written by an earlier temple.py?); train it again")
+        raise ValueError(f"{run_dir}: no stage/ adapter (not a run this temple.py wrote); train it again")
     stacked, _ = lora.adapter_updates(run_dir)
     stage, _ = lora.adapter_updates(stage_dir)
     start = {}

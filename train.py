@@ -53,8 +53,7 @@ class TrainConfig:
     max_steps: int = 0  # the number of optimizer steps, overriding epochs (0 = as many as the epochs give)
     seed: int = 42
     # a summed loss (SFT) is divided by the answer tokens of this rank's accumulation window, as the released run did
-    # (transformers 4.53, average_tokens_across_devices=False); True: by those of the whole global batch, all ranks
-    # (exact, and independent of the number of GPUs)
+    # (docs/stack.md, "SFT loss"); True: by those of the whole global batch, all ranks (exact, whatever the GPU count)
     tokens_across_ranks: bool = False
     grad_ckpt: bool = True  # non-reentrant activation checkpointing (ms-swift's default; a real pair needs it)
     workers: int = 2  # data-loading processes per rank (video decoding)
@@ -129,12 +128,12 @@ def enable_activation_checkpointing(model):
     variant. It hooks the vision tower's patch embedding too, which makes the frozen ViT build its autograd graph
     and run backward for gradients nobody uses. Non-reentrant checkpointing needs no such hook: remove them."""
     kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+    if hasattr(model, "activation_checkpointing_enable"):  # its newer name (docs/stack.md, "Checkpointing")
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if getattr(model, "_require_grads_hooks", None) or getattr(model, "_require_grads_hook", None):
-        model.disable_input_require_grads()  # (transformers 4.x raised when there was no hook to remove)
+        model.disable_input_require_grads()
 
 
 def disable_activation_checkpointing(model):

@@ -1,46 +1,19 @@
-"""vlm.py - everything model-specific: Qwen2-VL, Qwen2.5-VL and Qwen3-VL as one video-LLM interface.
+"""vlm.py - Qwen2-VL, Qwen2.5-VL and Qwen3-VL as one video-LLM interface: everything model-specific is here.
 
 The rest of the project never touches a processor, a chat template or a token id; it asks this module to
-    read a video          read_video(path, fps=1, max_frames=600)   /   read_frames(path, indices)   (shots.py decodes)
     load a model          model = load("Qwen/Qwen2.5-VL-7B-Instruct" | "runs/merged" | "tiny" | "tiny-qwen3")
     encode a sample       model.encode([video, "Describe the video."], response="The video opens ...")
     batch samples         model.collate(samples, padding="right")      (left for generation)
-    model inputs          model.model_inputs(batch, features)   -> keyword arguments of the transformers model
     generate              model.generate(samples, max_new_tokens=..., temperature=..., seeds=[one per row])
     score responses       model.response_logps(batch)   -> summed log p(response | prompt, video) per row
     score answers         model.score_options([video, question], options)   -> summed log p and length per option
 
-preprocess.Video preprocessing is written here because every transformers video processor needs torchvision. It follows
-qwen_vl_utils, which the released run used (docs/method.md, "Training": 1 fps, at most 600 frames, 9,000,000 pixels):
-    1. sample duration x fps frames, at least 4 and at most `max_frames`, rounded down to an even count, spread
-       evenly over the video; the rate actually sampled (frames kept / frames x the file's fps) is preprocess.Video.fps,
-    2. give each frame an equal share of the total pixel budget and resize it to multiples of patch_size *
-       merge_size (28 for Qwen2/2.5-VL, 32 for Qwen3-VL): decoded video with torchvision's antialiased bicubic
-       (preprocess.resize_video, bit-exact), a list of frames (keyframes, stills) with PIL's bicubic as images are,
-    3. rescale to [0, 1], normalise (CLIP mean/std; 0.5/0.5 for Qwen3-VL),
-    4. pad the frame count to a multiple of the temporal patch (2) with the last frame and cut into patches of
-       channels x 2 frames x patch x patch, grouped merge x merge so the merger sees neighbours together.
-A single image is a video of one frame; this is bit-exact with Qwen2VLImageProcessorPil (tests/test_vlm.py).
-
-Positions are ours too (mrope_positions): every forward and generate gets position_ids (3, batch, length) made
-here, because transformers 5.x computes them wrongly after a video with more time steps than rows and columns,
-and differently in each version. Text counts up; a video's patches sit at (start + time, start + row, start +
-column); the text after it resumes one past the largest. Time is the temporal patch number for Qwen2-VL, its start
-in 1/tokens_per_second-second ticks for Qwen2.5-VL, and 0 for Qwen3-VL, whose frames are separate blocks led by
-"<t seconds>" text. The rule and the versions are in mrope_positions and Processor.time_steps.
-
-A VideoLM is a transformers model (`hf_model`) and its Processor, the weightless half that turns videos and
-conversations into model inputs (family, patch sizes, tokenizer): data-loader workers get the processor alone.
-
-One vision pass per batch: a Prepared video encoded into several rows (the chosen and rejected answers of a DPO
-pair, the options of a question) is stored once in the batch, and vision_features runs the vision tower on it once,
-without gradient; reuse_vision then hands those features to every forward over the batch (the DPO reference pass
-too). With a trainable tower (SFT with LoRA on the ViT) each forward encodes its videos itself, keeping the graph.
-    features = model.vision_features(batch)                 # None: nothing to share, or the tower needs gradients
-    logps, counts = model.response_logps(batch, features=features)
-
-Built-in random tiny models (`tiny` = Qwen2-VL layout, `tiny-qwen2.5`, `tiny-qwen3`) are made from a config and an
-in-process byte-level tokenizer, so tests and the demo need no download.
+How the families differ is one table (FAMILIES): normalisation, the default system prompt, Qwen3-VL's
+"<t seconds>" text before every temporal patch, Qwen2.5-VL's time between patches in its rotary positions. A
+VideoLM is a transformers model (`hf_model`) and its Processor, the weightless half that turns videos and
+conversations into model inputs (patch sizes, tokenizer, token ids, positions): data-loader workers get the
+processor alone. Videos become patches in preprocess.py, positions come from mrope.py, and a video shown in
+several rows of a batch goes through the vision tower once (vision_cache.py).
 
     python temple.py describe VIDEO --model tiny
 """
@@ -200,7 +173,7 @@ class Sample:
     pixels: list = field(default_factory=list)  # one float32 array per video
     grids: list = field(default_factory=list)  # (t, h, w) per video
     video_keys: list = field(default_factory=list)  # Prepared.key per video
-    blocks: list = field(default_factory=list)  # (times, rows, cols) per vision block, for mrope_positions
+    blocks: list = field(default_factory=list)  # (times, rows, cols) per vision block, for mrope.positions
 
     def positions(self):
         return mrope.positions(self.token_types, self.blocks)
@@ -328,9 +301,8 @@ class Processor:
             self._add(sample, end)
             return
         # Qwen3-VL: every temporal patch is its own block "<t seconds><|vision_start|>...<|vision_end|>" at time step 0;
-        # the timestamps, as text, carry the time. Its released processor (transformers 4.57, as vLLM reproduces it)
-        # replaces the chat template's whole "<|vision_start|><|video_pad|><|vision_end|>" with these blocks;
-        # transformers 5.x replaces only the pad and leaves an outer start/end pair around them, which we do not.
+        # the timestamps, as text, carry the time; the blocks replace the template's whole start/pad/end
+        # (docs/stack.md, "Qwen3-VL timestamps").
         for seconds in patch_seconds(prepared.times, self.temporal_patch):
             self._add(sample, self._text_ids(f"<{seconds:.1f} seconds>") + start)
             self._add(sample, pads, token_type=VIDEO)
@@ -341,7 +313,7 @@ class Processor:
         """The M-RoPE time index of each temporal patch of a video. Qwen2-VL: 0, 1, 2, ... Qwen2.5-VL: the patch's
         start in ticks of 1 / tokens_per_second seconds, k * seconds_per_grid * tokens_per_second, multiplied in
         float32 as Qwen's code did with the processor's float32 seconds_per_grid and rounded down only at the end
-        (transformers 4.5x cast seconds_per_grid to an integer first, so 1.99 s counted as 1 s: Qwen3-VL #1282)."""
+        (docs/stack.md, "Seconds per patch")."""
         steps = torch.arange(prepared.grid[0], dtype=torch.float32)
         if self.family.seconds_per_grid:
             seconds = torch.tensor(prepared.seconds_per_grid, dtype=torch.float32)
@@ -449,9 +421,9 @@ class VideoLM:
         Sampling keeps the top_k likeliest tokens (0: all) and of those the smallest set of mass top_p; the
         checkpoint's generation_config never fills these in here (generation_config() reads it for the caller).
 
-        The prompt's positions are ours; transformers' generate extends position_ids by one per new token on all three
-        axes (5.17 and 5.24 alike), so the answer continues at the prompt's last position + 1, as when it was trained.
-        Left padding keeps every row's last prompt token in the last column."""
+        The prompt's positions are ours; generate extends position_ids by one per new token on all three axes, so the
+        answer continues at the prompt's last position + 1, as when it was trained (docs/stack.md, "M-RoPE
+        positions"). Left padding keeps every row's last prompt token in the last column."""
         batch = self.to_device(self.collate(samples, padding="left"))
         features = vision_cache.encode(self, batch)  # a clip shown in several rows goes through the tower once
         if temperature > 0 and seeds is not None:  # RowSampler picks each row's token; greedy decoding takes it
