@@ -233,12 +233,12 @@ def description_jobs(video, rs, kinds, seed):
     """(kind, r, order) for the clean input (kind "none", r None) and every kind x r, perturbations seeded by
     (seed, video, kind, r) so a resume recomputes the very same orders."""
     n = len(video["clips"] or [])  # a malformed record (frames route) gets its error records under these keys
-    jobs = [("none", None, list(range(n)))]
+    orders = [("none", None, list(range(n)))]
     for r in rs:
         for kind in kinds:
             _, order = perturb(range(n), kind, r, random.Random(derived_seed(seed, video["video"], kind, r)))
-            jobs.append((kind, r, order))
-    return jobs
+            orders.append((kind, r, order))
+    return orders
 
 
 @dataclass

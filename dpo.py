@@ -1,4 +1,4 @@
-"""dpo.py - Direct Preference Optimization of a video LLM on TEMPLE's pairs, one curriculum stage at a time.
+"""dpo.py - Direct Preference Optimization of a video LLM on TEMPLE's pairs: the loss and one step.
 
 DPO (Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is Secretly a Reward Model")
 trains the policy pi so that, relative to a frozen reference pi_ref, the chosen answer y+ gains log-probability
@@ -22,12 +22,16 @@ use TRL's names:
 
 Preference accuracy (`temple.py eval --pairs`): the share of pairs with beta * (r+ - r-) > 0, what DPO learned.
 
-Curriculum (docs/method.md, "Training"): stage r=16 trains a LoRA on the base model; stage r<16 starts from the previous
-stage's adapter merged into its starting weights, which are also this stage's reference; so on to r=2.
+A step, from a pairs file to the loss (train.py's loop calls dpo_step and backward):
+    encode_pair      the pair's video prepared once, the chosen and the rejected answer encoded after it
+    collate_pairs    the chosen rows of a micro-batch, then their rejected rows: one forward for both
+    policy_and_reference   log-probs with LoRA on (gradient) and off (the reference, no gradient)
+    dpo_loss         the loss above, + nll_weight x the chosen answers' token NLL
+A curriculum stage (docs/method.md, "Training") is these steps on one r's pairs, starting from the stage before it
+merged in; recipes.run_stage wires it.
 
-    python temple.py dpo --r 16 --model Qwen/Qwen2.5-VL-7B-Instruct
+    python temple.py dpo -r 16 --model Qwen/Qwen2.5-VL-7B-Instruct
     torchrun --nproc_per_node 8 temple.py dpo -r 8 --model Qwen/Qwen2.5-VL-7B-Instruct
-    python temple.py curriculum --model tiny && python temple.py merge runs/dpo_r2 --out merged/
 """
 
 from dataclasses import dataclass

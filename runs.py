@@ -1,5 +1,5 @@
-"""py - a training run on disk: what its directory holds, how a stage starts from another, how a finished run
-is loaded again.
+"""runs.py - a training run on disk: what its directory holds, how a stage starts from another, its checkpoints, how a
+finished run is loaded again or merged into a model.
 
 A curriculum stage trains fresh LoRA adapters on the base model with the earlier stages merged in (its start, which
 is also its DPO reference; docs/method.md, "Training"). A finished run directory carries its whole chain:
@@ -14,7 +14,8 @@ is also its DPO reference; docs/method.md, "Training"). A finished run directory
 
 So `merge`, `eval --run`, `sft --init` and the next stage need this directory and the base model, nothing else:
 moving or copying runs/ (or one run) keeps every run usable, and peft.PeftModel.from_pretrained(base, run) loads the
-model the curriculum made up to this stage.
+model the curriculum made up to this stage. Every file is written whole (temporary file, then rename), so a crash
+or a full disk leaves the previous checkpoint as it was.
 
     python temple.py merge runs/dpo_r2 --out merged/      # base + the whole chain, as a transformers model
 """

@@ -11,7 +11,7 @@ Data, JSON list or JSONL, either format:
     ms-swift:         {"messages": [{"role": "user", "content": "<video>Q"}, {"role": "assistant", ...}],
                        "videos": ["rel/path.mp4"]}
 The <image> / <video> marker says where the video goes (at the start of the first user turn when absent); a record
-without a video trains text-only.
+without a video trains text-only. recipes.run_sft wires the run.
 
     python temple.py sft --data llava_video_60k.json --video-root /data/LLaVA-Video-178K --init runs/dpo_r2
     torchrun --nproc_per_node 8 temple.py sft --data ... --init runs/dpo_r2
@@ -31,7 +31,7 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
 def load_conversations(path, video_root=None):
     """(records as {"video": path or None, "messages": [{"role", "content"}], "where"}, [(where, "video missing: PATH")]
     of the records whose video is not there); errors name the file and record."""
-    examples, missing = [], []
+    records, missing = [], []
     for where, record in datafiles.read_records(path):
         example = {**normalise(record, where), "where": where}
         if example["video"] is not None:
@@ -39,8 +39,8 @@ def load_conversations(path, video_root=None):
             if not os.path.exists(example["video"]):
                 missing.append((where, f"video missing: {example['video']}"))
                 continue
-        examples.append(example)
-    return examples, missing
+        records.append(example)
+    return records, missing
 
 
 def normalise(record, where):

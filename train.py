@@ -15,9 +15,10 @@ The loop is written out in the style of nanoGPT's train.py, so one can read ever
 Data order: every epoch is a permutation of the dataset drawn from the seed, the epochs are concatenated into one
 stream, and optimizer step s uses items [s*G, (s+1)*G) of that stream (G = global batch), item k of those going to
 rank k % world. The order therefore depends only on the seed and the dataset size: `--resume` continues with
-exactly the items an uninterrupted run would have seen. What a run directory holds is runs.py's subject.
+exactly the items an uninterrupted run would have seen. What a run directory holds (checkpoints, metrics) is
+runs.py's subject, the processes' collectives distributed.py's, an example that cannot be used examples.py's.
 
-    torchrun --nproc_per_node 8 temple.py dpo -r 16         (dpo.py and sft.py call train() below)
+    torchrun --nproc_per_node 8 temple.py dpo -r 16         (recipes.run_stage and run_sft call train() below)
 """
 
 import contextlib

@@ -22,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 import datafiles  # noqa: E402
 import distributed  # noqa: E402
-import dpo  # noqa: E402
+import heldout  # noqa: E402
+import recipes  # noqa: E402
 import temple  # noqa: E402
 from media import scene_frames, write_video  # noqa: E402
 
@@ -50,7 +51,7 @@ def stage(directory, name, evaluate):
         argv += ["--eval-pairs", os.path.join(directory, "heldout.jsonl"), "--eval-every", "50"]
     args = temple.build_parser().parse_args(argv)
     start = time.perf_counter()
-    dpo.run_stage(args)
+    recipes.run_stage(args)
     return time.perf_counter() - start
 
 
@@ -62,7 +63,7 @@ def one_evaluation(directory):
     pairs, _ = datafiles.read_pairs(os.path.join(directory, "heldout.jsonl"))
     args = argparse.Namespace(max_length=16384, beta=0.1, micro_batch=1)
     video = {"fps": 2.0, "max_frames": 4, "total_pixels": 4 * 56 * 56}
-    measure = dpo.HeldOutAccuracy(model, pairs, video, args.max_length, args.beta, distributed.World())
+    measure = heldout.HeldOutAccuracy(model, pairs, video, args.max_length, args.beta, distributed.World())
     measure.measure()  # warm-up: first forward passes, video files in the page cache
     start = time.perf_counter()
     measure.measure()

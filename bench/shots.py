@@ -28,6 +28,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
+import decode  # noqa: E402
 import shots  # noqa: E402
 from shots_media import camera, make_scene  # noqa: E402
 
@@ -55,9 +56,9 @@ def bench_video(path):
 
 
 def decode_alone(path):
-    container, stream = shots.open_video(path)
+    container, stream = decode.open_video(path)
     with container:
-        return sum(1 for _ in shots.decoded_frames(container, stream, [0]))
+        return sum(1 for _ in decode.decoded_frames(container, stream, [0]))
 
 
 def best_times(fns, repeats=7):
@@ -85,7 +86,7 @@ def main():
     parser.add_argument("video", nargs="?", help="a video to time (default: a generated 1280x720 one)")
     video = parser.parse_args().video
     path = video or bench_video(os.path.join(ROOT, "bench", "out", "shots_1280x720.mp4"))
-    container, stream = shots.open_video(path)
+    container, stream = decode.open_video(path)
     print(f"video: {path} ({stream.width}x{stream.height}, {stream.codec_context.name}), {os.cpu_count()} CPU cores")
     container.close()
 

@@ -2,8 +2,9 @@
 
 torchrun parses every option on its command line, the ones after the script too, and resolves abbreviations of its
 own options there: `temple.py dpo --r 16` dies in torchrun as an ambiguous `--rdzv-*` / `--role` / `--redirects`
-(pytorch #120601). These tests hold every option of every subcommand, and every torchrun line of the README, against
-the parser of the installed torch, and run the README's `dpo` and `curriculum` lines with 2 gloo processes.
+(pytorch #120601). These tests hold every option of every subcommand, and every torchrun line of the README and of
+docs/commands.md, against the parser of the installed torch, and run the documented `dpo` and `curriculum` lines
+with 2 gloo processes.
 """
 
 import argparse
@@ -57,11 +58,13 @@ def test_every_option_of_every_command_passes_through_torchrun():
                 pytest.fail(f"temple.py {command} {'/'.join(spellings)}: no spelling passes torchrun's parser")
             if len(passing) < len(spellings):
                 rejected[f"{command} {action.dest}"] = (sorted(set(spellings) - set(passing)), passing)
-    # the known cases, each with its documented spelling (README, dpo section)
+    # the known cases, each with its documented spelling (README; docs/commands.md, dpo section)
     assert rejected == {"pairs r": (["--r"], ["-r"]), "dpo r": (["--r"], ["-r"]),
                         "eval run": (["--run"], ["--run-dir"])}
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    assert "write `-r 16`, not `--r 16`" in readme and "`--run-dir`" in readme
+    commands = open(os.path.join(ROOT, "docs", "commands.md"), encoding="utf-8").read()
+    assert "write `-r 16`, not `--r 16`" in readme and "write `-r 16`, not `--r 16`" in commands
+    assert "`--run-dir`" in commands
 
 
 def test_single_process_spelling_is_unchanged():
@@ -72,8 +75,10 @@ def test_single_process_spelling_is_unchanged():
 
 
 def readme_torchrun_lines():
-    """Every torchrun command in the README's code blocks, continuation lines joined, comments dropped."""
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    """Every torchrun command in the code blocks of the README and of docs/commands.md (the README's reference),
+    continuation lines joined, comments dropped."""
+    readme = "".join(open(os.path.join(ROOT, name), encoding="utf-8").read()
+                     for name in ("README.md", os.path.join("docs", "commands.md")))
     blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
     lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
     return [shlex.split(line, comments=True) for line in lines if line.startswith("torchrun ")]
