@@ -3,7 +3,7 @@
 TEMPLE (arXiv 2503.16929) teaches a video LLM temporal understanding with DPO on preference pairs the model makes
 itself: its description of a clean video is "chosen", its description of a temporally perturbed video (clips
 dropped, shuffled or reversed at difficulty r) is "rejected". Training runs r = 16 -> 8 -> 4 -> 2 before SFT.
-docs/method.md tells the method; README.md gives every command.
+docs/method.md tells the method; docs/commands.md gives every command.
 
 Every subcommand is one arrow of the data flow, and each calls one module. The modules that load torch and
 transformers (about 5 s) are imported inside the commands that need a model, so `shots`, `select`, `view`, `export`
@@ -177,7 +177,7 @@ def cmd_select(args):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# captions / pairs / view / export: the self-generated preference pairs (captions.py, perturb.py)
+# captions / pairs / view / export: the self-generated preference pairs (captions.py, caption_jobs.py)
 
 
 def add_generation_options(p, max_new_tokens):
@@ -204,7 +204,7 @@ def add_captions(sub):
 
 
 def cmd_captions(args):
-    import captions
+    import caption_jobs
     import distributed
     import vlm
 
@@ -212,14 +212,14 @@ def cmd_captions(args):
     prompts = prompt_texts.read(args.prompts)
     world = distributed.from_environment()
     out = args.out or os.path.join(os.path.dirname(args.videos), "captions.jsonl")
-    settings = captions.caption_settings(args.model, args.max_new_tokens, keyframe_pixel_options(args), prompts)
+    settings = caption_jobs.caption_settings(args.model, args.max_new_tokens, keyframe_pixel_options(args), prompts)
     jobs.check_settings(out, settings, "--out")  # before the model loads
     model = vlm.load(args.model, device=world.device)
-    records = captions.caption_videos(model, videos, out, batch_size=args.batch_size,
+    records = caption_jobs.caption_videos(model, videos, out, batch_size=args.batch_size,
                                       max_new_tokens=args.max_new_tokens, rank=world.rank, world_size=world.size,
                                       prompts=prompts, **keyframe_pixel_options(args))
     if records is not None:  # rank 0; nothing captioned at all is an error (captions.jsonl holds the reasons)
-        print(captions.caption_summary(args.videos, out, records))
+        print(caption_jobs.caption_summary(args.videos, out, records))
 
 
 def add_pairs(sub):
@@ -242,6 +242,7 @@ def add_pairs(sub):
 
 
 def cmd_pairs(args):
+    import caption_jobs
     import captions
     import distributed
     import vlm
@@ -251,27 +252,27 @@ def cmd_pairs(args):
     prompts = prompt_texts.read(args.prompts)
     chosen = dict(kinds=args.kinds, seed=args.seed, max_length_ratio=args.max_length_ratio,
                   instructions=prompts["instructions"])
-    captions.check_pairs_settings(out_dir, args.r, route, **chosen)
+    caption_jobs.check_pairs_settings(out_dir, args.r, route, **chosen)
     videos = datafiles.pair_inputs(args.captions, need_captions=route == "captions")
     world = distributed.from_environment()
     pixels = {**keyframe_pixel_options(args), "total_pixels": args.total_pixels} if route == "frames" else {}
     top_k, top_p, origin = captions.sample_filters(args.model, args.top_k, args.top_p)
-    settings = captions.description_settings(args.model, route, args.seed, args.temperature, top_k, top_p,
+    settings = caption_jobs.description_settings(args.model, route, args.seed, args.temperature, top_k, top_p,
                                              args.repetition_penalty, args.max_new_tokens, pixels, prompts)
-    jobs.check_settings(captions.descriptions_path(out_dir, route), settings, "--out-dir")  # before loading
+    jobs.check_settings(caption_jobs.descriptions_path(out_dir, route), settings, "--out-dir")  # before loading
     if origin and world.main:
         print(f"descriptions: temperature {args.temperature}, top_k {top_k}, top_p {top_p} ({origin}, as the "
               f"released run; --top-k 0 --top-p 1.0 samples from every token)", file=sys.stderr)
     model = vlm.load(args.model, device=world.device)
-    descriptions = captions.describe_videos(
-        model, videos, captions.descriptions_path(out_dir, route), args.r, args.kinds, route,
+    descriptions = caption_jobs.describe_videos(
+        model, videos, caption_jobs.descriptions_path(out_dir, route), args.r, args.kinds, route,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
         top_k=top_k, top_p=top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, rank=world.rank,
         world_size=world.size, prompts=prompts, **pixels)
     if descriptions is None:  # rank > 0: rank 0 writes the pairs
         return
-    for path, stats in captions.write_pairs(descriptions, out_dir, args.r, route, **chosen):
-        print(captions.summary_line(path, stats))
+    for path, stats in caption_jobs.write_pairs(descriptions, out_dir, args.r, route, **chosen):
+        print(caption_jobs.summary_line(path, stats))
 
 
 def add_prompts(sub):
@@ -551,8 +552,7 @@ def parse(argv):
 
 
 def leave_process_group():
-    """Under torchrun, leave the process group once the command is done: at interpreter exit gloo's threads can
-    abort a process that finished its work (SIGABRT, and torchrun reports the run as failed)."""
+    """Under torchrun, leave the process group once the command is done."""
     dist = sys.modules.get("torch.distributed")  # only where the command loaded torch
     if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -1,6 +1,6 @@
 """Clip captioning throughput: clips from several videos batched into one generate call vs one clip at a time.
 
-Runs captions.caption_videos end to end (keyframe decoding, preprocessing, prompts, generation, writing the
+Runs caption_jobs.caption_videos end to end (keyframe decoding, preprocessing, prompts, generation, writing the
 records) on synthetic videos with the built-in tiny model, once with --batch-size 8 and once with 1, and checks that
 both give the same captions (greedy decoding: batching must not change the text).
 
@@ -16,7 +16,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-import captions  # noqa: E402
+import caption_jobs  # noqa: E402
 import vlm  # noqa: E402
 from media import scene_frames, write_video  # noqa: E402
 
@@ -41,7 +41,7 @@ def run(model, videos, directory, batch_size):
     """(seconds, records) of captioning every clip, from a fresh output file."""
     out = os.path.join(directory, f"captions_b{batch_size}_{time.perf_counter_ns()}.jsonl")
     start = time.perf_counter()
-    records = captions.caption_videos(model, videos, out, batch_size=batch_size, max_new_tokens=MAX_NEW_TOKENS,
+    records = caption_jobs.caption_videos(model, videos, out, batch_size=batch_size, max_new_tokens=MAX_NEW_TOKENS,
                                       **PIXELS)
     return time.perf_counter() - start, records
 

@@ -1,4 +1,4 @@
-"""captions.py: clip captions, descriptions, pair filters, resume and sharding, the HTML viewer, ms-swift export."""
+"""captions.py and caption_jobs.py: clip captions, descriptions, pair filters, resume and sharding, the HTML viewer, ms-swift export."""
 
 import json
 import os
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import caption_jobs
 import captions
 import datafiles
 import jobs
@@ -56,7 +57,7 @@ def dataset(tmp_path_factory):
 
 
 def caption(tiny, dataset, out, **kw):
-    return captions.caption_videos(tiny, datafiles.kept_videos(dataset), str(out), max_new_tokens=8,
+    return caption_jobs.caption_videos(tiny, datafiles.kept_videos(dataset), str(out), max_new_tokens=8,
                                    **{"batch_size": 8, **kw, **SMALL})
 
 
@@ -116,7 +117,7 @@ def test_captions_for_kept_videos_and_bad_entries_recorded(captioned, dataset):
 def test_a_video_too_thin_for_qwen_is_recorded_not_fatal(tiny, tmp_path):
     thin = write_video(tmp_path / "thin.mp4", np.random.default_rng(0).integers(0, 255, (10, 2, 404, 3)), fps=5)
     video = {"path": thin, "status": "kept", "clips": [[0, 5], [5, 10]], "keyframes": [[1, 3], [6, 8]]}
-    record, clips = captions.open_clips(tiny, video, {})
+    record, clips = caption_jobs.open_clips(tiny, video, {})
     assert clips is None and record["status"] == "error" and record["reason"] == "aspect ratio 202 is over 200"
 
 
@@ -167,7 +168,7 @@ def test_resuming_with_other_settings_is_an_error(tiny, dataset, tmp_path):
     out = tmp_path / "captions.jsonl"
     caption(tiny, dataset, out)
     with pytest.raises(ValueError, match="other settings"):
-        captions.caption_videos(tiny, datafiles.kept_videos(dataset), str(out), max_new_tokens=9, **SMALL)
+        caption_jobs.caption_videos(tiny, datafiles.kept_videos(dataset), str(out), max_new_tokens=9, **SMALL)
 
 
 def test_a_video_whose_clips_changed_is_captioned_again(tiny, dataset, captioned, tmp_path, monkeypatch):
@@ -178,7 +179,7 @@ def test_a_video_whose_clips_changed_is_captioned_again(tiny, dataset, captioned
     generate, calls = vlm.VideoLM.generate, []
     monkeypatch.setattr(vlm.VideoLM, "generate", lambda self, samples, **kw: calls.append(len(samples)) or
                         generate(self, samples, **kw))
-    again = captions.caption_videos(tiny, videos, str(out), max_new_tokens=8, batch_size=8, **SMALL)
+    again = caption_jobs.caption_videos(tiny, videos, str(out), max_new_tokens=8, batch_size=8, **SMALL)
     assert sum(calls) == len(videos[1]["clips"])  # only that video's clips
     assert again[1]["keyframes"] == videos[1]["keyframes"] and again[0] == captioned[0]
     assert datafiles.read_jsonl(out) == again  # the stale record is gone from the file
@@ -218,7 +219,7 @@ def check_pairs_files(out_dir, videos, rs, route="captions"):
     by_video = {v["video"]: v for v in videos}
     found = {}
     for r in rs:
-        path = captions.pairs_path(out_dir, r, route)
+        path = caption_jobs.pairs_path(out_dir, r, route)
         pairs = datafiles.read_jsonl(path) if os.path.getsize(path) else []
         with open(datafiles.stats_path(path)) as f:
             stats = json.load(f)
@@ -238,10 +239,10 @@ def check_pairs_files(out_dir, videos, rs, route="captions"):
 
 def test_pairs_end_to_end_with_the_tiny_model(tiny, dataset, captioned, tmp_path):
     videos = datafiles.pair_inputs(write_captions(captioned, tmp_path))
-    descriptions = captions.describe_videos(tiny, videos, str(tmp_path / "descriptions.jsonl"), CURRICULUM,
+    descriptions = caption_jobs.describe_videos(tiny, videos, str(tmp_path / "descriptions.jsonl"), CURRICULUM,
                                             max_new_tokens=8)
     assert len(descriptions) == len(videos) * (1 + 3 * len(CURRICULUM))
-    written = captions.write_pairs(descriptions, str(tmp_path), CURRICULUM)
+    written = caption_jobs.write_pairs(descriptions, str(tmp_path), CURRICULUM)
     assert [os.path.basename(p) for p, _ in written] == [f"pairs_r{r}.jsonl" for r in CURRICULUM]
     check_pairs_files(str(tmp_path), videos, CURRICULUM)
 
@@ -257,8 +258,8 @@ def test_pairs_kept_when_answers_follow_the_input(tiny, tmp_path, monkeypatch):
         (tmp_path / f"v{k}.mp4").write_bytes(b"")  # the filter only checks that the video exists
     videos = fake_videos(root=str(tmp_path))
     monkeypatch.setattr(vlm.VideoLM, "generate", echo_captions)
-    descriptions = captions.describe_videos(tiny, videos, str(tmp_path / "d.jsonl"), CURRICULUM)
-    captions.write_pairs(descriptions, str(tmp_path), CURRICULUM)
+    descriptions = caption_jobs.describe_videos(tiny, videos, str(tmp_path / "d.jsonl"), CURRICULUM)
+    caption_jobs.write_pairs(descriptions, str(tmp_path), CURRICULUM)
     found = check_pairs_files(str(tmp_path), videos, CURRICULUM)
     for r, pairs in found.items():
         assert len(pairs) == 3 * len(videos)  # distinct captions: every filter passes
@@ -289,8 +290,8 @@ def test_pairs_of_all_six_kinds_with_their_counts(tiny, tmp_path, monkeypatch):
         (tmp_path / f"v{k}.mp4").write_bytes(b"")
     videos = fake_videos(root=str(tmp_path))
     monkeypatch.setattr(vlm.VideoLM, "generate", echo_captions)
-    descriptions = captions.describe_videos(tiny, videos, str(tmp_path / "d.jsonl"), [4], kinds=ALL_KINDS)
-    [(path, stats)] = captions.write_pairs(descriptions, str(tmp_path), [4], kinds=ALL_KINDS)
+    descriptions = caption_jobs.describe_videos(tiny, videos, str(tmp_path / "d.jsonl"), [4], kinds=ALL_KINDS)
+    [(path, stats)] = caption_jobs.write_pairs(descriptions, str(tmp_path), [4], kinds=ALL_KINDS)
     pairs = datafiles.read_jsonl(path)
     assert stats["candidates"] == 6 * len(videos) and set(stats["kept_by_kind"]) <= set(ALL_KINDS)
     assert sum(stats["dropped"].values()) + stats["kept"] == stats["candidates"]
@@ -312,17 +313,17 @@ def test_pairs_of_other_kinds_do_not_replace_earlier_pairs(tiny, tmp_path, monke
     for k in range(3):
         (tmp_path / f"v{k}.mp4").write_bytes(b"")
     monkeypatch.setattr(vlm.VideoLM, "generate", echo_captions)
-    descriptions = captions.describe_videos(tiny, fake_videos(root=str(tmp_path)), str(tmp_path / "d.jsonl"), [4],
+    descriptions = caption_jobs.describe_videos(tiny, fake_videos(root=str(tmp_path)), str(tmp_path / "d.jsonl"), [4],
                                             kinds=ALL_KINDS)
-    [(path, _)] = captions.write_pairs(descriptions, str(tmp_path), [4])
-    captions.check_pairs_settings(str(tmp_path), [4], kinds=["reverse", "drop", "shuffle"])  # another order
-    captions.check_pairs_settings(str(tmp_path), [8], kinds=["swap"])  # no pairs_r8 yet
+    [(path, _)] = caption_jobs.write_pairs(descriptions, str(tmp_path), [4])
+    caption_jobs.check_pairs_settings(str(tmp_path), [4], kinds=["reverse", "drop", "shuffle"])  # another order
+    caption_jobs.check_pairs_settings(str(tmp_path), [8], kinds=["swap"])  # no pairs_r8 yet
     with pytest.raises(ValueError, match=r'pairs_r4.jsonl holds pairs made with other settings \(kinds: \["drop", '
                                          r'"reverse", "shuffle"\] -> \["repeat", "speed", "swap"\]\); give another '
                                          r'--out-dir'):
-        captions.check_pairs_settings(str(tmp_path), [4], kinds=["swap", "repeat", "speed"])
+        caption_jobs.check_pairs_settings(str(tmp_path), [4], kinds=["swap", "repeat", "speed"])
     with pytest.raises(ValueError, match=r"max_length_ratio: 1.5 -> 2.0"):
-        captions.check_pairs_settings(str(tmp_path), [4], max_length_ratio=2.0)
+        caption_jobs.check_pairs_settings(str(tmp_path), [4], max_length_ratio=2.0)
     assert temple.main(["pairs", "--captions", str(tmp_path / "none.jsonl"), "--out-dir", str(tmp_path), "-r", "4",
                         "--kinds", "swap", "--model", "tiny"]) == 1
     assert "pairs_r4.jsonl holds pairs made with other settings" in capsys.readouterr().err  # before anything is read
@@ -333,10 +334,10 @@ def test_clean_description_is_made_once_and_reused_for_the_next_r(tiny, tmp_path
     monkeypatch.setattr(vlm.VideoLM, "generate", lambda model, samples, **options: calls.extend(options["seeds"]) or
                         echo_captions(model, samples))
     videos, out = fake_videos(), str(tmp_path / "descriptions.jsonl")
-    captions.describe_videos(tiny, videos, out, [16])
+    caption_jobs.describe_videos(tiny, videos, out, [16])
     assert len(calls) == 4 * len(videos)
     calls.clear()
-    later = captions.describe_videos(tiny, videos, out, [8])
+    later = caption_jobs.describe_videos(tiny, videos, out, [8])
     assert len(calls) == 3 * len(videos)  # no new clean description
     assert {d["r"] for d in later} == {None, 8}
     assert {d["r"] for d in datafiles.read_jsonl(out)} == {None, 16, 8}  # the r=16 descriptions stay in the file
@@ -347,22 +348,22 @@ def test_descriptions_are_made_again_when_the_captions_changed(tiny, tmp_path, m
     monkeypatch.setattr(vlm.VideoLM, "generate", lambda model, samples, **options: calls.extend(options["seeds"]) or
                         echo_captions(model, samples))
     videos, out = fake_videos(), str(tmp_path / "descriptions.jsonl")
-    captions.describe_videos(tiny, videos, out, [16])
-    captions.describe_videos(tiny, videos, out, [8])
+    caption_jobs.describe_videos(tiny, videos, out, [16])
+    caption_jobs.describe_videos(tiny, videos, out, [8])
     videos[2]["captions"] = [c.replace("happens", "occurs") for c in videos[2]["captions"]]  # captions made again
     calls.clear()
-    later = captions.describe_videos(tiny, videos, out, [8])
+    later = caption_jobs.describe_videos(tiny, videos, out, [8])
     assert len(calls) == 4  # video 2: the clean description and one per kind at r=8
     assert all("occurs" in d["text"] for d in later if d["video"] == videos[2]["video"] and d["order"])
     on_disk = datafiles.read_jsonl(out)
     assert len(on_disk) == len(videos) * 7  # clean + 3 kinds x (16, 8); the stale r=8 and clean ones replaced
     assert {d["source"] for d in on_disk if d["video"] == videos[2]["video"] and d["r"] != 16} == \
-        {captions.description_source(videos[2], "captions")}
+        {caption_jobs.description_source(videos[2], "captions")}
 
 
 def test_sampling_does_not_depend_on_the_batch(tiny, tmp_path):
     videos = fake_videos((4, 5))
-    run = lambda name, **kw: [d["text"] for d in captions.describe_videos(  # noqa: E731
+    run = lambda name, **kw: [d["text"] for d in caption_jobs.describe_videos(  # noqa: E731
         tiny, videos, str(tmp_path / name), [16, 2], max_new_tokens=12, **kw)]
     one, five = run("a.jsonl", batch_size=1), run("b.jsonl", batch_size=5)
     assert one == five
@@ -375,13 +376,13 @@ def test_frames_route_perturbs_the_keyframes(tiny, dataset, tmp_path):
     assert len(videos) == 6  # the kept records; the frames route needs no captions
     with pytest.raises(ValueError, match="captions"):
         datafiles.pair_inputs(dataset)
-    out = str(tmp_path / captions.descriptions_path("", "frames"))
-    descriptions = captions.describe_videos(tiny, videos, out, [2], route="frames", max_new_tokens=6, **SMALL)
+    out = str(tmp_path / caption_jobs.descriptions_path("", "frames"))
+    descriptions = caption_jobs.describe_videos(tiny, videos, out, [2], route="frames", max_new_tokens=6, **SMALL)
     errors = [d for d in descriptions if d.get("status") == "error"]
     assert {os.path.basename(d["video"]) for d in errors} == {"vanished.mp4", "broken.mp4", "odd.mp4"}
     # a text for every job (the random tiny model may sample an empty one: the pair filters drop those)
     assert len(descriptions) == 6 * 4 and all(isinstance(d.get("text"), str) for d in descriptions if d not in errors)
-    captions.write_pairs(descriptions, str(tmp_path), [2], route="frames")
+    caption_jobs.write_pairs(descriptions, str(tmp_path), [2], route="frames")
     check_pairs_files(str(tmp_path), videos, [2], route="frames")
     with open(tmp_path / "pairs_frames_r2.stats.json") as f:
         assert json.load(f)["dropped"]["video_error"] == 3 * 3
@@ -406,8 +407,8 @@ def test_view_writes_one_row_per_pair(captioned, tmp_path, monkeypatch):
     captions_file = write_captions(captioned, tmp_path)
     monkeypatch.setattr(vlm.VideoLM, "generate", echo_captions)
     videos = datafiles.pair_inputs(captions_file)
-    descriptions = captions.describe_videos(vlm.load("tiny"), videos, str(tmp_path / "d.jsonl"), [2])
-    [(path, stats)] = captions.write_pairs(descriptions, str(tmp_path), [2])
+    descriptions = caption_jobs.describe_videos(vlm.load("tiny"), videos, str(tmp_path / "d.jsonl"), [2])
+    [(path, stats)] = caption_jobs.write_pairs(descriptions, str(tmp_path), [2])
     pairs = datafiles.read_jsonl(path)
     assert pairs
     page = tmp_path / "pairs.html"
@@ -458,14 +459,14 @@ def test_nothing_captioned_is_an_error_but_the_reasons_are_written(tiny, dataset
     path = tmp_path / "videos.jsonl"
     datafiles.write_jsonl(path, [{"path": "x.mp4", "clips": "x", "status": "kept"}])
     out = tmp_path / "captions.jsonl"
-    records = captions.caption_videos(tiny, datafiles.kept_videos(str(path)), str(out), max_new_tokens=4, **SMALL)
+    records = caption_jobs.caption_videos(tiny, datafiles.kept_videos(str(path)), str(out), max_new_tokens=4, **SMALL)
     assert [r["status"] for r in datafiles.read_jsonl(out)] == ["error"]
     with pytest.raises(ValueError, match=re.escape(f"{path}: nothing could be captioned, 1 of 1 videos are errors")):
-        captions.caption_summary(str(path), str(out), records)
+        caption_jobs.caption_summary(str(path), str(out), records)
     assert temple.main(["captions", "--videos", str(path), "--model", "tiny"]) == 1  # the command exits non-zero
     failed = sum(r["status"] != "ok" for r in captioned)  # some captioned, some not: a summary, no error
     assert 0 < failed < len(captioned)
-    summary = captions.caption_summary(dataset, "captions.jsonl", captioned)
+    summary = caption_jobs.caption_summary(dataset, "captions.jsonl", captioned)
     assert summary.startswith(f"captions.jsonl: {len(captioned) - failed} videos captioned, {failed} skipped")
 
 
