@@ -1,4 +1,4 @@
-"""py - the plain files that flow between the stages: JSON lines in and out, and the preference-pairs format.
+"""datafiles.py - the plain files that flow between the stages: JSON lines in and out, the pairs and SFT formats.
 
 Every stage reads and writes records a person can open (docs/method.md, "The data flow"): videos.jsonl, captions.jsonl,
 descriptions.jsonl, pairs_r{r}.jsonl, metrics.jsonl. This module reads them so that a bad line is one error naming
@@ -9,6 +9,7 @@ Pairs come in two formats, told apart per record:
     ours      {"video", "instruction", "chosen", "rejected", "kind", "r", "order"}          (temple.py pairs)
     ms-swift  {"messages": [user "<video>...", assistant chosen], "rejected_response", "videos": [path]}
               (the released run's training data; `temple.py export` writes it)
+SFT records are LLaVA-Video-178K's or ms-swift's (sft.py's docstring shows both).
 
 No torch here: `temple.py view` and `export` start fast.
 
@@ -368,3 +369,56 @@ def swap_ending(path, ending):
         if path.endswith(old):
             return path[:-len(old)] + ending
     return path + ending
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SFT records: LLaVA-Video-178K's conversations or ms-swift's messages
+
+
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def read_conversations(path, video_root=None):
+    """SFT records, LLaVA's or ms-swift's (sft.py's docstring): (records as {"video": path or None, "messages":
+    [{"role", "content"}], "where"}, [(where, "video missing: PATH")] of the records whose video is not there);
+    errors name the file and record."""
+    records, missing = [], []
+    for where, record in read_records(path):
+        example = {**conversation(record, where), "where": where}
+        if example["video"] is not None:
+            example["video"] = os.path.join(video_root or "", example["video"])  # absolute stays absolute
+            if not os.path.exists(example["video"]):
+                missing.append((where, f"video missing: {example['video']}"))
+                continue
+        records.append(example)
+    return records, missing
+
+
+def conversation(record, where):
+    """A LLaVA or ms-swift record as {"video", "messages"}; ValueError naming `where` says what is wrong."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    if "conversations" in record:
+        turns, video = record["conversations"], record.get("video")
+        role_key, text_key = "from", "value"
+    elif "messages" in record:
+        videos = record.get("videos") or [None]
+        turns, video = record["messages"], videos[0] if isinstance(videos, list) else videos
+        role_key, text_key = "role", "content"
+    else:
+        raise ValueError(f"{where}: needs 'conversations' (LLaVA) or 'messages' (ms-swift)")
+    if not isinstance(turns, list):
+        raise ValueError(f"{where}: the turns must be a list, got {type(turns).__name__}")
+    if video is not None and not isinstance(video, str):
+        raise ValueError(f"{where}: the video must be a path (a text), got {type(video).__name__}")
+    messages = []
+    for turn in turns:
+        role, text = (turn.get(role_key), turn.get(text_key)) if isinstance(turn, dict) else (None, None)
+        if role not in ROLES or not isinstance(text, str):
+            raise ValueError(f"{where}: a turn needs a role in {sorted(ROLES)} and a text, got {role!r}")
+        messages.append({"role": ROLES[role], "content": text})
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ValueError(f"{where}: no assistant turn to learn from")
+    if video is not None and not any(m["role"] == "user" for m in messages):
+        raise ValueError(f"{where}: a video but no user turn to show it in")
+    return {"video": video, "messages": messages}

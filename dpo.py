@@ -9,8 +9,8 @@ over the rejected answer y-:
     ipo:                loss = ((r+/|y+| - r-/|y-|) - 1/(2 beta))^2        (length-normalised, as TRL)
     hinge:              loss = max(0, 1 - beta * (r+ - r-))
 
-TEMPLE's released run (docs/method.md, "Training"; ms-swift < 3.8 defaults) adds 1.0 x the mean token NLL of the
-chosen answer (`--nll-weight`). An answer's log-probability covers its text and the closing <|im_end|>, not the
+TEMPLE's released run (docs/method.md, "Training") adds 1.0 x the mean token NLL of the chosen answer
+(`--nll-weight`; docs/stack.md, "rpo_alpha"). An answer's log-probability covers its text and the closing <|im_end|>, not the
 newline the chat template writes after it, as the released run's trainer scored it (docs/stack.md, "The answer's
 last token"). Dropout is off in the policy (LoRA dropout 0), as ms-swift and TRL switch it off for DPO.
 The reference is the same weights with the LoRA adapters switched off: no second copy of the model. Logged metrics
@@ -90,26 +90,17 @@ def encode_pair(model, pair, video_options, max_length, truncation="delete"):
 
 @dataclass
 class PairEncoder:
-    """encode(index) for the training loop: pair `index` as {"rows", "index"} (and "ref", its cached reference
-    log-probs, with --precompute-ref). It runs in data-loader workers, so it holds the weightless vlm.Processor,
-    never the model: it pickles when the workers are started by spawn or forkserver."""
+    """encode(index) for the training loop: pair `index` as {"rows", "index"}. It runs in data-loader workers, so it
+    holds the weightless vlm.Processor, never the model (it pickles to spawned workers)."""
     processor: object  # vlm.Processor
     pairs: list
     video_options: dict
     max_length: int
     truncation: str = "delete"
-    references: list | None = None  # per pair [chosen, rejected]; None for a pair unreadable when cached
-    cache: str = ""
 
     def __call__(self, index):
-        encoded = {"rows": encode_pair(self.processor, self.pairs[index], self.video_options, self.max_length,
-                                       self.truncation), "index": index}
-        if self.references is not None:
-            if self.references[index] is None:  # its video did not decode when the cache was made
-                raise examples.BadItem(f"no cached reference (its video was unreadable when {self.cache} was made; "
-                                    f"delete it to recompute)", "unreadable video")
-            encoded["ref"] = self.references[index]
-        return encoded
+        return {"rows": encode_pair(self.processor, self.pairs[index], self.video_options, self.max_length,
+                                    self.truncation), "index": index}
 
     def where(self, index):
         """The pair's file:line, for messages."""
@@ -145,8 +136,8 @@ def dpo_step(model, module, encoded, settings):
     losses, chosen_rewards, rejected_rewards = dpo_loss(
         policy[:n], policy[n:], ref[:n], ref[n:], beta=settings["beta"], loss_type=settings["loss_type"],
         chosen_lengths=counts[:n], rejected_lengths=counts[n:])
-    # the released run's extra term (ms-swift < 3.8, rpo_alpha 1): the chosen answers' mean token NLL, which keeps
-    # the policy fluent on its own good descriptions while DPO pushes the pair apart
+    # the chosen answers' mean token NLL keeps the policy fluent on its own good descriptions while DPO pushes the
+    # pair apart
     nll = -policy[:n].sum() / counts[:n].sum()
     loss = losses.mean() + settings["nll_weight"] * nll
     metrics = {"rewards/chosen": chosen_rewards.mean().item(), "rewards/rejected": rejected_rewards.mean().item(),
@@ -155,30 +146,3 @@ def dpo_step(model, module, encoded, settings):
                "logps/chosen": policy[:n].mean().item(), "logps/rejected": policy[n:].mean().item(),
                "nll": nll.item()}
     return loss, metrics
-
-
-def pair_logps(model, pair, video_options, max_length, use_reference, truncation="delete"):
-    """Policy [chosen, rejected] summed log-probs, their token counts, and with use_reference the reference's
-    (LoRA off, else None); no gradient."""
-    rows = encode_pair(model, pair, video_options, max_length, truncation)
-    batch = model.to_device(collate_pairs(model, [rows]))
-    with torch.no_grad():
-        if not use_reference:
-            policy, counts = model.response_logps(batch)
-            return policy.tolist(), None, counts.tolist()
-        policy, reference, counts = policy_and_reference(model, None, batch)
-        return policy.tolist(), reference.tolist(), counts.tolist()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reference log-probs computed once per stage (--precompute-ref), cached beside the data
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Held-out preference accuracy during training (--eval-pairs FILE or --heldout N, --eval-every STEPS)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# A curriculum stage
-
-

@@ -31,6 +31,7 @@ import json
 import os
 from collections import Counter
 
+import torch
 from tqdm import tqdm
 
 import datafiles
@@ -214,6 +215,19 @@ PREFERENCE_MEASURES = {
 }
 
 
+def pair_logps(model, pair, video_options, max_length, use_reference, truncation="delete"):
+    """Policy [chosen, rejected] summed log-probs, their token counts, and with use_reference the reference's
+    (LoRA off, else None); no gradient."""
+    rows = dpo.encode_pair(model, pair, video_options, max_length, truncation)
+    batch = model.to_device(dpo.collate_pairs(model, [rows]))
+    with torch.no_grad():
+        if not use_reference:
+            policy, counts = model.response_logps(batch)
+            return policy.tolist(), None, counts.tolist()
+        policy, reference, counts = dpo.policy_and_reference(model, None, batch)
+        return policy.tolist(), reference.tolist(), counts.tolist()
+
+
 def preference_accuracy(model, pairs, video_options, max_length, beta=0.1, use_reference=False, desc="pairs",
                         truncation="delete"):
     """How often the model prefers the chosen answer over the rejected one, over all pairs and per kind and r.
@@ -227,7 +241,7 @@ def preference_accuracy(model, pairs, video_options, max_length, beta=0.1, use_r
     results, unscored = [], []
     for pair in tqdm(pairs, desc=desc, unit="pair"):
         try:
-            policy, reference, counts = dpo.pair_logps(model, pair, video_options, max_length, use_reference,
+            policy, reference, counts = pair_logps(model, pair, video_options, max_length, use_reference,
                                                        truncation)
         except UNUSABLE as e:
             unscored.append((pair, f"{problem(e)}: {e}"))

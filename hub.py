@@ -1,8 +1,9 @@
 """hub.py - where a model's files are: a local directory, the local Hugging Face cache, or the hub when it answers.
 
-Nothing here loads weights. It answers the questions a run asks about a base model before (or without) loading it:
-is the hub reachable, what does the checkpoint's generation_config.json say, which base model is this whatever it
-was called (a hub id and its snapshot on disk are one model), and where is one of its files.
+It loads a checkpoint without waiting on a hub that does not answer, and says in one line why a model was not
+found; and it answers the questions a run asks about a base model before (or without) loading it: is the hub
+reachable, what does the checkpoint's generation_config.json say, which base model is this whatever it was called
+(a hub id and its snapshot on disk are one model), and where is one of its files.
 
     hub.model_identity("Qwen/Qwen2.5-VL-7B-Instruct")     # {"config_sha256": ..., "weights": {name: size}} or None
 """
@@ -13,7 +14,7 @@ import socket
 
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-from transformers import GenerationConfig
+from transformers import AutoModelForImageTextToText, AutoTokenizer, GenerationConfig
 
 import tiny
 
@@ -88,3 +89,31 @@ def base_model_file(base_model, name, ask_hub):
         return None
     except OSError:
         return UNCHECKED
+
+
+def load_pretrained(name, dtype, attn_implementation):
+    """(transformers model, tokenizer) of a local directory or hub id: from the local cache, or downloaded when the
+    hub answers (HF_HUB_OFFLINE=1 forbids that); a model that cannot be had is a ValueError saying why."""
+    local = os.path.isdir(name)
+    if local and os.path.exists(os.path.join(name, "adapter_config.json")) and \
+            not os.path.exists(os.path.join(name, "config.json")):
+        raise ValueError(f"{name} holds a LoRA adapter (a training run), not a model: evaluate it with "
+                         f"`temple.py eval --run {name}`, or make a model of it with `temple.py merge {name} "
+                         f"--out DIR` and pass --model DIR")
+    cached_only = local or not reachable()  # no long retries against a hub that does not answer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=cached_only)
+        model = AutoModelForImageTextToText.from_pretrained(
+            name, dtype=dtype, attn_implementation=attn_implementation, local_files_only=cached_only)
+    except OSError:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+        hint = "the directory has no model files" if local else (
+            "no such directory and not in the local Hugging Face cache; HF_HUB_OFFLINE is set, so the hub was "
+            "not asked (unset it to download, or pass a local directory with --model PATH)" if offline else
+            "no such directory, not in the local Hugging Face cache, and the hub is unreachable; download it "
+            "on a machine with internet and pass its directory with --model PATH" if cached_only else
+            "no such directory, and the hub has no such (public) model")
+        raise ValueError(f"model '{name}' was not found: {hint} (built-in: {', '.join(tiny.TINY_MODELS)})") from None
+    except ImportError as e:  # e.g. flash_attention_2 without the flash-attn package
+        raise ValueError(f"model '{name}' with --attn {attn_implementation}: {e}") from None
+    return model, tokenizer

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -20,6 +21,36 @@ import datafiles
 import distributed
 import dpo
 import examples
+import lora
+
+
+def attach(model, encode, data_path, pairs, meta, world):
+    """`encode` (a dpo.PairEncoder) with each pair's reference log-probs added as "ref", from the cache beside the
+    pairs file, computed first (the stage's start with LoRA off) when it is not there."""
+    distributed.check_shared_directory(os.path.dirname(os.path.abspath(data_path)), world,
+                                       "the reference cache's directory")
+    path = reference_cache_path(data_path, pairs, meta)
+    with lora.disable_lora(model.hf_model):
+        references = precompute_reference(model, encode, len(pairs), path, world)
+    return WithReferences(encode, references, path)
+
+
+@dataclass
+class WithReferences:
+    """encode(index) with the pair's cached reference log-probs, [chosen, rejected], as "ref"."""
+    encode: object  # dpo.PairEncoder
+    references: list  # per pair [chosen, rejected]; None for a pair unreadable when the cache was made
+    path: str
+
+    def __call__(self, index):
+        encoded = self.encode(index)
+        if self.references[index] is None:
+            raise examples.BadItem(f"no cached reference (its video was unreadable when {self.path} was made; "
+                                   f"delete it to recompute)", "unreadable video")
+        return {**encoded, "ref": self.references[index]}
+
+    def where(self, index):
+        return self.encode.where(index)
 
 
 def reference_cache_path(data_path, pairs, meta):

@@ -38,6 +38,7 @@ import datafiles
 import distributed
 import hub
 import lora
+import tiny
 import vlm
 
 def finished(run_dir):
@@ -250,6 +251,21 @@ def record_stop(run_dir, step, reason):
     datafiles.write_atomic(os.path.join(run_dir, "config.json"), json.dumps(config, indent=2))
 
 
+def stopped_early(run_dir, step, steps, reason, progress):
+    """record_stop, and the reason said on a line below the progress bar, closed at its last state."""
+    record_stop(run_dir, step, reason)
+    progress.close()
+    print(f"{os.path.basename(run_dir)}: {reason}; the stage ends at step {step} of {steps}")
+
+
+def report_left_out(run_dir):
+    """After training: how many examples were left out (unusable) and replaced, per metrics.jsonl."""
+    left_out = sum(m.get("left_out", 0) for m in read_metrics(run_dir))
+    if left_out:
+        print(f"{run_dir}: {left_out} example(s) left out and replaced by the next usable one (reasons above; "
+              f"metrics.jsonl counts them per step)", file=sys.stderr)
+
+
 def read_run_config(run_dir):
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
@@ -271,6 +287,19 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, kept):
         super().__init__(kept)
         self.kept = kept
+
+
+@contextlib.contextmanager
+def noting_checkpoint(config, run):
+    """A Ctrl-C (Interrupted) or an OSError (e.g. a full disk while a checkpoint was written) inside the block
+    carries which checkpoint a --resume continues from: run.saved, the step of the newest one."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(checkpoint_note(config, run.saved)) from None
+    except OSError as e:
+        e.kept = checkpoint_note(config, run.saved)
+        raise
 
 
 def checkpoint_note(config, saved):
@@ -403,7 +432,7 @@ def copy_processor_files(base, out, processor):
     """Put the base model's processor and chat-template files into `out` (a built-in tiny model's are made from
     its vlm.Processor); say which could not be looked up."""
     if base in vlm.TINY_MODELS:
-        for name, content in vlm.processor_files(processor).items():
+        for name, content in tiny.processor_files(processor).items():
             datafiles.write_atomic(os.path.join(out, name), json.dumps(content, indent=2) + "\n")
         return
     ask_hub = functools.cache(hub.reachable)  # probed once, and only for a file the cache does not know

@@ -11,66 +11,18 @@ Data, JSON list or JSONL, either format:
     ms-swift:         {"messages": [{"role": "user", "content": "<video>Q"}, {"role": "assistant", ...}],
                        "videos": ["rel/path.mp4"]}
 The <image> / <video> marker says where the video goes (at the start of the first user turn when absent); a record
-without a video trains text-only. recipes.run_sft wires the run.
+without a video trains text-only (datafiles.read_conversations reads both). recipes.run_sft wires the run.
 
     python temple.py sft --data llava_video_60k.json --video-root /data/LLaVA-Video-178K --init runs/dpo_r2
     torchrun --nproc_per_node 8 temple.py sft --data ... --init runs/dpo_r2
 """
 
-import os
 from dataclasses import dataclass
 
-import datafiles
 import examples
 import vlm
 
 MARKERS = ("<video>", "<image>")
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-
-
-def load_conversations(path, video_root=None):
-    """(records as {"video": path or None, "messages": [{"role", "content"}], "where"}, [(where, "video missing: PATH")]
-    of the records whose video is not there); errors name the file and record."""
-    records, missing = [], []
-    for where, record in datafiles.read_records(path):
-        example = {**normalise(record, where), "where": where}
-        if example["video"] is not None:
-            example["video"] = os.path.join(video_root or "", example["video"])  # absolute stays absolute
-            if not os.path.exists(example["video"]):
-                missing.append((where, f"video missing: {example['video']}"))
-                continue
-        records.append(example)
-    return records, missing
-
-
-def normalise(record, where):
-    """A LLaVA or ms-swift record as {"video", "messages"}; ValueError naming `where` says what is wrong."""
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object")
-    if "conversations" in record:
-        turns, video = record["conversations"], record.get("video")
-        role_key, text_key = "from", "value"
-    elif "messages" in record:
-        videos = record.get("videos") or [None]
-        turns, video = record["messages"], videos[0] if isinstance(videos, list) else videos
-        role_key, text_key = "role", "content"
-    else:
-        raise ValueError(f"{where}: needs 'conversations' (LLaVA) or 'messages' (ms-swift)")
-    if not isinstance(turns, list):
-        raise ValueError(f"{where}: the turns must be a list, got {type(turns).__name__}")
-    if video is not None and not isinstance(video, str):
-        raise ValueError(f"{where}: the video must be a path (a text), got {type(video).__name__}")
-    messages = []
-    for turn in turns:
-        role, text = (turn.get(role_key), turn.get(text_key)) if isinstance(turn, dict) else (None, None)
-        if role not in ROLES or not isinstance(text, str):
-            raise ValueError(f"{where}: a turn needs a role in {sorted(ROLES)} and a text, got {role!r}")
-        messages.append({"role": ROLES[role], "content": text})
-    if not any(m["role"] == "assistant" for m in messages):
-        raise ValueError(f"{where}: no assistant turn to learn from")
-    if video is not None and not any(m["role"] == "user" for m in messages):
-        raise ValueError(f"{where}: a video but no user turn to show it in")
-    return {"video": video, "messages": messages}
 
 
 def strip_markers(text):
@@ -106,8 +58,8 @@ def encode_example(model, example, video_options, max_length, truncation="delete
 
 @dataclass
 class ExampleEncoder:
-    """encode(index) for the training loop; it holds the weightless vlm.Processor, not the model, so it pickles to
-    data-loader workers started by spawn or forkserver."""
+    """encode(index) for the training loop; it holds the weightless vlm.Processor, never the model (it pickles to
+    spawned workers)."""
     processor: object  # vlm.Processor
     examples: list
     video_options: dict
@@ -125,7 +77,8 @@ class ExampleEncoder:
 
 def sft_step(model, module, samples):
     """Summed NLL of every assistant token of the micro-batch; train() divides it by the answer tokens of the whole
-    accumulation window (answer_tokens), as ms-swift does with transformers >= 4.46, not by this micro-batch's."""
+    accumulation window (answer_tokens), not by this micro-batch's, as the released run did (docs/stack.md, "SFT
+    loss")."""
     batch = model.to_device(model.collate(samples))
     logps, counts = model.response_logps(batch, model=module)
     return -logps.sum(), {"tokens": counts.sum().item()}

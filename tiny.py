@@ -2,7 +2,8 @@
 
 Tests and the demo need a real model class without a download: these are the transformers classes of the three
 families, built from a small config, with a byte-level tokenizer made in-process that carries Qwen's special
-tokens and chat template. The same seed gives the same weights. Standalone (torch and transformers only).
+tokens and chat template. The same seed gives the same weights. Standalone (torch and transformers only). A
+merged tiny model also gets the processor files a hub checkpoint carries (processor_files).
 
     model, tokenizer = tiny.build("tiny-qwen3", seed=0)       # or vlm.load("tiny-qwen3"), as any model
 """
@@ -86,3 +87,18 @@ def build(name, seed=0):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config)
     return model, tokenizer
+
+
+def processor_files(processor):
+    """{file name: content} of the processor files a checkpoint of this family carries (preprocessor_config.json and
+    video_preprocessor_config.json, as on the hub), made from a vlm.Processor: what a merged built-in tiny model
+    needs so that AutoProcessor, vLLM and lmms-eval load its directory as a real checkpoint's. The chat template is
+    the tokenizer's own file."""
+    family = processor.family
+    common = {"processor_class": family.processor_class, "patch_size": processor.patch,
+              "temporal_patch_size": processor.temporal_patch, "merge_size": processor.merge,
+              "size": {"shortest_edge": processor.min_pixels, "longest_edge": processor.max_pixels},
+              "image_mean": list(family.mean), "image_std": list(family.std), "do_resize": True, "do_rescale": True,
+              "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True, "resample": 3}
+    return {"preprocessor_config.json": {"image_processor_type": "Qwen2VLImageProcessor", **common},
+            "video_preprocessor_config.json": {"video_processor_type": family.video_processor_class, **common}}

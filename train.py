@@ -1,6 +1,7 @@
-"""train.py - the training loop that dpo.py and sft.py share: torchrun DDP, accumulation, schedule, checkpoints.
+"""train.py - the training loop that dpo.py and sft.py share: torchrun DDP, accumulation, schedule, NaN stop.
 
-The loop is written out in the style of nanoGPT's train.py, so one can read every step (set_up, then loop):
+The loop (docs/method.md, "Training", for the released run's settings) is written out in the style of nanoGPT's
+train.py, so one can read every step (set_up, then loop):
 
     for each optimizer step:
         for each micro-batch of this rank:                  # global batch = world x micro-batch x accumulation
@@ -26,7 +27,6 @@ import json
 import math
 import os
 import random
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -61,10 +61,6 @@ class TrainConfig:
     # DDP must look for parameters a forward leaves out (SFT: a text-only record never reaches the vision adapters);
     # off by default because it walks the autograd graph after every forward
     find_unused_parameters: bool = False
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Distributed set-up (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK; a plain `python` run is a world of one)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -114,22 +110,15 @@ def check_accumulation(config, world):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # The loop
 
 
 def enable_activation_checkpointing(model):
-    """Recompute each layer's activations in backward, non-reentrant: correct with DDP, kwargs and frozen inputs
-    (the reentrant variant silently drops LoRA gradients when the embeddings are frozen).
-
-    transformers also hooks every input-embedding layer so its output requires grad, a crutch for the reentrant
-    variant. It hooks the vision tower's patch embedding too, which makes the frozen ViT build its autograd graph
-    and run backward for gradients nobody uses. Non-reentrant checkpointing needs no such hook: remove them."""
+    """Recompute each layer's activations in backward, non-reentrant: correct with DDP, kwargs and frozen inputs,
+    where the reentrant variant drops LoRA gradients. Non-reentrant needs none of the input-grad hooks transformers
+    adds for the reentrant one, and they make the frozen ViT run backward: removed (docs/stack.md, "Checkpointing")."""
     kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # its newer name (docs/stack.md, "Checkpointing")
+    if hasattr(model, "activation_checkpointing_enable"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
@@ -165,19 +154,11 @@ def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, 
     evaluation: an Evaluation, or None.
     """
     run = set_up(model, encode, num_items, config, world, meta, resume)
-    try:
+    with runs.noting_checkpoint(config, run):  # a Ctrl-C or a full disk says which checkpoint --resume goes on from
         loop(run, loss_fn, config, world, meta, tokens, evaluation)
         runs.save_checkpoint(model, run.optimizer, run.steps, config, world, meta, final=True,
-                        evaluations=run.evaluations)
-    except KeyboardInterrupt:
-        raise runs.Interrupted(runs.checkpoint_note(config, run.saved)) from None
-    except OSError as e:  # e.g. the disk filled up while a checkpoint was written: say what a resume goes on from
-        e.kept = runs.checkpoint_note(config, run.saved)
-        raise
-    left_out = sum(m.get("left_out", 0) for m in runs.read_metrics(config.out)) if world.main else 0
-    if left_out:
-        print(f"{config.out}: {left_out} example(s) left out and replaced by the next usable one (reasons above; "
-              f"metrics.jsonl counts them per step)", file=sys.stderr)
+                             evaluations=run.evaluations)
+    distributed.on_main(world, lambda: runs.report_left_out(config.out))
     if config.grad_ckpt:
         disable_activation_checkpointing(model)
     model.eval()
@@ -202,9 +183,7 @@ def set_up(model, encode, num_items, config, world, meta, resume):
     check_accumulation(config, world)
     distributed.check_shared_directory(config.out, world)
     steps = total_steps(num_items, config)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for p in trainable:
-        p.data = p.data.float()  # adapters train in fp32 even when the base model is bf16
+    trainable = [p for p in model.parameters() if p.requires_grad]  # the adapters, float32 (lora.py)
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     if config.grad_ckpt:
         enable_activation_checkpointing(model)
@@ -233,7 +212,7 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
     with tqdm(total=run.steps, initial=run.start, disable=not world.main,
               desc=os.path.basename(config.out) or "train") as progress:  # closed before any message (Ctrl-C, NaN)
         for step in range(run.start, run.steps):
-            rng_at_start = runs.rng_state()  # this step's weights are checkpointed once their loss proves finite (below)
+            rng_at_start = runs.rng_state()
             lr = learning_rate(step, run.steps, config)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
@@ -267,20 +246,16 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
                 progress.update()
             reason = held_out and evaluation.stop and evaluation.stop(run.evaluations)
             if reason and step + 1 < run.steps:  # every rank has the same numbers, so every rank stops here
-                distributed.on_main(world, lambda: runs.record_stop(config.out, step + 1, reason))
-                if world.main:
-                    progress.close()  # its last state stays on the screen; the reason goes on a line below it
-                    print(f"{os.path.basename(config.out)}: {reason}; the stage ends at step {step + 1} of "
-                          f"{run.steps}")
-                run.steps = step + 1
+                stop_at = step + 1
+                distributed.on_main(world, lambda: runs.stopped_early(config.out, stop_at, run.steps, reason, progress))
+                run.steps = stop_at
                 break
 
 
 def forward_backward(run, window, loss_fn, config, world, tokens, autocast):
     """Gradients of one step's micro-batches, accumulated; returns the step's metrics averaged over ranks."""
     accumulation = len(window)
-    # A mean loss counts every micro-batch alike; a summed one (SFT) is divided by the tokens of the whole window, so
-    # a long answer weighs as much in a small micro-batch as in a big one (ms-swift, HF Trainer)
+    # a summed loss (SFT): a long answer weighs as much in a small micro-batch as in a big one (ms-swift, HF Trainer)
     divisor = sum(tokens(items) for items in window) if tokens else accumulation
     if tokens and config.tokens_across_ranks:  # DDP averages gradients over ranks: divide by the mean count
         divisor = distributed.all_sum(world, divisor) / world.size

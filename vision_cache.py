@@ -84,6 +84,15 @@ def for_batch(model, batch):
 
 
 @contextlib.contextmanager
+def forward_inputs(model, batch):
+    """The keyword arguments of a forward over `batch` (model.model_inputs); inside the block the forward takes its
+    videos' features from one tower pass: the shared one (shared), else the batch's distinct videos encoded once."""
+    features = for_batch(model, batch)
+    with reuse(model, features):
+        yield model.model_inputs(batch, videos_once=features is not None)
+
+
+@contextlib.contextmanager
 def reuse(model, features):
     """Inside the block the vision tower hands back `features` instead of running, and the model's own forward places
     them (with Qwen3-VL's deepstack features) exactly as if it had just encoded the pixels: one mechanism for the

@@ -13,19 +13,19 @@ How the families differ is one table (FAMILIES): normalisation, the default syst
 VideoLM is a transformers model (`hf_model`) and its Processor, the weightless half that turns videos and
 conversations into model inputs (patch sizes, tokenizer, token ids, positions): data-loader workers get the
 processor alone. Videos become patches in preprocess.py, positions come from mrope.py, and a video shown in
-several rows of a batch goes through the vision tower once (vision_cache.py).
+several rows of a batch goes through the vision tower once (vision_cache.py). The video settings of the released
+run are in docs/method.md, "Training"; where this differs from transformers, "Where this implementation differs".
 
     python temple.py describe VIDEO --model tiny
 """
 
 import importlib.util
-import os
 import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import AutoModelForImageTextToText, AutoTokenizer, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 import hub
 import mrope
@@ -72,32 +72,6 @@ TEXT, IMAGE, VIDEO = mrope.TEXT, mrope.IMAGE, mrope.VIDEO  # mm_token_type_ids v
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Reading video with PyAV
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Preprocessing: resize, normalise, preprocess.patchify (no HF processor, no torchvision)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Built-in tiny models (random weights, in-process tokenizer)
-
-
-def processor_files(processor):
-    """{file name: content} of the processor files a checkpoint of this family carries (preprocessor_config.json and
-    video_preprocessor_config.json, as on the hub), made from a Processor: what a merged built-in tiny model needs so that AutoProcessor, vLLM and
-    lmms-eval load its directory as a real checkpoint's. The chat template is the tokenizer's own file."""
-    family = processor.family
-    common = {"processor_class": family.processor_class, "patch_size": processor.patch,
-              "temporal_patch_size": processor.temporal_patch, "merge_size": processor.merge,
-              "size": {"shortest_edge": processor.min_pixels, "longest_edge": processor.max_pixels},
-              "image_mean": list(family.mean), "image_std": list(family.std), "do_resize": True, "do_rescale": True,
-              "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True, "resample": 3}
-    return {"preprocessor_config.json": {"image_processor_type": "Qwen2VLImageProcessor", **common},
-            "video_preprocessor_config.json": {"video_processor_type": family.video_processor_class, **common}}
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Loading
 
 
@@ -106,8 +80,8 @@ def default_device():
 
 
 def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
-    """A model by built-in name, local directory or hub id: from the local Hugging Face cache, or downloaded when
-    the hub answers (HF_HUB_OFFLINE=1 forbids that). attn_implementation: sdpa, eager or flash_attention_2."""
+    """A model by built-in name (tiny.py), local directory or hub id (hub.load_pretrained: the local Hugging Face
+    cache first, the hub when it answers). attn_implementation: sdpa, eager or flash_attention_2."""
     if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         raise ValueError("attention flash_attention_2 needs the flash-attn package (pip install flash-attn); "
                          "sdpa needs nothing")
@@ -117,36 +91,10 @@ def load(name, device=None, dtype=None, attn_implementation="sdpa", seed=0):
         model, tokenizer = tiny.build(name, seed)
         model.config._attn_implementation = attn_implementation
     else:
-        local = os.path.isdir(name)
-        if local and os.path.exists(os.path.join(name, "adapter_config.json")) and \
-                not os.path.exists(os.path.join(name, "config.json")):
-            raise ValueError(f"{name} holds a LoRA adapter (a training run), not a model: evaluate it with "
-                             f"`temple.py eval --run {name}`, or make a model of it with `temple.py merge {name} "
-                             f"--out DIR` and pass --model DIR")
-        # A hub id is looked up in the local cache first; the hub is asked only when it answers (no long retries).
-        cached_only = local or not hub.reachable()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=cached_only)
-            model = AutoModelForImageTextToText.from_pretrained(
-                name, dtype=dtype, attn_implementation=attn_implementation, local_files_only=cached_only)
-        except OSError:
-            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
-            hint = "the directory has no model files" if local else (
-                "no such directory and not in the local Hugging Face cache; HF_HUB_OFFLINE is set, so the hub was "
-                "not asked (unset it to download, or pass a local directory with --model PATH)" if offline else
-                "no such directory, not in the local Hugging Face cache, and the hub is unreachable; download it "
-                "on a machine with internet and pass its directory with --model PATH" if cached_only else
-                "no such directory, and the hub has no such (public) model")
-            raise ValueError(f"model '{name}' was not found: {hint} (built-in: {', '.join(TINY_MODELS)})") from None
-        except ImportError as e:  # e.g. flash_attention_2 without the flash-attn package
-            raise ValueError(f"model '{name}' with --attn {attn_implementation}: {e}") from None
+        model, tokenizer = hub.load_pretrained(name, dtype, attn_implementation)
     if model.config.model_type not in FAMILIES:
         raise ValueError(f"model '{name}' is a {model.config.model_type}; supported: {', '.join(FAMILIES)}")
     return VideoLM(model.to(device=device, dtype=dtype).eval(), tokenizer, name)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Positions: Qwen's multimodal rotary embedding (M-RoPE), computed here and handed to the model in every forward
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -213,8 +161,7 @@ def patch_seconds(times, temporal_patch):
 
 class Processor:
     """The half of a VideoLM that turns videos and conversations into model inputs: the family, the patch sizes, the
-    tokenizer and its special-token ids. It holds no weights, so it travels cheaply to data-loader workers (it pickles
-    when they are started by spawn or forkserver, the default on macOS and, from Python 3.14, on Linux)."""
+    tokenizer and its special-token ids. It holds no weights, so it travels cheaply to data-loader workers."""
 
     def __init__(self, config, tokenizer):
         self.tokenizer = tokenizer
@@ -398,14 +345,14 @@ class VideoLM:
         return {k: v.to(self.device, dtype=dtype if v.is_floating_point() and k == "pixel_values_videos" else None)
                 for k, v in batch.items()}
 
-    def model_inputs(self, batch, features=None):
-        """The transformers model's keyword arguments for a collated batch: always our position_ids; the videos as
-        pixels for the model's own forward to encode (a video shown twice is then encoded twice), or, given
-        `features` (vision_cache), for the forward to take from the tower inside vision_cache.reuse()."""
+    def model_inputs(self, batch, videos_once=False):
+        """The transformers model's keyword arguments for a collated batch, our position_ids among them. A video the
+        batch shows in several rows is passed once per row, as the model's own forward expects, or with `videos_once`
+        once in all (for vision_cache.forward_inputs, which hands the tower's features to every row)."""
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "position_ids")}
         if "pixel_values_videos" in batch:
             pixels, grids, slots = batch["pixel_values_videos"], batch["video_grid_thw"], batch.get("video_slots")
-            if slots is not None and features is None:
+            if slots is not None and not videos_once:
                 pixels = pixels[vision_cache.slot_rows(grids.prod(-1), slots).to(pixels.device)]
             inputs["pixel_values_videos"] = pixels
             inputs["video_grid_thw"] = grids if slots is None else grids[slots]
@@ -425,7 +372,6 @@ class VideoLM:
         answer continues at the prompt's last position + 1, as when it was trained (docs/stack.md, "M-RoPE
         positions"). Left padding keeps every row's last prompt token in the last column."""
         batch = self.to_device(self.collate(samples, padding="left"))
-        features = vision_cache.encode(self, batch)  # a clip shown in several rows goes through the tower once
         if temperature > 0 and seeds is not None:  # RowSampler picks each row's token; greedy decoding takes it
             processors = LogitsProcessorList([RowSampler(seeds, temperature, top_k, top_p, self.device)])
             sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None, logits_processor=processors)
@@ -434,12 +380,11 @@ class VideoLM:
         else:
             sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
-                vision_cache.reuse(self, features):
+                vision_cache.forward_inputs(self, batch) as inputs:  # a clip in several rows: one tower pass
             torch.manual_seed(seed)
-            out = self.hf_model.generate(**self.model_inputs(batch, features), max_new_tokens=max_new_tokens,
-                                      repetition_penalty=repetition_penalty,
-                                      eos_token_id=[self.ids["im_end"], self.ids["pad"]],
-                                      pad_token_id=self.ids["pad"], **sampling)
+            out = self.hf_model.generate(**inputs, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                                         eos_token_id=[self.ids["im_end"], self.ids["pad"]],
+                                         pad_token_id=self.ids["pad"], **sampling)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
@@ -453,12 +398,11 @@ class VideoLM:
         `model` overrides self.hf_model (e.g. the DDP-wrapped module, so its gradient hooks run).
         """
         model = model or self.hf_model
-        features = vision_cache.for_batch(self, batch)
         targets = batch["labels"][:, 1:]
         mask = targets != IGNORE
         positions = mask.any(0).nonzero().squeeze(1)  # position p predicts token p + 1
-        with vision_cache.reuse(self, features):
-            logits = model(**self.model_inputs(batch, features), logits_to_keep=positions, use_cache=False).logits
+        with vision_cache.forward_inputs(self, batch) as inputs:
+            logits = model(**inputs, logits_to_keep=positions, use_cache=False).logits
         targets, mask = targets[:, positions], mask[:, positions]
         token_logps = selective_log_softmax(logits, targets.clamp(min=0))
         return (token_logps * mask).sum(-1), mask.sum(-1)

@@ -27,6 +27,7 @@ import train
 import hub
 import preprocess
 import vlm
+from gloo import leave_without_teardown
 from media import write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -665,6 +666,7 @@ def _ddp_worker(rank, world, init_file, data_dir, runs):
                                  eval_pairs=os.path.join(data_dir, "pairs_r8.jsonl"), eval_every=1))
     finally:
         dist.destroy_process_group()
+    leave_without_teardown()
 
 
 def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
@@ -683,16 +685,6 @@ def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
     with pytest.raises(ValueError, match="saved with 2 processes, resumed with 1"):
         runs.load_checkpoint(vlm.load("tiny").hf_model, None, train.TrainConfig(
             out=os.path.join(tmp_path, "ddp", "dpo_r16")), distributed.World())
-
-
-def leave_without_teardown():
-    """End a gloo worker whose checks passed. A process that has finished can still abort (SIGABRT, "terminate
-    called without an active exception") in the interpreter's teardown, where gloo's threads may still hold tensors
-    (pytorch PR 179291): about 1 run in 10 of the workers below. An unexpected error never gets here: it fails the
-    test as before."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def _unshared_worker(rank, world, init_file, data_dir, workdir, errors):

@@ -19,6 +19,7 @@ import sft
 import temple
 import train
 import vlm
+from gloo import leave_without_teardown
 from media import scene_frames, write_video
 
 
@@ -38,8 +39,8 @@ def data(tmp_path_factory):
 
 
 def test_both_formats_normalise_to_messages(data):
-    llava, missing = sft.load_conversations(str(data / "llava.json"), video_root=str(data))
-    swift, _ = sft.load_conversations(str(data / "swift.jsonl"), video_root=str(data))
+    llava, missing = datafiles.read_conversations(str(data / "llava.json"), video_root=str(data))
+    swift, _ = datafiles.read_conversations(str(data / "swift.jsonl"), video_root=str(data))
     assert missing == [] and len(llava) == 2 and llava[1]["video"] is None
     assert [m["role"] for m in llava[0]["messages"]] == ["user", "assistant", "user", "assistant"]
     assert swift[0]["video"] == str(data / "a.mp4") and swift[0]["messages"][1]["content"] == "the video ends"
@@ -55,7 +56,7 @@ def test_video_goes_where_the_marker_is():
 
 def test_labels_cover_only_assistant_tokens_across_turns(data):
     model = vlm.load("tiny")
-    examples, _ = sft.load_conversations(str(data / "llava.json"), video_root=str(data))
+    examples, _ = datafiles.read_conversations(str(data / "llava.json"), video_root=str(data))
     sample = sft.encode_example(model, examples[0], {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4},
                                 4096)
     learned = [t for t, label in zip(sample.input_ids, sample.labels) if label != vlm.IGNORE]
@@ -105,13 +106,13 @@ def test_sft_starts_from_a_dpo_run(data, tmp_path):
 def test_bad_records_name_the_file_and_record(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps([{"conversations": [{"from": "human", "value": "hi"}]}]))
     with pytest.raises(ValueError, match=r"bad.json: record 1: no assistant turn"):
-        sft.load_conversations(str(tmp_path / "bad.json"))
+        datafiles.read_conversations(str(tmp_path / "bad.json"))
     (tmp_path / "bad2.jsonl").write_text('{"messages": [{"role": "robot", "content": "x"}]}\n')
     with pytest.raises(ValueError, match=r"bad2.jsonl:1: a turn needs a role"):
-        sft.load_conversations(str(tmp_path / "bad2.jsonl"))
+        datafiles.read_conversations(str(tmp_path / "bad2.jsonl"))
     (tmp_path / "bad3.jsonl").write_text('{"text": "x"}\n')
     with pytest.raises(ValueError, match=r"bad3.jsonl:1: needs 'conversations' \(LLaVA\) or 'messages'"):
-        sft.load_conversations(str(tmp_path / "bad3.jsonl"))
+        datafiles.read_conversations(str(tmp_path / "bad3.jsonl"))
     turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
     for record, problem in [({"conversations": 5}, "the turns must be a list, got int"),
                             ({"video": 5, "conversations": turns}, "the video must be a path"),
@@ -119,10 +120,10 @@ def test_bad_records_name_the_file_and_record(tmp_path):
                             ({"messages": [turns[0]]}, "a turn needs a role")]:
         datafiles.write_jsonl(tmp_path / "typed.jsonl", [{"conversations": turns}, record])
         with pytest.raises(ValueError, match=rf"typed.jsonl:2: {problem}"):
-            sft.load_conversations(str(tmp_path / "typed.jsonl"))
+            datafiles.read_conversations(str(tmp_path / "typed.jsonl"))
     gone = [{"video": "gone.mp4", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]
     (tmp_path / "gone.json").write_text(json.dumps(gone))
-    assert sft.load_conversations(str(tmp_path / "gone.json"), video_root=str(tmp_path)) == \
+    assert datafiles.read_conversations(str(tmp_path / "gone.json"), video_root=str(tmp_path)) == \
         ([], [(f"{tmp_path / 'gone.json'}: record 1", f"video missing: {tmp_path / 'gone.mp4'}")])
 
 
@@ -138,6 +139,7 @@ def _ddp_worker(rank, world, init_file, data, runs):
         recipes.run_sft(sft_args(data, runs, epochs=2, max_steps=2, lora_dropout=0.0, tokens_across_ranks=True))
     finally:
         dist.destroy_process_group()
+    leave_without_teardown()
 
 
 def test_two_gloo_processes_match_one_process_with_text_only_records(data, tmp_path):
@@ -168,7 +170,7 @@ def test_loss_is_normalised_by_the_answer_tokens_of_the_whole_accumulation_windo
     args = sft_args(data, tmp_path, global_batch=2, micro_batch=1, max_steps=1, lora_dropout=0.0, freeze_vit=True)
     recipes.run_sft(args)
 
-    examples, _ = sft.load_conversations(args.data, args.video_root)
+    examples, _ = datafiles.read_conversations(args.data, args.video_root)
     model = vlm.load("tiny")
     torch.manual_seed(args.seed)
     lora.apply_lora(model.hf_model, r=args.lora_r, alpha=args.lora_alpha, dropout=0.0, exclude=vlm.ALIGNER)
