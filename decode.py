@@ -1,7 +1,7 @@
 """decode.py - reading video files with PyAV: frames at given indices, and every frame of a file scaled down small.
 
 Every frame index in this project is a position in the sequence of frames that decode (decoded_frames): shots.py
-numbers shots, clips and keyframes that way, and preprocess.py and the pair page read the frames back by the same
+and selection.py number shots, clips and keyframes that way, and preprocess.py and the pair page read the frames back by the same
 numbers. A broken file is one clear error naming it (VideoError, or OSError for a file that is gone): batch jobs
 record it and go on.
 

@@ -7,7 +7,7 @@ A frozen linear layer W (out x in) learns only a low-rank update B A, with A (r 
              |                                                ^
              +--> dropout --> [ A  r x in ] --> [ B  out x r ] --> * alpha/r
 
-B starts at zero, so a new adapter changes nothing: the model with its adapters switched off *is* the base model
+(r here is LoRA's rank, not TEMPLE's difficulty r.) B starts at zero, so a new adapter changes nothing: the model with its adapters switched off *is* the base model
 (the DPO reference costs no second copy of the weights). Training touches r * (in + out) numbers per layer instead
 of in * out; merging folds W + (alpha/r) B A back into one plain weight.
 
@@ -16,6 +16,7 @@ of in * out; merging folds W + (alpha/r) B A back into one plain weight.
     save_adapter(model, "runs/x", base_model="Qwen/Qwen2.5-VL-7B-Instruct")   # loads with peft.PeftModel too
     load_adapter(model, "runs/x"); merge_lora(model); model.save_pretrained("runs/merged")
 
+Every stage trains these (docs/method.md, "Training": rank 32, alpha 64 for DPO; `python temple.py dpo -r 16`).
 Standalone on purpose (torch, safetensors and the standard library only): copy it into your own project.
 """
 
@@ -223,9 +224,8 @@ def most_common(values):
 
 
 def save_atomically(path, data):
-    """Write `data` (bytes) to a file beside `path`, then rename it to `path`: readers never see half a file, a failure
-    (a full disk) leaves no temporary file and names `path`. The file gets the mode a plain open() gives (0666 less
-    the umask, which can only be read by setting it: that races with other threads)."""
+    """Write `data` (bytes) to a file beside `path`, then rename it to `path`: readers never see half a file; a failure
+    leaves no temporary file and names `path` (docs/stack.md, "Writing files")."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         if os.path.exists(tmp):
@@ -234,7 +234,7 @@ def save_atomically(path, data):
             f.write(data)
         os.replace(tmp, path)
     except OSError as e:
-        raise OSError(e.errno, e.strerror, path) from e  # a write that finds the disk full names no file
+        raise OSError(e.errno, e.strerror, path) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -4,7 +4,7 @@ Text counts up as in any LLM; a video's merged patches sit at (start + time, sta
 after it resumes one past the largest. vlm.Processor decides each family's time steps (Processor.time_steps) and
 records the vision blocks of a sample; this module turns them into the (3, length) positions the model is given.
 transformers computes these itself, and gets them wrong after a long video in some versions (docs/stack.md,
-"M-RoPE positions"), so we never let it.
+"M-RoPE positions"; docs/method.md, "Where this implementation differs"), so we never let it.
 
     positions = mrope.positions(token_types, blocks)      # blocks: (times, rows, cols) per run of vision tokens
 """
@@ -28,8 +28,6 @@ def positions(token_types, blocks):
         text   (0,0,0) (1,1,1)
         video  (2,2,2) (2,2,3)  (3,2,2) (3,2,3)  (4,2,2) (4,2,3)        s = 2, largest = 2 + max(2, 0, 1) = 4
         text   (5,5,5) ...
-    Some transformers versions resume inside the video's time span instead (docs/stack.md, "M-RoPE positions"): that
-    is why we never let it compute positions.
     """
     positions = np.zeros((3, len(token_types)), dtype=np.int64)
     blocks = iter(blocks)

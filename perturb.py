@@ -35,7 +35,8 @@ unchanged; here a shuffle redraws the original order. r = 1 is the clean input (
 magnitude 1): one chunk, nothing dropped, every clip kept, so every kind returns the list unchanged, as it does a
 one-clip list. The pairs stage drops unchanged results as "unperturbed".
 
-Standard library only; copy this file anywhere.
+docs/method.md, "Perturbations and difficulty r", tells where they enter the method; `temple.py pairs -r 16 8 4 2
+--kinds drop shuffle reverse` applies them. Standard library only; copy this file anywhere.
 
     import random
     from perturb import perturb, CURRICULUM

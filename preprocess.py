@@ -57,8 +57,8 @@ def sample_indices(num_frames, video_fps, fps, max_frames, min_frames=4):
 
 
 def read_frames(path, indices):
-    """The frames at the given indices (e.g. keyframes), in the order given: shots.py decodes and numbers them, so a
-    keyframe index chosen there is the same frame here."""
+    """The frames at the given indices (e.g. keyframes), in the order given; decode.py numbers frames for
+    selection.py too, so a keyframe index chosen there is the same frame here."""
     frames, fps = decode.read_frames(path, indices)
     check_shape(*frames.shape[1:3], where=f"{path}: ")  # a property of the video: refused with the file's name
     return Video(frames, [int(i) / fps for i in indices], str(path))

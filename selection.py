@@ -9,7 +9,7 @@ detection (shots.py) every rule of the released code applies:
     -> >= 4 clips, no group revisited in more than min(3, N // 3) runs -> two sharp keyframes per clip
 
 The released code groups shots by SigLIP embeddings of their middle frames; here their colour histograms stand in.
-It imports numpy, PyAV and the shot detector (shots.py, video.py) only.
+It imports numpy, shots.py and decode.py only: the three copy together.
 
     python temple.py select videos/ --out data    # data/videos.jsonl: shots, clips, keyframes, kept or not
 """
@@ -18,8 +18,8 @@ import inspect
 
 import numpy as np
 
-from shots import find_shots, grey_levels, histogram_distance, scan_video
 from decode import BAD_VIDEO, decoded_frames, open_video
+from shots import find_shots, grey_levels, histogram_distance, scan_video
 
 
 # ----------------------------------------------------------------------------------------------------------------

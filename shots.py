@@ -31,7 +31,7 @@ A file that decodes only in part (a truncated download) gives the shots of the f
 it, since its clips would not be the video's. What happens to the shots next is selection.py's. The accuracy on real
 footage, against TransNetV2 and PySceneDetect: docs/shots.md.
 
-It imports numpy, PyAV and decode.py only; copy the two into another project as they are.
+It imports numpy and decode.py (PyAV) only; copy the two into another project as they are.
 
     python temple.py shots VIDEO                  # shots of one video as JSON
     shots.detect_shots("clip.mp4")                # [(0, 30), (30, 76), ...]: [start, end) frame ranges
