@@ -36,7 +36,7 @@ def numbered_jsonl(path, bad=None):
     """[(where, record)] of a JSON-lines file, where = "FILE:LINE" for messages about the record. A line that is not
     a JSON object is an error naming file and line; given a list `bad`, it is skipped and noted there as
     (where, reason) instead, for jobs that count bad items and carry on."""
-    check_readable_file(path)
+    check_input_file(path)
     records = []
     with open(path, encoding="utf-8") as f:
         try:
@@ -61,22 +61,12 @@ def numbered_jsonl(path, bad=None):
     return records
 
 
-def check_readable_file(path):
-    """A data file given: there, and not a directory (say which files the directory holds)."""
-    if os.path.isdir(path):
-        inside = sorted(n for n in os.listdir(path) if n.endswith((".jsonl", ".json")))
-        hint = f" (it holds {', '.join(inside[:4])}{', ...' if len(inside) > 4 else ''})" if inside else ""
-        raise ValueError(f"{path}: is a directory; give the data file itself{hint}")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-
-
 def read_records(path, what="records", bad=None):
     """[(where, record)] of a JSON file holding a list (LLaVA, ms-swift; where = "FILE: record N") or of a
     JSON-lines file (ours; where = "FILE:LINE", `bad` as in numbered_jsonl), told apart by the ending."""
     if not os.fspath(path).endswith(".json"):
         return numbered_jsonl(path, bad)
-    check_readable_file(path)
+    check_input_file(path)
     with open(path, encoding="utf-8") as f:
         try:
             records = json.load(f)
@@ -149,14 +139,20 @@ def check_output_dir(path, option):
     writable_place(os.path.join(path, "x"), option)
 
 
-def check_input_file(path, what, example, option=None):
-    """A file a command reads, checked before any work: there, and a file, not a directory."""
+def check_input_file(path, what=None, example=None, option=None):
+    """A file a command reads, checked before any work: there, and a file, not a directory. The message says what to
+    give: `what`, with `example` (a path) when given, else, for a directory, the data files it holds."""
     prefix = f"{option} " if option else ""
     if os.path.isdir(path):
-        example = os.path.join(path, os.path.basename(example))
-        raise ValueError(f"{prefix}{path}: is a directory; give {what}, e.g. {prefix}{example}")
+        if what:
+            example = os.path.join(path, os.path.basename(example))
+            raise ValueError(f"{prefix}{path}: is a directory; give {what}, e.g. {prefix}{example}")
+        inside = sorted(n for n in os.listdir(path) if n.endswith((".jsonl", ".json")))
+        hint = f" (it holds {', '.join(inside[:4])}{', ...' if len(inside) > 4 else ''})" if inside else ""
+        raise ValueError(f"{prefix}{path}: is a directory; give the data file itself{hint}")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{prefix}{path}: no such file; give {what}, e.g. {prefix}{example}")
+        raise FileNotFoundError(f"{prefix}{path}: no such file" + (f"; give {what}, e.g. {prefix}{example}" if what
+                                                                     else ""))
 
 
 def usual_file_mode(directory):
@@ -192,7 +188,7 @@ def clips_and_keyframes(record):
         raise BadRecord("malformed record: no clips")
     if not isinstance(keyframes, list) or len(keyframes) != len(clips):
         raise BadRecord(f"malformed record: {len(clips)} clips but keyframes for "
-                         f"{len(keyframes) if isinstance(keyframes, list) else 0}")
+                        f"{len(keyframes) if isinstance(keyframes, list) else 0}")
     for pair in keyframes:
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(k, int) and k >= 0 for k in pair)):
             raise BadRecord(f"malformed record: keyframes {pair!r} is not two frame indices")
@@ -282,7 +278,8 @@ def missing_videos(skipped, video_root=None, what="pair"):
     if video_root:
         where = f" (relative paths start from --video-root {video_root})"
     elif not os.path.isabs(paths[0]):
-        where = f" (relative paths start from the directory you run in, {os.getcwd()}; --video-root DIR starts them there)"
+        where = (f" (relative paths start from the directory you run in, {os.getcwd()}; --video-root DIR starts them "
+                 f"there)")
     else:
         where = ""
     return f"{len(paths)} {what}(s) whose video file is missing, the first {paths[0]}{where}"

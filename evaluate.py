@@ -63,10 +63,6 @@ def check_report_path(out, given):
                          f"delete it")
 
 
-def video_settings(args):
-    return {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
-
-
 def load_eval_model(args):
     """(model, has_reference). With --run: base model + the runs merged before it + the run's adapter, which
     switched off gives back the run's DPO reference. A base or merged model is its own reference (no rewards)."""
@@ -165,7 +161,7 @@ def evaluate_mcq(model, path, args):
     for item in tqdm(items, desc=f"mcq {os.path.basename(path)}", unit="question"):
         try:
             if item["video"] not in prepared:  # benchmarks ask several questions in a row about one video
-                prepared = {item["video"]: examples.prepared_video(model, item["video"], video_settings(args))}
+                prepared = {item["video"]: examples.prepared_video(model, item["video"], examples.video_options(args))}
             sums, means = mcq_scores(model, prepared[item["video"]], item, args.max_length, args.truncation)
         except UNUSABLE as e:
             skipped.append(skip(item["where"], f"{problem(e)}: {e}"))
@@ -241,8 +237,7 @@ def preference_accuracy(model, pairs, video_options, max_length, beta=0.1, use_r
     results, unscored = [], []
     for pair in tqdm(pairs, desc=desc, unit="pair"):
         try:
-            policy, reference, counts = pair_logps(model, pair, video_options, max_length, use_reference,
-                                                       truncation)
+            policy, reference, counts = pair_logps(model, pair, video_options, max_length, use_reference, truncation)
         except UNUSABLE as e:
             unscored.append((pair, f"{problem(e)}: {e}"))
             continue
@@ -289,7 +284,7 @@ def evaluate_pairs(model, path, args, has_reference):
     and counted, not fatal."""
     pairs, left_out = datafiles.read_pairs(path, args.video_root, skip_bad=True)
     skipped = [skip(where, reason) for where, reason in left_out]
-    scored = preference_accuracy(model, pairs, video_settings(args), args.max_length, beta=args.beta,
+    scored = preference_accuracy(model, pairs, examples.video_options(args), args.max_length, beta=args.beta,
                                  use_reference=has_reference, desc=f"pairs {os.path.basename(path)}",
                                  truncation=args.truncation)
     skipped += [skip(pair["where"], reason) for pair, reason in scored["unscored"]]
@@ -436,7 +431,7 @@ def evaluate_vinoground(model, path, args):
     results = []
     for item in tqdm(items, desc=f"vinoground {os.path.basename(path)}", unit="item"):
         try:
-            videos = [examples.prepared_video(model, video, video_settings(args)) for video in item["videos"]]
+            videos = [examples.prepared_video(model, video, examples.video_options(args)) for video in item["videos"]]
             sums, means = caption_scores(model, videos, item["captions"], args.max_length, item["where"],
                                          args.truncation)
         except UNUSABLE as e:
@@ -483,10 +478,10 @@ def run(args):
         refusal.known_to_every_rank = True  # every process refuses alike: printed once, by rank 0
         raise refusal
     for path in files:  # before the model loads
-        datafiles.check_readable_file(path)
+        datafiles.check_input_file(path)
     check_report_path(report_path(args), args.out)
     model, has_reference = load_eval_model(args)
-    report = {"model": model.name, "run": args.run, "video": video_settings(args),
+    report = {"model": model.name, "run": args.run, "video": examples.video_options(args),
               "mcq": [evaluate_mcq(model, path, args) for path in args.mcq],
               "pairs": [evaluate_pairs(model, path, args, has_reference) for path in args.pairs],
               "vinoground": [evaluate_vinoground(model, path, args) for path in args.vinoground]}

@@ -26,13 +26,19 @@ class BadItem(ValueError):
         self.kind = kind
 
 
+def video_options(args):
+    """How a stage or eval shows a video to the model, from the command line (temple.add_video_options)."""
+    return {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
+
+
 def prepared_video(model, path, video_options):
     """The video at `path` read and prepared for `model` (a vlm.VideoLM or vlm.Processor) with a stage's fps,
     max_frames and total_pixels. A video that cannot be used raises BadItem."""
     try:
         video = preprocess.read_video(path, fps=video_options["fps"], max_frames=video_options["max_frames"])
     except preprocess.BAD_VIDEO as e:  # a vanished, unreadable or too thin video (preprocess.ExtremeShape)
-        raise BadItem(str(e), "unusable video" if isinstance(e, preprocess.ExtremeShape) else "unreadable video") from None
+        kind = "unusable video" if isinstance(e, preprocess.ExtremeShape) else "unreadable video"
+        raise BadItem(str(e), kind) from None
     return model.prepare(video, total_pixels=video_options["total_pixels"])  # its errors are the settings'
 
 

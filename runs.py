@@ -41,6 +41,7 @@ import lora
 import tiny
 import vlm
 
+
 def finished(run_dir):
     return os.path.exists(os.path.join(run_dir, "adapter_model.safetensors"))
 
@@ -181,8 +182,7 @@ def write_run_config(config, meta, world_size, start=0):
     record = json.loads(json.dumps({**meta, "train": asdict(config), "world_size": world_size}))  # tuples as lists
     if start and os.path.exists(path):  # a resume from a checkpoint, already checked by check_resume
         saved = read_run_config(config.out)
-        current = {**saved["train"], **{k: new for resume in saved.get("resumes", []) for k, (_, new) in
-                                        resume["changed"].items()}}
+        current = settings_now(saved)
         changed = {k: [current.get(k), v] for k, v in record["train"].items() if current.get(k) != v}
         resume = {"step": start, "changed": changed}
         if "stopped" in saved:  # an adaptive stage that ended early goes on: its stop becomes history
@@ -192,6 +192,13 @@ def write_run_config(config, meta, world_size, start=0):
             saved.setdefault("resumes", []).append(resume)
         record = saved
     datafiles.write_atomic(path, json.dumps(record, indent=2))
+
+
+def settings_now(saved):
+    """A run's TrainConfig settings as they stand: the first ones (config.json's "train"), with what each resume
+    changed."""
+    return {**saved["train"], **{k: new for resume in saved.get("resumes", []) for k, (_, new) in
+                                 resume["changed"].items()}}
 
 
 def unfinish(run_dir):
@@ -209,7 +216,7 @@ def trained_otherwise(saved, meta):
         # left out: how it trains (train, world_size, resumes), what it wrote since (stopped), and what is compared
         # by what it is (base model), by content (start) or by file (data)
         fixed = {k: v for k, v in record.items() if k not in ("train", "world_size", "resumes", "stopped", "start",
-                                                               "data", "base_model", "base_model_id")}
+                                                              "data", "base_model", "base_model_id")}
         return {**json.loads(json.dumps(fixed)), "start": (record.get("start") or {}).get("adapter_sha256"),
                 "data": record.get("data") and os.path.realpath(record["data"])}
 
@@ -228,8 +235,7 @@ TRAINING_SETTINGS = ("lr", "warmup_ratio", "epochs", "global_batch", "weight_dec
 def trained_with_other_settings(saved, config):
     """The TRAINING_SETTINGS a finished run ended with (its first settings and what its resumes changed) that differ
     from `config` (a TrainConfig)."""
-    current = {**saved["train"], **{k: new for resume in saved.get("resumes", []) for k, (_, new) in
-                                    resume["changed"].items()}}
+    current = settings_now(saved)
     wanted = json.loads(json.dumps(asdict(config)))
     return [k for k in TRAINING_SETTINGS if current.get(k) != wanted.get(k)]
 

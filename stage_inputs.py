@@ -11,25 +11,28 @@ fix; a finished run asked to --resume says so and stops.
 import os
 
 import datafiles
+import examples
 import heldout
 import hub
 import runs
 import train
 
+
 def train_config(args, run_dir, **extra):
     """The train.TrainConfig of the options dpo, curriculum and sft share (temple.add_training_options)."""
     return train.TrainConfig(out=run_dir, lr=args.lr, warmup_ratio=args.warmup_ratio, epochs=args.epochs,
-                       global_batch=args.global_batch, micro_batch=args.micro_batch, weight_decay=args.weight_decay,
-                       max_grad_norm=args.max_grad_norm, save_every=args.save_every, max_steps=args.max_steps,
-                       seed=args.seed, grad_ckpt=args.grad_ckpt, workers=args.workers, **extra)
+                             global_batch=args.global_batch, micro_batch=args.micro_batch,
+                             weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
+                             save_every=args.save_every, max_steps=args.max_steps, seed=args.seed,
+                             grad_ckpt=args.grad_ckpt, workers=args.workers, **extra)
 
 
-def sft_config(args, run_dir, examples):
+def sft_config(args, run_dir, records):
     """The train.TrainConfig of an SFT run."""
     return train_config(
         args, run_dir, tokens_across_ranks=args.tokens_across_ranks,
         # a text-only record leaves the vision adapters out of the forward; DDP must be told to look for that
-        find_unused_parameters=not args.freeze_vit and any(e["video"] is None for e in examples))
+        find_unused_parameters=not args.freeze_vit and any(r["video"] is None for r in records))
 
 
 def finished_at(config, num_items):
@@ -58,7 +61,7 @@ def stage_init(args):
 def stage_meta(args, data, start, identity, held_videos):
     """What config.json records of what a stage trains (the settings of how it trains are the train.TrainConfig's)."""
     return {"stage": "dpo", "r": args.r, "base_model": args.model, "base_model_id": identity, "start": start,
-            "data": data, "video": {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels},
+            "data": data, "video": examples.video_options(args),
             "max_length": args.max_length, "truncation": args.truncation, "seed": args.seed,
             "model_seed": args.model_seed, "beta": args.beta, "loss_type": args.loss_type,
             "nll_weight": args.nll_weight, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
@@ -103,12 +106,7 @@ def read_stage_inputs(args, world):
     if not os.path.exists(data):
         raise FileNotFoundError(f"{data}: no such file; make the pairs with `temple.py pairs` first, or pass "
                                 f"--data FILE")
-    pairs, skipped = datafiles.read_pairs(data, args.video_root)
-    if world.main and skipped and pairs:
-        print(f"{data}: skipped {datafiles.missing_videos(skipped, args.video_root)}")
-    if not pairs:
-        raise ValueError(f"{data}: no usable pairs" + (
-            f": {datafiles.missing_videos(skipped, args.video_root)}" if skipped else ""))
+    pairs = usable(*datafiles.read_pairs(data, args.video_root), data, args.video_root, "pair", world)
     held_videos, note = heldout.stage_heldout_videos(args, init, pairs)
     if world.main and note:
         print(note)
@@ -129,28 +127,35 @@ def read_stage_inputs(args, world):
     return run_dir, data, init, meta, meta["video"], pairs, held_pairs
 
 
+def usable(items, skipped, path, video_root, what, world):
+    """The items read from `path`, with one line (rank 0) on those left out for a missing video; an error when none
+    is left."""
+    if world.main and skipped and items:
+        print(f"{path}: skipped {datafiles.missing_videos(skipped, video_root, what)}")
+    if not items:
+        raise ValueError(f"{path}: no usable {what}s" + (
+            f": {datafiles.missing_videos(skipped, video_root, what)}" if skipped else ""))
+    return items
+
+
 def read_sft_inputs(args, world):
-    """What SFT trains on, read and checked before the model loads: (run_dir, init, video, meta, examples)."""
+    """What SFT trains on, read and checked before the model loads: (run_dir, init, video, meta, records)."""
     run_dir = args.out or os.path.join(args.runs, "sft")
     runs.check_run_dir(run_dir, args.resume)
     train.check_accumulation(sft_config(args, run_dir, []), world)
     init = None if args.init in (None, "base") else args.init
     identity = hub.model_identity(args.model, args.model_seed)
     start = runs.start_after(init, args.model, run_dir, identity)
-    examples, missing = datafiles.read_conversations(args.data, args.video_root)
-    if world.main and missing and examples:
-        print(f"{args.data}: skipped {datafiles.missing_videos(missing, args.video_root, 'record')}")
-    if not examples:
-        raise ValueError(f"{args.data}: no usable records" + (
-            f": {datafiles.missing_videos(missing, args.video_root, 'record')}" if missing else ""))
-    video = {"fps": args.fps, "max_frames": args.max_frames, "total_pixels": args.total_pixels}
+    records = usable(*datafiles.read_conversations(args.data, args.video_root), args.data, args.video_root,
+                     "record", world)
+    video = examples.video_options(args)
     meta = {"stage": "sft", "base_model": args.model, "base_model_id": identity, "start": start, "data": args.data,
             "video": video, "max_length": args.max_length, "truncation": args.truncation, "seed": args.seed,
             "model_seed": args.model_seed, "lora": {"r": args.lora_r, "alpha": args.lora_alpha,
                                                     "dropout": args.lora_dropout, "vision": not args.freeze_vit}}
     if args.resume and runs.resumable(run_dir):
         runs.check_resume(run_dir, meta)
-    return run_dir, init, video, meta, examples
+    return run_dir, init, video, meta, records
 
 
 def already_finished(config, num_items, name, world):
