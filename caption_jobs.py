@@ -25,6 +25,7 @@ import preprocess
 import prompts as prompt_texts
 from perturb import KINDS
 
+
 def read_keyframes(path, keyframes):
     """A Video of the 2N keyframes, clip after clip."""
     return preprocess.read_frames(path, [k for pair in keyframes for k in pair])

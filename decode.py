@@ -1,9 +1,9 @@
 """decode.py - reading video files with PyAV: frames at given indices, and every frame of a file scaled down small.
 
 Every frame index in this project is a position in the sequence of frames that decode (decoded_frames): shots.py
-and selection.py number shots, clips and keyframes that way, and preprocess.py and the pair page read the frames back by the same
-numbers. A broken file is one clear error naming it (VideoError, or OSError for a file that is gone): batch jobs
-record it and go on.
+and selection.py number shots, clips and keyframes that way, and preprocess.py and the pair page read the frames
+back by the same numbers. A broken file is one clear error naming it (VideoError, or OSError for a file that is
+gone): batch jobs record it and go on.
 
 The shot detector looks at every frame of a video, so scanning must cost little more than decoding: scan() samples
 each frame down to SMALL_WIDTH x SMALL_HEIGHT straight from the decoder's planes and hands chunks of them to a

@@ -10,9 +10,9 @@ over the rejected answer y-:
     hinge:              loss = max(0, 1 - beta * (r+ - r-))
 
 TEMPLE's released run (docs/method.md, "Training") adds 1.0 x the mean token NLL of the chosen answer
-(`--nll-weight`; docs/stack.md, "rpo_alpha"). An answer's log-probability covers its text and the closing <|im_end|>, not the
-newline the chat template writes after it, as the released run's trainer scored it (docs/stack.md, "The answer's
-last token"). Dropout is off in the policy (LoRA dropout 0), as ms-swift and TRL switch it off for DPO.
+(`--nll-weight`; docs/stack.md, "rpo_alpha"). An answer's log-probability covers its text and the closing
+<|im_end|>, not the newline the chat template writes after it, as the released run's trainer scored it
+(docs/stack.md, "The answer's last token"). Dropout is off in the policy (LoRA dropout 0), as ms-swift and TRL switch it off for DPO.
 The reference is the same weights with the LoRA adapters switched off: no second copy of the model. Logged metrics
 use TRL's names:
     rewards/chosen, rewards/rejected   mean beta * r+ and beta * r-       (how far the policy moved per answer)

@@ -7,9 +7,10 @@ A frozen linear layer W (out x in) learns only a low-rank update B A, with A (r 
              |                                                ^
              +--> dropout --> [ A  r x in ] --> [ B  out x r ] --> * alpha/r
 
-(r here is LoRA's rank, not TEMPLE's difficulty r.) B starts at zero, so a new adapter changes nothing: the model with its adapters switched off *is* the base model
-(the DPO reference costs no second copy of the weights). Training touches r * (in + out) numbers per layer instead
-of in * out; merging folds W + (alpha/r) B A back into one plain weight.
+(r here is LoRA's rank, not TEMPLE's difficulty r.) B starts at zero, so a new adapter changes nothing: the model
+with its adapters switched off *is* the base model (the DPO reference costs no second copy of the weights). Training
+touches r * (in + out) numbers per layer instead of in * out; merging folds W + (alpha/r) B A back into one plain
+weight.
 
     names = apply_lora(model, r=32, alpha=64)      # wrap the language model's linears, freeze everything else
     with disable_lora(model): reference = model(**batch)           # the base model, adapters off

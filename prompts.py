@@ -77,8 +77,8 @@ def check(prompts, where="prompts"):
             raise ValueError(f"{where}: \"{key}\" must be a text, got {type(prompts[key]).__name__}")
         for marker, count in markers.items():
             if prompts[key].count(marker) != count:
-                raise ValueError(f"{where}: \"{key}\" must contain {marker} {'once' if count == 1 else f'{count} times'}"
-                                 f" (found {prompts[key].count(marker)})")
+                times = "once" if count == 1 else f"{count} times"
+                raise ValueError(f"{where}: \"{key}\" must contain {marker} {times} (found {prompts[key].count(marker)})")
     return prompts
 
 

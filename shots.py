@@ -78,7 +78,7 @@ def scan_video(path, levels=4, grid=2, chunk=32):
     and selection need per frame (see Scan). Frames that do not decode are skipped: a damaged or truncated file
     gives the frames before (and after) the damage, and Scan.incomplete() says how many are missing."""
     fps, parts, promised, exact, corrupt = decode.scan(path, lambda frames: summarise_frames(frames, levels, grid),
-                                                      chunk)
+                                                       chunk)
     histograms, tiles, grey_min, grey_max = (np.concatenate(p) for p in zip(*parts))
     return Scan(fps, len(histograms), histograms, tiles, grey_min, grey_max, promised, exact, corrupt)
 

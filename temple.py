@@ -216,8 +216,8 @@ def cmd_captions(args):
     jobs.check_settings(out, settings, "--out")  # before the model loads
     model = vlm.load(args.model, device=world.device)
     records = caption_jobs.caption_videos(model, videos, out, batch_size=args.batch_size,
-                                      max_new_tokens=args.max_new_tokens, rank=world.rank, world_size=world.size,
-                                      prompts=prompts, **keyframe_pixel_options(args))
+                                          max_new_tokens=args.max_new_tokens, rank=world.rank, world_size=world.size,
+                                          prompts=prompts, **keyframe_pixel_options(args))
     if records is not None:  # rank 0; nothing captioned at all is an error (captions.jsonl holds the reasons)
         print(caption_jobs.caption_summary(args.videos, out, records))
 
@@ -258,7 +258,7 @@ def cmd_pairs(args):
     pixels = {**keyframe_pixel_options(args), "total_pixels": args.total_pixels} if route == "frames" else {}
     top_k, top_p, origin = captions.sample_filters(args.model, args.top_k, args.top_p)
     settings = caption_jobs.description_settings(args.model, route, args.seed, args.temperature, top_k, top_p,
-                                             args.repetition_penalty, args.max_new_tokens, pixels, prompts)
+                                                 args.repetition_penalty, args.max_new_tokens, pixels, prompts)
     jobs.check_settings(caption_jobs.descriptions_path(out_dir, route), settings, "--out-dir")  # before loading
     if origin and world.main:
         print(f"descriptions: temperature {args.temperature}, top_k {top_k}, top_p {top_p} ({origin}, as the "

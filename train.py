@@ -148,8 +148,8 @@ def train(model, loss_fn, encode, num_items, config, world, meta, resume=False, 
     loss_fn(module, encoded_items) -> (loss tensor, {metric: float}); module is the DDP wrapper when distributed,
     so its forward must be the one that runs the policy. The loss is a mean over the micro-batch, or, given
     tokens(encoded_items) -> int, a sum that the loop divides by the tokens of this rank's whole accumulation window.
-    encode(index) -> one encoded example (runs in workers); it raises examples.BadItem for an example that cannot be used,
-    which is left out and named by encode.where(index) when encode has that method.
+    encode(index) -> one encoded example (runs in workers); it raises examples.BadItem for an example that cannot be
+    used, which is left out and named by encode.where(index) when encode has that method.
     meta: what config.json records besides the settings (base_model, the run it started from, data, ...).
     evaluation: an Evaluation, or None.
     """
@@ -221,13 +221,13 @@ def loop(run, loss_fn, config, world, meta, tokens, evaluation=None):
             left_out = round(distributed.all_sum(world, sum(left_out)))  # examples this step left out, over all ranks
             if not math.isfinite(logged["loss"]):
                 raise ValueError(f"step {step + 1}: the loss is {logged['loss']}; stopped before updating the "
-                                 f"weights. {runs.checkpoint_note(config, run.saved)}, whose weights gave a finite loss: "
-                                 f"lower --lr or check the data, then continue with --resume")
+                                 f"weights. {runs.checkpoint_note(config, run.saved)}, whose weights gave a finite "
+                                 f"loss: lower --lr or check the data, then continue with --resume")
             if step > run.start and step % config.save_every == 0:
                 # saved only now: the weights after `step` updates have just given a finite loss, so a NaN stop
                 # never leaves behind a checkpoint that holds the update that blew up
                 runs.save_checkpoint(run.model, run.optimizer, step, config, world, meta, rng=rng_at_start,
-                                evaluations=run.evaluations)
+                                     evaluations=run.evaluations)
                 run.saved = step
             grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, config.max_grad_norm)
             run.optimizer.step()
@@ -270,6 +270,6 @@ def forward_backward(run, window, loss_fn, config, world, tokens, autocast):
         sums["loss"] = sums.get("loss", 0.0) + loss.item() / divisor
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + float(v) / accumulation
-    return distributed.all_mean(world, sums)  # over ranks, so every rank takes the same decisions (NaN stop) with the same numbers
+    return distributed.all_mean(world, sums)  # every rank takes the same decisions (NaN stop) on the same numbers
 
 

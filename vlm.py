@@ -176,16 +176,17 @@ class Processor:
         self.ids = dict(zip(["pad", "im_start", "im_end", "vision_start", "vision_end", "image", "video"], ids))
 
     def preprocess(self, video, total_pixels=9_000_000, min_pixels=None, max_pixels=None):
-        """A preprocess.Video (or (T, H, W, 3) array) -> (patches, grid (t, h, w)). Decoded video (a preprocess.Video that knows its sampling
-        rate) is resized as qwen_vl_utils resizes video, a list of frames as it resizes images (preprocess.resize_video and
-        preprocess.resize_frames)."""
+        """A preprocess.Video (or (T, H, W, 3) array) -> (patches, grid (t, h, w)). Decoded video (a preprocess.Video
+        that knows its sampling rate) is resized as qwen_vl_utils resizes video, a list of frames as it resizes
+        images (preprocess.resize_video and preprocess.resize_frames)."""
         frames = video.frames if isinstance(video, preprocess.Video) else np.asarray(video)
         min_pixels = min_pixels or self.min_pixels
         limit = preprocess.frame_max_pixels(len(frames), total_pixels, min_pixels, max_pixels or self.max_pixels)
         height, width = preprocess.smart_resize(frames.shape[1], frames.shape[2], self.factor, min_pixels, limit)
-        resize = preprocess.resize_video if isinstance(video, preprocess.Video) and video.fps is not None else preprocess.resize_frames
+        decoded = isinstance(video, preprocess.Video) and video.fps is not None
+        resize = preprocess.resize_video if decoded else preprocess.resize_frames
         return preprocess.patchify(resize(frames, height, width), self.family.mean, self.family.std,
-                        self.patch, self.merge, self.temporal_patch)
+                                   self.patch, self.merge, self.temporal_patch)
 
     def prepare(self, video, **pixel_options):
         """Preprocess once, encode many times (e.g. the chosen and the rejected answer of one DPO pair)."""
@@ -366,7 +367,7 @@ class VideoLM:
         """Answers for prompts encoded without a response; greedy when temperature is 0, else sampled with `seed`, or
         with one seed per row (`seeds`): then a row's text depends on its own seed alone, not on the batch it is in.
         Sampling keeps the top_k likeliest tokens (0: all) and of those the smallest set of mass top_p; the
-        checkpoint's generation_config never fills these in here (generation_config() reads it for the caller).
+        checkpoint's generation_config never fills these in here (captions.sample_filters reads it for the caller).
 
         The prompt's positions are ours; generate extends position_ids by one per new token on all three axes, so the
         answer continues at the prompt's last position + 1, as when it was trained (docs/stack.md, "M-RoPE

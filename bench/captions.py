@@ -42,7 +42,7 @@ def run(model, videos, directory, batch_size):
     out = os.path.join(directory, f"captions_b{batch_size}_{time.perf_counter_ns()}.jsonl")
     start = time.perf_counter()
     records = caption_jobs.caption_videos(model, videos, out, batch_size=batch_size, max_new_tokens=MAX_NEW_TOKENS,
-                                      **PIXELS)
+                                          **PIXELS)
     return time.perf_counter() - start, records
 
 

@@ -138,7 +138,7 @@ def main():
     model.hf_model.train()
     rng = np.random.default_rng(0)
     video = preprocess.Video(rng.integers(0, 256, (args.frames, 224, 224, 3), dtype=np.uint8),
-                      [float(i) for i in range(args.frames)], fps=1.0)
+                             [float(i) for i in range(args.frames)], fps=1.0)
     words = "the person walks into the scene and then picks up a clip of video with the other hand".split()
     chosen, rejected = (" ".join(rng.choice(words, 150)) for _ in range(2))
     instruction = "Describe the video in detail."

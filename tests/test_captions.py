@@ -1,4 +1,5 @@
-"""captions.py and caption_jobs.py: clip captions, descriptions, pair filters, resume and sharding, the HTML viewer, ms-swift export."""
+"""captions.py and caption_jobs.py: clip captions, descriptions, pair filters, resume and sharding, the HTML viewer,
+ms-swift export."""
 
 import json
 import os
@@ -58,7 +59,7 @@ def dataset(tmp_path_factory):
 
 def caption(tiny, dataset, out, **kw):
     return caption_jobs.caption_videos(tiny, datafiles.kept_videos(dataset), str(out), max_new_tokens=8,
-                                   **{"batch_size": 8, **kw, **SMALL})
+                                       **{"batch_size": 8, **kw, **SMALL})
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +241,7 @@ def check_pairs_files(out_dir, videos, rs, route="captions"):
 def test_pairs_end_to_end_with_the_tiny_model(tiny, dataset, captioned, tmp_path):
     videos = datafiles.pair_inputs(write_captions(captioned, tmp_path))
     descriptions = caption_jobs.describe_videos(tiny, videos, str(tmp_path / "descriptions.jsonl"), CURRICULUM,
-                                            max_new_tokens=8)
+                                                max_new_tokens=8)
     assert len(descriptions) == len(videos) * (1 + 3 * len(CURRICULUM))
     written = caption_jobs.write_pairs(descriptions, str(tmp_path), CURRICULUM)
     assert [os.path.basename(p) for p, _ in written] == [f"pairs_r{r}.jsonl" for r in CURRICULUM]
@@ -314,7 +315,7 @@ def test_pairs_of_other_kinds_do_not_replace_earlier_pairs(tiny, tmp_path, monke
         (tmp_path / f"v{k}.mp4").write_bytes(b"")
     monkeypatch.setattr(vlm.VideoLM, "generate", echo_captions)
     descriptions = caption_jobs.describe_videos(tiny, fake_videos(root=str(tmp_path)), str(tmp_path / "d.jsonl"), [4],
-                                            kinds=ALL_KINDS)
+                                                kinds=ALL_KINDS)
     [(path, _)] = caption_jobs.write_pairs(descriptions, str(tmp_path), [4])
     caption_jobs.check_pairs_settings(str(tmp_path), [4], kinds=["reverse", "drop", "shuffle"])  # another order
     caption_jobs.check_pairs_settings(str(tmp_path), [8], kinds=["swap"])  # no pairs_r8 yet

@@ -70,7 +70,7 @@ def test_max_steps_is_the_number_of_steps_whatever_the_epochs_give(data_dir, tmp
 
 
 def test_a_run_that_stopped_before_its_first_checkpoint_does_not_block_the_corrected_command(data_dir, tmp_path,
-                                                                                            capsys):
+                                                                                             capsys):
     with pytest.raises(ValueError, match="the loss is (nan|inf)"):
         recipes.run_stage(stage_args(data_dir, tmp_path, max_steps=3, lr=1e30))
     run = tmp_path / "dpo_r16"
@@ -155,7 +155,7 @@ def test_a_merged_built_in_model_carries_the_processor_files_a_checkpoint_has(da
 
 
 def test_a_full_disk_while_a_checkpoint_is_written_is_one_line_and_resume_goes_on(data_dir, tmp_path, capsys,
-                                                                                   monkeypatch):
+                                                                                  monkeypatch):
     """torch.save on a full disk raises an unnamed RuntimeError ("unexpected pos ..."); the checkpoint's files are
     written by our own writes, so the error names the file, and the line says what is kept and how to go on."""
     real, calls = datafiles.write_atomic, []

@@ -339,7 +339,7 @@ def test_a_pair_over_max_length_is_left_out_as_ms_swift_deletes_it_or_cut_on_req
     datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
     video = {"fps": 1.0, "max_frames": 4, "total_pixels": 64 * 96 * 4}
     fits = max(len(row.input_ids) for row in dpo.encode_pair(vlm.load("tiny"), {**pairs[0], "where": "x"}, video,
-                                                               10_000))
+                                                             10_000))
     args = dict(global_batch=1, max_steps=4, max_length=fits + 5)
     run = recipes.run_stage(stage_args(tmp_path, tmp_path / "delete", **args))
     err = capfd.readouterr().err
@@ -360,7 +360,7 @@ def test_an_unreadable_video_is_replaced_by_the_next_pair(data_dir, tmp_path, ca
     datafiles.write_jsonl(tmp_path / "pairs_r16.jsonl", pairs)
     for precompute_ref in (False, True):
         run = recipes.run_stage(stage_args(tmp_path, tmp_path / f"runs_{precompute_ref}", global_batch=1,
-                                       precompute_ref=precompute_ref))
+                                           precompute_ref=precompute_ref))
         assert len(read_metrics(run)) == len(pairs) and runs.finished(run)
         err = capfd.readouterr().err
         assert f"left out pair {tmp_path / 'pairs_r16.jsonl'}:2: {tmp_path / 'broken.mp4'}: not a readable video" in err
@@ -447,7 +447,7 @@ def test_a_run_carries_its_chain_and_survives_a_move(data_dir, tmp_path):
         notes = json.load(open(os.path.join(third, part, "adapter_config.json")))["base_model_name_or_path"]
         assert notes == "tiny + dpo_r16 + dpo_r8 merged"
         assert "Loaded alone on tiny it leaves dpo_r16, dpo_r8 out." in open(os.path.join(third, part,
-                                                                                        "README.md")).read()
+                                                                                         "README.md")).read()
     assert json.load(open(os.path.join(first, "stage", "adapter_config.json")))["base_model_name_or_path"] == "tiny"
     assert not os.path.exists(os.path.join(first, "stage", "README.md"))
     plain = vlm.load("tiny")
@@ -503,7 +503,7 @@ def test_merged_model_directory_carries_the_processor_files(data_dir, tmp_path, 
 
 
 def test_merge_of_a_hub_model_fetches_its_processor_files_or_says_which_it_could_not(data_dir, tmp_path,
-                                                                                      monkeypatch, capsys):
+                                                                                     monkeypatch, capsys):
     """A hub id's processor files come from the local cache, else from the hub; with neither, a warning names them."""
     import huggingface_hub.constants
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
@@ -663,7 +663,7 @@ def _ddp_worker(rank, world, init_file, data_dir, runs):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         recipes.run_stage(stage_args(data_dir, runs, global_batch=4, micro_batch=1, max_steps=2, lora_dropout=0.0,
-                                 eval_pairs=os.path.join(data_dir, "pairs_r8.jsonl"), eval_every=1))
+                                     eval_pairs=os.path.join(data_dir, "pairs_r8.jsonl"), eval_every=1))
     finally:
         dist.destroy_process_group()
     leave_without_teardown()
@@ -673,7 +673,7 @@ def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(data_dir), str(tmp_path / "ddp")), nprocs=2)
     # the held-out pairs are split over the 2 ranks, their margins gathered: the same numbers as 1 process
     single = recipes.run_stage(stage_args(data_dir, tmp_path / "single", global_batch=4, micro_batch=1, max_steps=2,
-                                      lora_dropout=0.0, eval_pairs=str(data_dir / "pairs_r8.jsonl"), eval_every=1))
+                                          lora_dropout=0.0, eval_pairs=str(data_dir / "pairs_r8.jsonl"), eval_every=1))
     a, b = adapter_tensors(os.path.join(tmp_path, "ddp", "dpo_r16")), adapter_tensors(single)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
@@ -761,7 +761,7 @@ def test_loader_workers_started_by_forkserver_train_the_same(data_dir, tmp_path)
     multiprocessing.set_start_method("forkserver", force=True)
     try:
         forked = recipes.run_stage(stage_args(data_dir, tmp_path / "workers", max_steps=2, workers=1,
-                                          precompute_ref=True))
+                                              precompute_ref=True))
     finally:
         multiprocessing.set_start_method(before, force=True)
     inline = recipes.run_stage(stage_args(data_dir, tmp_path / "inline", max_steps=2, workers=0, precompute_ref=True))
@@ -821,7 +821,7 @@ def test_a_failure_on_one_rank_stops_every_rank_with_its_line(data_dir, tmp_path
 
 
 def test_curriculum_skips_a_finished_stage_only_when_it_was_trained_as_this_command_would(data_dir, tmp_path,
-                                                                                         capsys):
+                                                                                          capsys):
     from safetensors.torch import load_file, save_file
     command = ["curriculum", "--model", "tiny", "--stages", "16", "8", "--data-dir", str(data_dir), "--runs",
                str(tmp_path), "--max-steps", "1", "--global-batch", "2", "--workers", "0", "--max-frames", "4",

@@ -39,7 +39,7 @@ def test_heldout_videos_are_the_same_on_every_call_with_every_pair_of_theirs():
 def test_metrics_get_the_heldout_accuracy_that_eval_reports(data_dir, tmp_path):
     """eval/rewards/* of the last step equal what `temple.py eval --pairs --run` computes on the same pairs."""
     run = recipes.run_stage(stage_args(data_dir, tmp_path, epochs=2, max_steps=3, global_batch=1, heldout=1,
-                                   eval_every=2))
+                                       eval_every=2))
     metrics = read_metrics(run)
     assert [("eval/rewards/accuracies" in m) for m in metrics] == [False, True, True]  # every 2 steps and the end
     config = runs.read_run_config(run)
@@ -66,7 +66,7 @@ def curriculum_data(directory):
 
 
 def test_a_curriculum_holds_out_the_same_videos_in_every_stage_and_never_trains_on_them(tmp_path, monkeypatch,
-                                                                                       capsys):
+                                                                                        capsys):
     curriculum_data(tmp_path)
     trained = {}
     encode = dpo.PairEncoder.__call__
@@ -88,7 +88,7 @@ def test_a_curriculum_holds_out_the_same_videos_in_every_stage_and_never_trains_
     with pytest.raises(ValueError, match=r"--heldout 1: .*dpo_r16, which this stage starts from, held out 2 "
                                          r"video\(s\); hold out the same ones \(--heldout 2\)"):
         recipes.run_stage(stage_args(tmp_path, tmp_path / "runs", r=8, out=str(tmp_path / "other"), heldout=1,
-                                 video_root=str(tmp_path), max_steps=1))
+                                     video_root=str(tmp_path), max_steps=1))
 
 
 def test_adaptive_stage_ends_early_on_pairs_it_learns_quickly(data_dir, tmp_path, capsys, monkeypatch):

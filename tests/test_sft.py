@@ -148,7 +148,7 @@ def test_two_gloo_processes_match_one_process_with_text_only_records(data, tmp_p
     # of the global batch, the number of processes changes nothing (per-rank windows, the released way, would).
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path / "ddp")), nprocs=2)
     single = recipes.run_sft(sft_args(data, tmp_path / "single", epochs=2, max_steps=2, lora_dropout=0.0,
-                                  tokens_across_ranks=True))
+                                      tokens_across_ranks=True))
     a = load_file(os.path.join(tmp_path, "ddp", "sft", "adapter_model.safetensors"))
     b = load_file(os.path.join(single, "adapter_model.safetensors"))
     assert any("visual" in key for key in a)

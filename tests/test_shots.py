@@ -331,7 +331,7 @@ def test_clean_shots_drops_short_and_blank():
     assert selection.clean_shots(found, 50, grey_min, grey_max) == [(19, 40), (60, 100)]
     assert selection.clean_shots(found, 25, grey_min, grey_max) == [(4, 12), (19, 40), (60, 100)]
     assert selection.clean_shots(found, 25, grey_min, grey_max, min_grey_range=8) == [(4, 12), (19, 40), (40, 60),
-                                                                                   (60, 100)]
+                                                                                      (60, 100)]
 
 
 def test_shot_filter():

@@ -284,7 +284,7 @@ def test_the_step_axis_ends_at_the_last_step_and_every_point_is_whole(tmp_path):
     for k in range(len(views.PLOT_METRICS)):
         left, top, right, bottom = panel_box(k)
         drawn = pixels_of(image.convert("RGB"), rgb(views.PLOT_COLOURS[0]), (left - 10, top - 10, right + 10,
-                                                                                bottom + 10))
+                                                                             bottom + 10))
         xs, ys = [x for x, _ in drawn], [y for _, y in drawn]
         assert left < min(xs) and max(xs) < right and top < min(ys) and max(ys) < bottom
         assert max(xs) > right - 15  # the last step at the end of the axis, not two thirds along it

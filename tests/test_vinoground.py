@@ -160,7 +160,7 @@ def test_report_overall_and_per_category():
         "interaction": {"items": 1, "text": 1.0, "video": 1.0, "group": 1.0},
         "object": {"items": 1, "text": 1.0, "video": 0.0, "group": 0.0}}
     assert [(r["text"], r["video"], r["group"]) for r in report["items"]] == [(True,) * 3, (True, False, False),
-                                                                               (False,) * 3]
+                                                                              (False,) * 3]
     assert report["skipped"] == 2 and report["skipped_by_reason"] == {"video missing": 1, "unreadable video": 1}
     assert report["skipped_items"] == skipped
     table = "\n".join(vino.vinoground_table([report]))

@@ -67,7 +67,7 @@ def test_video_frames_are_resized_as_torchvision_does(tiny):
     frame = (np.arange(24) * 97 % 256).astype(np.uint8).reshape(1, 4, 6, 1).repeat(3, -1)
     # torchvision 0.28's resize of the uint8 tensor (BICUBIC, antialias=True), as qwen_vl_utils calls it
     assert preprocess.resize_video(frame, 3, 4)[0, :, :, 0].tolist() == [[46, 127, 91, 177], [149, 103, 119, 82],
-                                                                  [161, 131, 166, 124]]
+                                                                        [161, 131, 166, 124]]
     up = preprocess.resize_video(frame, 6, 8)
     assert up[0, :, :, 0].tolist() == [[0, 48, 147, 196, 41, 78, 177, 247], [24, 91, 127, 97, 62, 138, 169, 135],
                                        [76, 157, 123, 5, 103, 175, 134, 32], [122, 211, 183, 64, 160, 79, 50, 102],
